@@ -1,0 +1,40 @@
+"""The data contract: one home for the rates, sizes and label vocabularies that every
+stage (media decoding, preprocessing, dataset builders, models) must agree on.
+
+A clip is T video frames at 25 fps and 16 kHz mono audio; the log-mel has exactly
+4 frames per video frame (10 ms hop), so a window of T video frames is 4T mel frames.
+"""
+
+from __future__ import annotations
+
+VIDEO_FPS = 25                      # frames per second of every decoded clip
+AUDIO_SR = 16_000                   # samples per second of every decoded clip (mono)
+SAMPLES_PER_FRAME = AUDIO_SR // VIDEO_FPS   # 640 audio samples per video frame
+
+# Log-mel front end of the student (25 ms window, 10 ms hop, 80 mels, librosa filters).
+N_MELS = 80
+MEL_WIN = 400                       # 25 ms at 16 kHz
+MEL_HOP = 160                       # 10 ms at 16 kHz
+MEL_NFFT = 512                      # window zero-padded to the next power of two
+MEL_FMIN = 0.0
+MEL_FMAX = 8_000.0
+MEL_PER_FRAME = SAMPLES_PER_FRAME // MEL_HOP   # 4 mel frames per video frame
+LOG_FLOOR = 1e-6                    # log(mel + LOG_FLOOR)
+
+# Mouth crops follow the LRS / AV-HuBERT convention: a 96x96 region around the mouth,
+# centre-cropped to 88x88, grayscale.
+MOUTH_ROI = 96
+MOUTH_SIZE = 88
+FACE_SIZE_DEFAULT = 112             # RGB face crop side (224 for CLIP encoders)
+
+# Labels. Categories follow FakeAVCeleb: R/F = real/fake, V/A = video/audio.
+CATEGORIES = ("RVRA", "RVFA", "FVRA", "FVFA")
+LABEL_NAMES = ("real", "fake")
+
+assert SAMPLES_PER_FRAME * VIDEO_FPS == AUDIO_SR
+assert MEL_PER_FRAME * MEL_HOP == SAMPLES_PER_FRAME
+
+
+def category_of(video_fake: bool, audio_fake: bool) -> str:
+    """FakeAVCeleb category name for a clip with the given manipulated modalities."""
+    return ("F" if video_fake else "R") + "V" + ("F" if audio_fake else "R") + "A"

@@ -1,0 +1,31 @@
+"""Shared pytest fixtures: paths to the real fixture clips, and process-wide set-up."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+FIXTURES = REPO.parent / "shared" / "fixtures" / "realav"
+
+# Grain worker processes read absl flags; mark them parsed once for the whole session.
+from absl import flags as _absl_flags  # noqa: E402
+
+_absl_flags.FLAGS.mark_as_parsed()
+
+
+@pytest.fixture(scope="session")
+def realav_dir() -> pathlib.Path:
+    """The folder of 16 real and generated talking-face clips (../shared/fixtures/realav)."""
+    if not FIXTURES.is_dir():
+        pytest.fail(f"fixture folder missing: {FIXTURES} (expected beside the repository)")
+    return FIXTURES
+
+
+@pytest.fixture(scope="session")
+def realav_clips(realav_dir) -> list[pathlib.Path]:
+    clips = sorted(realav_dir.glob("*.mp4"))
+    assert len(clips) == 16, f"expected 16 fixture clips in {realav_dir}, found {len(clips)}"
+    return clips
