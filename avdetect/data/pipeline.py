@@ -1,0 +1,498 @@
+"""Grain input pipelines over the video-level shards.
+
+Training: ``tfds.data_source`` -> per-host shard (host ``p`` of ``P`` reads records
+``p, p+P, ...`` of the selected records) -> seeded shuffle, reshuffled every epoch
+(``shuffle(seed).repeat()``) -> one random window of T frames per video, with the
+per-video augmentation (:mod:`avdetect.data.augment`) -> batch -> optional worker
+processes (``mp_prefetch``). The returned iterator is a ``grain.DatasetIterator``: its
+``get_state()`` / ``set_state()`` resume exactly (the trainer stores the state in its
+checkpoint).
+
+Evaluation: every window of every video (stride T; the last, partial window is padded and
+masked), in a fixed order; each batch carries ``video_id`` (the record index in the split;
+:func:`load_split_index` names it) and ``window_start`` for video-level aggregation. Every
+host yields the same number of batches; the last ones are padded with ``valid == 0``
+examples, so a jitted multi-host eval step never waits on a host that ran out.
+
+Batch layout (B = local batch, T = window, S = face side, K = teacher classes)::
+
+    mouth          uint8   [B, T, 88, 88]
+    face           uint8   [B, T, S, S, 3]
+    logmel         float32 [B, 4T, 80]
+    teacher_audio  float32 [B, T, K]     teacher_video float32 [B, T, K]
+    frame_mask     float32 [B, T]        1 for real frames, 0 for padding
+    face_found     float32 [B, T]
+    label, video_fake, audio_fake, category, method, has_audio, has_teacher   int32 [B]
+    video_id, window_start   int32 [B]   (video_id = -1 on padding examples)
+    valid          float32 [B]           0 on eval padding examples
+
+``category`` indexes ``contract.CATEGORIES``; ``method`` indexes the dataset's
+``method_names`` (:func:`load_split_index`).
+
+``data_cfg`` keys (ml_collections ConfigDict, dict or any attribute object):
+required ``name`` ('synthetic_av/tiny'), ``data_dir``, ``window``, ``batch_size`` (global);
+optional, with defaults: ``face_size`` None (= as stored; otherwise resized),
+``num_workers`` 0 (0 = in-process), ``read_threads`` 2, ``prefetch_batches`` 2,
+``train_split`` 'train', ``eval_split`` 'test', ``val_split`` 'test', ``augment`` True,
+``aug_ops`` ('orig', 'flip', 'crop', 'rotate'), ``aug_crop_min`` 0.7,
+``aug_max_rotate_deg`` 15.0, ``train_include_methods`` () and ``train_exclude_methods`` ()
+(leave-one-method-out: e.g. exclude ('wav2lip',) from 'train', evaluate on
+'method_wav2lip').
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import re
+from typing import Any, Iterator, Mapping, Sequence
+
+import cv2
+import grain
+import numpy as np
+
+from avdetect import contract
+from avdetect.data import augment as aug_lib
+from avdetect.data import features as feat
+from avdetect.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+_DEFAULTS: dict[str, Any] = {
+    "face_size": None,
+    "num_workers": 0,
+    "read_threads": 2,
+    "prefetch_batches": 2,
+    "train_split": "train",
+    "eval_split": "test",
+    "val_split": "test",
+    "augment": True,
+    "aug_ops": aug_lib.AUG_OPS,
+    "aug_crop_min": 0.7,
+    "aug_max_rotate_deg": 15.0,
+    "train_include_methods": (),
+    "train_exclude_methods": (),
+}
+_REQUIRED = ("name", "data_dir", "window", "batch_size")
+
+
+def cfg_get(cfg: Any, key: str) -> Any:
+    """Read ``key`` from a ConfigDict / dict / attribute object, falling back to defaults."""
+    if isinstance(cfg, Mapping):
+        value = cfg.get(key, _DEFAULTS.get(key))
+    else:
+        value = getattr(cfg, key, _DEFAULTS.get(key))
+    if value is None and key in _REQUIRED:
+        raise ConfigError(f"config.data.{key} is required by the data pipeline")
+    return value
+
+
+# ---------------------------------------------------------------------------------------
+# Split index
+# ---------------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class SplitIndex:
+    """Per-record summary of one split, in record order (from the dataset metadata)."""
+
+    video_id: tuple[str, ...]
+    num_frames: np.ndarray          # int64 [N]
+    label: np.ndarray               # int64 [N]
+    category: np.ndarray            # int64 [N], index into contract.CATEGORIES
+    method: tuple[str, ...]
+    identity: tuple[str, ...]
+    method_names: tuple[str, ...]   # the dataset-wide method vocabulary (batch 'method' ids)
+
+    def __len__(self) -> int:
+        return len(self.video_id)
+
+    @property
+    def method_id(self) -> np.ndarray:
+        lookup = {m: i for i, m in enumerate(self.method_names)}
+        return np.array([lookup[m] for m in self.method], np.int64)
+
+    @classmethod
+    def from_columns(cls, cols: Mapping[str, Sequence[Any]],
+                     method_names: Sequence[str] | None = None) -> "SplitIndex":
+        methods = tuple(str(m) for m in cols["method"])
+        names = tuple(method_names) if method_names else tuple(sorted(set(methods)))
+        missing = set(methods) - set(names)
+        if missing:
+            raise ConfigError(f"split index has methods {sorted(missing)} that are not in the "
+                              f"dataset's method_names {list(names)}")
+        return cls(video_id=tuple(str(v) for v in cols["video_id"]),
+                   num_frames=np.asarray(cols["num_frames"], np.int64),
+                   label=np.asarray(cols["label"], np.int64),
+                   category=np.asarray(cols["category"], np.int64),
+                   method=methods,
+                   identity=tuple(str(v) for v in cols["identity"]),
+                   method_names=names)
+
+    @classmethod
+    def from_examples(cls, source: Sequence[Mapping[str, Any]],
+                      method_names: Sequence[str] | None = None) -> "SplitIndex":
+        """Scan a source (reads every record: only for small or foreign datasets)."""
+        cols: dict[str, list] = {k: [] for k in feat.INDEX_FIELDS}
+        for i in range(len(source)):
+            ex = source[i]
+            for k in feat.INDEX_FIELDS:
+                v = ex[k]
+                cols[k].append(v.decode() if isinstance(v, bytes) else v)
+        return cls.from_columns(cols, method_names)
+
+    def select(self, include_methods: Sequence[str] = (),
+               exclude_methods: Sequence[str] = ()) -> np.ndarray:
+        """Record indices kept by a method filter (int64 [M], ascending)."""
+        unknown = (set(include_methods) | set(exclude_methods)) - set(self.method_names)
+        if unknown:
+            raise ConfigError(f"method filter names {sorted(unknown)} which this dataset does "
+                              f"not have; its methods are {list(self.method_names)}")
+        keep = np.ones(len(self), bool)
+        if include_methods:
+            keep &= np.isin(np.array(self.method, dtype=object), list(include_methods))
+        if exclude_methods:
+            keep &= ~np.isin(np.array(self.method, dtype=object), list(exclude_methods))
+        return np.flatnonzero(keep)
+
+
+_PLAIN_SPLITS = re.compile(r"^\w+(\+\w+)*$")
+
+
+def _index_from_metadata(meta: Mapping[str, Any], split: str) -> SplitIndex | None:
+    index = meta.get("index")
+    if not index or not _PLAIN_SPLITS.match(split):
+        return None
+    parts = split.split("+")
+    if any(p not in index for p in parts):
+        return None
+    cols = {k: [v for p in parts for v in index[p][k]] for k in feat.INDEX_FIELDS}
+    return SplitIndex.from_columns(cols, meta.get("method_names"))
+
+
+def open_split(data_cfg: Any, split: str) -> tuple[Sequence[dict], SplitIndex, dict]:
+    """Open ``split`` of the configured dataset: (data source, its index, metadata).
+
+    Accepts plain split names and ``a+b`` unions; other TFDS split expressions (slices)
+    work too but fall back to scanning the records for the index.
+    """
+    import tensorflow_datasets as tfds   # imported here: worker processes never need it
+
+    name, data_dir = cfg_get(data_cfg, "name"), cfg_get(data_cfg, "data_dir")
+    try:
+        source = tfds.data_source(name, split=split, data_dir=data_dir, download=False)
+    except Exception as e:  # TFDS raises assorted errors for a missing/unbuilt dataset
+        raise ConfigError(f"cannot open split {split!r} of dataset {name!r} under {data_dir}: "
+                          f"{e}. Build it first: python -m avdetect.data.build {name} "
+                          f"--data_dir {data_dir}") from e
+    meta = feat.read_metadata(source)
+    version = meta.get("shard_format_version")
+    if version is not None and version != feat.SHARD_FORMAT_VERSION:
+        raise ConfigError(f"{name} was built with shard format {version}; this code reads "
+                          f"format {feat.SHARD_FORMAT_VERSION}: rebuild the dataset")
+    index = _index_from_metadata(meta, split)
+    if index is None:
+        log.warning("no stored index for split %r of %s: scanning %d records", split, name,
+                    len(source))
+        index = SplitIndex.from_examples(source, meta.get("method_names"))
+    if len(index) != len(source):
+        raise ConfigError(f"the stored index of {name}:{split} lists {len(index)} records but "
+                          f"the shards hold {len(source)}: rebuild the dataset")
+    return source, index, meta
+
+
+def load_split_index(data_cfg: Any, split: str) -> SplitIndex:
+    """The index of a split: maps batch ``video_id`` / ``method`` ids to names."""
+    return open_split(data_cfg, split)[1]
+
+
+# ---------------------------------------------------------------------------------------
+# Windows
+# ---------------------------------------------------------------------------------------
+
+class _RecordSource:
+    """Random access to selected records of a source; tags each with its record index."""
+
+    def __init__(self, source: Sequence[Mapping[str, Any]], records: np.ndarray):
+        self._source = source
+        self._records = np.asarray(records, np.int64)
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        r = int(self._records[i])
+        ex = dict(self._source[r])
+        ex["_record"] = r
+        return ex
+
+
+def _text(v: Any) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+@dataclasses.dataclass(frozen=True)
+class WindowMaker:
+    """Cuts fixed-size windows out of a decoded video-level example."""
+
+    window: int
+    method_ids: Mapping[str, int]
+    face_size: int | None = None
+    aug_ops: tuple[str, ...] = aug_lib.AUG_OPS
+    aug_crop_min: float = 0.7
+    aug_max_rotate_deg: float = 15.0
+
+    def _frames(self, blobs, start: int, stop: int, *, color: bool) -> np.ndarray:
+        frames = feat.decode_frames(list(blobs[start:stop]), color=color)
+        if color and self.face_size and frames.shape[1] != self.face_size:
+            interp = cv2.INTER_AREA if frames.shape[1] > self.face_size else cv2.INTER_LINEAR
+            frames = np.stack([cv2.resize(f, (self.face_size, self.face_size),
+                                          interpolation=interp) for f in frames])
+        return frames
+
+    def cut(self, ex: Mapping[str, Any], start: int,
+            params: aug_lib.AugParams | None = None) -> dict[str, np.ndarray]:
+        """Window [start, start+T) of ``ex``, zero-padded to T frames, as fixed-shape arrays."""
+        T = self.window
+        nf = int(ex["num_frames"])
+        n = max(0, min(T, nf - start))
+        if n == 0:
+            raise ValueError(f"window start {start} is past the end of a {nf}-frame video "
+                             f"{_text(ex['video_id'])}")
+        mouth = self._frames(ex["mouth"], start, start + n, color=False)   # [n, 88, 88]
+        face = self._frames(ex["face"], start, start + n, color=True)      # [n, S, S, 3]
+        if params is not None:
+            mouth, face = aug_lib.apply_aug(mouth, params), aug_lib.apply_aug(face, params)
+        m = contract.MEL_PER_FRAME
+        logmel = np.asarray(ex["logmel"][m * start:m * (start + n)], np.float32)  # [<=4n, 80]
+        k = ex["teacher_audio"].shape[-1]
+
+        def pad(x, length, dtype):
+            out = np.zeros((length,) + x.shape[1:], dtype)
+            out[:len(x)] = x
+            return out
+
+        frame_mask = np.zeros(T, np.float32)
+        frame_mask[:n] = 1.0
+        return {
+            "mouth": pad(mouth, T, np.uint8),
+            "face": pad(face, T, np.uint8),
+            "logmel": pad(logmel, m * T, np.float32),
+            "teacher_audio": pad(np.asarray(ex["teacher_audio"][start:start + n]).reshape(n, k),
+                                 T, np.float32),
+            "teacher_video": pad(np.asarray(ex["teacher_video"][start:start + n]).reshape(n, k),
+                                 T, np.float32),
+            "frame_mask": frame_mask,
+            "face_found": pad(np.asarray(ex["face_found"][start:start + n], np.float32), T,
+                              np.float32),
+            "label": np.int32(ex["label"]),
+            "video_fake": np.int32(ex["video_fake"]),
+            "audio_fake": np.int32(ex["audio_fake"]),
+            "category": np.int32(ex["category"]),
+            "method": np.int32(self.method_ids[_text(ex["method"])]),
+            "has_audio": np.int32(ex["has_audio"]),
+            "has_teacher": np.int32(ex["has_teacher"]),
+            "video_id": np.int32(ex["_record"]),
+            "window_start": np.int32(start),
+            "valid": np.float32(1.0),
+        }
+
+    def random_window(self, ex: Mapping[str, Any], rng: np.random.Generator,
+                      augment: bool) -> dict[str, np.ndarray]:
+        """One uniformly placed window, with one augmentation draw for the whole window."""
+        nf = int(ex["num_frames"])
+        start = int(rng.integers(0, max(nf - self.window, 0) + 1))
+        params = None
+        if augment:
+            params = aug_lib.sample_aug_params(rng, ops=self.aug_ops, crop_min=self.aug_crop_min,
+                                               max_angle_deg=self.aug_max_rotate_deg)
+        return self.cut(ex, start, params)
+
+    def all_windows(self, ex: Mapping[str, Any]) -> list[dict[str, np.ndarray]]:
+        """Every window of the video, stride T (the last one padded)."""
+        return [self.cut(ex, s) for s in window_starts(int(ex["num_frames"]), self.window)]
+
+
+def window_starts(num_frames: int, window: int) -> list[int]:
+    """Start frames of the evaluation windows of a video (at least one window)."""
+    return list(range(0, max(num_frames, 1), window))
+
+
+def _padding_window(template: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    out = {k: np.zeros_like(v) for k, v in template.items()}
+    out["video_id"] = np.int32(-1)
+    return out
+
+
+def _stack(items: Sequence[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    return {k: np.stack([it[k] for it in items]) for k in items[0]}
+
+
+class _TrainWindow(grain.transforms.RandomMap):
+    def __init__(self, maker: WindowMaker, augment: bool):
+        self._maker = maker
+        self._augment = augment
+
+    def random_map(self, element, rng: np.random.Generator):
+        return self._maker.random_window(element, rng, self._augment)
+
+
+class _EvalWindows(grain.transforms.Map):
+    def __init__(self, maker: WindowMaker):
+        self._maker = maker
+
+    def map(self, element):
+        return self._maker.all_windows(element)
+
+
+# ---------------------------------------------------------------------------------------
+# Public pipelines
+# ---------------------------------------------------------------------------------------
+
+def _local_batch(data_cfg: Any, process_count: int, local_batch_size: int | None) -> int:
+    if local_batch_size is not None:
+        if local_batch_size <= 0:
+            raise ConfigError(f"local_batch_size must be positive, got {local_batch_size}")
+        return int(local_batch_size)
+    global_bs = int(cfg_get(data_cfg, "batch_size"))
+    if global_bs <= 0 or global_bs % process_count:
+        raise ConfigError(f"config.data.batch_size={global_bs} must be a positive multiple of "
+                          f"the process count {process_count}")
+    return global_bs // process_count
+
+
+def _check_host(process_index: int, process_count: int) -> None:
+    if process_count < 1 or not 0 <= process_index < process_count:
+        raise ConfigError(f"bad host sharding: process_index={process_index}, "
+                          f"process_count={process_count}")
+
+
+def host_records(records: np.ndarray, process_index: int, process_count: int) -> np.ndarray:
+    """The records host ``process_index`` reads: a disjoint, strided share of ``records``."""
+    _check_host(process_index, process_count)
+    return np.asarray(records)[process_index::process_count]
+
+
+def _ensure_absl_flags_parsed() -> None:
+    # Grain worker processes read absl flags; a library caller (a benchmark, a notebook)
+    # may not have parsed them, which would crash the workers.
+    from absl import flags
+    if not flags.FLAGS.is_parsed():
+        flags.FLAGS.mark_as_parsed()
+
+
+def _maker(data_cfg: Any, index: SplitIndex) -> WindowMaker:
+    window = int(cfg_get(data_cfg, "window"))
+    if window <= 0:
+        raise ConfigError(f"config.data.window must be positive, got {window}")
+    return WindowMaker(window=window,
+                       method_ids={m: i for i, m in enumerate(index.method_names)},
+                       face_size=cfg_get(data_cfg, "face_size"),
+                       aug_ops=tuple(cfg_get(data_cfg, "aug_ops")),
+                       aug_crop_min=float(cfg_get(data_cfg, "aug_crop_min")),
+                       aug_max_rotate_deg=float(cfg_get(data_cfg, "aug_max_rotate_deg")))
+
+
+def build_train_dataset(source: Sequence[Mapping[str, Any]], index: SplitIndex, data_cfg: Any,
+                        *, seed: int, process_index: int = 0, process_count: int = 1,
+                        local_batch_size: int | None = None) -> grain.IterDataset:
+    """The training pipeline over an already opened source (see the module docstring)."""
+    bs = _local_batch(data_cfg, process_count, local_batch_size)
+    records = index.select(tuple(cfg_get(data_cfg, "train_include_methods")),
+                           tuple(cfg_get(data_cfg, "train_exclude_methods")))
+    mine = host_records(records, process_index, process_count)
+    if len(mine) == 0:
+        raise ConfigError(f"host {process_index}/{process_count} has no training videos "
+                          f"({len(records)} selected in total)")
+    seed = int(seed) % 2**32
+    ds = grain.MapDataset.source(_RecordSource(source, mine))
+    # shuffle-then-repeat: a fresh permutation every epoch (epoch e uses seed + e).
+    ds = ds.shuffle(seed=seed).repeat()
+    # Per-element RNG is derived from (seed, element index): windows and augmentations are
+    # a pure function of the position in the stream, hence reproducible and resumable.
+    ds = ds.random_map(_TrainWindow(_maker(data_cfg, index), bool(cfg_get(data_cfg, "augment"))),
+                       seed=(seed + 7919 * process_index) % 2**32)
+    ds = ds.batch(bs, drop_remainder=True)
+    it = ds.to_iter_dataset(grain.ReadOptions(
+        num_threads=int(cfg_get(data_cfg, "read_threads")),
+        prefetch_buffer_size=int(cfg_get(data_cfg, "prefetch_batches"))))
+    workers = int(cfg_get(data_cfg, "num_workers"))
+    if workers > 0:
+        _ensure_absl_flags_parsed()
+        it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers))
+    return it
+
+
+def make_train_iterator(data_cfg: Any, *, seed: int, process_index: int = 0,
+                        process_count: int = 1,
+                        local_batch_size: int | None = None) -> grain.DatasetIterator:
+    """Endless iterator of training batches for this host; checkpointable via
+    ``get_state()`` / ``set_state()``."""
+    source, index, _ = open_split(data_cfg, cfg_get(data_cfg, "train_split"))
+    ds = build_train_dataset(source, index, data_cfg, seed=seed, process_index=process_index,
+                             process_count=process_count, local_batch_size=local_batch_size)
+    return iter(ds)
+
+
+def eval_batches_from_source(source: Sequence[Mapping[str, Any]], index: SplitIndex,
+                             data_cfg: Any, *, process_index: int = 0, process_count: int = 1,
+                             local_batch_size: int | None = None
+                             ) -> Iterator[dict[str, np.ndarray]]:
+    """Evaluation batches over an already opened source (see the module docstring)."""
+    bs = _local_batch(data_cfg, process_count, local_batch_size)
+    _check_host(process_index, process_count)
+    maker = _maker(data_cfg, index)
+    all_records = np.arange(len(index))
+    # Every host must run the same number of steps: count the windows of every host from
+    # the index (no record is read for that) and pad the short hosts.
+    per_host_windows = [
+        sum(len(window_starts(int(index.num_frames[r]), maker.window))
+            for r in host_records(all_records, p, process_count))
+        for p in range(process_count)]
+    num_batches = max(math.ceil(w / bs) for w in per_host_windows)
+    mine = host_records(all_records, process_index, process_count)
+    return _eval_batch_stream(source, mine, maker, bs, num_batches, data_cfg)
+
+
+def _eval_batch_stream(source, records, maker: WindowMaker, bs: int, num_batches: int,
+                       data_cfg: Any) -> Iterator[dict[str, np.ndarray]]:
+    template = None
+    pending: list[dict[str, np.ndarray]] = []
+    emitted = 0
+    if len(records):
+        ds = grain.MapDataset.source(_RecordSource(source, records)).map(_EvalWindows(maker))
+        it = ds.to_iter_dataset(grain.ReadOptions(
+            num_threads=int(cfg_get(data_cfg, "read_threads")),
+            prefetch_buffer_size=int(cfg_get(data_cfg, "prefetch_batches")) * bs))
+        workers = int(cfg_get(data_cfg, "num_workers"))
+        if workers > 0:
+            _ensure_absl_flags_parsed()
+            it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers))
+        for windows in it:
+            template = template or windows[0]
+            pending.extend(windows)
+            while len(pending) >= bs:
+                yield _stack(pending[:bs])
+                pending = pending[bs:]
+                emitted += 1
+    if template is None:
+        # This host has no video at all: build the padding from the first record's shape.
+        template = maker.all_windows(_RecordSource(source, [0])[0])[0] if len(source) else None
+    while emitted < num_batches:
+        if template is None:
+            raise ConfigError("cannot evaluate an empty split")
+        pad = _padding_window(template)
+        yield _stack(pending + [pad] * (bs - len(pending)))
+        pending = []
+        emitted += 1
+
+
+def make_eval_batches(data_cfg: Any, split: str, *, process_index: int = 0,
+                      process_count: int = 1,
+                      local_batch_size: int | None = None) -> Iterator[dict[str, np.ndarray]]:
+    """Every window of every video of ``split`` for this host, in a fixed order, in
+    fixed-size batches (padding examples have ``valid == 0`` and ``video_id == -1``)."""
+    source, index, _ = open_split(data_cfg, split)
+    return eval_batches_from_source(source, index, data_cfg, process_index=process_index,
+                                    process_count=process_count,
+                                    local_batch_size=local_batch_size)
