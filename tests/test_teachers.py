@@ -1,0 +1,327 @@
+"""Teachers: shared alphabets, soft posteriors, the oracle on generator ground truth, the
+forced-alignment teacher on espeak-ng speech, and the deep_avsr Flax port against a
+torch.nn reference built here from the architecture (independent of the port)."""
+
+from __future__ import annotations
+
+import math
+import os
+import pathlib
+import re
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+import scipy.ndimage
+import scipy.signal
+
+from avdetect.teachers import alphabet, posteriors
+
+ESPEAK = shutil.which("espeak-ng")
+needs_espeak = pytest.mark.skipif(ESPEAK is None, reason="espeak-ng is not installed")
+
+
+# --------------------------------------------------------------------------- alphabets
+
+# deep_avsr's CHAR_TO_INDEX (its config.py), the row order of the teachers' outputConv.
+DEEP_AVSR_CHAR_TO_INDEX = {
+    " ": 1, "'": 22, "1": 30, "0": 29, "3": 37, "2": 32, "5": 34, "4": 38, "7": 36, "6": 35,
+    "9": 31, "8": 33, "A": 5, "C": 17, "B": 20, "E": 2, "D": 12, "G": 16, "F": 19, "I": 6,
+    "H": 9, "K": 24, "J": 25, "M": 18, "L": 11, "O": 4, "N": 7, "Q": 27, "P": 21, "S": 8,
+    "R": 10, "U": 13, "T": 3, "W": 15, "V": 23, "Y": 14, "X": 26, "Z": 28, "<EOS>": 39}
+
+
+def test_char_alphabet_matches_deep_avsr_order():
+    assert len(alphabet.CHARS) == 40 == alphabet.NUM_CHARS
+    assert alphabet.CHARS[0] == alphabet.BLANK
+    for ch, idx in DEEP_AVSR_CHAR_TO_INDEX.items():
+        assert alphabet.CHARS[idx] == ch
+    np.testing.assert_array_equal(alphabet.text_to_chars("It's 4 U!"),
+                                  [6, 3, 22, 8, 1, 38, 1, 13])
+
+
+def _cmudict_phones() -> set[str]:
+    from pocketsphinx import get_model_path
+    path = pathlib.Path(get_model_path()) / "en-us" / "cmudict-en-us.dict"
+    phones = set()
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            phones.update(line.split()[1:])
+    return phones
+
+
+def test_every_cmudict_phone_has_a_viseme_and_bilabials_share_one():
+    phones = _cmudict_phones()
+    assert len(phones) == 39                     # ARPAbet without stress marks
+    classes = {p: alphabet.phone_to_viseme(p, "arpabet") for p in phones}
+    assert classes["P"] == classes["B"] == classes["M"] == "PBM"
+    assert classes["F"] == classes["V"] != classes["P"]
+    assert alphabet.phone_to_viseme("AA1") == classes["AA"]      # stress digits ignored
+    assert alphabet.phone_to_viseme("SIL") == alphabet.SILENCE
+    assert set(classes.values()) == set(alphabet.VISEMES) - {alphabet.SILENCE}
+
+
+def test_scheme_resolves_colliding_names():
+    # "T" is /t/ in ARPAbet but /θ/ in espeak's mnemonics; "V" is /v/ vs /ʌ/.
+    assert alphabet.phone_to_viseme("T", "arpabet") == "TDNL"
+    assert alphabet.phone_to_viseme("T", "espeak") == "TH"
+    assert alphabet.phone_to_viseme("V", "espeak") == alphabet.phone_to_viseme("AH")
+    assert alphabet.guess_phone_scheme(["SIL", "T", "AH0", "V"]) == "arpabet"
+    assert alphabet.guess_phone_scheme(["_", "T", "@", "aI"]) == "espeak"
+    assert alphabet.guess_phone_scheme(["θ", "ə"]) == "ipa"
+    with pytest.raises(KeyError, match="qq"):
+        alphabet.phone_to_viseme("qq", "espeak")
+
+
+@needs_espeak
+def test_espeak_mnemonics_and_ipa_map_to_the_same_visemes():
+    text = ("the quick brown fox jumps over the lazy dog; she measured her thick vision, "
+            "going to church with joy. How about our air, ear, poor oil, a thousand yards. "
+            "Nurses fear wars; cure hours; fire in the choir; little bottle; button; anxious; "
+            "genre; usual; nothing; singer; yellow; water, huge, onion, rhythm, bird, car")
+    run = lambda *a: subprocess.run([ESPEAK, "-v", "en-us", "-q", "--sep= ", *a, text],
+                                    capture_output=True, text=True, check=True).stdout.split()
+    mnemonics, ipa = run("-x"), run("--ipa")
+    assert len(mnemonics) == len(ipa) > 150
+    from_x = [alphabet.phone_to_viseme(p, "espeak") for p in mnemonics]
+    from_ipa = [alphabet.phone_to_viseme(p, "ipa") for p in ipa]
+    assert from_x == from_ipa
+    assert len(set(from_x)) >= 12                # the text exercises nearly every class
+
+
+# --------------------------------------------------------------------------- posteriors
+
+def test_label_histogram_counts_groups():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 5, size=40)
+    hist = posteriors.label_histogram(labels, 5, per_row=4)
+    ref = np.stack([np.bincount(g, minlength=5) / 4 for g in labels.reshape(10, 4)])
+    np.testing.assert_allclose(hist, ref, atol=0)
+
+
+@pytest.mark.parametrize("sigma", [0.0, 0.4, 0.6, 0.75, 1.5])
+def test_soften_is_smoothing_then_gaussian_blur(sigma):
+    rng = np.random.default_rng(1)
+    ids = rng.integers(0, 14, size=60)
+    eps = 0.1
+    onehot = np.eye(14)[ids]
+    out = posteriors.soften(onehot, eps=eps, sigma=sigma)
+    ref = (1 - eps) * onehot + eps / 14
+    if sigma > 0:       # scipy's Gaussian, replicated edges, truncated at 2 sigma
+        ref = scipy.ndimage.gaussian_filter1d(ref, sigma, axis=0, mode="nearest",
+                                              truncate=2.0)
+    np.testing.assert_allclose(out, ref, atol=1e-6)
+    np.testing.assert_allclose(out.sum(axis=1), 1.0, atol=1e-6)
+    if sigma <= 0.75:   # documented: small blurs keep every frame's own label on top
+        np.testing.assert_array_equal(out.argmax(axis=1), ids)
+
+
+def test_fit_length_cuts_or_repeats_the_edge():
+    x = np.array([3, 1, 2])
+    np.testing.assert_array_equal(posteriors.fit_length(x, 2), [3, 1])
+    np.testing.assert_array_equal(posteriors.fit_length(x, 5), [3, 1, 2, 2, 2])
+
+
+# --------------------------------------------------------------------------- deep_avsr
+
+from avdetect.teachers import convert, deep_avsr  # noqa: E402
+from avdetect.teachers.errors import CheckpointError  # noqa: E402
+
+
+def test_stft_front_end_matches_scipy_stft():
+    rng = np.random.default_rng(2)
+    audio = (0.3 * rng.standard_normal(16000 + 123)).astype(np.float32)
+    T = 26                                                   # 1.04 s: needs wrap padding
+    got = deep_avsr.stft_features(audio, T)
+    x = audio.astype(np.float64) / np.abs(audio).max()
+    x = x / np.sqrt(np.sum(x ** 2) / len(x))
+    _, _, z = scipy.signal.stft(x, 16000, window="hamming", nperseg=640, noverlap=480,
+                                boundary=None, padded=False)
+    ref = np.abs(z).T
+    ref = np.pad(ref, ((0, 4 * T - ref.shape[0]), (0, 0)), mode="wrap")[:4 * T]
+    assert got.shape == (4 * T, 321)
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6)
+    assert not np.any(deep_avsr.stft_features(np.zeros(5000), 3))   # silence stays zeros
+
+
+torch = pytest.importorskip("torch", reason="torch (test-only, tests/requirements.txt) is "
+                            "needed to build the PyTorch reference of the deep_avsr teachers")
+tnn = torch.nn
+
+
+class _RefPositionalEncoding(tnn.Module):
+    """deep_avsr's PositionalEncoding: a persistent [maxLen, 1, d] buffer named 'pe'."""
+
+    def __init__(self, d, max_len):
+        super().__init__()
+        pe = torch.zeros(max_len, d)
+        pos = torch.arange(0, max_len, dtype=torch.float).unsqueeze(-1)
+        den = torch.exp(torch.arange(0, d, 2).float() * (math.log(10000.0) / d))
+        pe[:, 0::2] = torch.sin(pos / den)
+        pe[:, 1::2] = torch.cos(pos / den)
+        self.register_buffer("pe", pe.unsqueeze(0).transpose(0, 1))
+
+
+class _RefNet(tnn.Module):
+    """deep_avsr AudioNet / VideoNet rebuilt from torch.nn modules with the original
+    attribute names (so state_dict() carries the real key names), time-major inside."""
+
+    def __init__(self, kind, num_layers, device=None):
+        super().__init__()
+        self.kind = kind
+        if kind == "audio":
+            self.audioConv = tnn.Conv1d(321, 512, kernel_size=4, stride=4, device=device)
+        self.positionalEncoding = _RefPositionalEncoding(512, 2500)
+        layer = tnn.TransformerEncoderLayer(512, 8, 2048, 0.1, device=device)
+        setattr(self, f"{kind}Encoder", tnn.TransformerEncoder(
+            layer, num_layers, enable_nested_tensor=False))
+        setattr(self, f"{kind}Decoder", tnn.TransformerEncoder(
+            layer, num_layers, enable_nested_tensor=False))
+        self.outputConv = tnn.Conv1d(512, 40, kernel_size=1, device=device)
+
+    def forward(self, x):                                     # [B, 4T, 321] or [B, T, 512]
+        if self.kind == "audio":
+            x = self.audioConv(x.transpose(1, 2)).transpose(1, 2)
+        x = x.transpose(0, 1)                                 # [T, B, 512]
+        x = x + self.positionalEncoding.pe[:x.shape[0]]
+        x = getattr(self, f"{self.kind}Encoder")(x)
+        x = getattr(self, f"{self.kind}Decoder")(x)
+        x = self.outputConv(x.permute(1, 2, 0)).transpose(1, 2)   # [B, T, 40]
+        return torch.softmax(x, dim=-1)
+
+
+def _random_ref(kind, num_layers, seed=0):
+    torch.manual_seed(seed)
+    net = _RefNet(kind, num_layers).eval()
+    with torch.no_grad():     # sharper than default init, so the outputs are far from uniform
+        net.outputConv.weight.mul_(20.0)
+    return net
+
+
+@pytest.fixture(scope="module")
+def ref_nets():
+    return {kind: _random_ref(kind, 2, seed=i) for i, kind in enumerate(convert.KINDS)}
+
+
+@pytest.mark.parametrize("kind", convert.KINDS)
+def test_flax_port_matches_torch_reference(kind, ref_nets, tmp_path):
+    net = ref_nets[kind]
+    ckpt = tmp_path / f"{kind}.pt"
+    torch.save(net.state_dict(), ckpt)
+    out = convert.convert_checkpoint(ckpt, kind, tmp_path / "flax.safetensors", num_layers=2)
+    loaded = deep_avsr.load_net(out)
+    T = 37                                  # not a multiple of the padding bucket: masked
+    width = 321 if kind == "audio" else 512
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal(((4 if kind == "audio" else 1) * T, width)).astype(np.float32)
+    with torch.no_grad():
+        ref = net(torch.from_numpy(x)[None])[0].numpy()
+    got = loaded.posteriors(x)
+    assert got.shape == ref.shape == (T, 40)
+    assert ref.max(axis=1).mean() > 0.5     # a peaked reference: the check can fail
+    err = np.abs(got - ref).max()
+    assert err < 1e-4, err
+    # long clips run in chunks that restart positions, like torch runs on each chunk
+    per = 4 if kind == "audio" else 1
+    with torch.no_grad():
+        ref_chunks = np.concatenate([net(torch.from_numpy(x[a * per:b * per])[None])[0].numpy()
+                                     for a, b in ((0, 20), (20, T))])
+    np.testing.assert_allclose(loaded.posteriors(x, chunk=20), ref_chunks, atol=1e-4)
+
+
+@pytest.mark.parametrize("kind", convert.KINDS)
+def test_full_6_plus_6_layout_keys_and_shapes(kind):
+    ref = _RefNet(kind, 6, device="meta")           # real sizes, no memory
+    torch_shapes = {k: tuple(v.shape) for k, v in ref.state_dict().items()}
+    assert torch_shapes == convert.expected_torch_shapes(kind, 6)
+    zeros = {k: np.broadcast_to(np.float32(0), s) for k, s in torch_shapes.items()}
+    zeros["positionalEncoding.pe"] = deep_avsr.positional_encoding(2500)[:, None, :]
+    params = convert.convert_state_dict(zeros, kind, 6)
+    flax_shapes = {k: v.shape for k, v in deep_avsr.flatten_params(params).items()}
+    assert flax_shapes == deep_avsr.param_shapes(convert.build_module(kind, 6))
+    n = sum(math.prod(s) for s in flax_shapes.values())
+    assert n == sum(math.prod(s) for k, s in torch_shapes.items() if not k.endswith(".pe"))
+
+
+def _state(kind="audio", layers=1):
+    net = _random_ref(kind, layers)
+    return {k: v.numpy() for k, v in net.state_dict().items()}
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda s: s.pop("audioEncoder.layers.0.norm2.bias"),
+     r"1 missing: audioEncoder\.layers\.0\.norm2\.bias"),
+    (lambda s: s.__setitem__("audioEncoder.norm.weight", np.ones(512, np.float32)),
+     r"1 unexpected: audioEncoder\.norm\.weight"),
+    (lambda s: s.__setitem__("outputConv.weight", np.ones((41, 512, 1), np.float32)),
+     r"outputConv\.weight \(41, 512, 1\) != expected \(40, 512, 1\)"),
+])
+def test_strict_conversion_names_bad_keys(edit, message):
+    state = _state()
+    edit(state)
+    with pytest.raises(CheckpointError, match=message) as info:
+        convert.convert_state_dict(state, "audio", 1, source="audio-only.pt")
+    assert info.value.path == "audio-only.pt"
+
+
+def test_wrong_depth_and_fake_positional_table_are_rejected():
+    state = _state(layers=1)
+    with pytest.raises(CheckpointError, match=r"missing: audioDecoder\.layers\.1\."):
+        convert.convert_state_dict(state, "audio", 2)
+    state["positionalEncoding.pe"] = state["positionalEncoding.pe"] + 0.5
+    with pytest.raises(CheckpointError, match="sinusoidal"):
+        convert.convert_state_dict(state, "audio", 1)
+
+
+class _NotATensor:
+    pass
+
+
+def test_checkpoint_loading_is_weights_only_and_unwraps_dataparallel(tmp_path):
+    evil = tmp_path / "evil.pt"
+    torch.save({"x": _NotATensor()}, evil)
+    with pytest.raises(CheckpointError, match="weights_only") as info:
+        convert.load_torch_state_dict(evil)
+    assert info.value.path == str(evil)
+    state = _random_ref("video", 1).state_dict()
+    wrapped = tmp_path / "dp.pt"
+    torch.save({"state_dict": {"module." + k: v for k, v in state.items()}}, wrapped)
+    loaded = convert.load_torch_state_dict(wrapped)
+    assert set(loaded) == set(state)
+    (tmp_path / "empty.pt").write_bytes(b"")
+    from avdetect.errors import EmptyFileError, FileMissingError
+    with pytest.raises(EmptyFileError):
+        convert.load_torch_state_dict(tmp_path / "empty.pt")
+    with pytest.raises(FileMissingError):
+        convert.load_torch_state_dict(tmp_path / "absent.pt")
+
+
+def test_convert_cli_and_deep_avsr_teacher(ref_nets, tmp_path, capsys):
+    for kind, net in ref_nets.items():
+        torch.save(net.state_dict(), tmp_path / f"{kind}-only.pt")
+    out = tmp_path / "flax"
+    rc = convert.main(["--audio", str(tmp_path / "audio-only.pt"), "--video",
+                       str(tmp_path / "video-only.pt"), "--out", str(out), "--num-layers", "2"])
+    assert rc == 0 and "audio_net.safetensors" in capsys.readouterr().out
+    # a wrong depth fails with the reason on stderr and exit status 1
+    assert convert.main(["--audio", str(tmp_path / "audio-only.pt"), "--out", str(out / "x")]) == 1
+    assert "missing" in capsys.readouterr().err
+
+    from avdetect.teachers import get_teacher
+    teacher = get_teacher("deep_avsr", params_dir=out)
+    assert teacher.sides == {"audio", "video"} and teacher.num_classes == 40
+    T = 30
+    rng = np.random.default_rng(4)
+    audio = (0.1 * rng.standard_normal(T * 640)).astype(np.float32)
+    lips = rng.standard_normal((T - 3, 512)).astype(np.float32)    # short: wrap-padded
+    pa, pv = teacher(audio=audio, mouth=None, num_frames=T, meta={"lip_features": lips})
+    assert pa.shape == pv.shape == (T, 40)
+    np.testing.assert_allclose(pa.sum(1), 1, atol=1e-5)
+    with torch.no_grad():
+        ref_a = ref_nets["audio"](torch.from_numpy(deep_avsr.stft_features(audio, T))[None])
+        ref_v = ref_nets["video"](torch.from_numpy(np.concatenate([lips, lips[:3]]))[None])
+    np.testing.assert_allclose(pa, ref_a[0].numpy(), atol=1e-4)
+    np.testing.assert_allclose(pv, ref_v[0].numpy(), atol=1e-4)
+    # without lip features the VSR side has no input: the teacher abstains
+    assert teacher(audio=audio, mouth=None, num_frames=T, meta={}) is None
