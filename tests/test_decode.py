@@ -194,6 +194,9 @@ def test_rotation_matches_ffmpeg_autorotate(tmp_path):
     assert clip.frames.shape[1:] == (64, 32, 3)
     ref = _ffmpeg_rgb(rot, 32, 64)                           # ffmpeg autorotates by default
     assert np.abs(clip.frames[: len(ref)].astype(int) - ref).mean() < 2.0
+    small = D.decode(rot, max_side=32).frames                # rotation survives downscaling
+    assert small.shape[1:] == (32, 16, 3)
+    assert np.abs(small[0].astype(int) - ref[0, ::2, ::2]).mean() < 20
 
 
 def _ffmpeg_rgb(path, w, h):
@@ -252,3 +255,22 @@ def test_long_video_streams_in_bounded_memory(tmp_path):
     assert r["frames"] == 60 * contract.VIDEO_FPS
     assert r["shape"] == [1080, 1920, 3]
     assert r["peak_mb"] - r["base_mb"] < 100, r
+
+
+@pytest.mark.parametrize("remux", [
+    ["-f", "mpegts"],                   # timestamps start at 1.4 s, not 0
+    ["-f", "matroska"],                 # written to a pipe: no durations stored at all
+])
+def test_nonzero_start_and_missing_durations(tmp_path, remux):
+    m = mf.make_video(tmp_path / "src.mp4", seconds=1.2, fps=30, tone_start_s=0.5,
+                      audio_sr=44100)
+    out = tmp_path / "remuxed.bin"
+    with open(out, "wb") as f:          # stdout is not seekable: the muxer cannot go back
+        subprocess.run(["ffmpeg", "-v", "error", "-i", str(m.path), "-c", "copy", *remux,
+                        "-"], check=True, stdout=f)
+    clip = D.decode(out)
+    assert clip.info.num_frames == 30 and clip.info.duration_s == pytest.approx(1.2, abs=2e-3)
+    assert [mf.read_frame_index(f) for f in clip.frames] == expected_indices(
+        m.frame_times, 30, grid=1e-3 if "matroska" in remux else None)
+    onset = np.argmax(np.abs(clip.audio) > 0.25) / contract.AUDIO_SR
+    assert onset == pytest.approx(0.5, abs=0.003)          # audio stays on the video's clock

@@ -196,7 +196,12 @@ def _video_stream(c: av.container.InputContainer):
 
 
 def _audio_stream(c: av.container.InputContainer):
-    return c.streams.audio[0] if c.streams.audio else None
+    """The first audio stream FFmpeg can decode, or None (audio is optional: a file whose
+    only audio has no decoder reports has_audio False rather than failing)."""
+    for s in c.streams.audio:
+        if s.codec_context is not None:
+            return s
+    return None
 
 
 # ----------------------------------------------------------------------------- probing
@@ -284,7 +289,9 @@ def probe(path: str | os.PathLike) -> MediaInfo:
 def _probe_open(path: str, c) -> MediaInfo:
     vs, aus = _video_stream(c), _audio_stream(c)
     if vs is None and aus is None:
-        raise NotMediaError(path, "contains no video or audio stream")
+        raise NotMediaError(path, "contains no video or audio stream FFmpeg can decode")
+    if vs is not None and vs.codec_context is None:
+        raise NotMediaError(path, "its video codec has no decoder in this FFmpeg build")
     container = c.format.name
 
     src_rate = channels = None
@@ -311,33 +318,10 @@ def _probe_open(path: str, c) -> MediaInfo:
             audio_codec=audio_codec,
         )
 
-    tb = vs.time_base
-    start = float(vs.start_time * tb) if vs.start_time is not None and tb else None
-    end = None
-    if vs.duration and tb:
-        end = (start or 0.0) + float(vs.duration * tb)
-    elif _tag_end_s(vs) is not None:
-        end = _tag_end_s(vs)
-    times, scan_end, first = _scan_packets(c, vs, None if end is None else _VFR_SCAN_PACKETS)
-    if start is None:
-        start = float(times[0]) if len(times) else 0.0
-    vfr = _is_vfr(times, tb)
-
-    fps = float(vs.average_rate) if vs.average_rate else None
-    if vfr or not fps or fps > 1000:
-        # AVI stores variable rate as a 1000 fps grid with empty packets: use real frames.
-        span = (times[-1] - times[0]) if len(times) > 1 else 0.0
-        if span > 0:
-            fps = (len(times) - 1) / span
-    if end is None:
-        end = scan_end
-        if end is not None and len(times) and end <= times[-1] and fps:
-            end = float(times[-1]) + 1.0 / fps  # last packet had no duration
-    if end is None and c.duration:
-        end = (c.start_time or 0) / av.time_base + c.duration / av.time_base
-    duration = max(0.0, (end or start) - start)
+    start, end, fps, vfr, first = _video_timing(c, vs)
+    duration = max(0.0, end - start)
     num_frames = _count_frames(duration, contract.VIDEO_FPS)
-    if len(times) and num_frames == 0:
+    if first is not None and num_frames == 0:
         num_frames = 1  # a single frame with no stored duration still shows once
 
     rotation = _rotation_of(first) if first is not None else 0
@@ -352,6 +336,42 @@ def _probe_open(path: str, c) -> MediaInfo:
         video_start_s=start, video_codec=vs.codec_context.name, audio_codec=audio_codec,
         rotation=rotation,
     )
+
+
+def _video_timing(c, vs):
+    """(start s, end s, source fps, vfr, first decoded frame) of a video stream.
+
+    The end comes from the stream's stored duration, else Matroska's DURATION tag, else
+    (streamed/live files) the last packet found by demuxing the whole stream, else the
+    container's duration. Only in the stored cases is the packet scan limited to the first
+    few hundred packets (enough to judge the frame rate).
+    """
+    tb = vs.time_base
+    start = float(vs.start_time * tb) if vs.start_time is not None and tb else None
+    end = None
+    if vs.duration and tb:
+        end = (start or 0.0) + float(vs.duration * tb)
+    elif _tag_end_s(vs) is not None:
+        end = _tag_end_s(vs)
+    times, scan_end, first = _scan_packets(c, vs, None if end is None else _VFR_SCAN_PACKETS)
+    if start is None:
+        start = float(times[0]) if len(times) else 0.0
+    vfr = _is_vfr(times, tb)
+
+    fps = float(vs.average_rate) if vs.average_rate else None
+    if vfr or not fps or fps > 1000:
+        # Measured from timestamps: the stored rate of a VFR stream is only a hint, and AVI
+        # stores variable rate as a 1000 fps grid with empty packets.
+        span = (times[-1] - times[0]) if len(times) > 1 else 0.0
+        if span > 0:
+            fps = (len(times) - 1) / span
+    if end is None:
+        end = scan_end
+        if end is not None and len(times) and end <= times[-1] and fps:
+            end = float(times[-1]) + 1.0 / fps  # the last packet had no duration
+    if end is None and c.duration:
+        end = (c.start_time or 0) / av.time_base + c.duration / av.time_base
+    return start, (end if end is not None else start), fps, vfr, first
 
 
 def _count_frames(duration_s: float, fps: float) -> int:
@@ -375,13 +395,13 @@ def _target_size(w: int, h: int, max_side: int | None) -> tuple[int, int]:
 
 def _to_array(frame, max_side: int | None, gray: bool) -> np.ndarray:
     """Convert (and downscale, inside swscale) one decoded frame; apply display rotation."""
+    k = _rotation_of(frame) // 90               # read before reformat drops the side data
     w, h = _target_size(frame.width, frame.height, max_side)
     fmt = "gray" if gray else "rgb24"
     if (w, h) != (frame.width, frame.height):
         # AREA averages the source pixels a target pixel covers: no aliasing when shrinking.
         frame = frame.reformat(width=w, height=h, format=fmt, interpolation="AREA")
     arr = frame.to_ndarray(format=fmt)          # [h, w, 3] uint8 (or [h, w] if gray)
-    k = _rotation_of(frame) // 90
     if k:
         arr = np.ascontiguousarray(np.rot90(arr, k=k))
     arr.flags.writeable = False                 # the same array may be yielded twice
