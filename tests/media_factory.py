@@ -307,14 +307,14 @@ def copy_as(src: str | os.PathLike, dst: str | os.PathLike) -> pathlib.Path:
     return pathlib.Path(dst)
 
 
-def corrupt_frame(src: str | os.PathLike, dst: str | os.PathLike, index: int,
-                  *, fill: bytes = b"\x00") -> float:
-    """Copy ``src`` to ``dst`` with the bytes of video frame ``index`` (presentation order)
-    overwritten by ``fill``; returns that frame's presentation time in seconds. With an
-    intra-only codec (MJPEG in AVI) exactly that one frame becomes undecodable."""
+def corrupt_packet(src: str | os.PathLike, dst: str | os.PathLike, index: int, *,
+                   kind: str = "video", fill: bytes = b"\x00") -> float:
+    """Copy ``src`` to ``dst`` with the bytes of packet ``index`` (presentation order) of the
+    first ``kind`` ("video" or "audio") stream overwritten by ``fill``; returns that packet's
+    presentation time in seconds."""
     shutil.copyfile(src, dst)
     with av.open(str(src)) as c:
-        stream = c.streams.video[0]
+        stream = (c.streams.video if kind == "video" else c.streams.audio)[0]
         pkts = [(p.pts, p.pos, p.size) for p in c.demux(stream) if p.size and p.pts is not None]
         tb = stream.time_base
     pkts.sort()
@@ -325,3 +325,10 @@ def corrupt_frame(src: str | os.PathLike, dst: str | os.PathLike, index: int,
         f.seek(pos)
         f.write((fill * size)[:size])
     return float(pts * tb)
+
+
+def corrupt_frame(src: str | os.PathLike, dst: str | os.PathLike, index: int,
+                  *, fill: bytes = b"\x00") -> float:
+    """Damage video frame ``index`` (see ``corrupt_packet``). With an intra-only codec
+    (MJPEG in AVI) exactly that one frame becomes undecodable."""
+    return corrupt_packet(src, dst, index, kind="video", fill=fill)

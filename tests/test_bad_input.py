@@ -145,6 +145,19 @@ def test_corrupt_frame_in_the_middle_repeats_the_previous_frame(tmp_path):
     assert (stats.corrupt_frames, stats.source_frames, stats.emitted_frames) == (1, 29, 30)
 
 
+def test_lost_audio_packet_becomes_silence_in_place(tmp_path):
+    # An AAC packet that fails to decode must not pull the rest of the audio earlier.
+    m = mf.make_video(tmp_path / "clean.mp4", seconds=1.0, audio_sr=44100, tone_start_s=0.6,
+                      tone_hz=800)
+    lost_at = mf.corrupt_packet(m.path, tmp_path / "bad.mp4", 10, kind="audio", fill=b"\xff")
+    assert 0.2 < lost_at < 0.3                                # inside the leading silence
+    with pytest.warns(D.CorruptFrameWarning, match="bad.mp4.*1 corrupt audio"):
+        audio = D.load_audio(tmp_path / "bad.mp4", num_frames=25)
+    assert audio.shape == (16000,)
+    onset = np.argmax(np.abs(audio) > 0.25) / 16000
+    assert onset == pytest.approx(0.6, abs=0.003)
+
+
 def test_clean_file_gives_no_warning(good):
     _, m = good
     with warnings.catch_warnings():

@@ -13,9 +13,10 @@ The rules, in one place:
   times inside ``[start, end)``, i.e. ``ceil((end - start) * fps)`` (with a 1e-3 frame
   tolerance against rounding). A 3 s clip gives 75 frames whatever its source rate; a
   29.97 fps clip of 90 frames (3.003 s) gives 76; a one-frame file gives T = 1.
-* **Which source frame is shown at output time t**: the latest decoded frame whose
-  stored presentation time is at or before ``t``; before the first frame, the first frame. This is right for 29.97/30/50/60 fps and variable frame
-  rate, because it follows timestamps rather than counting frames.
+* **Which source frame is shown at output time t**: the latest decoded frame whose stored
+  presentation time is at or before ``t``; before the first frame, the first frame. This
+  is right for 29.97/30/50/60 fps and variable frame rate, because it follows timestamps
+  rather than counting frames.
 * **Corrupt frames** in the middle (the decoder raises on a packet, or flags a frame as
   corrupt) are dropped; by the rule above the previous good frame is then repeated at those
   times. They are counted in ``DecodeStats`` / ``DecodedClip.corrupt_frames`` and reported
@@ -23,10 +24,12 @@ The rules, in one place:
   before its declared end (truncated) raises ``CorruptMediaError``.
 * **Rotation**: a display-matrix rotation (phone videos) is applied, so frames come out
   upright, as players show them.
-* **Audio** is resampled by FFmpeg's resampler (PyAV ``AudioResampler``), downmixed as the
-  mean of the channels (librosa's rule; no clipping), placed on the video's time axis (audio that starts later than the video is preceded by
-  silence, audio that starts earlier is cut), then padded with zeros or trimmed to
-  ``T * SAMPLES_PER_FRAME`` samples.
+* **Audio** is resampled by FFmpeg's resampler (PyAV ``AudioResampler``) and downmixed as
+  the mean of the channels (librosa's rule; cannot clip). It is placed on the video's time
+  axis: audio that starts later than the video is preceded by silence, audio that starts
+  earlier is cut, and a packet that fails to decode (or any other hole in the audio
+  timestamps) becomes silence of the same length. Finally it is padded with zeros or
+  trimmed to ``T * SAMPLES_PER_FRAME`` samples.
 
 Every failure is a typed ``avdetect.errors.MediaError`` naming the file and the reason.
 """
@@ -67,6 +70,9 @@ _VFR_SCAN_PACKETS = 300
 # (the last frame's duration is often unknown; metadata is rounded).
 _TRUNCATION_SLACK_S = 0.25
 _TRUNCATION_SLACK_FRAMES = 3
+# A jump in audio timestamps longer than this (a lost packet: 21-64 ms for AAC, Opus, MP3)
+# is filled with silence; shorter ones are time-base rounding.
+_AUDIO_GAP_S = 0.01
 
 # Magic bytes of containers FFmpeg reads. A file that starts like one of these but cannot be
 # opened is damaged (e.g. an mp4 cut before its index), not "not media".
@@ -534,10 +540,10 @@ def load_audio(
     """Decode the first audio stream to float32 mono ``[N]`` at ``sr`` Hz.
 
     Any input rate is resampled by FFmpeg's resampler (PyAV ``AudioResampler``); channels
-    are then averaged (stereo becomes (L + R) / 2, as librosa's ``to_mono``). When the file has video, the audio is placed on the
-    video's time axis (see the module docstring). With ``num_frames``, the result is padded
-    with zeros or trimmed to exactly ``num_frames * sr / VIDEO_FPS`` samples. Values are
-    clipped to [-1, 1]. Raises ``NoAudioStreamError`` when there is no audio stream.
+    are then averaged (stereo becomes (L + R) / 2, as librosa's ``to_mono``). When the file
+    has video, the audio is placed on the video's time axis (see the module docstring).
+    With ``num_frames``, the result is padded with zeros or trimmed to exactly
+    ``num_frames * sr / VIDEO_FPS`` samples. Values are clipped to [-1, 1]. Raises ``NoAudioStreamError`` when there is no audio stream.
     """
     path = os.fspath(path)
     info = info if info is not None else probe(path)
@@ -552,44 +558,16 @@ def load_audio(
         want = int(round(num_frames * sr / contract.VIDEO_FPS))
 
     c = _open(path)
-    corrupt = 0
-    chunks: list[np.ndarray] = []     # resampled mono pieces, float32 [n_i]
-    have = 0                          # samples in chunks
-    first_t = None                    # presentation time of the first decoded audio frame
     try:
-        stream = _audio_stream(c)
-        resampler = None
-        for pkt in c.demux(stream):
-            try:
-                decoded = pkt.decode()
-            except av.error.FFmpegError:
-                corrupt += 1
-                continue
-            for frame in decoded:
-                if first_t is None and frame.time is not None:
-                    first_t = frame.time
-                if resampler is None:
-                    # Resample but keep the channels (planar float): the downmix is ours.
-                    resampler = av.AudioResampler(format="fltp", layout=frame.layout.name,
-                                                  rate=sr)
-                for out in resampler.resample(frame):
-                    chunks.append(_downmix(out.to_ndarray()))
-                    have += len(chunks[-1])
-            if want is not None and first_t is not None:
-                # Stop early on long files once the requested span (plus the part cut for
-                # audio that starts before the video, plus 1 s) is decoded.
-                lead = max(0.0, info.video_start_s - first_t) if info.has_video else 0.0
-                if have > want + int((lead + 1.0) * sr):
-                    break
-        for out in resampler.resample(None) if resampler is not None else ():
-            chunks.append(_downmix(out.to_ndarray()))
+        chunks, first_t, corrupt = _decode_audio(c, _audio_stream(c), sr, want, info)
     except (av.error.FFmpegError, OSError) as e:
         raise CorruptMediaError(path, f"audio decoding failed ({_why(e)})") from e
     finally:
         c.close()
     if corrupt:
         warnings.warn(
-            CorruptFrameWarning(f"{path}: {corrupt} corrupt audio packet(s) skipped"),
+            CorruptFrameWarning(f"{path}: {corrupt} corrupt audio packet(s) skipped; silence "
+                                "was put in their place"),
             stacklevel=2,
         )
 
@@ -604,6 +582,58 @@ def load_audio(
     if want is not None:
         audio = _fit(audio, want)
     return np.clip(audio, -1.0, 1.0).astype(np.float32, copy=False)
+
+
+def _decode_audio(c, stream, sr: int, want: int | None, info: MediaInfo):
+    """Decode ``stream`` to mono pieces at ``sr``. Returns (float32 chunks, presentation
+    time of the first decoded frame or None, number of packets that failed to decode).
+    Stops early once ``want`` samples (plus margin) exist."""
+    chunks: list[np.ndarray] = []     # resampled mono pieces, float32 [n_i]
+    have = 0                          # samples in chunks
+    corrupt = 0
+    first_t = None
+    next_t = None                     # where the next decoded frame should start (s)
+    resampler = None
+
+    def drain(frames) -> None:
+        nonlocal have
+        for out in frames:
+            chunks.append(_downmix(out.to_ndarray()))       # [channels, n] -> [n]
+            have += len(chunks[-1])
+
+    for pkt in c.demux(stream):
+        try:
+            decoded = pkt.decode()
+        except av.error.FFmpegError:
+            corrupt += 1
+            continue
+        for frame in decoded:
+            if first_t is None and frame.time is not None:
+                first_t = frame.time
+            known = frame.time is not None and next_t is not None
+            gap = frame.time - next_t if known else 0.0
+            if gap > _AUDIO_GAP_S and resampler is not None:
+                # Lost packets or a hole in the timestamps: flush what the resampler holds,
+                # then insert the missing span as silence so later audio keeps its time.
+                drain(resampler.resample(None))
+                chunks.append(np.zeros(int(round(gap * sr)), np.float32))
+                have += len(chunks[-1])
+                resampler = None
+            if resampler is None:
+                # Resample but keep the channels (planar float): the downmix is ours.
+                resampler = av.AudioResampler(format="fltp", layout=frame.layout.name, rate=sr)
+            span = frame.samples / frame.sample_rate
+            next_t = (frame.time if frame.time is not None else (next_t or 0.0)) + span
+            drain(resampler.resample(frame))
+        if want is not None and first_t is not None:
+            # Enough for the requested span, plus the part cut when audio starts before the
+            # video, plus 1 s: stop reading long files here.
+            lead = max(0.0, info.video_start_s - first_t) if info.has_video else 0.0
+            if have > want + int((lead + 1.0) * sr):
+                break
+    if resampler is not None:
+        drain(resampler.resample(None))
+    return chunks, first_t, corrupt
 
 
 def _downmix(planes: np.ndarray) -> np.ndarray:
