@@ -325,3 +325,206 @@ def test_convert_cli_and_deep_avsr_teacher(ref_nets, tmp_path, capsys):
     np.testing.assert_allclose(pv, ref_v[0].numpy(), atol=1e-4)
     # without lip features the VSR side has no input: the teacher abstains
     assert teacher(audio=audio, mouth=None, num_frames=T, meta={}) is None
+
+
+# --------------------------------------------------------------------------- asr_align
+
+from avdetect.teachers import asr_align  # noqa: E402
+
+SR = 16000
+
+
+def _espeak(text: str, path: pathlib.Path, rate: int = 140) -> np.ndarray:
+    import librosa
+    subprocess.run([ESPEAK, "-v", "en-us", "-s", str(rate), "-w", str(path), text], check=True)
+    audio, _ = librosa.load(path, sr=SR)
+    return audio
+
+
+class _EspeakEvents:
+    """espeak-ng through its C library (ctypes): synthesised samples plus espeak's own
+    phoneme events (name, start in ms), the timing reference of the aligner tests."""
+
+    def __init__(self):
+        import ctypes
+
+        class _Id(ctypes.Union):
+            _fields_ = [("number", ctypes.c_int), ("name", ctypes.c_char_p),
+                        ("string", ctypes.c_char * 8)]
+
+        class _Event(ctypes.Structure):       # espeak_EVENT of speak_lib.h
+            _fields_ = [("type", ctypes.c_int), ("unique_identifier", ctypes.c_uint),
+                        ("text_position", ctypes.c_int), ("length", ctypes.c_int),
+                        ("audio_position", ctypes.c_int), ("sample", ctypes.c_int),
+                        ("user_data", ctypes.c_void_p), ("id", _Id)]
+
+        self.lib = ctypes.CDLL("libespeak-ng.so.1")
+        # AUDIO_OUTPUT_SYNCHRONOUS = 2, espeakINITIALIZE_PHONEME_EVENTS = 1
+        self.rate = self.lib.espeak_Initialize(2, 0, None, 1)
+        self._samples, self._events = [], []
+
+        def callback(wav, n, events):
+            if n > 0:
+                self._samples.append(np.ctypeslib.as_array(wav, (n,)).copy())
+            i = 0
+            while events[i].type != 0:                    # LIST_TERMINATED
+                e = events[i]
+                if e.type == 1:                            # WORD
+                    self._events.append(("<word>", e.audio_position))
+                elif e.type == 7:                          # PHONEME
+                    self._events.append((e.id.string.decode(), e.audio_position))
+                i += 1
+            return 0
+
+        self._callback = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short),
+                                          ctypes.c_int, ctypes.POINTER(_Event))(callback)
+        self.lib.espeak_SetSynthCallback(self._callback)
+
+    def __call__(self, text: str, rate: int = 150):
+        """-> (16 kHz audio, [(phone, start_s)], [word_start_s]) for ``text``."""
+        import librosa
+        self._samples.clear()
+        self._events.clear()
+        self.lib.espeak_SetVoiceByName(b"en-us")
+        self.lib.espeak_SetParameter(1, rate, 0)                  # espeakRATE
+        data = text.encode()
+        self.lib.espeak_Synth(data, len(data) + 1, 0, 1, 0, 0, None, None)
+        self.lib.espeak_Synchronize()
+        audio = np.concatenate(self._samples).astype(np.float32) / 32768.0
+        audio = librosa.resample(audio, orig_sr=self.rate, target_sr=SR)
+        phones, word_starts, new_word = [], [], False
+        for name, ms in self._events:
+            if name == "<word>":
+                new_word = True
+                continue
+            if new_word and not name.startswith("_"):
+                word_starts.append(ms / 1000)    # the word's first phone, not its lead-in
+                new_word = False
+            phones.append((name, ms / 1000))
+        return audio, phones, word_starts
+
+
+@pytest.fixture(scope="module")
+def espeak_events():
+    try:
+        return _EspeakEvents()
+    except OSError as e:
+        pytest.skip(f"libespeak-ng.so.1 cannot be loaded: {e}")
+
+
+SENTENCES = ["please give me the red cup, of water", "she told a long story about the old city",
+             "many people think that green fields look good",
+             "seven bright fish swam past my window today"]
+
+
+def _word_starts(segments):
+    starts, previous = [], None
+    for s in segments:
+        if alphabet.phone_to_viseme(s.phone) == alphabet.SILENCE:
+            previous = None
+            continue
+        if s.word != previous:
+            starts.append((s.word, s.start))
+            previous = s.word
+    return starts
+
+
+def _reference_visemes(phones, n):
+    """Viseme id per 10 ms frame from espeak's phone start times."""
+    out = np.full(n, alphabet.VISEME_INDEX[alphabet.SILENCE])
+    ends = [t for _, t in phones[1:]] + [n / 100]
+    for (name, start), end in zip(phones, ends):
+        out[int(round(start * 100)):int(round(end * 100))] = \
+            alphabet.VISEME_INDEX[alphabet.phone_to_viseme(name, "espeak")]
+    return out
+
+
+def test_forced_alignment_matches_espeak_phone_timing(espeak_events):
+    aligner = asr_align.SphinxAligner()
+    errors, agreement = [], []
+    for text in SENTENCES:
+        audio, phones, ref_starts = espeak_events(text)
+        segments = aligner.align(audio, text.replace(",", "").split())
+        starts = _word_starts(segments)
+        assert [w for w, _ in starts] == text.replace(",", "").split()
+        for w, _ in starts:        # the phones come from the dictionary
+            assert aligner.decoder.lookup_word(w) is not None
+        errors += [got - ref for (_, got), ref in zip(starts, ref_starts)]
+        n = len(audio) // 160
+        ref = _reference_visemes(phones, n)
+        got = asr_align.segments_to_visemes(segments, n // 4 + 1)[:n]
+        speech = ref != alphabet.VISEME_INDEX[alphabet.SILENCE]
+        agreement.append(np.mean(got[speech] == ref[speech]))
+    errors = np.abs(errors)
+    # Word onsets within ~60 ms of espeak's own phone events (measured: median 11 ms,
+    # max 72 ms on these sentences); 10 ms viseme labels agree on ~3/4 of speech frames.
+    assert np.median(errors) < 0.030, np.round(errors, 3)
+    assert errors.max() < 0.090, np.round(errors, 3)
+    assert np.mean(agreement) > 0.65, agreement
+
+
+def test_audio_posteriors_follow_speech_and_silence(espeak_events):
+    teacher = asr_align.AsrAlignTeacher()
+    text = SENTENCES[0]
+    audio, phones, _ = espeak_events(text)
+    lead = 0.4                           # known silence around the sentence
+    audio = np.pad(audio, (int(lead * SR), int(lead * SR)))
+    phones = [("_", 0.0)] + [(n, t + lead) for n, t in phones]
+    T = len(audio) // 640
+    pa, pv = teacher(audio=audio, mouth=None, num_frames=T, meta={"transcript": text})
+    assert pa.shape == pv.shape == (T, alphabet.NUM_VISEMES)
+    np.testing.assert_allclose(pa.sum(1), 1, atol=1e-5)
+    np.testing.assert_allclose(pv, 1 / alphabet.NUM_VISEMES)      # no video side
+    assert teacher.sides == {"audio"}
+    # video frames wholly inside espeak pauses of >= 120 ms are silence, and most frames
+    # wholly inside a phone get that phone's viseme (majority of the 40 ms frame)
+    ref = _reference_visemes(phones, 4 * T).reshape(T, 4)
+    whole = (ref == ref[:, :1]).all(axis=1)
+    sil = alphabet.VISEME_INDEX[alphabet.SILENCE]
+    top = pa.argmax(1)
+    ends = [t for _, t in phones[1:]] + [len(audio) / SR]
+    pauses = [(a, b) for (n, a), b in zip(phones, ends) if n.startswith("_") and b - a >= 0.12]
+    assert len(pauses) == 3                             # lead-in, comma, trailing silence
+    for a, b in pauses:
+        inside = np.arange(int(math.ceil(a * 25)), int(b * 25))
+        assert np.all(top[inside] == sil), (a, b, top[inside])
+    speech = whole & (ref[:, 0] != sil)
+    assert np.mean(top[speech] == ref[speech, 0]) > 0.65
+    # no audio or silence: nothing to say
+    assert teacher(audio=None, mouth=None, num_frames=T, meta={}) is None
+    assert teacher(audio=np.zeros(6400), mouth=None, num_frames=10, meta={}) is None
+
+
+def test_transcript_normalisation():
+    known = {"i", "have", "twenty", "one", "cats", "don't", "john"}.__contains__
+    words, dropped = asr_align.normalize_transcript("I have 21 cats, don’t I? John's Xzq!",
+                                                    known)
+    assert words == ["i", "have", "twenty", "one", "cats", "don't", "i", "john"]
+    assert dropped == ["xzq"]
+    assert asr_align.number_to_words(1905) == "one thousand nine hundred five"
+    assert asr_align.tokens_to_text(["<|startoftranscript|>", "ĠThe", "Ġcaf", "Ã©", "."]) \
+        == "The café."
+
+
+@needs_espeak
+def test_whisper_transcript_then_alignment(tmp_path):
+    pytest.importorskip("ctranslate2", reason="ctranslate2 runs the Whisper tiny.en model")
+    from avdetect.pretrained import whisper
+    try:
+        whisper.default_tiny_en_dir()
+    except Exception as e:  # noqa: BLE001
+        pytest.skip(f"Whisper tiny.en model package missing: {e}")
+    text = "she told a long story about the old city"
+    audio = _espeak(text, tmp_path / "s.wav", rate=130)
+    teacher = asr_align.AsrAlignTeacher()
+    heard = teacher.transcriber(audio)
+    got, _ = asr_align.normalize_transcript(heard, lambda w: True)
+    recall = np.mean([w in got for w in text.split()])
+    assert recall >= 0.75, heard
+    T = len(audio) // 640
+    pa, _ = teacher(audio=audio, mouth=None, num_frames=T, meta={})    # recognition path
+    voiced = np.flatnonzero(pa.argmax(1) != alphabet.VISEME_INDEX[alphabet.SILENCE])
+    import librosa
+    rms = librosa.feature.rms(y=audio, frame_length=640, hop_length=640, center=False)[0]
+    loud = np.flatnonzero(rms > 0.1 * rms.max())
+    assert abs(voiced[0] - loud[0]) <= 2 and abs(voiced[-1] - loud[-1]) <= 3

@@ -88,6 +88,7 @@ _ESPEAK_TO_ARPABET: dict[str, str] = {
     "h": "HH", "m": "M", "n": "N", "N": "NG", "l": "L", "r": "R", "w": "W", "j": "Y",
     "x": "HH", "C": "HH", "?": "T", "hw": "W", "t#": "T", "d#": "D", "z#": "Z", "t2": "T",
     "d2": "D", "r-": "R", "l/": "L", "n-": "N", "m-": "M", "l-": "L", "@L": "L",
+    ";": "Y",       # linking glide after /i/ before a vowel ("the_old", "story_about")
     # vowels
     "@": "AH", "@2": "AH", "@5": "AH", "a#": "AH", "V": "AH", "3": "ER", "3:": "ER",
     "a": "AE", "aa": "AE", "a2": "AH", "A:": "AA", "A@": "AA", "A#": "AA", "0": "AA",
@@ -141,8 +142,10 @@ def phone_to_viseme(name: str, scheme: str = "arpabet") -> str:
     else:
         table = _ESPEAK_TO_ARPABET if scheme == "espeak" else _IPA_TO_ARPABET
         bare = _STRESS_AND_LENGTH.sub("", raw)
-        # "i:" is its own mnemonic while "'eI" only carries a stress mark: try both.
-        for candidate in (raw, bare, bare + ":"):
+        # "i:" is its own mnemonic while "'eI" only carries a stress mark: try both; then
+        # the base of a variant ("O2", "a#", "t#" are allophones of "O", "a", "t").
+        base = re.sub(r"(?<=.)[0-9#]+$", "", bare)
+        for candidate in (raw, bare, bare + ":", base, base + ":"):
             if candidate in table:
                 return ARPABET_TO_VISEME[table[candidate]]
     raise KeyError(f"phone {name!r} is not a known {scheme} phone name; "
