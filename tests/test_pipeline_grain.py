@@ -12,7 +12,7 @@ import skimage.transform
 
 from avdetect import contract
 from avdetect.data import augment as aug
-from avdetect.data import features as feat
+from avdetect.data import codec
 from avdetect.data import pipeline as pl
 from avdetect.errors import ConfigError
 
@@ -41,8 +41,8 @@ def make_example(video: int, num_frames: int, method: str = "real") -> dict:
     return {
         "video_id": f"vid{video:03d}".encode(),
         "num_frames": np.int32(num_frames),
-        "mouth": np.array(feat.encode_frames(mouth, "png"), dtype=object),
-        "face": np.array(feat.encode_frames(face, "png"), dtype=object),
+        "mouth": np.array(codec.encode_frames(mouth, "png"), dtype=object),
+        "face": np.array(codec.encode_frames(face, "png"), dtype=object),
         "logmel": logmel,
         "face_found": (np.arange(num_frames) % 3 != 0),
         "boxes": np.zeros((num_frames, 4), np.float32),
@@ -234,9 +234,9 @@ def test_augmentation_is_consistent_across_the_window(index):
     ex = still[0]
     rng_img = np.random.default_rng(0)
     mouth0 = rng_img.integers(0, 255, (1, 88, 88), dtype=np.uint8)
-    ex["mouth"] = np.array(feat.encode_frames(np.repeat(mouth0, 12, 0), "png"), dtype=object)
+    ex["mouth"] = np.array(codec.encode_frames(np.repeat(mouth0, 12, 0), "png"), dtype=object)
     face0 = rng_img.integers(0, 255, (1, FACE, FACE, 3), dtype=np.uint8)
-    ex["face"] = np.array(feat.encode_frames(np.repeat(face0, 12, 0), "png"), dtype=object)
+    ex["face"] = np.array(codec.encode_frames(np.repeat(face0, 12, 0), "png"), dtype=object)
     idx = pl.SplitIndex.from_examples(still)
     it = iter(pl.build_train_dataset(still, idx, cfg(), seed=2, local_batch_size=1))
     changed = 0
@@ -373,10 +373,10 @@ def test_frame_codecs_roundtrip():
     gray = np.stack([_img(88, 88, seed=s) for s in range(3)])
     rgb = np.stack([_img(32, 32, c=3, seed=s) for s in range(3)])
     rgb[..., 0] = 10                                      # channel order must survive
-    np.testing.assert_array_equal(feat.decode_frames(feat.encode_frames(gray, "png"),
+    np.testing.assert_array_equal(codec.decode_frames(codec.encode_frames(gray, "png"),
                                                      color=False), gray)
-    back = feat.decode_frames(feat.encode_frames(rgb, "jpeg", jpeg_quality=95), color=True)
+    back = codec.decode_frames(codec.encode_frames(rgb, "jpeg", jpeg_quality=95), color=True)
     assert np.abs(back.astype(int) - rgb.astype(int)).mean() < 3
     assert np.abs(back[..., 0].astype(int) - 10).mean() < 3
     with pytest.raises(ValueError, match="decodable"):
-        feat.decode_frames([b"not an image"], color=False)
+        codec.decode_frames([b"not an image"], color=False)

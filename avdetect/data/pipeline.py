@@ -54,7 +54,7 @@ import numpy as np
 
 from avdetect import contract
 from avdetect.data import augment as aug_lib
-from avdetect.data import features as feat
+from avdetect.data import codec
 from avdetect.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -133,10 +133,10 @@ class SplitIndex:
     def from_examples(cls, source: Sequence[Mapping[str, Any]],
                       method_names: Sequence[str] | None = None) -> "SplitIndex":
         """Scan a source (reads every record: only for small or foreign datasets)."""
-        cols: dict[str, list] = {k: [] for k in feat.INDEX_FIELDS}
+        cols: dict[str, list] = {k: [] for k in codec.INDEX_FIELDS}
         for i in range(len(source)):
             ex = source[i]
-            for k in feat.INDEX_FIELDS:
+            for k in codec.INDEX_FIELDS:
                 v = ex[k]
                 cols[k].append(v.decode() if isinstance(v, bytes) else v)
         return cls.from_columns(cols, method_names)
@@ -166,7 +166,7 @@ def _index_from_metadata(meta: Mapping[str, Any], split: str) -> SplitIndex | No
     parts = split.split("+")
     if any(p not in index for p in parts):
         return None
-    cols = {k: [v for p in parts for v in index[p][k]] for k in feat.INDEX_FIELDS}
+    cols = {k: [v for p in parts for v in index[p][k]] for k in codec.INDEX_FIELDS}
     return SplitIndex.from_columns(cols, meta.get("method_names"))
 
 
@@ -182,14 +182,15 @@ def open_split(data_cfg: Any, split: str) -> tuple[Sequence[dict], SplitIndex, d
     try:
         source = tfds.data_source(name, split=split, data_dir=data_dir, download=False)
     except Exception as e:  # TFDS raises assorted errors for a missing/unbuilt dataset
-        raise ConfigError(f"cannot open split {split!r} of dataset {name!r} under {data_dir}: "
-                          f"{e}. Build it first: python -m avdetect.data.build {name} "
-                          f"--data_dir {data_dir}") from e
-    meta = feat.read_metadata(source)
+        hint = ("" if "Unknown split" in str(e) else
+                f" Build it first: python -m avdetect.data.build {name} --data_dir {data_dir}")
+        raise ConfigError(f"cannot open split {split!r} of dataset {name!r} under "
+                          f"{data_dir}: {str(e).strip()}{hint}") from e
+    meta = _read_metadata(source)
     version = meta.get("shard_format_version")
-    if version is not None and version != feat.SHARD_FORMAT_VERSION:
+    if version is not None and version != codec.SHARD_FORMAT_VERSION:
         raise ConfigError(f"{name} was built with shard format {version}; this code reads "
-                          f"format {feat.SHARD_FORMAT_VERSION}: rebuild the dataset")
+                          f"format {codec.SHARD_FORMAT_VERSION}: rebuild the dataset")
     index = _index_from_metadata(meta, split)
     if index is None:
         log.warning("no stored index for split %r of %s: scanning %d records", split, name,
@@ -199,6 +200,13 @@ def open_split(data_cfg: Any, split: str) -> tuple[Sequence[dict], SplitIndex, d
         raise ConfigError(f"the stored index of {name}:{split} lists {len(index)} records but "
                           f"the shards hold {len(source)}: rebuild the dataset")
     return source, index, meta
+
+
+def _read_metadata(data_source) -> dict[str, Any]:
+    """The avdetect metadata of an opened ``tfds.data_source`` ({} if it has none)."""
+    info = getattr(data_source, "dataset_info", None)
+    meta = getattr(info, "metadata", None)
+    return dict(meta) if meta else {}
 
 
 def load_split_index(data_cfg: Any, split: str) -> SplitIndex:
@@ -243,7 +251,7 @@ class WindowMaker:
     aug_max_rotate_deg: float = 15.0
 
     def _frames(self, blobs, start: int, stop: int, *, color: bool) -> np.ndarray:
-        frames = feat.decode_frames(list(blobs[start:stop]), color=color)
+        frames = codec.decode_frames(list(blobs[start:stop]), color=color)
         if color and self.face_size and frames.shape[1] != self.face_size:
             interp = cv2.INTER_AREA if frames.shape[1] > self.face_size else cv2.INTER_LINEAR
             frames = np.stack([cv2.resize(f, (self.face_size, self.face_size),

@@ -1,0 +1,418 @@
+"""Shared dataset-building machinery and the build command.
+
+A dataset builder (one package per dataset under ``datasets/``) only lists its clips
+(:class:`ClipTask`: file, labels, which splits) and the problems it found while listing
+(rows naming missing files, ...). This module does the rest, the same way for every
+dataset:
+
+1. **Preprocess every clip once**, in a pool of worker processes (``workers``, default 2),
+   with a progress bar, before any shard is written. Each result is cached as one
+   ``.npz`` per video under ``cache_dir``, keyed by sha256(file bytes) (+ the borrowed
+   audio file's bytes) and a hash of every parameter and of the preprocessing code; an
+   interrupted build re-run skips the work already done.
+2. **Report**: a file that cannot be used (typed ``avdetect.errors.MediaError``: missing,
+   empty, not media, corrupt, no face, ...) is skipped and listed with its reason; so is
+   every listing problem. Nothing is dropped silently: after writing, the number of
+   examples in every split is checked against the number of good clips.
+3. **Write** array_record shards through TFDS (TF-free), examples in listing order
+   (``disable_shuffling``: training shuffles in Grain), and record in the dataset metadata
+   every preprocessing parameter, the encoding, the data-contract constants, the teacher,
+   a per-split index (video id, length, labels, method: the loader counts windows and
+   filters methods from it) and the build report.
+
+Build command (the ``tfds build`` CLI of tensorflow-datasets 4.9.10 imports TensorFlow at
+start-up, so it cannot be used without it; this command does the same job TF-free)::
+
+    python -m avdetect.data.build NAME[/CONFIG] --data_dir DIR [--manual_dir DIR]
+        [--workers N] [--cache_dir DIR] [--overwrite] [--strict]
+
+e.g. ``python -m avdetect.data.build synthetic_av/tiny --data_dir ~/tensorflow_datasets``.
+The report is printed and written to ``<dataset dir>/build_report.json``. Defaults can also
+come from ``AVDETECT_BUILD_WORKERS`` / ``AVDETECT_CACHE_DIR`` (e.g. for builders made
+through ``tfds.builder``).
+"""
+
+from __future__ import annotations
+
+import abc
+import argparse
+import dataclasses
+import importlib
+import inspect
+import json
+import os
+import pathlib
+import shutil
+import sys
+import time
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import tensorflow_datasets as tfds
+from etils import epath
+
+from avdetect import contract
+from avdetect.data import codec
+from avdetect.data import features as feat
+from avdetect.data.clips import (ClipTask, Listing, Outcome, PreprocessFn, PreprocessSpec,  # noqa: F401
+                                 Problem, TeacherFn, callable_id, preprocess_all,
+                                 unpack_frames)
+from avdetect.errors import AVDetectError, ConfigError
+
+REPORT_NAME = "build_report.json"
+
+
+# ---------------------------------------------------------------------------------------
+# Report
+# ---------------------------------------------------------------------------------------
+
+def make_report(name: str, listing: Listing, outcomes: Mapping[str, Outcome], *,
+                seconds: float, workers: int, cache_dir: str) -> dict[str, Any]:
+    """The build report: counts, every skipped file with its reason, per-clip notes."""
+    skipped = list(p.as_dict() for p in listing.problems)
+    for key, o in sorted(outcomes.items()):
+        if o.status in ("skipped", "error"):
+            task = listing.tasks[key]
+            skipped.append(Problem(task.path, o.kind, o.reason, key,
+                                   listing.splits_of(key)).as_dict())
+    notes = list(listing.notes)
+    for key, o in sorted(outcomes.items()):
+        for n in o.notes:
+            notes.append({"key": key, "path": listing.tasks[key].path, "note": n})
+    good = {k for k, o in outcomes.items() if o.status in ("done", "cached")}
+    splits = {s: {"listed": len(keys), "good": sum(k in good for k in keys)}
+              for s, keys in listing.splits.items()}
+    status = [o.status for o in outcomes.values()]
+    return {
+        "dataset": name,
+        "seconds": round(seconds, 2),
+        "workers": workers,
+        "cache_dir": cache_dir,
+        "clips": len(listing.tasks),
+        "preprocessed": status.count("done"),
+        "from_cache": status.count("cached"),
+        "skipped_clips": status.count("skipped"),
+        "internal_errors": status.count("error"),
+        "listing_problems": len(listing.problems),
+        "clips_per_s": round(status.count("done") / seconds, 3) if seconds > 0 else None,
+        "splits": splits,
+        "skipped": skipped,
+        "notes": notes,
+    }
+
+
+def format_report(report: Mapping[str, Any], max_rows: int = 60) -> str:
+    """A human-readable table of the report."""
+    lines = [f"Build report for {report['dataset']}",
+             f"  clips listed: {report['clips']}   preprocessed: {report['preprocessed']}   "
+             f"from cache: {report['from_cache']}   skipped: {report['skipped_clips']}   "
+             f"internal errors: {report['internal_errors']}   "
+             f"listing problems: {report['listing_problems']}",
+             f"  preprocessing: {report['seconds']} s with {report['workers']} worker(s)"
+             + (f", {report['clips_per_s']} clips/s" if report.get("clips_per_s") else "")]
+    if "written" in report:
+        lines.append("  split                     listed    good  written")
+        for s, c in report["splits"].items():
+            lines.append(f"  {s:<24}{c['listed']:>7}{c['good']:>8}"
+                         f"{report['written'].get(s, 0):>9}")
+    skipped = report["skipped"]
+    if skipped:
+        lines.append(f"  skipped files ({len(skipped)}):")
+        lines.append(f"    {'kind':<18} {'file':<60} reason")
+        for p in skipped[:max_rows]:
+            lines.append(f"    {p['kind']:<18} {_short(p['path'], 60):<60} {p['reason']}")
+        if len(skipped) > max_rows:
+            lines.append(f"    ... {len(skipped) - max_rows} more in the JSON report")
+    if report["notes"]:
+        lines.append(f"  notes ({len(report['notes'])}), first ones:")
+        for n in report["notes"][:10]:
+            lines.append(f"    {_short(n['path'], 60):<60} {n['note']}")
+    return "\n".join(lines)
+
+
+def _short(s: str, n: int) -> str:
+    return s if len(s) <= n else "..." + s[-(n - 3):]
+
+
+# ---------------------------------------------------------------------------------------
+# TFDS builder base class
+# ---------------------------------------------------------------------------------------
+
+@dataclasses.dataclass(eq=False)
+class AVBuilderConfig(tfds.core.BuilderConfig):
+    """Options that change the written data (so each config is its own dataset dir)."""
+
+    face_size: int = contract.FACE_SIZE_DEFAULT
+    mouth_codec: str = "png"
+    face_codec: str = "jpeg"
+    jpeg_quality: int = 90
+    teacher_dim: int = codec.TEACHER_DIM_DEFAULT
+
+    @property
+    def encoding(self) -> codec.EncodingParams:
+        return codec.EncodingParams(mouth_codec=self.mouth_codec, face_codec=self.face_codec,
+                                   jpeg_quality=self.jpeg_quality)
+
+
+def manual_dir_of(dl_manager) -> pathlib.Path | None:
+    """The manual dir given to the build (``--manual_dir``), or None when none was given or
+    it does not exist (TFDS's own ``dl_manager.manual_dir`` raises instead)."""
+    d = getattr(dl_manager, "_manual_dir", None)
+    return pathlib.Path(os.fspath(d)) if d and os.path.isdir(os.fspath(d)) else None
+
+
+def _env_int(name: str, default: int) -> int:
+    v = os.environ.get(name)
+    return int(v) if v else default
+
+
+class AVClipBuilder(tfds.core.GeneratorBasedBuilder, abc.ABC, skip_registration=True):
+    """Base of every avdetect dataset builder: subclasses implement :meth:`_list_clips`
+    (and set VERSION, BUILDER_CONFIGS, MANUAL_DOWNLOAD_INSTRUCTIONS if any)."""
+
+    DESCRIPTION = ""
+    HOMEPAGE = ""
+    CITATION = ""
+
+    @tfds.core.utils.classproperty
+    @classmethod
+    def code_path(cls) -> epath.Path:
+        # TFDS locates a builder's file through importlib.resources on the top-level
+        # package; `datasets/` is a namespace package (no __init__.py), which that
+        # lookup cannot handle. The class's own file is what it looks for.
+        return epath.Path(inspect.getfile(cls))
+
+    def __init__(self, *, workers: int | None = None, cache_dir: str | None = None,
+                 preprocess_fn: PreprocessFn | None = None, teacher: TeacherFn | None = None,
+                 **kwargs):
+        self._workers = workers if workers is not None else _env_int(
+            "AVDETECT_BUILD_WORKERS", min(2, os.cpu_count() or 1))
+        self._cache_dir_arg = cache_dir or os.environ.get("AVDETECT_CACHE_DIR")
+        self._preprocess_fn = preprocess_fn
+        self._teacher = teacher
+        self.build_report: dict[str, Any] | None = None
+        # array_record is the only format TFDS writes and reads without TensorFlow.
+        kwargs.setdefault("file_format", "array_record")
+        super().__init__(**kwargs)
+
+    # -- to implement --------------------------------------------------------------
+    @abc.abstractmethod
+    def _list_clips(self, dl_manager: tfds.download.DownloadManager) -> Listing:
+        """List every clip of the dataset and the splits it belongs to."""
+
+    # -- TFDS hooks ------------------------------------------------------------------
+    def _info(self) -> tfds.core.DatasetInfo:
+        cfg = self.builder_config
+        return tfds.core.DatasetInfo(
+            builder=self,
+            description=self.DESCRIPTION,
+            features=feat.clip_features(cfg.teacher_dim),
+            homepage=self.HOMEPAGE or None,
+            citation=self.CITATION or None,
+            disable_shuffling=True,
+            metadata=tfds.core.MetadataDict(),
+        )
+
+    @property
+    def cache_dir(self) -> str:
+        if self._cache_dir_arg:
+            return os.fspath(self._cache_dir_arg)
+        return os.path.join(os.fspath(self.data_dir_root), "avdetect_cache", self.name)
+
+    def _spec(self) -> PreprocessSpec:
+        cfg = self.builder_config
+        return PreprocessSpec(face_size=cfg.face_size, encoding=cfg.encoding,
+                              teacher_dim=cfg.teacher_dim, preprocess=self._preprocess_fn,
+                              teacher=self._teacher)
+
+    def _split_generators(self, dl_manager):
+        listing = self._list_clips(dl_manager)
+        tasks = [listing.tasks[k] for k in sorted(listing.tasks)]
+        t0 = time.perf_counter()
+        outcomes = preprocess_all(tasks, self._spec(), self.cache_dir, workers=self._workers,
+                                  desc=f"preprocessing {self.name}/{self.builder_config.name}")
+        report = make_report(f"{self.name}/{self.builder_config.name}", listing, outcomes,
+                             seconds=time.perf_counter() - t0, workers=self._workers,
+                             cache_dir=self.cache_dir)
+        good = {k: o for k, o in outcomes.items() if o.status in ("done", "cached")}
+        splits = {s: [k for k in keys if k in good] for s, keys in listing.splits.items()}
+        empty = sorted(s for s, keys in splits.items() if not keys)
+        if empty:
+            report["empty_splits"] = empty   # TFDS cannot write a split with no example
+        splits = {s: keys for s, keys in splits.items() if keys}
+        if not splits:
+            self.build_report = report
+            raise ConfigError(f"{self.name}: no usable clip at all.\n{format_report(report)}")
+        self._record_metadata(listing, splits, good, report)
+        self.build_report = report
+        return {s: self._generate_examples(keys, {k: good[k].cache_file for k in keys}, listing)
+                for s, keys in splits.items()}
+
+    def _record_metadata(self, listing: Listing, splits: Mapping[str, list[str]],
+                         good: Mapping[str, Outcome], report: dict) -> None:
+        params = {json.dumps(o.params, sort_keys=True) for o in good.values()}
+        if len(params) > 1:
+            raise ConfigError(f"{self.name}: clips were preprocessed with different parameters "
+                              f"({len(params)} sets); clear the cache dir {self.cache_dir}")
+        cfg = self.builder_config
+        methods = sorted({listing.tasks[k].method for keys in splits.values() for k in keys})
+        index = {}
+        for s, keys in splits.items():
+            ts = [listing.tasks[k] for k in keys]
+            index[s] = {
+                "video_id": [t.key for t in ts],
+                "num_frames": [good[t.key].num_frames for t in ts],
+                "label": [int(t.label) for t in ts],
+                "category": [contract.CATEGORIES.index(t.category) for t in ts],
+                "method": [t.method for t in ts],
+                "identity": [t.identity for t in ts],
+            }
+        meta = self.info.metadata
+        meta.update({
+            "shard_format_version": codec.SHARD_FORMAT_VERSION,
+            "contract": codec.contract_constants(),
+            "encoding": {"face_size": cfg.face_size, **cfg.encoding.as_dict()},
+            "preprocessing": json.loads(params.pop()) if params else {},
+            "preprocess_fn": callable_id(self._preprocess_fn) or "avdetect.data.build.default_preprocess",
+            "teacher": {"name": callable_id(self._teacher), "dim": cfg.teacher_dim},
+            "method_names": methods,
+            "index": index,
+            "source": listing.source_info,
+            "build_report": report,
+        })
+
+    def _generate_examples(self, keys: Sequence[str], cache_files: Mapping[str, str],
+                           listing: Listing):
+        for key in keys:
+            yield key, example_from_cache(listing.tasks[key], cache_files[key])
+
+
+def example_from_cache(task: ClipTask, cache_file: str) -> dict[str, Any]:
+    """The TFDS example of a task from its cache entry."""
+    with np.load(cache_file) as z:
+        return {
+            "video_id": task.key,
+            "source_path": task.rel_path,
+            "num_frames": np.int32(len(z["mouth_offsets"]) - 1),
+            "mouth": unpack_frames(z["mouth_data"], z["mouth_offsets"]),
+            "face": unpack_frames(z["face_data"], z["face_offsets"]),
+            "logmel": z["logmel"],
+            "face_found": z["face_found"],
+            "boxes": z["boxes"],
+            "has_audio": bool(z["has_audio"]),
+            "audio_source": str(z["audio_source"]),
+            "teacher_audio": z["teacher_audio"],
+            "teacher_video": z["teacher_video"],
+            "has_teacher": bool(z["has_teacher"]),
+            "label": int(task.label),
+            "video_fake": bool(task.video_fake),
+            "audio_fake": bool(task.audio_fake),
+            "category": task.category,
+            "method": task.method,
+            "identity": task.identity,
+            "src_fps": float(z["src_fps"]),
+            "src_sample_rate": int(z["src_sample_rate"]),
+            "duration_s": float(z["duration_s"]),
+            "attributes": feat.attributes_json(task.attributes),
+        }
+
+
+# ---------------------------------------------------------------------------------------
+# Build command
+# ---------------------------------------------------------------------------------------
+
+def builder_class(name: str) -> type[AVClipBuilder]:
+    """Import ``datasets/<name>`` and return its builder class."""
+    try:
+        importlib.import_module(f"datasets.{name}.{name}")
+    except ModuleNotFoundError as e:
+        known = sorted(p.name for p in (pathlib.Path(__file__).resolve().parents[2]
+                                        / "datasets").iterdir()
+                       if (p / f"{p.name}.py").is_file())
+        raise ConfigError(f"no dataset builder {name!r} ({e}); known: {known}") from e
+    return tfds.builder_cls(name)
+
+
+def build(name_config: str, *, data_dir: str, manual_dir: str | None = None,
+          workers: int | None = None, cache_dir: str | None = None, overwrite: bool = False,
+          preprocess_fn: PreprocessFn | None = None, teacher: TeacherFn | None = None,
+          builder_kwargs: Mapping[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
+    """Build (or reuse) one dataset; returns (builder, report).
+
+    Raises ConfigError if the shards do not hold exactly the good clips of the report.
+    """
+    name, _, config = name_config.partition("/")
+    cls = builder_class(name)
+    kwargs = dict(builder_kwargs or {})
+    if config:
+        kwargs["config"] = config
+    def make():
+        return cls(data_dir=data_dir, workers=workers, cache_dir=cache_dir,
+                   preprocess_fn=preprocess_fn, teacher=teacher, **kwargs)
+
+    builder = make()
+    if overwrite and os.path.isdir(os.fspath(builder.data_dir)):
+        # Remove the finished shards only; the preprocessing cache is kept, so a rebuild
+        # re-encodes nothing that is still valid.
+        shutil.rmtree(os.fspath(builder.data_dir))
+        builder = make()
+    dl_config = tfds.download.DownloadConfig(manual_dir=manual_dir)
+    builder.download_and_prepare(download_config=dl_config)
+    report = builder.build_report
+    if report is None:   # already built earlier: show that build's report
+        report = dict(builder.info.metadata.get("build_report", {}))
+        report["reused_existing"] = True
+    written = {s: int(info.num_examples) for s, info in builder.info.splits.items()}
+    report["written"] = written
+    lost = {s: (c["good"], written.get(s, 0)) for s, c in report.get("splits", {}).items()
+            if c["good"] != written.get(s, 0)}
+    report_path = os.path.join(os.fspath(builder.data_dir), REPORT_NAME)
+    with open(report_path, "w") as f:
+        json.dump(report, f, indent=1)
+    report["report_path"] = report_path
+    if lost:
+        raise ConfigError(f"{name_config}: split sizes differ from the good clips "
+                          f"(good, written): {lost}; see {report_path}")
+    return builder, report
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m avdetect.data.build",
+        description="Build an avdetect dataset (TFDS array_record shards, no TensorFlow).")
+    parser.add_argument("dataset", help="NAME or NAME/CONFIG, e.g. synthetic_av/tiny, "
+                                        "fakeavceleb/face112, cmdfd, realav")
+    parser.add_argument("--data_dir", required=True, help="TFDS data dir to write into")
+    parser.add_argument("--manual_dir", default=None,
+                        help="folder holding the manually downloaded dataset")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="preprocessing processes (default 2; 0 = in-process)")
+    parser.add_argument("--cache_dir", default=None,
+                        help="per-video preprocessing cache (default DATA_DIR/avdetect_cache)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="rebuild even if the dataset exists (the cache is kept)")
+    parser.add_argument("--strict", action="store_true",
+                        help="exit with status 1 if any file was skipped")
+    args = parser.parse_args(argv)
+    try:
+        _, report = build(args.dataset, data_dir=args.data_dir, manual_dir=args.manual_dir,
+                          workers=args.workers, cache_dir=args.cache_dir,
+                          overwrite=args.overwrite)
+    except AVDetectError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(format_report(report))
+    print(f"report: {report['report_path']}")
+    if report.get("internal_errors"):
+        print(f"WARNING: {report['internal_errors']} clip(s) failed with an internal error "
+              "(a bug or an unforeseen library failure): see the report", file=sys.stderr)
+    if args.strict and report.get("skipped"):
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    # Run the imported module's main: the builders subclass `avdetect.data.build`'s
+    # classes, not this `__main__` copy of them.
+    from avdetect.data import build as _build
+    sys.exit(_build.main())

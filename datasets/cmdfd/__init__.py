@@ -1,0 +1,1 @@
+"""The `cmdfd` dataset (CMDFD test set, manual download)."""

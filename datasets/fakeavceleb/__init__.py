@@ -1,0 +1,1 @@
+"""The `fakeavceleb` dataset (FakeAVCeleb v1.2, manual download)."""
