@@ -1,0 +1,317 @@
+"""Detection metrics, video-level aggregation, breakdowns and reports.
+
+Conventions (one place, used everywhere):
+
+* label 1 = fake (the positive class); a higher score means "more likely fake";
+  a clip is called fake when ``score >= threshold``.
+* AUC = area under the ROC curve (ties count one half; equals scikit-learn's
+  ``roc_auc_score``). AP = step-wise average precision over distinct score values
+  (equals ``average_precision_score``). EER = the point where the false-positive rate
+  equals the false-negative rate, linearly interpolated between ROC points.
+  ACC and balanced ACC (mean of the real and fake recalls) at the chosen threshold.
+* Video level: the eval pipeline cuts every video into windows; a video's score is the
+  mean of its windows' scores weighted by each window's number of valid frames (so a
+  padded final window counts for what it holds); padding examples (``valid == 0``)
+  are dropped first.
+* Threshold: chosen on the *validation* split's video-level scores, never on the split
+  being reported. ``'eer'`` (default) takes the ROC point closest to FPR == FNR;
+  ``'max_bacc'`` the point maximising balanced accuracy. Without a validation split a
+  fixed threshold from the config is used and the report says so.
+* Breakdowns (FakeAVCeleb practice): for each fake category (RVFA, FVRA, FVFA) and each
+  generation method, metrics on all real videos plus that group's fakes. A group made of
+  real videos only (RVRA, or the 'real' method) has no AUC/AP/EER (one class), only its
+  accuracy (the share of real videos called real).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from avdetect import contract
+
+THRESHOLD_RULES = ("eer", "max_bacc")
+
+
+# ----------------------------------------------------------------------------------
+# Binary metrics over (labels, scores)
+# ----------------------------------------------------------------------------------
+
+def _check(labels: Any, scores: Any) -> tuple[np.ndarray, np.ndarray]:
+    y = np.asarray(labels).astype(np.int64).reshape(-1)
+    s = np.asarray(scores, dtype=np.float64).reshape(-1)
+    if y.shape != s.shape:
+        raise ValueError(f"labels {y.shape} and scores {s.shape} differ in length")
+    if not np.all((y == 0) | (y == 1)):
+        raise ValueError("labels must be 0 (real) or 1 (fake)")
+    if not np.all(np.isfinite(s)):
+        raise ValueError(f"{int((~np.isfinite(s)).sum())} scores are NaN or infinite")
+    return y, s
+
+
+def roc_curve(labels: Any, scores: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(fpr, tpr, thresholds)`` at every distinct score, thresholds descending, with a
+    first point (0, 0) at threshold +inf. Needs both classes."""
+    y, s = _check(labels, scores)
+    n_pos, n_neg = int(y.sum()), int((1 - y).sum())
+    if n_pos == 0 or n_neg == 0:
+        raise ValueError("ROC needs both real and fake examples")
+    order = np.argsort(-s, kind="stable")
+    s, y = s[order], y[order]
+    last_of_group = np.r_[np.nonzero(np.diff(s))[0], len(s) - 1]   # index of each distinct value's last element
+    tps = np.cumsum(y)[last_of_group]
+    fps = (last_of_group + 1) - tps
+    fpr = np.r_[0.0, fps / n_neg]
+    tpr = np.r_[0.0, tps / n_pos]
+    thresholds = np.r_[np.inf, s[last_of_group]]
+    return fpr, tpr, thresholds
+
+
+def roc_auc(labels: Any, scores: Any) -> float:
+    """Area under the ROC curve (trapezoids; ties count 1/2)."""
+    fpr, tpr, _ = roc_curve(labels, scores)
+    return float(np.trapezoid(tpr, fpr))
+
+
+def average_precision(labels: Any, scores: Any) -> float:
+    """AP = sum_k (R_k - R_{k-1}) P_k over distinct thresholds (no interpolation)."""
+    y, s = _check(labels, scores)
+    if y.sum() == 0:
+        raise ValueError("average precision needs at least one fake example")
+    order = np.argsort(-s, kind="stable")
+    s, y = s[order], y[order]
+    last_of_group = np.r_[np.nonzero(np.diff(s))[0], len(s) - 1]
+    tps = np.cumsum(y)[last_of_group]
+    precision = tps / (last_of_group + 1)
+    recall = tps / tps[-1]
+    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+
+
+def equal_error_rate(labels: Any, scores: Any) -> tuple[float, float]:
+    """``(eer, threshold)``: EER interpolated where FPR == FNR on the ROC, and the
+    threshold of the (non-infinite) ROC point nearest that crossing."""
+    fpr, tpr, thr = roc_curve(labels, scores)
+    fnr = 1.0 - tpr
+    diff = fnr - fpr                      # starts at 1 (> 0), ends at -1 (<= 0)
+    i = int(np.argmax(diff <= 0))         # first ROC point with FNR <= FPR (i >= 1)
+    d0, d1 = diff[i - 1], diff[i]
+    t = d0 / (d0 - d1)
+    eer = fpr[i - 1] + t * (fpr[i] - fpr[i - 1])
+    j = i if (t >= 0.5 or not np.isfinite(thr[i - 1])) else i - 1
+    return float(eer), float(thr[j])
+
+
+def max_bacc_threshold(labels: Any, scores: Any) -> float:
+    """The ROC threshold maximising balanced accuracy (first of equals)."""
+    fpr, tpr, thr = roc_curve(labels, scores)
+    bacc = 0.5 * (tpr + 1.0 - fpr)
+    bacc[0] = -1.0                        # +inf threshold: calls everything real
+    return float(thr[int(np.argmax(bacc))])
+
+
+def choose_threshold(labels: Any, scores: Any, rule: str = "eer") -> float:
+    """A decision threshold from (validation) scores by ``rule`` in THRESHOLD_RULES."""
+    if rule == "eer":
+        return equal_error_rate(labels, scores)[1]
+    if rule == "max_bacc":
+        return max_bacc_threshold(labels, scores)
+    raise ValueError(f"unknown threshold rule {rule!r}; use one of {THRESHOLD_RULES}")
+
+
+def binary_metrics(labels: Any, scores: Any, threshold: float) -> dict[str, Any]:
+    """Counts, AUC, AP, EER (None with one class), ACC, bACC, TPR, TNR at ``threshold``."""
+    y, s = _check(labels, scores)
+    n_fake, n_real = int(y.sum()), int(len(y) - y.sum())
+    pred = s >= threshold
+    out: dict[str, Any] = {"n": int(len(y)), "n_real": n_real, "n_fake": n_fake}
+    both = n_fake > 0 and n_real > 0
+    out["auc"] = roc_auc(y, s) if both else None
+    out["ap"] = average_precision(y, s) if both else None
+    out["eer"] = equal_error_rate(y, s)[0] if both else None
+    out["acc"] = float(np.mean(pred == (y == 1))) if len(y) else None
+    tpr = float(np.mean(pred[y == 1])) if n_fake else None      # fakes caught
+    tnr = float(np.mean(~pred[y == 0])) if n_real else None     # reals passed
+    out["tpr"], out["tnr"] = tpr, tnr
+    out["bacc"] = 0.5 * (tpr + tnr) if both else None
+    return out
+
+
+# ----------------------------------------------------------------------------------
+# Collecting predictions and aggregating windows into videos
+# ----------------------------------------------------------------------------------
+
+RECORD_KEYS = ("score", "label", "video_id", "n_frames", "category", "method")
+
+
+class Collector:
+    """Accumulates per-batch host arrays; ``records()`` returns the valid windows."""
+
+    def __init__(self):
+        self._parts: dict[str, list[np.ndarray]] = {}
+
+    def add(self, batch: Mapping[str, Any]) -> None:
+        """``batch``: 'score' [B], 'label' [B], 'video_id' [B], 'valid' [B] (optional),
+        'n_frames' [B] (optional), 'category'/'method' [B] (optional), any others kept."""
+        n = len(np.asarray(batch["score"]).reshape(-1))
+        for k, v in batch.items():
+            v = np.asarray(v)
+            if v.ndim == 0 or len(v) != n:
+                raise ValueError(f"eval field {k!r} has shape {v.shape}, expected [{n}]")
+            self._parts.setdefault(k, []).append(v)
+
+    def records(self) -> dict[str, np.ndarray]:
+        if not self._parts:
+            return {k: np.zeros((0,)) for k in ("score", "label", "video_id")}
+        rec = {k: np.concatenate(v) for k, v in self._parts.items()}
+        if "valid" in rec:
+            keep = rec.pop("valid").astype(bool)
+            rec = {k: v[keep] for k, v in rec.items()}
+        return rec
+
+
+def _names(values: np.ndarray, vocabulary: Sequence[str] | None) -> np.ndarray:
+    """Readable group names for int ids (via ``vocabulary``), bytes or str values."""
+    if values.dtype.kind in "iu":
+        if vocabulary is not None:
+            return np.array([vocabulary[i] if 0 <= i < len(vocabulary) else str(i) for i in values],
+                            dtype=object)
+        return values.astype(str).astype(object)
+    return np.array([v.decode() if isinstance(v, bytes) else str(v) for v in values], dtype=object)
+
+
+def aggregate_videos(records: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """One row per video: frame-weighted mean window score, the video's label and its
+    category/method (taken from its first window). Raises if a video's windows disagree
+    on the label (a pipeline bug that would corrupt every number)."""
+    vid = np.asarray(records["video_id"])
+    keys = vid if vid.dtype.kind != "O" else vid.astype(str)
+    uniq, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    n = len(uniq)
+    w = np.asarray(records.get("n_frames", np.ones(len(vid))), dtype=np.float64)
+    s = np.asarray(records["score"], dtype=np.float64)
+    w_sum = np.bincount(inverse, weights=w, minlength=n)
+    ws_sum = np.bincount(inverse, weights=w * s, minlength=n)
+    plain = np.bincount(inverse, weights=s, minlength=n) / np.bincount(inverse, minlength=n)
+    score = np.where(w_sum > 0, ws_sum / np.where(w_sum > 0, w_sum, 1), plain)
+    label = np.asarray(records["label"]).astype(np.int64)
+    lo = np.full(n, 2, np.int64)
+    hi = np.full(n, -1, np.int64)
+    np.minimum.at(lo, inverse, label)
+    np.maximum.at(hi, inverse, label)
+    if np.any(lo != hi):
+        bad = uniq[np.nonzero(lo != hi)[0][0]]
+        raise ValueError(f"video {bad!r}: its windows carry different labels")
+    out = {"video_id": uniq, "score": score, "label": hi, "n_windows": np.bincount(inverse, minlength=n)}
+    for k in ("category", "method"):
+        if k in records:
+            out[k] = np.asarray(records[k])[first]
+    return out
+
+
+# ----------------------------------------------------------------------------------
+# Reports
+# ----------------------------------------------------------------------------------
+
+def breakdown(labels: np.ndarray, scores: np.ndarray, groups: np.ndarray, threshold: float
+              ) -> dict[str, dict[str, Any]]:
+    """Metrics per group value: all real examples plus that group's fakes (a group of
+    reals only: its own examples)."""
+    out = {}
+    real = labels == 0
+    for g in sorted(set(groups.tolist())):
+        members = groups == g
+        if np.all(labels[members] == 0):
+            keep = members
+        else:
+            keep = real | (members & (labels == 1))
+        out[str(g)] = binary_metrics(labels[keep], scores[keep], threshold)
+    return out
+
+
+def evaluate_records(records: Mapping[str, np.ndarray], *, threshold: float, threshold_source: str,
+                     split: str = "test", category_names: Sequence[str] | None = contract.CATEGORIES,
+                     method_names: Sequence[str] | None = None) -> dict[str, Any]:
+    """The full report of one split from its valid window records."""
+    if len(records["score"]) == 0:
+        raise ValueError(f"split {split!r}: no valid examples to evaluate")
+    videos = aggregate_videos(records)
+    report: dict[str, Any] = {
+        "split": split,
+        "threshold": {"value": float(threshold), "source": threshold_source},
+        "window": {"overall": binary_metrics(records["label"], records["score"], threshold)},
+        "video": {"overall": binary_metrics(videos["label"], videos["score"], threshold)},
+    }
+    if "category" in videos:
+        cats = _names(videos["category"], category_names)
+        report["video"]["per_category"] = breakdown(videos["label"], videos["score"], cats, threshold)
+    if "method" in videos:
+        meths = _names(videos["method"], method_names)
+        report["video"]["per_method"] = breakdown(videos["label"], videos["score"], meths, threshold)
+    return report
+
+
+def video_threshold(records: Mapping[str, np.ndarray], rule: str = "eer") -> float:
+    """The decision threshold chosen on one split's video-level scores."""
+    videos = aggregate_videos(records)
+    return choose_threshold(videos["label"], videos["score"], rule)
+
+
+def _fmt(x: Any) -> str:
+    if x is None:
+        return "–"
+    if isinstance(x, float):
+        return "nan" if math.isnan(x) else f"{x:.4f}"
+    return str(x)
+
+
+def report_markdown(report: Mapping[str, Any]) -> str:
+    """A Markdown table of a report (video level, then per category / method, then the
+    window-level overall row)."""
+    cols = ("n_real", "n_fake", "auc", "ap", "acc", "bacc", "eer")
+    head = "| subset | #real | #fake | AUC | AP | ACC | bACC | EER |"
+    lines = [f"## Evaluation: split `{report['split']}`", "",
+             f"Threshold {report['threshold']['value']:.6g} ({report['threshold']['source']}); "
+             "a clip is called fake when score >= threshold. Per-group rows: all real videos "
+             "plus the group's fakes.", "", head, "|" + "---|" * (len(cols) + 1)]
+
+    def row(name, m):
+        lines.append("| " + name + " | " + " | ".join(_fmt(m.get(c)) for c in cols) + " |")
+
+    row("video: overall", report["video"]["overall"])
+    for section, title in (("per_category", "category"), ("per_method", "method")):
+        for name, m in report["video"].get(section, {}).items():
+            row(f"{title}: {name}", m)
+    row("window: overall", report["window"]["overall"])
+    return "\n".join(lines) + "\n"
+
+
+def write_report(report: Mapping[str, Any], out_dir: str | os.PathLike, name: str | None = None
+                 ) -> tuple[str, str]:
+    """Writes ``eval_<split>.json`` and ``eval_<split>.md``; returns both paths."""
+    os.makedirs(out_dir, exist_ok=True)
+    base = os.path.join(os.fspath(out_dir), name or f"eval_{report['split']}")
+    with open(base + ".json", "w", encoding="utf-8") as f:
+        json.dump(report, f, indent=2, sort_keys=False)
+    with open(base + ".md", "w", encoding="utf-8") as f:
+        f.write(report_markdown(report))
+    return base + ".json", base + ".md"
+
+
+def flat_scalars(report: Mapping[str, Any], prefix: str) -> dict[str, float]:
+    """``{prefix/video_auc: ..., prefix/window_auc: ...}`` for the metric writers."""
+    out = {}
+    for level in ("video", "window"):
+        for k, v in report[level]["overall"].items():
+            if k in ("auc", "ap", "acc", "bacc", "eer") and v is not None:
+                out[f"{prefix}/{level}_{k}"] = float(v)
+    out[f"{prefix}/threshold"] = float(report["threshold"]["value"])
+    return out
+
+
+def iter_names(values: Iterable[Any]) -> list[str]:
+    """Decoded names of a bytes/str vocabulary (dataset metadata often stores bytes)."""
+    return [v.decode() if isinstance(v, bytes) else str(v) for v in values]

@@ -1,0 +1,69 @@
+"""Entry point: ``python -m avdetect.main --config=configs/<method>.py[:arg] --workdir=DIR``.
+
+Modes
+  --mode=train (default)  train with periodic evaluation; a restarted job (same command)
+                          resumes from the latest checkpoint in DIR/checkpoints.
+  --mode=eval             evaluate a checkpoint: ``--checkpoint`` = a step number, a
+                          checkpoints directory or one step directory; default the latest
+                          in DIR/checkpoints. Writes DIR/eval_<split>.json and .md.
+
+Overrides: any config field, e.g. ``--config.train.steps=200 --config.data.batch_size=16``.
+
+Multi-host (TPU pods, GPU clusters, or several local processes): pass ``--multihost``
+(or set ``AVDETECT_MULTIHOST=1``) on every host with the *same* command; the job then
+calls ``jax.distributed.initialize`` first. On Cloud TPU and SLURM/Open MPI clusters
+JAX finds the coordinator itself; elsewhere give ``--coordinator_address=HOST:PORT
+--num_processes=N --process_id=I`` (or JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES /
+JAX_PROCESS_ID). Everything after that is the single-host code path.
+"""
+
+from __future__ import annotations
+
+import os
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/<method>.py[:arg]).",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and reports.")
+_MODE = flags.DEFINE_enum("mode", "train", ["train", "eval"], "Train (with eval) or evaluate only.")
+_CHECKPOINT = flags.DEFINE_string("checkpoint", None, "--mode=eval: step, checkpoints dir or step dir.")
+_MULTIHOST = flags.DEFINE_bool("multihost", os.environ.get("AVDETECT_MULTIHOST", "") not in ("", "0"),
+                               "Call jax.distributed.initialize() before anything else.")
+_COORDINATOR = flags.DEFINE_string("coordinator_address", None, "HOST:PORT of process 0 (multihost).")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processes (multihost).")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index (multihost).")
+
+
+def init_distributed() -> None:
+    """``jax.distributed.initialize`` with whichever of the coordinator flags are set."""
+    import jax
+    kwargs = {}
+    if _COORDINATOR.value:
+        kwargs["coordinator_address"] = _COORDINATOR.value
+    if _NUM_PROCESSES.value is not None:
+        kwargs["num_processes"] = _NUM_PROCESSES.value
+    if _PROCESS_ID.value is not None:
+        kwargs["process_id"] = _PROCESS_ID.value
+    jax.distributed.initialize(**kwargs)
+    logging.info("jax.distributed: process %d of %d", jax.process_index(), jax.process_count())
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    if _CONFIG.value is None or not _WORKDIR.value:
+        raise app.UsageError("--config and --workdir are required")
+    logging.set_verbosity(logging.INFO)
+    if _MULTIHOST.value:
+        init_distributed()
+    from avdetect import train   # after distributed init: nothing may touch devices before it
+    if _MODE.value == "train":
+        train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    else:
+        train.evaluate_checkpoint(_CONFIG.value, _WORKDIR.value, _CHECKPOINT.value)
+
+
+if __name__ == "__main__":
+    app.run(main)
