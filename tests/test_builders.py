@@ -334,6 +334,47 @@ def test_real_clip_example_matches_its_source(mixed_built, realav_dir):
 
 # ------------------------------------------------------------------------ synthetic benchmark
 
+def test_synthetic_builder_reads_a_generator_output_folder(tmp_path):
+    """The builder's side of the generator contract (meta_data.csv columns, splits, flags),
+    on a folder laid out like the generator's output."""
+    src = tmp_path / "gen"
+    rows = [  # clip_id, split, label, category, method, identity, vf, af, sync
+        ("c000", "train", "real", "RVRA", "real", "spk0", 0, 0, 0),
+        ("c001", "train", "fake", "FVRA", "lipsync", "spk1", 1, 0, 1),
+        ("c002", "val", "fake", "RVFA", "tts", "spk2", 0, 1, 0),
+        ("c003", "test", "fake", "FVFA", "lipsync+tts", "spk0", 1, 1, 0),
+        ("c004", "test", "fake", "RVRA", "shifted", "spk1", 0, 0, 1),   # sync-only fake
+    ]
+    lines = ["path,clip_id,split,label,category,method,identity,video_fake,audio_fake,"
+             "sync_fake,offset_frames"]
+    for i, (cid, split, label, cat, method, ident, vf, af, sync) in enumerate(rows):
+        rel = f"{cat}/{method}/{ident}/{cid}.mp4"
+        _clip(src / rel, hz=200 + 100 * i, seed=i)
+        lines.append(f"{rel},{cid},{split},{label},{cat},{method},{ident},{vf},{af},{sync},"
+                     f"{3 * sync}")
+    lines.append("RVRA/real/spk9/gone.mp4,c009,test,real,RVRA,real,spk9,0,0,0,0")
+    (src / "meta_data.csv").write_text("\n".join(lines) + "\n")
+    _, report = build.build("synthetic_av/tiny", data_dir=str(tmp_path / "d"),
+                            manual_dir=str(src), workers=0, preprocess_fn=standin_preprocess)
+    assert report["written"] == {"train": 2, "val": 1, "test": 2}
+    assert [(p["kind"], pathlib.Path(p["path"]).name) for p in report["skipped"]] == [
+        ("missing_file", "gone.mp4")]
+    got = {}
+    for split in ("train", "val", "test"):
+        ds = _read(tmp_path / "d", "synthetic_av/tiny", split)
+        for i in range(len(ds)):
+            got[ds[i]["video_id"].decode()] = (split, ds[i])
+    for cid, split, label, cat, method, ident, vf, af, sync in rows:
+        s, ex = got[cid]
+        assert s == split and ex["method"].decode() == method
+        assert ex["identity"].decode() == ident
+        assert contract.CATEGORIES[ex["category"]] == cat
+        assert (ex["video_fake"], ex["audio_fake"]) == (bool(vf), bool(af))
+        assert ex["label"] == int(label == "fake")
+        attrs = json.loads(ex["attributes"])
+        assert attrs["sync_fake"] == str(sync) and attrs["offset_frames"] == str(3 * sync)
+
+
 @pytest.fixture(scope="module")
 def synthetic_built(tmp_path_factory):
     gen = pytest.importorskip("datasets.synthetic_av.generate",

@@ -24,7 +24,7 @@ Build command (the ``tfds build`` CLI of tensorflow-datasets 4.9.10 imports Tens
 start-up, so it cannot be used without it; this command does the same job TF-free)::
 
     python -m avdetect.data.build NAME[/CONFIG] --data_dir DIR [--manual_dir DIR]
-        [--workers N] [--cache_dir DIR] [--overwrite] [--strict]
+        [--workers N] [--cache_dir DIR] [--teacher MODULE:FUNCTION] [--overwrite] [--strict]
 
 e.g. ``python -m avdetect.data.build synthetic_av/tiny --data_dir ~/tensorflow_datasets``.
 The report is printed and written to ``<dataset dir>/build_report.json``. Defaults can also
@@ -366,6 +366,7 @@ def build(name_config: str, *, data_dir: str, manual_dir: str | None = None,
     report["written"] = written
     lost = {s: (c["good"], written.get(s, 0)) for s, c in report.get("splits", {}).items()
             if c["good"] != written.get(s, 0)}
+    _verify_order(builder, data_dir)
     report_path = os.path.join(os.fspath(builder.data_dir), REPORT_NAME)
     with open(report_path, "w") as f:
         json.dump(report, f, indent=1)
@@ -374,6 +375,35 @@ def build(name_config: str, *, data_dir: str, manual_dir: str | None = None,
         raise ConfigError(f"{name_config}: split sizes differ from the good clips "
                           f"(good, written): {lost}; see {report_path}")
     return builder, report
+
+
+def _verify_order(builder, data_dir: str) -> None:
+    """Spot-check that records sit in the order of the stored index (the loader relies on
+    it to name videos and count windows without reading records)."""
+    index = builder.info.metadata.get("index", {})
+    for split, cols in index.items():
+        ids = cols["video_id"]
+        ds = builder.as_data_source(split=split)
+        if len(ds) != len(ids):
+            raise ConfigError(f"{builder.name}:{split} holds {len(ds)} records but its index "
+                              f"lists {len(ids)}")
+        for i in sorted({0, len(ids) // 2, len(ids) - 1}):
+            got = ds[i]["video_id"]
+            got = got.decode() if isinstance(got, bytes) else str(got)
+            if got != ids[i]:
+                raise ConfigError(f"{builder.name}:{split} record {i} is {got!r}, the index "
+                                  f"says {ids[i]!r}: the shards are not in index order")
+
+
+def load_callable(spec: str):
+    """'package.module:function' -> the function (for --teacher)."""
+    module, _, attr = spec.partition(":")
+    if not module or not attr:
+        raise ConfigError(f"expected 'package.module:function', got {spec!r}")
+    try:
+        return getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as e:
+        raise ConfigError(f"cannot load {spec!r}: {e}") from e
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -391,13 +421,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="per-video preprocessing cache (default DATA_DIR/avdetect_cache)")
     parser.add_argument("--overwrite", action="store_true",
                         help="rebuild even if the dataset exists (the cache is kept)")
+    parser.add_argument("--teacher", default=None,
+                        help="'package.module:function' filling the teacher posterior slots: "
+                             "teacher(features, row) -> (audio [T,K], video [T,K]) or None "
+                             "(a top-level function: worker processes import it)")
     parser.add_argument("--strict", action="store_true",
                         help="exit with status 1 if any file was skipped")
     args = parser.parse_args(argv)
     try:
+        teacher = load_callable(args.teacher) if args.teacher else None
         _, report = build(args.dataset, data_dir=args.data_dir, manual_dir=args.manual_dir,
                           workers=args.workers, cache_dir=args.cache_dir,
-                          overwrite=args.overwrite)
+                          overwrite=args.overwrite, teacher=teacher)
     except AVDetectError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -469,9 +469,11 @@ def _eval_batch_stream(source, records, maker: WindowMaker, bs: int, num_batches
     emitted = 0
     if len(records):
         ds = grain.MapDataset.source(_RecordSource(source, records)).map(_EvalWindows(maker))
+        threads = int(cfg_get(data_cfg, "read_threads"))
+        # Elements are whole videos here (all their windows): keep only a few in flight.
         it = ds.to_iter_dataset(grain.ReadOptions(
-            num_threads=int(cfg_get(data_cfg, "read_threads")),
-            prefetch_buffer_size=int(cfg_get(data_cfg, "prefetch_batches")) * bs))
+            num_threads=threads,
+            prefetch_buffer_size=max(threads, int(cfg_get(data_cfg, "prefetch_batches")))))
         workers = int(cfg_get(data_cfg, "num_workers"))
         if workers > 0:
             _ensure_absl_flags_parsed()

@@ -26,6 +26,7 @@ import shutil
 
 import tensorflow_datasets as tfds
 
+from avdetect import contract
 from avdetect.data.build import (AVBuilderConfig, AVClipBuilder, ClipTask, Listing, Problem,
                                  manual_dir_of)
 from avdetect.errors import ConfigError
@@ -92,6 +93,14 @@ def list_synthetic(root: pathlib.Path) -> Listing:
                                             f"line {line_no}: bad split name {split!r}"))
             continue
         video_fake, audio_fake = _flag(row["video_fake"]), _flag(row["audio_fake"])
+        stated = (row.get("category") or "").strip()
+        if stated in contract.CATEGORIES and stated != contract.category_of(video_fake,
+                                                                            audio_fake):
+            listing.problems.append(Problem(str(path), "bad_row",
+                                            f"line {line_no}: category {stated} contradicts "
+                                            f"video_fake={row['video_fake']}, "
+                                            f"audio_fake={row['audio_fake']}"))
+            continue
         label = int(_flag(row["label"]) or video_fake or audio_fake or
                     _flag(row.get("sync_fake", "0")))
         extra = {k: v for k, v in row.items()
