@@ -154,6 +154,9 @@ def test_fakeavceleb_method_splits_hold_test_reals_and_one_method(fav_built):
         assert fakes and ids == test_reals | fakes, method
     # faceswap has no test-identity fake here: no split for it
     assert "method_faceswap" not in report["splits"]
+    # 10 % of a 2-identity group rounds to no validation identity: no validation split
+    assert set(report["written"]) == {"train", "test", "method_rtvc", "method_wav2lip",
+                                      "method_fsgan_wav2lip"}
 
 
 def test_fakeavceleb_report_lists_every_problem(fav_built, fav_tree):
@@ -164,6 +167,19 @@ def test_fakeavceleb_report_lists_every_problem(fav_built, fav_tree):
     assert ("not_in_metadata", "stray.mp4") in kinds
     assert report["splits"]["train"]["good"] == report["written"]["train"]
     assert report["clips"] == len(FAV_ROWS) and report["skipped_clips"] == 0
+
+
+def test_fakeavceleb_validation_identities_are_disjoint_from_train_and_test(fav_tree):
+    cfg = fakeavceleb.FakeavcelebConfig(name="t", validation_fraction=0.5)
+    listing = fakeavceleb.list_fakeavceleb(fav_tree, cfg)
+    ids = {s: {listing.tasks[k].identity for k in keys} for s, keys in listing.splits.items()
+           if not s.startswith("method_")}
+    assert ids["test"] == FAV_TEST_IDS
+    assert len(ids["validation"]) == 1 and ids["validation"] <= {"id00076", "id00166"}
+    assert ids["train"] == {"id00076", "id00166"} - ids["validation"]
+    for k in listing.splits["validation"]:                     # fakes follow their identity
+        assert listing.tasks[k].identity in ids["validation"]
+    assert any(listing.tasks[k].label for k in listing.splits["validation"])
 
 
 def test_fakeavceleb_hashed_split_takes_a_fifth_of_each_group():
@@ -356,17 +372,18 @@ def test_synthetic_builder_reads_a_generator_output_folder(tmp_path):
     (src / "meta_data.csv").write_text("\n".join(lines) + "\n")
     _, report = build.build("synthetic_av/tiny", data_dir=str(tmp_path / "d"),
                             manual_dir=str(src), workers=0, preprocess_fn=standin_preprocess)
-    assert report["written"] == {"train": 2, "val": 1, "test": 2}
+    assert report["written"] == {"train": 2, "validation": 1, "test": 2}
     assert [(p["kind"], pathlib.Path(p["path"]).name) for p in report["skipped"]] == [
         ("missing_file", "gone.mp4")]
     got = {}
-    for split in ("train", "val", "test"):
+    for split in ("train", "validation", "test"):
         ds = _read(tmp_path / "d", "synthetic_av/tiny", split)
         for i in range(len(ds)):
             got[ds[i]["video_id"].decode()] = (split, ds[i])
     for cid, split, label, cat, method, ident, vf, af, sync in rows:
         s, ex = got[cid]
-        assert s == split and ex["method"].decode() == method
+        assert s == {"val": "validation"}.get(split, split)
+        assert ex["method"].decode() == method
         assert ex["identity"].decode() == ident
         assert contract.CATEGORIES[ex["category"]] == cat
         assert (ex["video_fake"], ex["audio_fake"]) == (bool(vf), bool(af))
@@ -396,6 +413,8 @@ def test_synthetic_build_keeps_every_generated_clip(synthetic_built):
         by_split.setdefault(r["split"], set()).add(r["clip_id"])
     assert report["skipped"] == [] and report["clips"] == len(rows)
     for split, ids in by_split.items():
+        split = {"val": "validation", "valid": "validation", "dev": "validation"}.get(split,
+                                                                                     split)
         ds = _read(data_dir, "synthetic_av/tiny", split)
         assert set(_ids(ds)) == ids
         for i in range(len(ds)):
@@ -424,6 +443,9 @@ _READER = textwrap.dedent("""
         got = [(int(v), int(s)) for b in pipeline.make_eval_batches(cfg, split)
                for v, s, ok in zip(b["video_id"], b["window_start"], b["valid"]) if ok]
         train = next(pipeline.make_train_iterator(cfg, seed=0))
+        cats, methods = pipeline.label_vocabularies(cfg)
+        assert list(methods) == meta["method_names"] and len(cats) == 4
+        assert {idx.method_names[m] for m in train["method"]} <= set(idx.method)
         out[name + ":" + split] = dict(
             n=len(ds), ids_match_index=ids == list(idx.video_id),
             stored_ids=list(meta["index"][split]["video_id"]) == ids,

@@ -7,7 +7,8 @@ only need :mod:`avdetect.data.clips`, never pay for importing Grain.
 
 from __future__ import annotations
 
-_PIPELINE_NAMES = ("SplitIndex", "load_split_index", "make_eval_batches", "make_train_iterator")
+_PIPELINE_NAMES = ("SplitIndex", "label_vocabularies", "load_split_index", "make_eval_batches",
+                   "make_train_iterator")
 __all__ = list(_PIPELINE_NAMES)
 
 

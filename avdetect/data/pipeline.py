@@ -209,6 +209,22 @@ def _read_metadata(data_source) -> dict[str, Any]:
     return dict(meta) if meta else {}
 
 
+def label_vocabularies(data_cfg: Any) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Names of the batch ``category`` and ``method`` ids of the configured dataset."""
+    import tensorflow_datasets as tfds
+
+    name, data_dir = cfg_get(data_cfg, "name"), cfg_get(data_cfg, "data_dir")
+    try:
+        meta = dict(tfds.builder(name, data_dir=data_dir).info.metadata or {})
+    except Exception as e:
+        raise ConfigError(f"cannot read the metadata of dataset {name!r} under {data_dir}: "
+                          f"{e}") from e
+    if "method_names" not in meta:
+        raise ConfigError(f"dataset {name!r} under {data_dir} has no method vocabulary in its "
+                          "metadata (not built by avdetect.data.build?)")
+    return tuple(contract.CATEGORIES), tuple(meta["method_names"])
+
+
 def load_split_index(data_cfg: Any, split: str) -> SplitIndex:
     """The index of a split: maps batch ``video_id`` / ``method`` ids to names."""
     return open_split(data_cfg, split)[1]

@@ -9,12 +9,17 @@ faceswap-wav2lip, fsgan-wav2lip, wav2lip, all with RTVC audio). ``method`` is th
 
 Splits:
 
-* ``train`` / ``test``: the real videos are split by identity, disjointly, as in the
-  correlation-distillation reference code (its FAV_{train,test}_REAL_A lists: 99 test
-  identities, about 20 % of every ethnicity x gender group). Every fake goes to the split
-  of the identity whose folder holds it (the ``source`` column), so no real identity of
-  the test split is trained on. ``split_scheme='hashed'`` instead takes a seeded 20 % of
-  the identities of every race x gender group (for other versions of the dataset).
+* ``train`` / ``validation`` / ``test``: the real videos are split by identity,
+  disjointly. ``test`` holds the identities of the correlation-distillation reference
+  code's test arrangement (its FAV_{train,test}_REAL_A lists: 99 identities, about 20 % of
+  every ethnicity x gender group). ``validation`` (where a decision threshold is chosen)
+  holds a seeded ``validation_fraction`` (10 %) of the other identities of every race x
+  gender group, ``train`` the rest. Every fake goes to the split of the identity whose
+  folder holds it (the ``source`` column), so no real identity of the test or validation
+  split is trained on. Config ``face112_reftrain`` has no validation split: its ``train``
+  is exactly the reference code's train identities. ``split_scheme='hashed'`` takes a
+  seeded 20 % of the identities of every race x gender group as ``test`` instead (for
+  other versions of the dataset).
 * ``method_<m>`` for every fake method m ('-' becomes '_', e.g. ``method_fsgan_wav2lip``):
   the test-split real videos plus the test-split fakes of method m, a ready evaluation
   set for leave-one-method-out runs (train on ``train`` with
@@ -89,7 +94,8 @@ that column the folder is <type>/<race>/<gender>/<source>.
 @dataclasses.dataclass(eq=False)
 class FakeavcelebConfig(AVBuilderConfig):
     split_scheme: str = "reference"     # 'reference' | 'hashed'
-    split_seed: int = 0                 # for 'hashed'
+    split_seed: int = 0                 # for 'hashed' and the validation draw
+    validation_fraction: float = 0.1    # of the non-test identities; 0 = no validation split
 
 
 def method_split_name(method: str) -> str:
@@ -102,7 +108,7 @@ def hashed_test_ids(groups: dict[tuple[str, str], set[str]], seed: int,
     test: set[str] = set()
     for ids in groups.values():
         ranked = sorted(ids, key=lambda i: hashlib.sha256(f"{seed}:{i}".encode()).hexdigest())
-        test.update(ranked[:round(fraction * len(ranked))])
+        test.update(ranked[:int(fraction * len(ranked) + 0.5)])   # round half up
     return test
 
 
@@ -128,6 +134,9 @@ class Fakeavceleb(AVClipBuilder):
         FakeavcelebConfig(name="face224", face_size=224,
                           description="224x224 face crops (CLIP-style encoders); reference "
                                       "identity split."),
+        FakeavcelebConfig(name="face112_reftrain", face_size=112, validation_fraction=0.0,
+                          description="112x112 face crops; train = exactly the reference "
+                                      "code's train identities, no validation split."),
     ]
     MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS
     DESCRIPTION = __doc__
@@ -235,10 +244,16 @@ def list_fakeavceleb(root: pathlib.Path, cfg: FakeavcelebConfig) -> Listing:
     else:
         raise ConfigError(f"fakeavceleb: unknown split_scheme {cfg.split_scheme!r} "
                           "(expected 'reference' or 'hashed')")
+    val_ids: set[str] = set()
+    if cfg.validation_fraction > 0:
+        rest = {g: ids - test_ids for g, ids in real_groups.items()}
+        val_ids = hashed_test_ids(rest, cfg.split_seed + 1, cfg.validation_fraction)
     listing.source_info["test_identities"] = sorted(test_ids)
+    listing.source_info["validation_identities"] = sorted(val_ids)
 
     for t, _ in sorted(tasks, key=lambda x: x[0].key):
-        split = "test" if t.identity in test_ids else "train"
+        split = ("test" if t.identity in test_ids else
+                 "validation" if t.identity in val_ids else "train")
         listing.add(t, split)
     test_real = [k for k in listing.splits.get("test", [])
                  if not listing.tasks[k].label]

@@ -8,7 +8,7 @@ config's preset (``generate.PRESETS[<config>]``, seed 0) into
 
 Every row of ``meta_data.csv`` (``path,clip_id,split,label,category,method,identity,
 video_fake,audio_fake,sync_fake,...``) becomes one example of the split named in its
-``split`` column; the columns the data contract has no field for (sync_fake, ...) are
+``split`` column ('val' / 'valid' / 'dev' are written as 'validation'); the columns the data contract has no field for (sync_fake, ...) are
 kept in ``attributes``. The teacher slots are empty unless a teacher is passed to the
 build (``teacher(features, row)``; the row carries ``path`` and ``clip_id``, so an oracle
 teacher can read the generator's ground-truth ``<clip_id>.npz`` beside the video).
@@ -34,6 +34,8 @@ from avdetect.errors import ConfigError
 REQUIRED_COLUMNS = ("path", "clip_id", "split", "label", "method", "identity", "video_fake",
                     "audio_fake")
 _TRUE = {"1", "true", "yes", "fake"}
+# The TFDS / project name of the held-out split used to choose thresholds.
+SPLIT_ALIASES = {"val": "validation", "valid": "validation", "dev": "validation"}
 
 
 @dataclasses.dataclass(eq=False)
@@ -88,6 +90,7 @@ def list_synthetic(root: pathlib.Path) -> Listing:
                                             "but not found"))
             continue
         split = row["split"].strip()
+        split = SPLIT_ALIASES.get(split.lower(), split)
         if not split.replace("_", "").isalnum():
             listing.problems.append(Problem(str(path), "bad_row",
                                             f"line {line_no}: bad split name {split!r}"))
