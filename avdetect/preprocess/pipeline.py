@@ -1,0 +1,336 @@
+"""Per-video preprocessing: decode -> face track -> mouth / face crops + log-mel.
+
+``preprocess_video(path)`` streams a file's 25 fps frames once.  Each frame is converted
+to a small grayscale *tracking image* (longer side ``detect_max_side``) for the
+``FaceTracker``; the tracker's raw boxes go through the streaming ``BoxSmoother``
+(interpolate missed frames, centred moving average), and a frame is cropped as soon as
+its smoothed box is final -- a few frames later.  Only the crops are kept, plus a bounded
+buffer of at most ``max_buffer`` frames waiting for their box (frames wait longer only
+while the face is missing: the box of a missed frame needs the next found one).  Frames
+pushed out of a full buffer are cropped in a second decoding pass that stops at the last
+such frame, so the output is exactly that of the offline definition
+(``smooth_boxes(interpolate_boxes(...))``) whatever the memory limit.
+
+    python -m avdetect.preprocess.pipeline --bench clip.mp4 ...   # speed vs pure decoding
+    python -m avdetect.preprocess.pipeline --sheets DIR clip.mp4 ...  # contact sheets
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import dataclasses
+import os
+import sys
+import time
+from typing import Any
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from avdetect import contract
+from avdetect.errors import NoFaceError, TooShortError
+from avdetect.media import decode
+from avdetect.preprocess import face_track, logmel
+
+DETECTOR = "opencv-haar:haarcascade_frontalface_default.xml"
+DETECT_MAX_SIDE = 240        # tracking image: faces >= ~10% of the longer side are found
+MIN_FRAMES = contract.VIDEO_FPS   # 1 s: shorter clips cannot fill a training window
+SMOOTH_WINDOW = 5            # frames (0.2 s) of centre smoothing
+SIZE_WINDOW = 11             # frames of size smoothing: spans two detections at k = 5
+MAX_BUFFER = 50              # frames (2 s) waiting for their box before a re-decode pass
+
+
+@dataclasses.dataclass
+class ClipFeatures:
+    """Everything the dataset builders store for one video (see DESIGN.md, data contract)."""
+
+    mouth: np.ndarray        # uint8 [T, 88, 88] grayscale mouth crops
+    face: np.ndarray         # uint8 [T, S, S, 3] RGB face crops
+    logmel: np.ndarray       # float32 [4T, 80] (zeros when no audio)
+    face_found: np.ndarray   # bool [T]: detected or tracked (not interpolated / held)
+    boxes: np.ndarray        # float32 [T, 4] smoothed face box (x, y, w, h), source pixels
+    has_audio: bool
+    info: decode.MediaInfo
+    params: dict[str, Any]   # every preprocessing parameter (dataset metadata)
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.mouth.shape[0])
+
+    @property
+    def face_found_ratio(self) -> float:
+        return float(self.face_found.mean()) if len(self.face_found) else 0.0
+
+
+def preprocessing_params(*, face_size: int = contract.FACE_SIZE_DEFAULT,
+                         detect_every: int = 5, detect_max_side: int = DETECT_MAX_SIDE,
+                         min_frames: int = MIN_FRAMES, smooth_window: int = SMOOTH_WINDOW,
+                         size_window: int = SIZE_WINDOW, decode_max_side: int | None = None,
+                         tracker: face_track.TrackerParams | None = None,
+                         geometry: face_track.CropGeometry = face_track.CropGeometry(),
+                         ) -> dict[str, Any]:
+    """The JSON-serialisable record of every parameter ``preprocess_video`` uses (what a
+    dataset's metadata stores; two builds with equal dicts preprocess identically)."""
+    tracker = tracker or face_track.TrackerParams(detect_every=detect_every)
+    return {
+        "detector": DETECTOR,
+        "opencv_version": cv2.__version__,
+        "detect_every": tracker.detect_every,
+        "detect_max_side": detect_max_side,
+        "tracker": dataclasses.asdict(tracker),
+        "smooth_window": smooth_window,
+        "size_window": size_window,
+        "smoothing": "interpolate missed frames linearly (hold at ends), then centred moving "
+                     "average of centre (smooth_window) and size (size_window), edge-padded",
+        "crop_geometry": dataclasses.asdict(geometry),
+        "mouth_roi": contract.MOUTH_ROI,
+        "mouth_size": contract.MOUTH_SIZE,
+        "mouth_color": "gray (cv2 RGB2GRAY, BT.601)",
+        "face_size": face_size,
+        "decode_max_side": decode_max_side,
+        "min_frames": min_frames,
+        "fps": contract.VIDEO_FPS,
+        "sample_rate": contract.AUDIO_SR,
+        "mel": {
+            "n_mels": contract.N_MELS, "win": contract.MEL_WIN, "hop": contract.MEL_HOP,
+            "n_fft": contract.MEL_NFFT, "fmin": contract.MEL_FMIN, "fmax": contract.MEL_FMAX,
+            "per_frame": contract.MEL_PER_FRAME, "log_floor": contract.LOG_FLOOR,
+            "filters": "librosa slaney",
+        },
+    }
+
+
+class _CropStore:
+    """Growable per-frame crop arrays (preallocated from the probed frame count)."""
+
+    def __init__(self, capacity: int, face_size: int):
+        capacity = max(capacity, 1)
+        self.mouth = np.zeros((capacity, contract.MOUTH_SIZE, contract.MOUTH_SIZE), np.uint8)
+        self.face = np.zeros((capacity, face_size, face_size, 3), np.uint8)
+        self.boxes = np.zeros((capacity, 4), np.float32)
+
+    def _grow(self, need: int) -> None:
+        if need <= len(self.mouth):
+            return
+        extra = max(need, 2 * len(self.mouth)) - len(self.mouth)
+        self.mouth = np.concatenate([self.mouth, np.zeros((extra, *self.mouth.shape[1:]), np.uint8)])
+        self.face = np.concatenate([self.face, np.zeros((extra, *self.face.shape[1:]), np.uint8)])
+        self.boxes = np.concatenate([self.boxes, np.zeros((extra, 4), np.float32)])
+
+    def put(self, i: int, frames: tuple[np.ndarray, np.ndarray] | None, box: np.ndarray,
+            to_frame: float, face_size: int, geometry: face_track.CropGeometry) -> None:
+        """Record frame i's final box (source pixels) and, if its (RGB, gray) frames are
+        given, its crops (``to_frame`` converts source pixels to decoded-frame pixels)."""
+        self._grow(i + 1)
+        self.boxes[i] = box
+        if frames is not None:
+            self.crop(i, *frames, to_frame, face_size, geometry)
+
+    def crop(self, i: int, rgb: np.ndarray, gray: np.ndarray, to_frame: float,
+             face_size: int, geometry: face_track.CropGeometry) -> None:
+        b = self.boxes[i].astype(np.float64) * to_frame
+        self.mouth[i] = face_track.mouth_crop(gray, b, geometry)
+        self.face[i] = face_track.face_crop(rgb, b, face_size, geometry)
+
+
+def preprocess_video(path: str | os.PathLike, *, face_size: int = contract.FACE_SIZE_DEFAULT,
+                     detect_every: int = 5, detect_max_side: int = DETECT_MAX_SIDE,
+                     min_frames: int = MIN_FRAMES, smooth_window: int = SMOOTH_WINDOW,
+                     size_window: int = SIZE_WINDOW, decode_max_side: int | None = None,
+                     max_buffer: int = MAX_BUFFER,
+                     tracker: face_track.TrackerParams | None = None,
+                     geometry: face_track.CropGeometry = face_track.CropGeometry(),
+                     progress: bool = False) -> ClipFeatures:
+    """Decode ``path`` and compute the per-frame crops, boxes and the aligned log-mel.
+
+    ``detect_every`` / ``detect_max_side`` set the tracker (see ``face_track``; a full
+    ``tracker`` overrides them); ``decode_max_side`` optionally downscales decoded frames
+    (crops then come from the smaller frames; boxes stay in source pixels).
+
+    Raises the typed errors of ``avdetect.media.decode`` for unreadable files or files
+    without video, ``TooShortError`` for fewer than ``min_frames`` frames, and
+    ``NoFaceError`` when no frame has a face.  A file without audio is not an error:
+    ``has_audio`` is False and ``logmel`` is zeros.
+    """
+    path = os.fspath(path)
+    if face_size < 8:
+        raise ValueError(f"face_size must be >= 8 pixels, got {face_size}")
+    if max_buffer < 1:
+        raise ValueError(f"max_buffer must be >= 1, got {max_buffer}")
+    tracker_params = tracker or face_track.TrackerParams(detect_every=detect_every)
+    params = preprocessing_params(face_size=face_size, detect_max_side=detect_max_side,
+                                  min_frames=min_frames, smooth_window=smooth_window,
+                                  size_window=size_window, decode_max_side=decode_max_side,
+                                  tracker=tracker_params, geometry=geometry)
+    info = decode.probe(path)
+    if info.has_video and info.num_frames < min_frames:
+        raise TooShortError(path, f"{info.num_frames} frames at {contract.VIDEO_FPS} fps "
+                                  f"({info.duration_s:.2f} s); at least {min_frames} needed")
+
+    store = _CropStore(info.num_frames, face_size)
+    ft = face_track.FaceTracker(tracker_params)
+    smoother = face_track.BoxSmoother(smooth_window, size_window)
+    # Frames waiting for their final box: (index, (RGB [H, W, 3], gray [H, W])).
+    buffer: collections.deque[tuple[int, tuple[np.ndarray, np.ndarray]]] = collections.deque()
+    evicted: list[int] = []          # frames pushed out of the buffer: cropped in pass two
+    found: list[bool] = []
+    to_frame = 1.0                   # source pixels -> decoded-frame pixels
+    decimate = 1                     # decoded-frame pixels per tracking-image pixel
+
+    def emit(ready: list[tuple[int, np.ndarray]]) -> None:
+        for t, box in ready:
+            frame = None
+            if buffer and buffer[0][0] == t:
+                frame = buffer.popleft()[1]
+            store.put(t, frame, box, to_frame, face_size, geometry)
+
+    frames = decode.iter_frames(path, max_side=decode_max_side, info=info)
+    bar = tqdm(total=info.num_frames, desc=os.path.basename(path), unit="frame",
+               disable=not progress, leave=False)
+    try:
+        for i, frame in enumerate(frames):
+            if i == 0:
+                h, w = frame.shape[:2]
+                to_frame = w / (info.width or w)
+                decimate = tracking_decimation(h, w, detect_max_side)
+            gray = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)           # [H, W]
+            box = ft.update(tracking_image(gray, decimate))          # [H/f, W/f] coords
+            found.append(box is not None)
+            buffer.append((i, (frame, gray)))
+            if len(buffer) > max_buffer:
+                evicted.append(buffer.popleft()[0])
+            src_box = None if box is None else box * (decimate / to_frame)
+            emit(smoother.push(src_box))
+            bar.update(1)
+    finally:
+        frames.close()
+        bar.close()
+
+    n = len(found)
+    if n < min_frames:
+        raise TooShortError(path, f"only {n} frames decoded at {contract.VIDEO_FPS} fps; "
+                                  f"at least {min_frames} needed")
+    if not smoother.any_found:
+        raise NoFaceError(path, f"no face found in any of its {n} frames "
+                                f"(frontal Haar detector, tracking image {detect_max_side} px)")
+    emit(smoother.finish())
+    buffer.clear()
+    if evicted:
+        _crop_again(path, info, decode_max_side, evicted, store, to_frame, face_size, geometry)
+
+    if info.has_audio:
+        audio = decode.load_audio(path, num_frames=n, info=info)            # [640 T]
+        mel = logmel.log_mel(audio, num_frames=n)                           # [4T, 80]
+    else:
+        mel = np.zeros((n * contract.MEL_PER_FRAME, contract.N_MELS), np.float32)
+    return ClipFeatures(
+        mouth=store.mouth[:n], face=store.face[:n], logmel=mel,
+        face_found=np.asarray(found, bool), boxes=store.boxes[:n],
+        has_audio=info.has_audio, info=info, params=params,
+    )
+
+
+def tracking_decimation(height: int, width: int, max_side: int) -> int:
+    """Integer factor f so that the tracking image (longer side / f) is <= ``max_side``."""
+    if max_side < 24:
+        raise ValueError(f"detect_max_side must be >= 24 (the Haar window), got {max_side}")
+    return max(1, -(-max(height, width) // max_side))
+
+
+def tracking_image(gray: np.ndarray, decimate: int) -> np.ndarray:
+    """Gray uint8 [H, W] -> [H // f, W // f], each pixel the mean of an f x f block.
+
+    An integer factor keeps box coordinates exact (multiply by f) and is cheap for
+    OpenCV's INTER_AREA (a non-integer 360 -> 240 costs ~5x more); the last H % f rows
+    and W % f columns are dropped."""
+    if decimate == 1:
+        return gray
+    h, w = gray.shape[0] // decimate, gray.shape[1] // decimate
+    return cv2.resize(gray[:h * decimate, :w * decimate], (w, h),
+                      interpolation=cv2.INTER_AREA)                     # [H/f, W/f]
+
+
+def _crop_again(path, info, decode_max_side, indices, store, to_frame, face_size, geometry):
+    """Second decoding pass for frames whose box became final only after they had left
+    the bounded buffer (long runs without a face); stops after the last such frame."""
+    todo = set(indices)
+    last = max(todo)
+    frames = decode.iter_frames(path, max_side=decode_max_side, info=info)
+    try:
+        for i, frame in enumerate(frames):
+            if i in todo:
+                gray = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
+                store.crop(i, frame, gray, to_frame, face_size, geometry)
+            if i >= last:
+                break
+    finally:
+        frames.close()
+
+
+# ---------------------------------------------------------------------------------- CLI
+
+
+def _timed(fn, repeats: int) -> tuple[float, float, Any]:
+    """Best wall-clock and best CPU seconds of ``repeats`` calls of fn, and its result.
+    CPU time (this process, all threads) is the steadier figure on a shared machine."""
+    wall = cpu = float("inf")
+    result = None
+    for _ in range(repeats):
+        t0, c0 = time.perf_counter(), time.process_time()
+        result = fn()
+        wall = min(wall, time.perf_counter() - t0)
+        cpu = min(cpu, time.process_time() - c0)
+    return wall, cpu, result
+
+
+def _bench(paths: list[str], repeats: int) -> None:
+    """Print preprocessing speed vs pure decoding (``iter_frames`` to RGB, probe included)
+    per file, as frames/s of wall-clock and of CPU time, best of ``repeats`` runs."""
+    print(f"{'file':40s} {'T':>4s} | {'wall f/s: decode':>16s} {'prep':>5s} {'ratio':>5s} | "
+          f"{'cpu f/s: decode':>15s} {'prep':>5s} {'ratio':>5s} | {'found':>5s}")
+    tot = np.zeros(5)                             # frames, decode wall/cpu, prep wall/cpu
+    preprocess_video(paths[0])                    # lazy imports, filter banks, cascade
+    for p in tqdm(paths, desc="bench", unit="file", leave=False):
+        dw, dc, _ = _timed(lambda: sum(1 for _ in decode.iter_frames(p)), repeats)
+        pw, pc, feats = _timed(lambda: preprocess_video(p), repeats)
+        n = feats.num_frames
+        tot += (n, dw, dc, pw, pc)
+        tqdm.write(f"{os.path.basename(p)[:40]:40s} {n:4d} | {n / dw:16.0f} {n / pw:5.0f} "
+                   f"{dw / pw:5.2f} | {n / dc:15.0f} {n / pc:5.0f} {dc / pc:5.2f} | "
+                   f"{feats.face_found_ratio:5.3f}")
+    n, dw, dc, pw, pc = tot
+    print(f"{'TOTAL':40s} {int(n):4d} | {n / dw:16.0f} {n / pw:5.0f} {dw / pw:5.2f} | "
+          f"{n / dc:15.0f} {n / pc:5.0f} {dc / pc:5.2f} |")
+    print(f"(load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m avdetect.preprocess.pipeline",
+                                 description=__doc__.split("\n\n")[0])
+    ap.add_argument("files", nargs="+")
+    ap.add_argument("--bench", action="store_true",
+                    help="print frames/s of preprocessing vs pure decoding")
+    ap.add_argument("--repeats", type=int, default=3, help="bench: best of N runs")
+    ap.add_argument("--sheets", metavar="DIR", help="write a contact-sheet PNG per file")
+    args = ap.parse_args(argv)
+    if args.bench:
+        _bench(args.files, args.repeats)
+        return 0
+    from avdetect.preprocess.contact_sheet import save_contact_sheet
+    for p in tqdm(args.files, desc="preprocess", unit="file"):
+        feats = preprocess_video(p)
+        line = (f"{os.path.basename(p)}: T={feats.num_frames} face_found="
+                f"{feats.face_found_ratio:.3f} has_audio={feats.has_audio}")
+        if args.sheets:
+            os.makedirs(args.sheets, exist_ok=True)
+            out = os.path.join(args.sheets, os.path.splitext(os.path.basename(p))[0] + ".png")
+            save_contact_sheet(feats, out)
+            line += f" sheet={out}"
+        tqdm.write(line)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
