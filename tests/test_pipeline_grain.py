@@ -147,13 +147,24 @@ def test_train_batches_shapes_and_dtypes(source, index):
     assert b["teacher_audio"].shape == (4, T, K) and b["teacher_audio"].dtype == np.float32
     assert b["frame_mask"].shape == (4, T) and b["frame_mask"].dtype == np.float32
     for k in ("label", "video_fake", "audio_fake", "category", "method", "video_id",
-              "window_start", "has_audio", "has_teacher"):
+              "window_start", "has_audio", "has_teacher", "valid"):
         assert b[k].shape == (4,) and b[k].dtype == np.int32, k
     # labels follow the record each window came from
     np.testing.assert_array_equal(b["label"], [int(METHODS[v % 3] != "real") for v in b["video_id"]])
     # a window never runs past the end of its video
     nf = np.array(LENGTHS)[b["video_id"]]
     np.testing.assert_array_equal(b["frame_mask"].sum(1), np.minimum(nf - b["window_start"], T))
+
+
+def test_inputs_select_the_streams_decoded(source, index):
+    full = take(iter(pl.build_train_dataset(source, index, cfg(), seed=6)), 3)
+    part = take(iter(pl.build_train_dataset(
+        source, index, cfg(inputs=("mouth", "logmel", "label")), seed=6)), 3)
+    for f, p in zip(full, part):
+        assert not {"face", "teacher_audio", "teacher_video"} & p.keys()
+        assert set(f) - set(p) == {"face", "teacher_audio", "teacher_video"}
+        for k in p:                      # same windows and augmentation draws
+            np.testing.assert_array_equal(p[k], f[k], err_msg=k)
 
 
 def test_train_is_deterministic_for_a_seed(source, index):

@@ -24,16 +24,20 @@ Batch layout (B = local batch, T = window, S = face side, K = teacher classes)::
     face_found     float32 [B, T]
     label, video_fake, audio_fake, category, method, has_audio, has_teacher   int32 [B]
     video_id, window_start   int32 [B]   (video_id = -1 on padding examples)
-    valid          float32 [B]           0 on eval padding examples
+    valid          int32   [B]           0 on eval padding examples
 
 ``category`` indexes ``contract.CATEGORIES``; ``method`` indexes the dataset's
-``method_names`` (:func:`load_split_index`).
+``method_names`` (:func:`label_vocabularies`, :func:`load_split_index`). When
+``data_cfg.inputs`` lists the batch keys a method reads, the streams among mouth, face,
+logmel, teacher_audio, teacher_video that it does not list are neither decoded nor
+batched (labels, masks and ids always are).
 
 ``data_cfg`` keys (ml_collections ConfigDict, dict or any attribute object):
 required ``name`` ('synthetic_av/tiny'), ``data_dir``, ``window``, ``batch_size`` (global);
 optional, with defaults: ``face_size`` None (= as stored; otherwise resized),
 ``num_workers`` 0 (0 = in-process), ``read_threads`` 2, ``prefetch_batches`` 2,
-``train_split`` 'train', ``eval_split`` 'test', ``val_split`` 'test', ``augment`` True,
+``train_split`` 'train', ``eval_split`` 'test', ``val_split`` 'test', ``inputs`` ()
+(= every stream), ``augment`` True,
 ``aug_ops`` ('orig', 'flip', 'crop', 'rotate'), ``aug_crop_min`` 0.7,
 ``aug_max_rotate_deg`` 15.0, ``train_include_methods`` () and ``train_exclude_methods`` ()
 (leave-one-method-out: e.g. exclude ('wav2lip',) from 'train', evaluate on
@@ -73,7 +77,9 @@ _DEFAULTS: dict[str, Any] = {
     "aug_max_rotate_deg": 15.0,
     "train_include_methods": (),
     "train_exclude_methods": (),
+    "inputs": (),
 }
+STREAMS = ("mouth", "face", "logmel", "teacher_audio", "teacher_video")
 _REQUIRED = ("name", "data_dir", "window", "batch_size")
 
 
@@ -262,6 +268,7 @@ class WindowMaker:
     window: int
     method_ids: Mapping[str, int]
     face_size: int | None = None
+    streams: frozenset[str] = frozenset(STREAMS)    # heavy streams to decode and emit
     aug_ops: tuple[str, ...] = aug_lib.AUG_OPS
     aug_crop_min: float = 0.7
     aug_max_rotate_deg: float = 15.0
@@ -283,29 +290,32 @@ class WindowMaker:
         if n == 0:
             raise ValueError(f"window start {start} is past the end of a {nf}-frame video "
                              f"{_text(ex['video_id'])}")
-        mouth = self._frames(ex["mouth"], start, start + n, color=False)   # [n, 88, 88]
-        face = self._frames(ex["face"], start, start + n, color=True)      # [n, S, S, 3]
-        if params is not None:
-            mouth, face = aug_lib.apply_aug(mouth, params), aug_lib.apply_aug(face, params)
         m = contract.MEL_PER_FRAME
-        logmel = np.asarray(ex["logmel"][m * start:m * (start + n)], np.float32)  # [<=4n, 80]
-        k = ex["teacher_audio"].shape[-1]
 
         def pad(x, length, dtype):
             out = np.zeros((length,) + x.shape[1:], dtype)
             out[:len(x)] = x
             return out
 
+        out: dict[str, np.ndarray] = {}
+        for name in ("mouth", "face"):
+            if name in self.streams:
+                # mouth [n, 88, 88]; face [n, S, S, 3]
+                frames = self._frames(ex[name], start, start + n, color=name == "face")
+                if params is not None:
+                    frames = aug_lib.apply_aug(frames, params)
+                out[name] = pad(frames, T, np.uint8)
+        if "logmel" in self.streams:
+            logmel = np.asarray(ex["logmel"][m * start:m * (start + n)], np.float32)  # [<=4n, 80]
+            out["logmel"] = pad(logmel, m * T, np.float32)
+        for name in ("teacher_audio", "teacher_video"):
+            if name in self.streams:
+                k = ex[name].shape[-1]
+                out[name] = pad(np.asarray(ex[name][start:start + n]).reshape(n, k), T,
+                                np.float32)
         frame_mask = np.zeros(T, np.float32)
         frame_mask[:n] = 1.0
-        return {
-            "mouth": pad(mouth, T, np.uint8),
-            "face": pad(face, T, np.uint8),
-            "logmel": pad(logmel, m * T, np.float32),
-            "teacher_audio": pad(np.asarray(ex["teacher_audio"][start:start + n]).reshape(n, k),
-                                 T, np.float32),
-            "teacher_video": pad(np.asarray(ex["teacher_video"][start:start + n]).reshape(n, k),
-                                 T, np.float32),
+        out.update({
             "frame_mask": frame_mask,
             "face_found": pad(np.asarray(ex["face_found"][start:start + n], np.float32), T,
                               np.float32),
@@ -318,8 +328,9 @@ class WindowMaker:
             "has_teacher": np.int32(ex["has_teacher"]),
             "video_id": np.int32(ex["_record"]),
             "window_start": np.int32(start),
-            "valid": np.float32(1.0),
-        }
+            "valid": np.int32(1),
+        })
+        return out
 
     def random_window(self, ex: Mapping[str, Any], rng: np.random.Generator,
                       augment: bool) -> dict[str, np.ndarray]:
@@ -409,8 +420,11 @@ def _maker(data_cfg: Any, index: SplitIndex) -> WindowMaker:
     window = int(cfg_get(data_cfg, "window"))
     if window <= 0:
         raise ConfigError(f"config.data.window must be positive, got {window}")
+    inputs = tuple(cfg_get(data_cfg, "inputs") or ())
+    streams = frozenset(s for s in STREAMS if not inputs or s in inputs)
     return WindowMaker(window=window,
                        method_ids={m: i for i, m in enumerate(index.method_names)},
+                       streams=streams,
                        face_size=cfg_get(data_cfg, "face_size"),
                        aug_ops=tuple(cfg_get(data_cfg, "aug_ops")),
                        aug_crop_min=float(cfg_get(data_cfg, "aug_crop_min")),
