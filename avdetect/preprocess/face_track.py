@@ -7,7 +7,7 @@ Three layers, each usable on its own:
    (``face_detect.detect_faces``) is the expensive part (10-35 ms per 160-360 px frame),
    so it runs on the whole frame only to acquire a face, and afterwards every
    ``detect_every`` frames inside a small region around the tracked box, rescaled so the
-   face is about ``roi_face_px`` pixels wide (a handful of cascade scales: ~1 ms).
+   face is about ``roi_face_px`` pixels wide (six cascade scales: ~0.5-1 ms).
    In between, the box is tracked by normalised cross-correlation of a face template
    (taken at the last detection) inside a search window, both rescaled so the face is
    ``track_face_px`` wide.  A correlation peak below ``track_min_score`` counts as a loss
@@ -53,11 +53,6 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
     inter = ix * iy
     union = a[2] * a[3] + b[2] * b[3] - inter
     return float(inter / union) if union > 0 else 0.0
-
-
-def scale_box(box: np.ndarray, factor: float) -> np.ndarray:
-    """A box measured on an image resized by ``factor`` -> the same box in that image."""
-    return np.asarray(box, np.float64) * factor
 
 
 def square_affine(cx: float, cy: float, side: float, n: int) -> np.ndarray:
@@ -206,9 +201,14 @@ class FaceTracker:
         dy = py + _subpixel(res[py - 1:py + 2, px]) if 0 < py < res.shape[0] - 1 else py
         # Offset of the best match from the window centre, back in image pixels.
         centre = (res.shape[1] - 1) / 2, (res.shape[0] - 1) / 2
-        shift_x = (dx - centre[0]) * (box[2] * grow) / window.shape[1]
-        shift_y = (dy - centre[1]) * (box[2] * grow) / window.shape[0]
-        moved = box + np.array([shift_x, shift_y, 0.0, 0.0])
+        moved = box.copy()
+        moved[0] += (dx - centre[0]) * (box[2] * grow) / window.shape[1]
+        moved[1] += (dy - centre[1]) * (box[2] * grow) / window.shape[0]
+        # The border-replicated margin can "match" a face leaving the picture: keep the
+        # centre inside the image; the next re-detection settles where the face is.
+        h, w = gray.shape
+        moved[0] = min(max(moved[0], -moved[2] / 2), w - moved[2] / 2)
+        moved[1] = min(max(moved[1], -moved[3] / 2), h - moved[3] / 2)
         return moved, float(peak) if np.isfinite(peak) else 0.0
 
     def _redetect(self, gray: np.ndarray) -> np.ndarray | None:
@@ -220,6 +220,7 @@ class FaceTracker:
         side = box[2] * grow
         x0, y0 = box[0] + box[2] / 2 - side / 2, box[1] + box[3] / 2 - side / 2
         to_img = side / roi.shape[0]
+        # Faces from 0.6x the tracked size up (the cascade's own floor is 24 px).
         cands = face_detect.detect_faces(roi, min_size_frac=0.6 * p.roi_face_px / roi.shape[0],
                                          scale_factor=p.roi_scale_factor,
                                          min_neighbors=p.roi_min_neighbors)
@@ -258,13 +259,17 @@ def track_boxes(frames_gray: Iterable[np.ndarray], params: TrackerParams = Track
 
 
 def _to_centre(boxes: np.ndarray) -> np.ndarray:
-    """(x, y, w, h) -> (cx, cy, w, h), [..., 4]."""
-    b = np.asarray(boxes, np.float64)
-    return np.concatenate([b[..., :2] + b[..., 2:] / 2, b[..., 2:]], axis=-1)
+    """(x, y, w, h) -> (cx, cy, w, h), float64 [..., 4]."""
+    c = np.array(boxes, np.float64)
+    c[..., :2] += c[..., 2:] / 2
+    return c
 
 
 def _from_centre(c: np.ndarray) -> np.ndarray:
-    return np.concatenate([c[..., :2] - c[..., 2:] / 2, c[..., 2:]], axis=-1)
+    """(cx, cy, w, h) -> (x, y, w, h), float64 [..., 4]."""
+    b = np.array(c, np.float64)
+    b[..., :2] -= b[..., 2:] / 2
+    return b
 
 
 def interpolate_boxes(boxes: np.ndarray, found: np.ndarray) -> np.ndarray:
@@ -403,13 +408,18 @@ class CropGeometry:
     """Where the mouth and face crops sit relative to a Haar face box (x, y, w, h).
 
     Without landmarks the mouth centre is estimated from the box: horizontally its centre,
-    vertically ``mouth_y`` box heights below its top (measured on the fixture clips, see
-    ``save_contact_sheet``: the Haar box spans roughly eyebrows to chin).  The mouth
-    region is a square of side ``mouth_side * w`` -- mouth plus a margin of cheeks and chin,
-    as in the 96x96 LRS / AV-HuBERT ROI -- resized to contract.MOUTH_ROI and centre-cropped
-    to contract.MOUTH_SIZE, grayscale.  The face crop is the box grown to a square of side
-    ``face_scale * w`` (i.e. a margin of (face_scale - 1) / 2 * w on every side), its
-    centre moved down by ``face_shift * w`` so the chin is inside.
+    vertically ``mouth_y`` box heights below its top.  The frontal Haar box spans roughly
+    forehead to chin; 0.80 was set by looking at the contact sheets of all 16 fixture
+    clips (``python -m avdetect.preprocess.pipeline --sheets DIR``): the lips sit at the
+    centre of the crop (0.78 left them ~5% low).  The mouth region is a square of side
+    ``mouth_side * w``: with 0.6 the mouth spans ~55-65% of the crop width with the nose
+    tip at the top and the chin at the bottom, like the 96x96 LRS / AV-HuBERT ROIs.  It is
+    resized to contract.MOUTH_ROI and centre-cropped to contract.MOUTH_SIZE, grayscale.
+
+    The face crop is the box grown to a square of side ``face_scale * w`` (a margin of
+    (face_scale - 1) / 2 * w = 0.2 w on every side, as syncnet's crop_scale 0.4), its
+    centre moved down by ``face_shift * w`` so the whole chin is inside (the Haar box
+    cuts it).
     """
 
     mouth_y: float = 0.80
