@@ -84,6 +84,9 @@ def main(argv=None) -> int:
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--batches", type=int, default=20, help="timed batches per loader run")
     p.add_argument("--loader_workers", default="0,1,2")
+    p.add_argument("--inputs", default="",
+                   help="comma-separated batch streams to decode (config.data.inputs); "
+                        "default: every stream")
     args = p.parse_args(argv)
 
     from absl import flags
@@ -115,10 +118,12 @@ def main(argv=None) -> int:
               f"clip ({fb['frames']:.0f} frames on average: mouth {fb['mouth'] / 1024:.0f} KiB, "
               f"face {fb['face'] / 1024:.0f} KiB, logmel {fb['logmel'] / 1024:.0f} KiB, "
               f"teacher {fb['teacher'] / 1024:.0f} KiB)")
+        inputs = tuple(x for x in args.inputs.split(",") if x)
         cfg = dict(name=args.dataset, data_dir=data_dir, window=args.window,
-                   batch_size=args.batch, train_split=split)
+                   batch_size=args.batch, train_split=split, inputs=inputs)
         print(f"loader: training batches of {args.batch} x {args.window} frames, "
-              f"augmentation on, {args.batches} timed batches")
+              f"augmentation on, {args.batches} timed batches, streams: "
+              f"{', '.join(inputs) if inputs else 'all'}")
         for w in (int(x) for x in args.loader_workers.split(",")):
             t_first, rate = bench_loader(cfg, w, args.batches)
             print(f"  num_workers={w}: {rate:8.1f} examples/s "
