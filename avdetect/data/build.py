@@ -52,6 +52,7 @@ import tensorflow_datasets as tfds
 from etils import epath
 
 from avdetect import contract
+from avdetect.data import clips as clips_lib
 from avdetect.data import codec
 from avdetect.data import features as feat
 from avdetect.data.clips import (ClipTask, Listing, Outcome, PreprocessFn, PreprocessSpec,  # noqa: F401
@@ -115,6 +116,9 @@ def format_report(report: Mapping[str, Any], max_rows: int = 60) -> str:
         for s, c in report["splits"].items():
             lines.append(f"  {s:<24}{c['listed']:>7}{c['good']:>8}"
                          f"{report['written'].get(s, 0):>9}")
+    if report.get("empty_splits"):
+        lines.append(f"  splits with no usable clip (not written): "
+                     f"{', '.join(report['empty_splits'])}")
     skipped = report["skipped"]
     if skipped:
         lines.append(f"  skipped files ({len(skipped)}):")
@@ -273,7 +277,8 @@ class AVClipBuilder(tfds.core.GeneratorBasedBuilder, abc.ABC, skip_registration=
             "contract": codec.contract_constants(),
             "encoding": {"face_size": cfg.face_size, **cfg.encoding.as_dict()},
             "preprocessing": json.loads(params.pop()) if params else {},
-            "preprocess_fn": callable_id(self._preprocess_fn) or "avdetect.data.build.default_preprocess",
+            "preprocess_fn": (callable_id(self._preprocess_fn)
+                              or callable_id(clips_lib.default_preprocess)),
             "teacher": {"name": callable_id(self._teacher), "dim": cfg.teacher_dim},
             "method_names": methods,
             "index": index,
