@@ -172,10 +172,10 @@ def test_each_crop_comes_from_its_own_frame(fixture_features, realav_dir):
 
 
 def test_tiny_frame_buffer_gives_identical_output(fixture_features, realav_dir):
-    """With room for 2 frames (less than the smoother's lag) most crops are made in the
+    """With room for 1 frame (less than the smoother's lag) most crops are made in the
     second decoding pass: the result must not change."""
     name = "real_video-retalking_6.mp4"
-    small = pipeline.preprocess_video(realav_dir / name, max_buffer=2)
+    small = pipeline.preprocess_video(realav_dir / name, max_buffer_mb=0.5)
     ref = fixture_features[name]
     for field in ("mouth", "face", "boxes", "face_found", "logmel"):
         np.testing.assert_array_equal(getattr(small, field), getattr(ref, field), err_msg=field)

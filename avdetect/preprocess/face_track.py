@@ -235,10 +235,11 @@ class FaceTracker:
 
 def _subpixel(v: np.ndarray) -> float:
     """Offset in (-0.5, 0.5) of the vertex of the parabola through 3 samples [v-1, v0, v+1]."""
-    den = v[0] - 2.0 * v[1] + v[2]
+    a, b, c = float(v[0]), float(v[1]), float(v[2])
+    den = a - 2.0 * b + c
     if den >= 0:            # not a maximum (flat or numerically odd): no refinement
         return 0.0
-    return float(np.clip(0.5 * (v[0] - v[2]) / den, -0.5, 0.5))
+    return min(0.5, max(-0.5, 0.5 * (a - c) / den))
 
 
 def track_boxes(frames_gray: Iterable[np.ndarray], params: TrackerParams = TrackerParams()

@@ -5,11 +5,11 @@ to a small grayscale *tracking image* (longer side ``detect_max_side``) for the
 ``FaceTracker``; the tracker's raw boxes go through the streaming ``BoxSmoother``
 (interpolate missed frames, centred moving average), and a frame is cropped as soon as
 its smoothed box is final -- a few frames later.  Only the crops are kept, plus a bounded
-buffer of at most ``max_buffer`` frames waiting for their box (frames wait longer only
-while the face is missing: the box of a missed frame needs the next found one).  Frames
-pushed out of a full buffer are cropped in a second decoding pass that stops at the last
-such frame, so the output is exactly that of the offline definition
-(``smooth_boxes(interpolate_boxes(...))``) whatever the memory limit.
+buffer (``max_buffer_mb``) of frames waiting for their box (frames wait longer than the
+smoothing lag only while the face is missing: the box of a missed frame needs the next
+found one).  Frames pushed out of a full buffer are cropped in a second decoding pass
+that stops at the last such frame, so the output is exactly that of the offline
+definition (``smooth_boxes(interpolate_boxes(...))``) whatever the memory limit.
 
     python -m avdetect.preprocess.pipeline --bench clip.mp4 ...   # speed vs pure decoding
     python -m avdetect.preprocess.pipeline --sheets DIR clip.mp4 ...  # contact sheets
@@ -39,7 +39,7 @@ DETECT_MAX_SIDE = 240        # tracking image: faces >= ~10% of the longer side 
 MIN_FRAMES = contract.VIDEO_FPS   # 1 s: shorter clips cannot fill a training window
 SMOOTH_WINDOW = 5            # frames (0.2 s) of centre smoothing
 SIZE_WINDOW = 11             # frames of size smoothing: spans two detections at k = 5
-MAX_BUFFER = 50              # frames (2 s) waiting for their box before a re-decode pass
+MAX_BUFFER_MB = 128.0        # frames waiting for their box (360p: ~250 frames, 1080p: ~15)
 
 
 @dataclasses.dataclass
@@ -139,7 +139,7 @@ def preprocess_video(path: str | os.PathLike, *, face_size: int = contract.FACE_
                      detect_every: int = 5, detect_max_side: int = DETECT_MAX_SIDE,
                      min_frames: int = MIN_FRAMES, smooth_window: int = SMOOTH_WINDOW,
                      size_window: int = SIZE_WINDOW, decode_max_side: int | None = None,
-                     max_buffer: int = MAX_BUFFER,
+                     max_buffer_mb: float = MAX_BUFFER_MB,
                      tracker: face_track.TrackerParams | None = None,
                      geometry: face_track.CropGeometry = face_track.CropGeometry(),
                      progress: bool = False) -> ClipFeatures:
@@ -157,8 +157,8 @@ def preprocess_video(path: str | os.PathLike, *, face_size: int = contract.FACE_
     path = os.fspath(path)
     if face_size < 8:
         raise ValueError(f"face_size must be >= 8 pixels, got {face_size}")
-    if max_buffer < 1:
-        raise ValueError(f"max_buffer must be >= 1, got {max_buffer}")
+    if max_buffer_mb <= 0:
+        raise ValueError(f"max_buffer_mb must be positive, got {max_buffer_mb}")
     tracker_params = tracker or face_track.TrackerParams(detect_every=detect_every)
     params = preprocessing_params(face_size=face_size, detect_max_side=detect_max_side,
                                   min_frames=min_frames, smooth_window=smooth_window,
@@ -178,6 +178,7 @@ def preprocess_video(path: str | os.PathLike, *, face_size: int = contract.FACE_
     found: list[bool] = []
     to_frame = 1.0                   # source pixels -> decoded-frame pixels
     decimate = 1                     # decoded-frame pixels per tracking-image pixel
+    max_buffer = 1                   # frames the buffer may hold (set from the frame size)
 
     def emit(ready: list[tuple[int, np.ndarray]]) -> None:
         for t, box in ready:
@@ -195,6 +196,7 @@ def preprocess_video(path: str | os.PathLike, *, face_size: int = contract.FACE_
                 h, w = frame.shape[:2]
                 to_frame = w / (info.width or w)
                 decimate = tracking_decimation(h, w, detect_max_side)
+                max_buffer = max(1, int(max_buffer_mb * 2**20) // (4 * h * w))  # RGB + gray
             gray = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)           # [H, W]
             box = ft.update(tracking_image(gray, decimate))          # [H/f, W/f] coords
             found.append(box is not None)
