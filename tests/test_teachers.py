@@ -528,3 +528,211 @@ def test_whisper_transcript_then_alignment(tmp_path):
     rms = librosa.feature.rms(y=audio, frame_length=640, hop_length=640, center=False)[0]
     loud = np.flatnonzero(rms > 0.1 * rms.max())
     assert abs(voiced[0] - loud[0]) <= 2 and abs(voiced[-1] - loud[-1]) <= 3
+
+
+# --------------------------------------------------------------------------- registry
+
+from avdetect import teachers  # noqa: E402
+
+
+class _Recorder:
+    """A stand-in teacher that records what it was called with."""
+    name, num_classes, sides = "recorder", 3, frozenset({"audio", "video"})
+
+    def __init__(self, needs_audio=True):
+        self.needs_audio, self.calls = needs_audio, []
+
+    def __call__(self, *, audio, mouth, num_frames, meta):
+        self.calls.append((audio, num_frames, meta))
+        rows = np.eye(3, dtype=np.float32)[np.arange(num_frames) % 3]
+        return rows, rows[::-1].copy()
+
+
+def test_registry_and_pairing():
+    assert set(teachers.TEACHERS) == {"oracle", "asr_align", "deep_avsr"}
+    with pytest.raises(ValueError, match="unknown teacher 'nope'"):
+        teachers.get_teacher("nope")
+    a, v = _Recorder(), _Recorder()
+    v.sides = frozenset({"video"})
+    pair = teachers.PairedTeacher(a, v)
+    pa, pv = pair(audio=None, mouth=None, num_frames=4, meta={})
+    np.testing.assert_array_equal(pa.argmax(1), [0, 1, 2, 0])
+    np.testing.assert_array_equal(pv.argmax(1), [0, 2, 1, 0])
+    assert pair.sides == {"audio", "video"}
+    asr = teachers.get_teacher("asr_align")
+    assert isinstance(asr, teachers.Teacher)
+    with pytest.raises(ValueError, match="cannot pair"):
+        teachers.PairedTeacher(asr, a)
+
+
+def test_build_adapter_decodes_audio_only_when_needed(realav_clips):
+    clip = realav_clips[0]
+    mouth = np.zeros((50, 88, 88), np.uint8)
+    rec = _Recorder()
+    adapter = teachers.BuildTeacher(rec, eps=0.1)
+    pa, _ = adapter({"mouth": mouth}, {"path": str(clip)})
+    audio, num_frames, meta = rec.calls[-1]
+    assert pa.shape == (50, 3) and num_frames == 50 and meta == {"path": str(clip)}
+    assert audio.shape == (50 * 640,) and np.abs(audio).max() > 0.01   # real speech
+    quiet = _Recorder(needs_audio=False)
+    teachers.BuildTeacher(quiet)({"mouth": mouth}, {"path": str(clip)})
+    assert quiet.calls[-1][0] is None
+    assert adapter.cache_key == "avdetect.teachers.recorder(eps=0.1)"
+    import pickle
+    assert pickle.loads(pickle.dumps(teachers.build_teacher("asr_align"))).cache_key
+
+
+# --------------------------------------------------------------------------- oracle
+
+import json  # noqa: E402
+
+from avdetect.teachers import oracle  # noqa: E402
+from avdetect.teachers.errors import GroundTruthError  # noqa: E402
+
+ARPA = ("SIL", "P", "B", "M", "AA", "IY", "UW", "S", "T", "F", "OW")
+
+
+def _write_truth(folder: pathlib.Path, clip: str, heard: list[str], shown: list[str] | None,
+                 **extra) -> pathlib.Path:
+    """A ground-truth pair in the generator's format: <folder>/alphabet.json (written once)
+    and <folder>/a/b/<clip>.npz; ``shown`` None means the mouth follows no phone (-1)."""
+    (folder / "alphabet.json").write_text(json.dumps({"phones": list(ARPA),
+                                                      "phone_scheme": "arpabet"}))
+    sub = folder / "a" / "b"
+    sub.mkdir(parents=True, exist_ok=True)
+    idx = {p: i for i, p in enumerate(ARPA)}
+    arrays = {"phone": np.array([idx[p] for p in heard], np.int16),
+              "video_phone": np.array([-1] * len(heard) if shown is None
+                                      else [idx[p] for p in shown], np.int16), **extra}
+    np.savez(sub / f"{clip}.npz", **arrays)
+    return sub / f"{clip}.mp4"          # the video path a dataset row carries
+
+
+def _divergence(p, q):
+    """The reference's per-frame "JS": class-averaged symmetric KL (papers.md B.2)."""
+    return 0.5 * (np.mean(p * np.log(p / q), 1) + np.mean(q * np.log(q / p), 1))
+
+
+def test_oracle_posteriors_follow_the_tracks(tmp_path):
+    heard = ["SIL"] * 3 + ["P", "AA", "AA", "M", "IY", "IY", "S", "T", "UW", "F"] + ["SIL"] * 2
+    video = _write_truth(tmp_path, "real", heard, heard)
+    teacher = oracle.OracleTeacher()
+    T = len(heard)
+    pa, pv = teacher(num_frames=T, meta={"path": str(video)})
+    assert pa.shape == pv.shape == (T, alphabet.NUM_VISEMES) and pa.dtype == np.float32
+    np.testing.assert_allclose(pa.sum(1), 1, atol=1e-6)
+    want = [alphabet.VISEME_INDEX[alphabet.phone_to_viseme(p)] for p in heard]
+    np.testing.assert_array_equal(pa.argmax(1), want)
+    np.testing.assert_array_equal(pv, pa)                      # a real clip: r_t == 1
+    assert np.all(pa.max(1) < 1.0) and np.all(pa.min(1) > 0)   # smoothed, not one-hot
+    # the documented knobs: no smoothing and no blur give the exact one-hot rows
+    exact, _ = oracle.OracleTeacher(label_smoothing=0.0, blur_sigma=0.0)(
+        num_frames=T, meta={"path": str(video)})
+    np.testing.assert_array_equal(exact, np.eye(alphabet.NUM_VISEMES)[want])
+    # a decoded video a frame longer / shorter than the tracks: edge-extended / cut
+    longer, _ = teacher(num_frames=T + 2, meta={"path": str(video)})
+    np.testing.assert_allclose(longer[:T - 1], pa[:T - 1], atol=1e-6)
+    assert longer.shape[0] == T + 2 and longer[-1].argmax() == want[-1]
+
+
+def test_oracle_disagrees_where_heard_and_shown_differ(tmp_path):
+    shown = ["SIL", "SIL", "P", "AA", "AA", "M", "IY", "IY", "SIL", "SIL"]
+    other = ["SIL", "SIL", "S", "UW", "UW", "F", "OW", "T", "SIL", "SIL"]   # other words
+    shifted = ["SIL"] * 3 + shown[:-3]                                      # desync
+    teacher = oracle.OracleTeacher()
+    T = len(shown)
+    for heard in (other, shifted):
+        video = _write_truth(tmp_path, "fake", heard, shown)
+        pa, pv = teacher(num_frames=T, meta={"path": str(video)})
+        r = 1 - _divergence(pa, pv)
+        differ = np.array([alphabet.phone_to_viseme(a) != alphabet.phone_to_viseme(b)
+                           for a, b in zip(heard, shown)])
+        assert differ.any()
+        np.testing.assert_array_equal(pa.argmax(1) != pv.argmax(1), differ)
+        assert r[differ].max() < 0.85 and r[~differ].min() > 0.85
+
+
+def test_oracle_reads_the_mouth_shape_when_it_follows_no_phone(tmp_path):
+    # a talking head: the jaw follows the energy, lips neutral (never rounded)
+    openness = np.array([0.0, 0.0, 0.3, 0.9, 0.95, 0.6, 0.1, 0.0], np.float32)
+    heard = ["SIL", "SIL", "UW", "AA", "AA", "OW", "M", "SIL"]
+    video = _write_truth(tmp_path, "th", heard, None, mouth_open=openness,
+                         mouth_width=np.full(8, 0.5, np.float32),
+                         mouth_round=np.zeros(8, np.float32))
+    pa, pv = oracle.OracleTeacher()(num_frames=8, meta={"path": str(video)})
+    shown = [alphabet.VISEMES[i] for i in pv.argmax(1)]
+    assert shown[0] == shown[1] == "sil" and shown[3] == shown[4] == "AA"
+    assert not {"W", "OW", "SH", "R"} & set(shown)          # no rounding is ever shown
+    assert pa.argmax(1)[2] == alphabet.VISEME_INDEX["W"]    # ... while /u/ is heard
+    # without mouth curves such frames carry no information: uniform before smoothing
+    video = _write_truth(tmp_path, "th2", heard, None)
+    _, pv = oracle.OracleTeacher(blur_sigma=0.0)(num_frames=8, meta={"path": str(video)})
+    np.testing.assert_allclose(pv, 1 / alphabet.NUM_VISEMES, atol=1e-6)
+
+
+def test_oracle_without_or_with_broken_ground_truth(tmp_path):
+    teacher = oracle.OracleTeacher()
+    assert teacher(num_frames=5, meta={}) is None                       # no path
+    assert teacher(num_frames=5, meta={"path": str(tmp_path / "x.mp4")}) is None
+    video = _write_truth(tmp_path, "ok", ["SIL", "P"], ["SIL", "P"])
+    bad = video.with_name("bad.npz")
+    np.savez(bad, phone=np.zeros(3, np.int16))                          # no video_phone
+    with pytest.raises(GroundTruthError, match="video_phone") as info:
+        teacher(num_frames=3, meta={"ground_truth": str(bad)})
+    assert info.value.path == str(bad)
+    with pytest.raises(GroundTruthError, match="does not exist"):
+        teacher(num_frames=3, meta={"ground_truth": str(tmp_path / "gone.npz")})
+    (tmp_path / "alphabet.json").write_text(json.dumps({"phones": ["SIL", "QQ"],
+                                                        "phone_scheme": "arpabet"}))
+    oracle.phone_visemes.cache_clear()
+    with pytest.raises(GroundTruthError, match="QQ"):
+        teacher(num_frames=2, meta={"path": str(video)})
+    oracle.phone_visemes.cache_clear()
+    lonely = tmp_path.parent / "lonely_truth"
+    lonely.mkdir()
+    np.savez(lonely / "c.npz", phone=np.zeros(2, np.int16), video_phone=np.zeros(2, np.int16))
+    with pytest.raises(GroundTruthError, match="alphabet.json"):
+        teacher(num_frames=2, meta={"ground_truth": str(lonely / "c.npz")})
+
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory):
+    """A few clips from the real generator: every single-modality method once."""
+    generate = pytest.importorskip("datasets.synthetic_av.generate")
+    out = tmp_path_factory.mktemp("synthetic")
+    methods = ["lipsync", "faceswap", "voiceclone", "voiceconvert", "talkinghead", "desync"]
+    meta = generate.generate(out, num_clips=12, seconds=2.0, size=96, workers=2,
+                             progress=False, real_fraction=0.5,
+                             method_weights={m: 1.0 for m in methods})
+    import csv
+    with open(meta) as f:
+        rows = [{**r, "path": str(out / r["path"])} for r in csv.DictReader(f)]
+    assert {r["method"] for r in rows} == set(methods) | {"real"}
+    return rows
+
+
+def test_oracle_on_generator_output(generated):
+    teacher = teachers.build_teacher("oracle")                # as the dataset builder runs it
+    for row in generated:
+        T = int(row["num_frames"])
+        pa, pv = teacher({"mouth": np.zeros((T, 88, 88), np.uint8)}, row)
+        np.testing.assert_allclose(pa.sum(1), 1, atol=1e-5)
+        np.testing.assert_allclose(pv.sum(1), 1, atol=1e-5)
+        with np.load(pathlib.Path(row["path"]).with_suffix(".npz")) as z:
+            # the generator's own viseme tracks (its phone->viseme table)
+            np.testing.assert_array_equal(pa.argmax(1), z["viseme"])
+            follows = z["video_viseme"] >= 0
+            np.testing.assert_array_equal(pv.argmax(1)[follows], z["video_viseme"][follows])
+            manipulated = z["video_manipulated"] | z["audio_manipulated"]
+        r = 1 - _divergence(pa, pv)
+        disagree = pa.argmax(1) != pv.argmax(1)
+        if row["method"] in ("real", "voiceconvert", "faceswap", "lipsync"):
+            # the lips follow the heard phones (lipsync re-renders them FROM the new audio)
+            np.testing.assert_allclose(r, 1.0, atol=1e-6)
+        else:                           # voiceclone, desync, talkinghead
+            assert manipulated.any() and disagree[manipulated].mean() > 0.3, row["method"]
+            assert not disagree[~manipulated].any()
+            # the blur (radius 1 frame at sigma 0.6) only reaches direct neighbours
+            near = np.convolve(disagree.astype(float), np.ones(3), mode="same") > 0
+            np.testing.assert_allclose(r[~near], 1.0, atol=1e-6)
+            assert r[disagree].mean() < 0.9

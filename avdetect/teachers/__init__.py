@@ -21,7 +21,7 @@ teacher and the video side of another (same alphabet) to make a two-sided teache
 
 from __future__ import annotations
 
-from typing import Any, Callable, Protocol, runtime_checkable
+from typing import Any, Callable, Mapping, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -63,6 +63,46 @@ class PairedTeacher:
         return a[0], v[1]
 
 
+class BuildTeacher:
+    """Adapter from a ``Teacher`` to the dataset builder's ``teacher(features, row)``
+    callable (``avdetect.data.build``): ``features`` is the clip's preprocessed
+    ``ClipFeatures`` (or a mapping with ``mouth``), ``row`` its listing row.
+
+    The clip's 16 kHz audio is decoded only for teachers that read it (``needs_audio``),
+    from ``row['audio_path']`` when the row names a separate audio source (CMDFD W2L clips),
+    else ``row['path']`` (the builders put the absolute video path there). A clip without
+    an audio stream gets ``audio=None``. ``cache_key`` names the teacher and its options,
+    so the builder's cache is invalidated when either changes. Picklable: it is shipped
+    to the builder's worker processes, where the teacher loads its models lazily.
+    """
+
+    def __init__(self, teacher: Teacher, **options: Any):
+        self.teacher = teacher
+        self.needs_audio = getattr(teacher, "needs_audio", True)
+        opts = ",".join(f"{k}={options[k]!r}" for k in sorted(options))
+        self.cache_key = f"avdetect.teachers.{teacher.name}({opts})"
+
+    def __call__(self, features: Any, row: dict) -> tuple[np.ndarray, np.ndarray] | None:
+        mouth = features["mouth"] if isinstance(features, Mapping) else features.mouth
+        num_frames = int(np.asarray(mouth).shape[0])
+        audio = None
+        if self.needs_audio:
+            from avdetect.errors import NoAudioStreamError
+            from avdetect.media import decode
+            source = row.get("audio_path") or row.get("path")
+            if source:
+                try:
+                    audio = decode.load_audio(source, num_frames=num_frames)
+                except NoAudioStreamError:
+                    audio = None
+        return self.teacher(audio=audio, mouth=mouth, num_frames=num_frames, meta=dict(row))
+
+
+def build_teacher(name: str, **kw: Any) -> BuildTeacher:
+    """``get_teacher(name, **kw)`` wrapped for ``avdetect.data.build`` (see BuildTeacher)."""
+    return BuildTeacher(get_teacher(name, **kw), **kw)
+
+
 def _oracle(**kw) -> Teacher:
     from avdetect.teachers.oracle import OracleTeacher
     return OracleTeacher(**kw)
@@ -93,4 +133,5 @@ def get_teacher(name: str, **kw: Any) -> Teacher:
     return TEACHERS[name](**kw)
 
 
-__all__ = ["Teacher", "PairedTeacher", "TEACHERS", "get_teacher", "alphabet", "posteriors"]
+__all__ = ["Teacher", "PairedTeacher", "BuildTeacher", "TEACHERS", "get_teacher",
+           "build_teacher", "alphabet", "posteriors"]
