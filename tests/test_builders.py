@@ -394,35 +394,42 @@ def test_synthetic_builder_reads_a_generator_output_folder(tmp_path):
 
 @pytest.fixture(scope="module")
 def synthetic_built(tmp_path_factory):
-    gen = pytest.importorskip("datasets.synthetic_av.generate",
-                              reason="the synthetic generator is not in this checkout")
-    src = tmp_path_factory.mktemp("synth_src")
-    gen.generate(src, num_clips=12, seed=0)
+    """The generated benchmark, generated on the fly by the builder (a small preset) and
+    preprocessed by the real face-tracking pipeline."""
+    from datasets.synthetic_av import generate as gen
     data_dir = tmp_path_factory.mktemp("synth_data")
-    _, report = build.build("synthetic_av/tiny", data_dir=str(data_dir), manual_dir=str(src),
-                            workers=0)
-    return data_dir, report, src
+    saved = dict(gen.PRESETS["tiny"])
+    gen.PRESETS["tiny"] = {"num_clips": 12, "seconds": 1.2, "size": 192, "workers": 2,
+                           "progress": False}
+    try:
+        _, report = build.build("synthetic_av/tiny", data_dir=str(data_dir), workers=0)
+    finally:
+        gen.PRESETS["tiny"] = saved
+    return data_dir, report
 
 
 def test_synthetic_build_keeps_every_generated_clip(synthetic_built):
-    data_dir, report, src = synthetic_built
+    data_dir, report = synthetic_built
+    src = pathlib.Path(report["source_root"])
+    assert src.is_relative_to(data_dir / "avdetect_cache")   # generated into the cache
     with open(src / "meta_data.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
-    by_split: dict[str, set] = {}
-    for r in rows:
-        by_split.setdefault(r["split"], set()).add(r["clip_id"])
-    assert report["skipped"] == [] and report["clips"] == len(rows)
-    for split, ids in by_split.items():
-        split = {"val": "validation", "valid": "validation", "dev": "validation"}.get(split,
-                                                                                     split)
+        rows = {r["clip_id"]: r for r in csv.DictReader(f)}
+    assert len(rows) == 12 and report["skipped"] == [] and report["clips"] == 12
+    seen = set()
+    for split in report["written"]:
         ds = _read(data_dir, "synthetic_av/tiny", split)
-        assert set(_ids(ds)) == ids
         for i in range(len(ds)):
             ex = ds[i]
-            row = next(r for r in rows if r["clip_id"] == ex["video_id"].decode())
+            row = rows[ex["video_id"].decode()]
+            seen.add(row["clip_id"])
+            assert {"val": "validation"}.get(row["split"], row["split"]) == split
             assert ex["method"].decode() == row["method"]
             assert ex["identity"].decode() == row["identity"]
             assert contract.CATEGORIES[ex["category"]] == row["category"]
+            assert ex["label"] == int(row["label"] == "fake")
+            assert ex["num_frames"] == int(row["num_frames"]) == 30
+            assert ex["face_found"].mean() > 0.5
+    assert seen == set(rows)
 
 
 # ------------------------------------------------------------------------ fresh process, no TF
@@ -457,8 +464,8 @@ _READER = textwrap.dedent("""
 
 
 def test_every_built_dataset_reads_back_in_a_fresh_process_without_tensorflow(
-        fav_built, cmdfd_built, mixed_built):
-    jobs = [("fakeavceleb/face112", str(fav_built[0]), "train"),
+        fav_built, cmdfd_built, mixed_built, synthetic_built):
+    jobs = [("synthetic_av/tiny", str(synthetic_built[0]), "train"),("fakeavceleb/face112", str(fav_built[0]), "train"),
             ("fakeavceleb/face112", str(fav_built[0]), "method_wav2lip"),
             ("cmdfd/face112", str(cmdfd_built[0]), "w2l"),
             ("realav/face112", str(mixed_built[0]), "test")]

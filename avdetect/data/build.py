@@ -86,6 +86,7 @@ def make_report(name: str, listing: Listing, outcomes: Mapping[str, Outcome], *,
     status = [o.status for o in outcomes.values()]
     return {
         "dataset": name,
+        "source_root": str(listing.source_info.get("root", "")),
         "seconds": round(seconds, 2),
         "workers": workers,
         "cache_dir": cache_dir,
