@@ -1,5 +1,5 @@
-"""The shard format: the TFDS FeaturesDict of one video-level example, the per-frame image
-codecs, and the dataset metadata that records how every example was made.
+"""The shard format: the TFDS FeaturesDict of one video-level example (the per-frame image
+codecs and format constants live in :mod:`avdetect.data.codec`).
 
 One example is one whole video (variable length T). Crops are stored as one encoded image
 per frame so the Grain pipeline decodes only the frames of the window it cuts, never the
@@ -16,7 +16,7 @@ Example fields (T frames, K teacher classes, S face side):
     face_found      bool [T]    the face detector found a face in that frame
     boxes           float32 [T, 4]  smoothed face box (x, y, w, h) in source pixels
     has_audio       bool    False: no usable audio track, logmel is zeros
-    audio_source    text    where the audio came from ('' = the clip itself)
+    audio_source    text    file the audio was taken from ('' = the clip's own audio)
     teacher_audio   float16 [T, K]  per-frame posteriors of the audio teacher (zeros if absent)
     teacher_video   float16 [T, K]  per-frame posteriors of the visual teacher
     has_teacher     bool
