@@ -107,8 +107,8 @@ def main(argv=None) -> int:
               f"({report.get('skipped_clips', 0)} skipped), splits {report['written']}")
         print(f"build: {done} clips preprocessed with {args.workers} worker(s) in "
               f"{report['seconds']:.1f} s -> {done / max(report['seconds'], 1e-9):.2f} clips/s "
-              f"(preprocessing); whole build (incl. listing, on-the-fly generation, shard writing) {total:.1f} s -> "
-              f"{n / total:.2f} clips/s")
+              f"(preprocessing); whole build (listing, any on-the-fly generation, shard "
+              f"writing) {total:.1f} s -> {n / total:.2f} clips/s")
         dataset_dir = os.fspath(builder.data_dir)
         shard = _shard_bytes(dataset_dir)
         import tensorflow_datasets as tfds
