@@ -445,13 +445,13 @@ def crop_square(image: np.ndarray, cx: float, cy: float, side: float, out: int) 
     Regions outside the image are filled by replicating its border (cv2.BORDER_REPLICATE),
     so a face at the edge still gives a full crop.  Upscaling (and downscaling by up to
     2x, where bilinear sampling still touches every source pixel) is one bilinear warp; a
-    larger downscale warps to k * out pixels (k the integer ceil(side / out), i.e. at or
-    above native resolution) and then averages k x k blocks (INTER_AREA with an integer
+    larger downscale warps to k * out pixels with k = floor(side / out) (a mild bilinear
+    shrink, by less than 1.5x) and then averages k x k blocks (INTER_AREA with an integer
     factor: cheap, and no aliasing).
     """
     if not (side > 0 and math.isfinite(side)):
         raise ValueError(f"crop side must be a positive number, got {side}")
-    k = 1 if side <= 2 * out else int(math.ceil(side / out))
+    k = 1 if side <= 2 * out else int(side // out)
     n = k * out
     patch = cv2.warpAffine(image, square_affine(cx, cy, side, n), (n, n), flags=cv2.INTER_LINEAR,
                            borderMode=cv2.BORDER_REPLICATE)
