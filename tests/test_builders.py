@@ -465,7 +465,8 @@ _READER = textwrap.dedent("""
 
 def test_every_built_dataset_reads_back_in_a_fresh_process_without_tensorflow(
         fav_built, cmdfd_built, mixed_built, synthetic_built):
-    jobs = [("synthetic_av/tiny", str(synthetic_built[0]), "train"),("fakeavceleb/face112", str(fav_built[0]), "train"),
+    jobs = [("synthetic_av/tiny", str(synthetic_built[0]), "train"),
+            ("fakeavceleb/face112", str(fav_built[0]), "train"),
             ("fakeavceleb/face112", str(fav_built[0]), "method_wav2lip"),
             ("cmdfd/face112", str(cmdfd_built[0]), "w2l"),
             ("realav/face112", str(mixed_built[0]), "test")]

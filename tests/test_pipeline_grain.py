@@ -150,7 +150,8 @@ def test_train_batches_shapes_and_dtypes(source, index):
               "window_start", "has_audio", "has_teacher", "valid"):
         assert b[k].shape == (4,) and b[k].dtype == np.int32, k
     # labels follow the record each window came from
-    np.testing.assert_array_equal(b["label"], [int(METHODS[v % 3] != "real") for v in b["video_id"]])
+    np.testing.assert_array_equal(b["label"],
+                                  [int(METHODS[v % 3] != "real") for v in b["video_id"]])
     # a window never runs past the end of its video
     nf = np.array(LENGTHS)[b["video_id"]]
     np.testing.assert_array_equal(b["frame_mask"].sum(1), np.minimum(nf - b["window_start"], T))

@@ -55,9 +55,10 @@ from avdetect import contract
 from avdetect.data import clips as clips_lib
 from avdetect.data import codec
 from avdetect.data import features as feat
-from avdetect.data.clips import (ClipTask, Listing, Outcome, PreprocessFn, PreprocessSpec,  # noqa: F401
-                                 Problem, TeacherFn, callable_id, preprocess_all,
-                                 unpack_frames)
+# ClipTask, Listing, Problem are re-exported: the dataset builders import them from here.
+from avdetect.data.clips import (ClipTask, Listing, Outcome, PreprocessFn,  # noqa: F401
+                                 PreprocessSpec, Problem, TeacherFn, callable_id,
+                                 preprocess_all, unpack_frames)
 from avdetect.errors import AVDetectError, ConfigError
 
 REPORT_NAME = "build_report.json"

@@ -36,7 +36,8 @@ class EncodingParams:
     def __post_init__(self):
         for name in ("mouth_codec", "face_codec"):
             if getattr(self, name) not in FRAME_CODECS:
-                raise ValueError(f"{name} must be one of {FRAME_CODECS}, got {getattr(self, name)!r}")
+                raise ValueError(f"{name} must be one of {FRAME_CODECS}, "
+                                 f"got {getattr(self, name)!r}")
         if not 1 <= self.jpeg_quality <= 100:
             raise ValueError(f"jpeg_quality must be in 1..100, got {self.jpeg_quality}")
         if not 0 <= self.png_compression <= 9:

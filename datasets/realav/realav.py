@@ -61,8 +61,8 @@ class Realav(AVClipBuilder):
             path = root / row["file"]
             label = row["label"].strip().lower()
             if label not in ("real", "fake"):
-                listing.problems.append(Problem(str(path), "bad_label",
-                                                f"manifest label {row['label']!r} is not real/fake"))
+                listing.problems.append(Problem(
+                    str(path), "bad_label", f"manifest label {row['label']!r} is not real/fake"))
                 continue
             if not path.is_file():
                 listing.problems.append(Problem(str(path), "missing_file",

@@ -8,10 +8,11 @@ config's preset (``generate.PRESETS[<config>]``, seed 0) into
 
 Every row of ``meta_data.csv`` (``path,clip_id,split,label,category,method,identity,
 video_fake,audio_fake,sync_fake,...``) becomes one example of the split named in its
-``split`` column ('val' / 'valid' / 'dev' are written as 'validation'); the columns the data contract has no field for (sync_fake, ...) are
-kept in ``attributes``. The teacher slots are empty unless a teacher is passed to the
-build (``teacher(features, row)``; the row carries ``path`` and ``clip_id``, so an oracle
-teacher can read the generator's ground-truth ``<clip_id>.npz`` beside the video).
+``split`` column ('val' / 'valid' / 'dev' are written as 'validation'); the columns the
+data contract has no field for (sync_fake, ...) are kept in ``attributes``. The teacher
+slots are empty unless a teacher is passed to the build (``teacher(features, row)``; the
+row carries ``path`` and ``clip_id``, so an oracle teacher can read the generator's
+ground-truth ``<clip_id>.npz`` beside the video).
 """
 
 from __future__ import annotations
