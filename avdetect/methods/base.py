@@ -1,0 +1,275 @@
+"""The Method interface the trainer codes against, and the pieces every method shares.
+
+A method is pure functions over explicit variables: ``init`` makes them, ``loss`` and
+``predict`` read them, ``trainable_mask`` says which parameters the optimiser may move.
+
+Batch keys (the data contract): 'mouth' uint8 [B,T,88,88]; 'logmel' float32 [B,4T,80];
+'face' uint8 [B,T,S,S,3] (CAD only); 'teacher_audio', 'teacher_video' float32 [B,T,K]
+per-frame posteriors (K = config.model.teacher_classes; correlation distillation only);
+'label' int32 [B] (1 = fake); 'frame_mask' float32 [B,T] (1 = valid frame), optional,
+missing = all ones. uint8 -> float normalisation happens inside the models.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Protocol
+
+import flax.linen as nn
+import numpy as np
+import jax
+import jax.numpy as jnp
+import ml_collections
+from flax import traverse_util
+
+from avdetect import contract
+from avdetect.errors import AVDetectError
+from avdetect.models.detector import AVDetector
+from avdetect.models.encoders import build_audio_encoder, build_visual_encoder
+from avdetect.losses import clip_scores
+from avdetect.models.layers import masked_mean
+
+Batch = dict[str, jax.Array]
+
+
+class Method(Protocol):
+    """What the trainer needs from a method (see the module docstring for batch keys)."""
+
+    name: str
+
+    def init(self, rng: jax.Array, batch: Batch) -> dict:
+        """Variables {'params': ..., 'batch_stats': ... (if any), other collections}."""
+
+    def loss(self, variables: dict, batch: Batch, rng: jax.Array, train: bool = True
+             ) -> tuple[jax.Array, tuple[dict[str, jax.Array], dict]]:
+        """(scalar total loss, (metrics: scalar arrays incl. each loss term,
+        updated non-'params' collections e.g. {'batch_stats': ...}))."""
+
+    def predict(self, variables: dict, batch: Batch) -> dict[str, jax.Array]:
+        """Eval mode: {'frame_score': [B,T], 'score': [B]} (+ extra keys)."""
+
+    def trainable_mask(self, params) -> Any:
+        """Pytree of bool like params: False = frozen (gets exactly zero updates)."""
+
+
+class BatchError(AVDetectError, ValueError):
+    """A batch that does not follow the data contract (missing key, wrong shape)."""
+
+
+# --------------------------------------------------------------------------------------
+# Batch helpers
+# --------------------------------------------------------------------------------------
+
+def require(batch: Batch, *keys: str, method: str) -> None:
+    """Raise BatchError naming every missing key."""
+    missing = [k for k in keys if k not in batch]
+    if missing:
+        raise BatchError(f"{method}: batch lacks {missing} (has {sorted(batch)})")
+
+
+def num_frames(batch: Batch, key: str) -> int:
+    """T, the video frame count, read from a [B, T, ...] key."""
+    return int(batch[key].shape[1])
+
+
+def frame_mask(batch: Batch, t: int) -> jax.Array:
+    """'frame_mask' [B, T] as float32, or all ones when the batch has none."""
+    if "frame_mask" in batch:
+        m = batch["frame_mask"]
+        if m.shape[1] != t:
+            raise BatchError(f"frame_mask has {m.shape[1]} frames, the clip {t}")
+        return m.astype(jnp.float32)
+    return jnp.ones((batch["label"].shape[0] if "label" in batch else 1, t), jnp.float32)
+
+
+def check_audio(batch: Batch, t: int, method: str) -> None:
+    """The audio features must hold exactly MEL_PER_FRAME frames per video frame."""
+    n = batch["logmel"].shape[1]
+    if n != contract.MEL_PER_FRAME * t:
+        raise BatchError(f"{method}: 'logmel' has {n} frames for {t} video frames; the data "
+                         f"contract needs {contract.MEL_PER_FRAME} per video frame")
+
+
+def check_image(batch: Batch, key: str, size: int | None, method: str) -> None:
+    """A [B, T, size, size(, C)] image key, when the config fixes its size."""
+    shape = batch[key].shape
+    if size is not None and tuple(shape[2:4]) != (size, size):
+        raise BatchError(f"{method}: {key!r} is {shape[2]}x{shape[3]}, the config expects "
+                         f"{size}x{size} (config.model / config.data size settings)")
+
+
+# --------------------------------------------------------------------------------------
+# Parameter helpers
+# --------------------------------------------------------------------------------------
+
+def path_mask(params, frozen_patterns, trainable: bool = True):
+    """Bool tree like ``params``: False where the '/'-joined path matches any regex of
+    ``frozen_patterns``, else ``trainable``."""
+    pats = [re.compile(p) for p in (frozen_patterns or ())]
+    flat = traverse_util.flatten_dict(params)
+    return traverse_util.unflatten_dict({
+        k: (trainable and not any(p.search("/".join(map(str, k))) for p in pats))
+        for k in flat})
+
+
+def stop_frozen(params, mask):
+    """``stop_gradient`` on every frozen leaf: frozen weights get an exact-zero gradient
+    and XLA can drop their weight-gradient computations."""
+    return jax.tree.map(lambda p, m: p if m else jax.lax.stop_gradient(p), params, mask)
+
+
+def split_collections(variables: dict) -> tuple[Any, dict]:
+    """(params, every other collection)."""
+    return variables["params"], {k: v for k, v in variables.items() if k != "params"}
+
+
+def clip_accuracy(logits: jax.Array, labels: jax.Array, mask: jax.Array) -> jax.Array:
+    """Clip accuracy of the reference's decision rule: argmax of the time-averaged logits
+    (logits [B, T, 2], labels [B], mask [B, T])."""
+    mean_logits = masked_mean(logits, mask[..., None], axis=1)           # [B,2]
+    pred = jnp.argmax(mean_logits, axis=-1)
+    return jnp.mean((pred == labels.astype(pred.dtype)).astype(jnp.float32))
+
+
+# --------------------------------------------------------------------------------------
+# Methods made of one two-stream module (correlation distillation, baseline)
+# --------------------------------------------------------------------------------------
+
+def as_variables(pretrained) -> dict:
+    """A pretrained factory's result as a variables dict ({'params': ...} or a full dict)."""
+    if isinstance(pretrained, dict) and "params" in pretrained:
+        return dict(pretrained)
+    return {"params": pretrained}
+
+
+def build_two_stream(config: ml_collections.ConfigDict, fusion: nn.Module,
+                     fusion_dim: int | None) -> tuple[AVDetector, dict]:
+    """The :class:`AVDetector` of ``config.model.visual`` / ``config.model.audio`` and
+    ``fusion``, plus {submodule name: pretrained variables} for encoders that have them."""
+    m = config.model
+    venc, vpre = build_visual_encoder(m, m.visual)
+    aenc, apre = build_audio_encoder(m, m.audio)
+    pretrained = {k: as_variables(v) for k, v in
+                  (("visual_encoder", vpre), ("audio_encoder", apre)) if v is not None}
+    return AVDetector(venc, aenc, fusion, fusion_dim), pretrained
+
+
+class TwoStreamMethod:
+    """Shared machinery for a method whose network is one :class:`AVDetector`-like module
+    ``module(mouth, audio, mask, train) -> dict(logits [B,T,2], audio, visual, ...)``.
+
+    Subclasses set ``name``, build ``self.module`` and implement
+    ``loss_terms(out, batch, mask) -> (dict of named scalar terms, dict of extra metrics)``;
+    the total loss is ``sum_k config.loss['w_' + k] * term_k``.
+    """
+
+    name = "two_stream"
+    required_keys: tuple[str, ...] = ("mouth", "logmel", "label")
+
+    def __init__(self, config: ml_collections.ConfigDict, module: nn.Module):
+        self.config = config
+        self.module = module
+        self.quirks = bool(config.loss.get("paper_quirks", False))
+
+    # ---- inputs ----
+    @property
+    def visual_key(self) -> str:
+        """The batch key of the visual input ('mouth' for the student's encoder)."""
+        return self.config.model.visual.get("input", "mouth")
+
+    def _inputs(self, batch: Batch, need_label: bool):
+        vkey = self.visual_key
+        keys = tuple(vkey if k == "mouth" else k for k in self.required_keys)
+        require(batch, *(keys if need_label else (vkey, "logmel")), method=self.name)
+        t = num_frames(batch, vkey)
+        check_audio(batch, t, self.name)
+        if vkey == "mouth":
+            check_image(batch, "mouth", self.config.model.get("mouth_size"), self.name)
+        b = batch[vkey].shape[0]
+        mask = jnp.broadcast_to(frame_mask(batch, t), (b, t))
+        return batch[vkey], batch["logmel"].astype(jnp.float32), mask
+
+    # ---- Method API ----
+    def init(self, rng: jax.Array, batch: Batch) -> dict:
+        mouth, audio, mask = self._inputs(batch, need_label=False)
+        p_rng, d_rng = jax.random.split(rng)
+        variables = self.module.init({"params": p_rng, "dropout": d_rng}, mouth, audio,
+                                     mask, train=False)
+        return dict(variables)
+
+    def trainable_mask(self, params):
+        return path_mask(params, self.config.model.get("freeze", ()))
+
+    def _with_pretrained(self, variables: dict) -> dict:
+        """Put pretrained encoder variables (``self.pretrained``) in place of random ones."""
+        variables = {k: dict(v) for k, v in variables.items()}
+        for sub, pre in getattr(self, "pretrained", {}).items():
+            for col, tree in pre.items():
+                variables.setdefault(col, {})[sub] = tree
+        return variables
+
+    def loss(self, variables: dict, batch: Batch, rng: jax.Array, train: bool = True):
+        mouth, audio, mask = self._inputs(batch, need_label=True)
+        params, state = split_collections(variables)
+        params = stop_frozen(params, self.trainable_mask(params))
+        if train:
+            out, new_state = self.module.apply(
+                {"params": params, **state}, mouth, audio, mask, train=True,
+                rngs={"dropout": rng}, mutable=list(state))
+            new_state = dict(new_state)
+        else:
+            out = self.module.apply({"params": params, **state}, mouth, audio, mask,
+                                    train=False)
+            new_state = state
+        terms, extra = self.loss_terms(out, batch, mask)
+        total = jnp.zeros((), jnp.float32)
+        metrics = {}
+        for k, v in terms.items():
+            total = total + float(self.config.loss["w_" + k]) * v
+            metrics["loss_" + k] = v
+        metrics["accuracy"] = clip_accuracy(out["logits"], batch["label"], mask)
+        metrics.update(extra)
+        metrics["loss"] = total
+        return total, (metrics, new_state)
+
+    def predict(self, variables: dict, batch: Batch) -> dict[str, jax.Array]:
+        mouth, audio, mask = self._inputs(batch, need_label=False)
+        out = self.module.apply(variables, mouth, audio, mask, train=False)
+        frame, score = clip_scores(out["logits"], mask, self.quirks)
+        prob = jax.nn.softmax(out["logits"], axis=-1)[..., 1]
+        return dict(frame_score=frame, score=score, logits=out["logits"],
+                    prob=jnp.sum(prob * mask, 1) / jnp.maximum(jnp.sum(mask, 1), 1.0))
+
+    def loss_terms(self, out, batch, mask):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+# --------------------------------------------------------------------------------------
+# Synthetic batches (benchmarks, tests, shape-only initialisation)
+# --------------------------------------------------------------------------------------
+
+def example_batch(config: ml_collections.ConfigDict, batch_size: int | None = None,
+                  window: int | None = None, seed: int = 0,
+                  audio_dim: int = contract.N_MELS) -> dict[str, np.ndarray]:
+    """A random batch with every key of the data contract, shaped by ``config``.
+
+    Learnable on purpose: a fake clip (label 1) has its mouth / face pixels shifted up and
+    its log-mel shifted down, and its teacher posteriors disagree, so a few optimiser steps
+    can lower the loss. ``audio_dim`` = 13 with ``audio_features='mfcc'`` gives
+    precomputed MFCCs (the reference's input) instead of an 80-bin log-mel.
+    """
+    b = batch_size or config.data.batch_size
+    t = window or config.data.window
+    rng = np.random.default_rng(seed)
+    label = (np.arange(b) % 2).astype(np.int32)                    # alternate real / fake
+    shift = label[:, None, None, None].astype(np.float32)
+    ms, fs, k = config.model.mouth_size, config.data.face_size, config.model.teacher_classes
+    mouth = rng.integers(0, 160, (b, t, ms, ms)) + 80 * shift
+    face = rng.integers(0, 160, (b, t, fs, fs, 3)) + 80 * shift[..., None]
+    logmel = rng.normal(size=(b, contract.MEL_PER_FRAME * t, audio_dim)) - 2.0 * shift[:, :, :, 0]
+    p = rng.dirichlet(np.ones(k), size=(b, t))
+    q = np.where(label[:, None, None] == 0, p, rng.dirichlet(np.ones(k), size=(b, t)))
+    return dict(mouth=mouth.astype(np.uint8), face=face.astype(np.uint8),
+                logmel=logmel.astype(np.float32), teacher_audio=p.astype(np.float32),
+                teacher_video=q.astype(np.float32), label=label,
+                frame_mask=np.ones((b, t), np.float32))

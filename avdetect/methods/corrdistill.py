@@ -1,0 +1,64 @@
+"""Correlation distillation (Yu et al., "Explicit Correlation Learning for Generalizable
+Cross-Modal Deepfake Detection", ICME 2024; papers.md B).
+
+Student: the TalkNet-layout two-stream network (mouth ResNet + SE-ResNet audio, cross-
+attention A<->V, self-attention, per-frame logits). Loss:
+
+    L = w_detect * L_DF + w_corr * BCE(s_t, r_t) + w_metric * L_met
+
+with s_t the student's audio-visual similarity after cross-attention and r_t the teachers'
+correlation from the ASR / VSR posteriors in the batch ('teacher_audio', 'teacher_video').
+``config.loss.paper_quirks`` switches every loss and the score to the reference code's
+exact formulas (see :mod:`avdetect.losses` and METHODS.md). A weight of 0 removes a term
+(and its teacher inputs are then not needed).
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import ml_collections
+
+from avdetect import losses
+from avdetect.methods.base import BatchError, TwoStreamMethod, build_two_stream, require
+from avdetect.models.fusion import StudentFusion
+
+
+class CorrDistill(TwoStreamMethod):
+    """The correlation-distillation method (see the module docstring)."""
+
+    name = "corrdistill"
+
+    def __init__(self, config: ml_collections.ConfigDict):
+        m = config.model
+        fusion = StudentFusion(dim=m.fusion.dim, heads=m.fusion.heads,
+                               dropout=m.fusion.dropout, ffn_mult=m.fusion.ffn_mult,
+                               query=m.fusion.cross_attention_query)
+        module, self.pretrained = build_two_stream(config, fusion, m.fusion.dim)
+        super().__init__(config, module)
+        self.uses_teachers = bool(config.loss.w_corr or config.loss.w_metric)
+        if self.uses_teachers:
+            self.required_keys = ("mouth", "logmel", "label", "teacher_audio", "teacher_video")
+
+    def init(self, rng, batch):
+        return self._with_pretrained(super().init(rng, batch))
+
+    def loss_terms(self, out, batch, mask):
+        cfg = self.config.loss
+        terms = {"detect": losses.frame_cross_entropy(out["logits"], batch["label"], mask)}
+        extra = {}
+        if self.uses_teachers:
+            require(batch, "teacher_audio", "teacher_video", method=self.name)
+            p, q = batch["teacher_audio"], batch["teacher_video"]
+            k = self.config.model.teacher_classes
+            if p.shape[-1] != k or q.shape[-1] != k or p.shape[:2] != out["logits"].shape[:2]:
+                raise BatchError(f"{self.name}: teacher posteriors {p.shape} / {q.shape} do "
+                                 f"not match [B, T, K={k}]")
+            s = losses.student_similarity(out["audio"], out["visual"])   # [B,T]
+            r = losses.teacher_soft_label(p, q, self.quirks)              # [B,T]
+            terms["corr"] = losses.correlation_bce(s, r, mask)
+            terms["metric"] = losses.margin_metric_loss(
+                s, r, batch["label"], mask, cfg.get("margin"), self.quirks)
+            terms = {k_: v for k_, v in terms.items() if k_ == "detect" or cfg["w_" + k_]}
+            extra["student_sim"] = jnp.sum(s * mask) / jnp.maximum(jnp.sum(mask), 1.0)
+            extra["teacher_corr"] = jnp.sum(r * mask) / jnp.maximum(jnp.sum(mask), 1.0)
+        return terms, extra

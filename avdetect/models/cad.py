@@ -1,0 +1,84 @@
+"""The trainable part of CAD (cross-modal alignment and distillation), on top of the
+encoders' per-frame features. The layout and every choice are explained in METHODS.md.
+
+Inputs (all [B, T, .]): ``a0``, ``v0`` - frozen audio / visual encoder features (the
+alignment path); ``a1``, ``v1`` - the modality-specific features of the distillation path
+(the LoRA-adapted encoder's output; equal to a0 / v0 for an encoder without LoRA).
+
+Alignment path: LN + Dense to width d (``align_a``, ``align_v``) -> ``xattn_layers`` pre-LN
+cross-attention blocks per direction (audio queries visual, visual queries audio) ->
+fused streams ``fa``, ``fv``. The KL alignment loss reads the projected ``align_a/v``.
+Distillation path: LN + Dense of a1, v1 to width d -> modality-specific ``sa``, ``sv``;
+per modality a shared SimSiam projector + predictor embeds the specific stream and the
+fused stream of the same modality (the SimSiam pair).
+Classifier over both paths: [fa; fv; sa; sv] -> Dense(d) -> ``cls_layers`` pre-LN
+self-attention blocks over time -> LN -> Dense(2) per frame.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from avdetect.models.layers import PreLNBlock
+
+Array = jax.Array
+
+
+class SimSiamHeads(nn.Module):
+    """Projector (Dense-LN-ReLU-Dense-LN) and predictor (Dense-LN-ReLU-Dense) bottleneck,
+    SimSiam's layout with LayerNorm instead of BatchNorm so frames of one clip are
+    normalised independently of the batch. x [B, T, d] -> (z, p) each [B, T, proj_dim]."""
+
+    proj_dim: int = 256
+    pred_hidden: int = 64
+
+    @nn.compact
+    def __call__(self, x: Array) -> tuple[Array, Array]:
+        z = nn.relu(nn.LayerNorm(name="proj_ln1")(nn.Dense(self.proj_dim, name="proj1")(x)))
+        z = nn.LayerNorm(name="proj_ln2")(nn.Dense(self.proj_dim, name="proj2")(z))
+        p = nn.relu(nn.LayerNorm(name="pred_ln")(nn.Dense(self.pred_hidden, name="pred1")(z)))
+        return z, nn.Dense(self.proj_dim, name="pred2")(p)
+
+
+class CADHead(nn.Module):
+    """Alignment + distillation + classifier head; returns a dict of [B, T, .] arrays:
+    ``align_a``, ``align_v`` (d), ``fused_a``, ``fused_v`` (d), ``spec_a``, ``spec_v`` (d),
+    SimSiam ``z_*``/``p_*`` for ``spec_a, fused_a, spec_v, fused_v``, and ``logits`` (2)."""
+
+    dim: int = 256
+    heads: int = 8
+    xattn_layers: int = 2
+    cls_layers: int = 1
+    dropout: float = 0.1
+    proj_dim: int = 256
+    pred_hidden: int = 64
+    num_classes: int = 2
+
+    @nn.compact
+    def __call__(self, a0: Array, v0: Array, a1: Array, v1: Array,
+                 mask: Array | None = None, train: bool = False) -> dict[str, Array]:
+        to_d = lambda x, name: nn.Dense(self.dim, name=name)(nn.LayerNorm(name=name + "_ln")(x))  # noqa: E731
+        al_a, al_v = to_d(a0, "align_a"), to_d(v0, "align_v")
+        fa, fv = al_a, al_v
+        for i in range(self.xattn_layers):
+            # Both directions read the previous layer's streams (computed together).
+            fa, fv = (PreLNBlock(self.dim, self.heads, dropout=self.dropout, name=f"xattn_a{i}")(
+                          fa, mask, context=fv, context_mask=mask, train=train),
+                      PreLNBlock(self.dim, self.heads, dropout=self.dropout, name=f"xattn_v{i}")(
+                          fv, mask, context=fa, context_mask=mask, train=train))
+        sa, sv = to_d(a1, "spec_a"), to_d(v1, "spec_v")
+        heads_a = SimSiamHeads(self.proj_dim, self.pred_hidden, name="simsiam_a")
+        heads_v = SimSiamHeads(self.proj_dim, self.pred_hidden, name="simsiam_v")
+        out = dict(align_a=al_a, align_v=al_v, fused_a=fa, fused_v=fv, spec_a=sa, spec_v=sv)
+        for key, heads, x in (("spec_a", heads_a, sa), ("fused_a", heads_a, fa),
+                              ("spec_v", heads_v, sv), ("fused_v", heads_v, fv)):
+            out["z_" + key], out["p_" + key] = heads(x)
+        h = nn.Dense(self.dim, name="cls_in")(jnp.concatenate([fa, fv, sa, sv], axis=-1))
+        for i in range(self.cls_layers):
+            h = PreLNBlock(self.dim, self.heads, dropout=self.dropout, name=f"cls{i}")(
+                h, mask, train=train)
+        out["logits"] = nn.Dense(self.num_classes, name="classifier")(
+            nn.LayerNorm(name="cls_ln")(h))
+        return out

@@ -1,0 +1,189 @@
+"""Small building blocks shared by the encoders and fusion modules.
+
+All modules are flax.linen; tensors are channels-last. Shapes are written as
+[B, T, C] (batch, time, channels) unless stated otherwise.
+
+PyTorch's BatchNorm ``momentum`` m weights the *new* batch statistic; flax's weights the
+*old* running value, so a PyTorch momentum m becomes flax momentum 1 - m (see
+:func:`torch_bn`).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Array = jax.Array
+
+# Initialiser of the reference audio encoder's convolutions (kaiming normal, fan_out, ReLU
+# gain), written once here.
+kaiming_fan_out = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+
+
+def torch_bn(train: bool, momentum: float = 0.1, eps: float = 1e-5,
+             name: str | None = None) -> nn.BatchNorm:
+    """A BatchNorm that behaves like ``torch.nn.BatchNorm*d(momentum, eps)``.
+
+    ``momentum`` is given in PyTorch's convention (weight of the new batch statistic).
+    In training the batch statistics normalise and the running averages update (the
+    caller applies with ``mutable=['batch_stats']``); in eval the running averages are used.
+    """
+    return nn.BatchNorm(use_running_average=not train, momentum=1.0 - momentum,
+                        epsilon=eps, name=name)
+
+
+def masked_mean(x: Array, mask: Array | None, axis=None, keepdims: bool = False) -> Array:
+    """Mean of ``x`` over ``axis`` counting only entries where ``mask`` is 1.
+
+    ``mask`` broadcasts against ``x``; entries outside the mask may hold inf/nan and are
+    ignored (``where`` rather than multiply). An all-zero mask gives 0, not nan.
+    """
+    if mask is None:
+        return jnp.mean(x, axis=axis, keepdims=keepdims)
+    mask = jnp.broadcast_to(mask.astype(x.dtype), x.shape)
+    total = jnp.sum(jnp.where(mask > 0, x, 0.0), axis=axis, keepdims=keepdims)
+    count = jnp.sum(mask, axis=axis, keepdims=keepdims)
+    return total / jnp.maximum(count, 1.0)
+
+
+class PReLU(nn.Module):
+    """PReLU with one shared slope (``torch.nn.PReLU()`` default, slope 0.25)."""
+
+    init_slope: float = 0.25
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        slope = self.param("slope", nn.initializers.constant(self.init_slope), ())
+        return jnp.where(x >= 0, x, slope * x)
+
+
+class GlobalLayerNorm(nn.Module):
+    """Global layer norm of Conv-TasNet / TalkNet: statistics over time *and* channels.
+
+    x: [B, T, C] -> [B, T, C]; gamma, beta: [C]. ``mask`` [B, T] excludes padded frames
+    from the statistics (the reference has no padding inside a clip, so with a full mask
+    this is exactly its formula).
+    """
+
+    eps: float = 1e-8
+
+    @nn.compact
+    def __call__(self, x: Array, mask: Array | None = None) -> Array:
+        c = x.shape[-1]
+        gamma = self.param("scale", nn.initializers.ones, (c,))
+        beta = self.param("bias", nn.initializers.zeros, (c,))
+        m = None if mask is None else mask[..., None]
+        mean = masked_mean(x, m, axis=(1, 2), keepdims=True)            # [B,1,1]
+        var = masked_mean((x - mean) ** 2, m, axis=(1, 2), keepdims=True)
+        return gamma * (x - mean) / jnp.sqrt(var + self.eps) + beta
+
+
+class SqueezeExcite(nn.Module):
+    """Squeeze-and-excitation over the spatial axes of [N, H, W, C] (reduction r)."""
+
+    reduction: int = 8
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        c = x.shape[-1]
+        s = jnp.mean(x, axis=(1, 2))                                      # [N, C]
+        s = nn.relu(nn.Dense(max(c // self.reduction, 1), name="fc1")(s))
+        s = nn.sigmoid(nn.Dense(c, name="fc2")(s))
+        return x * s[:, None, None, :]
+
+
+def sinusoidal_positions(length: int, dim: int) -> np.ndarray:
+    """Fixed sinusoidal position table [length, dim] (Transformer / Whisper style)."""
+    half = dim // 2
+    inv = np.exp(-math.log(10_000.0) * np.arange(half) / max(half - 1, 1))
+    ang = np.arange(length)[:, None] * inv[None, :]
+    table = np.concatenate([np.sin(ang), np.cos(ang)], axis=1)
+    if dim % 2:
+        table = np.pad(table, ((0, 0), (0, 1)))
+    return table.astype(np.float32)
+
+
+def attention_bias(key_mask: Array | None, dtype=jnp.float32) -> Array | None:
+    """Additive attention bias [B, 1, 1, Tk] that removes padded keys (mask 0)."""
+    if key_mask is None:
+        return None
+    return jnp.where(key_mask[:, None, None, :] > 0, 0.0, -1e9).astype(dtype)
+
+
+class MultiHeadAttention(nn.Module):
+    """Multi-head attention with separate 2-D ``query``/``key``/``value``/``out`` Dense
+    kernels (so LoRA can target them by parameter path; see :mod:`avdetect.models.lora`).
+
+    q: [B, Tq, Dq], kv: [B, Tk, Dk] -> [B, Tq, dim]. ``key_mask`` [B, Tk] (1 = valid).
+    With ``return_weights`` also returns the head-averaged attention [B, Tq, Tk].
+    Dropout is applied to the attention weights, as in ``torch.nn.MultiheadAttention``.
+    """
+
+    dim: int
+    heads: int
+    dropout: float = 0.0
+    use_bias: bool = True
+    dense: Callable[..., nn.Module] = nn.Dense
+
+    @nn.compact
+    def __call__(self, q: Array, kv: Array, key_mask: Array | None = None,
+                 train: bool = False, return_weights: bool = False):
+        if self.dim % self.heads:
+            raise ValueError(f"attention dim {self.dim} not divisible by {self.heads} heads")
+        hd = self.dim // self.heads
+        split = lambda x: x.reshape(x.shape[:-1] + (self.heads, hd))  # noqa: E731
+        qh = split(self.dense(self.dim, use_bias=self.use_bias, name="query")(q))
+        kh = split(self.dense(self.dim, use_bias=self.use_bias, name="key")(kv))
+        vh = split(self.dense(self.dim, use_bias=self.use_bias, name="value")(kv))
+        logits = jnp.einsum("bqhd,bkhd->bhqk", qh, kh) / math.sqrt(hd)  # [B,H,Tq,Tk]
+        bias = attention_bias(key_mask, logits.dtype)
+        if bias is not None:
+            logits = logits + bias
+        weights = jax.nn.softmax(logits, axis=-1)
+        dropped = nn.Dropout(self.dropout, deterministic=not train)(weights)
+        out = jnp.einsum("bhqk,bkhd->bqhd", dropped, vh).reshape(q.shape[:-1] + (self.dim,))
+        out = self.dense(self.dim, use_bias=self.use_bias, name="out")(out)
+        if return_weights:
+            return out, jnp.mean(weights, axis=1)
+        return out
+
+
+class PreLNBlock(nn.Module):
+    """Pre-LayerNorm Transformer block (ViT / Whisper layout), self- or cross-attention.
+
+    x: [B, T, D]; ``context`` [B, Tk, D] for cross-attention (None = self-attention).
+    x + MHA(LN(x), LN(context)) then x + MLP(LN(x)) with GELU.
+    """
+
+    dim: int
+    heads: int
+    mlp_ratio: int = 4
+    dropout: float = 0.0
+    dense: Callable[..., nn.Module] = nn.Dense
+
+    @nn.compact
+    def __call__(self, x: Array, mask: Array | None = None, context: Array | None = None,
+                 context_mask: Array | None = None, train: bool = False) -> Array:
+        h = nn.LayerNorm(name="ln_attn")(x)
+        if context is None:
+            kv, kmask = h, mask
+        else:
+            kv, kmask = nn.LayerNorm(name="ln_context")(context), context_mask
+        h = MultiHeadAttention(self.dim, self.heads, self.dropout, dense=self.dense,
+                               name="attn")(h, kv, kmask, train)
+        x = x + nn.Dropout(self.dropout, deterministic=not train)(h)
+        h = nn.LayerNorm(name="ln_mlp")(x)
+        h = nn.gelu(self.dense(self.dim * self.mlp_ratio, name="mlp_in")(h))
+        h = self.dense(self.dim, name="mlp_out")(h)
+        return x + nn.Dropout(self.dropout, deterministic=not train)(h)
+
+
+def to_float_image(x: Array, mean, std) -> Array:
+    """uint8 (or float in [0,255]) pixels -> float32 ``(x/255 - mean) / std``."""
+    x = x.astype(jnp.float32) / 255.0
+    return (x - jnp.asarray(mean, jnp.float32)) / jnp.asarray(std, jnp.float32)

@@ -1,0 +1,190 @@
+"""Visual encoders.
+
+* :class:`MouthEncoder` - the correlation-distillation student's visual stream (TalkNet
+  layout, papers.md B.1): spatio-temporal conv stem + per-frame ResNet-18-style trunk +
+  temporal depthwise-separable conv blocks (V-TCN) + conv head, on grayscale mouth crops
+  uint8 [B, T, H, W] -> [B, T, D].
+* :class:`FaceViT` - a small ViT-like image encoder on RGB face crops
+  uint8 [B, T, S, S, 3] -> [B, T, D], the stand-in for CAD's frozen CLIP encoder (the real
+  CLIP weights arrive through :mod:`avdetect.pretrained`; same call signature).
+
+Every encoder is a linen module called as ``module(inputs, train, mask=None) -> [B, T, D]``.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from avdetect.models.layers import (GlobalLayerNorm, PReLU, PreLNBlock, to_float_image,
+                                    torch_bn)
+
+Array = jax.Array
+
+# Grayscale normalisation of the reference lip-reading front end (deep_avsr / TalkNet).
+MOUTH_MEAN, MOUTH_STD = 0.4161, 0.1688
+# CLIP's RGB normalisation (what a CLIP-pretrained face encoder expects).
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+# The reference front end's BatchNorms use PyTorch momentum 0.01, eps 1e-3.
+_FRONT_BN = dict(momentum=0.01, eps=1e-3)
+
+
+class ResNetStage(nn.Module):
+    """One stage of the deep_avsr / TalkNet ResNet-18 trunk (x: [N, H, W, C]).
+
+    Block i: ``s_i = conv(relu(bn(conv(y_{i-1})))) + skip``; the next block's input is
+    ``y_i = relu(bn(s_i))``. The skip of the first block is the stage input (a 1x1 strided
+    conv without BN when the shape changes); the skip of every later block is the previous
+    *pre-BN* sum ``s_{i-1}``, as in the reference. With ``blocks=2`` this is exactly the
+    reference's ``ResNetLayer``.
+    """
+
+    features: int
+    stride: int
+    blocks: int = 2
+
+    @nn.compact
+    def __call__(self, x: Array, train: bool) -> Array:
+        conv = lambda f, s, name: nn.Conv(f, (3, 3), (s, s), padding=((1, 1), (1, 1)),  # noqa: E731
+                                          use_bias=False, name=name)
+        y, skip = x, x
+        if self.stride != 1 or x.shape[-1] != self.features:
+            skip = nn.Conv(self.features, (1, 1), (self.stride, self.stride), use_bias=False,
+                           name="downsample")(x)
+        for i in range(self.blocks):
+            stride = self.stride if i == 0 else 1
+            h = conv(self.features, stride, f"conv1_{i}")(y)
+            h = nn.relu(torch_bn(train, **_FRONT_BN, name=f"bn1_{i}")(h))
+            s = conv(self.features, 1, f"conv2_{i}")(h) + skip
+            y = nn.relu(torch_bn(train, **_FRONT_BN, name=f"outbn_{i}")(s))
+            skip = s
+        return y
+
+
+class MouthFrontend(nn.Module):
+    """Conv stem + ResNet trunk: mouth crops [B, T, H, W] (normalised float) -> [B, T, C].
+
+    ``stem``: ``'per_frame'`` reproduces TalkNet, which reshapes the clip to B*T one-frame
+    "videos" before its (5,7,7) Conv3d, so only the centre temporal tap ever touches data:
+    computed here as a 2-D 7x7 conv with the centre slice of the same (5,7,7) kernel (same
+    numbers, 5x fewer FLOPs; the kernel keeps the reference shape so TalkNet/deep_avsr
+    weights load as-is). ``'3d'`` uses the kernel as a real spatio-temporal conv over
+    neighbouring frames (the deep_avsr lip-reading front end's intent).
+    The trunk ends with a global spatial mean (== the reference's AvgPool(4) on 112 px
+    input, where the map is 4x4; also valid for 88 px input whose map is 3x3).
+    """
+
+    stem_width: int = 64
+    widths: Sequence[int] = (64, 128, 256, 512)
+    strides: Sequence[int] = (1, 2, 2, 2)
+    blocks: int = 2
+    stem: str = "per_frame"
+    stem_time_kernel: int = 5
+
+    @nn.compact
+    def __call__(self, x: Array, train: bool) -> Array:
+        b, t, h, w = x.shape
+        kt = self.stem_time_kernel
+        kernel = self.param("stem_conv", nn.initializers.lecun_normal(),
+                            (kt, 7, 7, 1, self.stem_width))              # [kt,7,7,1,C]
+        if self.stem == "per_frame":
+            y = jax.lax.conv_general_dilated(
+                x.reshape(b * t, h, w, 1), kernel[kt // 2], (2, 2), ((3, 3), (3, 3)),
+                dimension_numbers=("NHWC", "HWIO", "NHWC"))               # [BT,H/2,W/2,C]
+        elif self.stem == "3d":
+            y = jax.lax.conv_general_dilated(
+                x[..., None], kernel, (1, 2, 2), ((kt // 2, kt // 2), (3, 3), (3, 3)),
+                dimension_numbers=("NDHWC", "DHWIO", "NDHWC"))            # [B,T,H/2,W/2,C]
+            y = y.reshape((b * t,) + y.shape[2:])
+        else:
+            raise ValueError(f"unknown visual stem {self.stem!r} (per_frame | 3d)")
+        y = nn.relu(torch_bn(train, **_FRONT_BN, name="stem_bn")(y))
+        y = nn.max_pool(y, (3, 3), (2, 2), padding=((1, 1), (1, 1)))     # [BT,H/4,W/4,C]
+        for i, (f, s) in enumerate(zip(self.widths, self.strides)):
+            y = ResNetStage(f, s, self.blocks, name=f"stage{i + 1}")(y, train)
+        y = jnp.mean(y, axis=(1, 2))                                      # [BT, C]
+        return y.reshape(b, t, -1)
+
+
+class DSConvBlock(nn.Module):
+    """Residual depthwise-separable temporal block of TalkNet's V-TCN on [B, T, C]:
+    ReLU -> BN -> depthwise conv(k=3) -> PReLU -> gLN -> pointwise conv, plus the input."""
+
+    kernel: int = 3
+
+    @nn.compact
+    def __call__(self, x: Array, train: bool, mask: Array | None = None) -> Array:
+        c = x.shape[-1]
+        h = torch_bn(train, name="bn")(nn.relu(x))
+        h = nn.Conv(c, (self.kernel,), padding=((self.kernel // 2,) * 2,),
+                    feature_group_count=c, use_bias=False, name="depthwise")(h)
+        h = GlobalLayerNorm(name="gln")(PReLU(name="prelu")(h), mask)
+        h = nn.Conv(c, (1,), use_bias=False, name="pointwise")(h)
+        return x + h
+
+
+class MouthEncoder(nn.Module):
+    """Student visual stream: uint8 mouth crops [B, T, H, W] -> [B, T, out_dim].
+
+    Front end (:class:`MouthFrontend`) -> ``tcn_blocks`` x :class:`DSConvBlock` ->
+    conv head Conv1d(k=5, head_hidden) -> BN -> ReLU -> Conv1d(k=1, out_dim).
+    """
+
+    stem_width: int = 64
+    widths: Sequence[int] = (64, 128, 256, 512)
+    blocks: int = 2
+    stem: str = "per_frame"
+    tcn_blocks: int = 5
+    head_hidden: int = 256
+    out_dim: int = 128
+
+    @nn.compact
+    def __call__(self, mouth: Array, train: bool = False, mask: Array | None = None) -> Array:
+        x = to_float_image(mouth, MOUTH_MEAN, MOUTH_STD)                 # [B,T,H,W]
+        x = MouthFrontend(self.stem_width, tuple(self.widths), blocks=self.blocks,
+                          stem=self.stem, name="frontend")(x, train)      # [B,T,C]
+        for i in range(self.tcn_blocks):
+            x = DSConvBlock(name=f"tcn{i}")(x, train, mask)
+        x = nn.Conv(self.head_hidden, (5,), padding=((2, 2),), name="head_conv1")(x)
+        x = nn.relu(torch_bn(train, name="head_bn")(x))
+        return nn.Conv(self.out_dim, (1,), name="head_conv2")(x)          # [B,T,D]
+
+
+class FaceViT(nn.Module):
+    """ViT-like per-frame image encoder: uint8 faces [B, T, S, S, 3] -> [B, T, out_dim].
+
+    CLIP layout: patchify conv (no bias) -> [CLS] + learned positions -> LN ->
+    pre-LN blocks -> LN on [CLS] -> linear projection. Inputs whose side differs from
+    ``image_size`` are resized bilinearly first.
+    """
+
+    image_size: int = 224
+    patch: int = 32
+    dim: int = 768
+    depth: int = 12
+    heads: int = 12
+    out_dim: int = 512
+
+    @nn.compact
+    def __call__(self, face: Array, train: bool = False, mask: Array | None = None) -> Array:
+        b, t = face.shape[:2]
+        x = to_float_image(face, CLIP_MEAN, CLIP_STD).reshape((b * t,) + face.shape[2:])
+        if x.shape[1:3] != (self.image_size, self.image_size):
+            x = jax.image.resize(x, (b * t, self.image_size, self.image_size, 3), "bilinear")
+        x = nn.Conv(self.dim, (self.patch, self.patch), (self.patch, self.patch),
+                    padding="VALID", use_bias=False, name="patchify")(x)
+        x = x.reshape(b * t, -1, self.dim)                                # [BT, N, D]
+        cls = self.param("cls", nn.initializers.normal(0.02), (self.dim,))
+        x = jnp.concatenate([jnp.broadcast_to(cls, (b * t, 1, self.dim)), x], axis=1)
+        x = x + self.param("pos", nn.initializers.normal(0.02), x.shape[1:])
+        x = nn.LayerNorm(name="ln_pre")(x)
+        for i in range(self.depth):
+            x = PreLNBlock(self.dim, self.heads, name=f"block{i}")(x, train=train)
+        x = nn.LayerNorm(name="ln_post")(x[:, 0])
+        x = nn.Dense(self.out_dim, use_bias=False, name="proj")(x)
+        return x.reshape(b, t, self.out_dim)

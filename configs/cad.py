@@ -1,0 +1,84 @@
+r"""CAD, cross-modal alignment and distillation (Du et al., 2025): frozen audio / visual
+encoders + cross-attention with KL alignment; LoRA-adapted audio encoder with SimSiam
+distillation between modality-specific and fused streams; a classifier over both.
+The paper's sizes and loss definitions are not public: METHODS.md gives each choice.
+
+Run (CPU smoke run, a few minutes):
+  python -m avdetect.main --config=configs/cad.py:tiny --workdir=/tmp/cad
+Full size (accelerator):
+  python -m avdetect.main --config=configs/cad.py --workdir=DIR
+
+Arguments: tiny | full, window=T, batch=B, steps=N, quirks (raw-logit score), data=NAME,
+face=SIZE (face crop side), rank=R (LoRA rank, 0 = no LoRA).
+Ablations are overrides: --config.loss.w_align=0 (no alignment path loss),
+--config.loss.w_simsiam=0 (no distillation loss), --config.model.lora.rank=0,
+--config.model.freeze_audio=False, --config.loss.align_target=mutual,
+--config.loss.align_clips=all.
+
+The full config's encoders are randomly initialised stand-ins of Whisper-base (audio) and
+CLIP ViT-B/32 (visual) sizes until pretrained weights are wired in (avdetect.pretrained):
+frozen random encoders make CAD a weak detector, so report numbers only with real weights.
+
+Expected result: tiny on synthetic_av/tiny - training loss falls within the run; AUC to be
+measured. Full with pretrained encoders on FakeAVCeleb / IDForge: to be measured (the only
+public CAD figure is "up to 99.96% AUC on IDForge", unverified, papers.md A.7).
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from configs import common
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    """The CAD config; ``arg`` as in the module docstring."""
+    arg = common.parse_arg(arg, **common.COMMON_ARGS, face=0, rank=-1)
+    tiny = common.variant(arg) == "tiny"
+    face = arg.face or (32 if tiny else 224)
+    c = common.base_config(
+        "cad", arg, inputs=("face", "logmel", "label"),
+        window=25,                  # 1-second windows (DeepfakeBench-MM's clip length)
+        batch=8 if tiny else 32,
+        steps=300 if tiny else 30_000,
+        lr=1e-3 if tiny else 1e-4,
+        face_size=face)
+    c.optim.name = "adamw"
+    c.optim.weight_decay = 0.0 if tiny else 0.05
+    c.optim.schedule = "constant" if tiny else "cosine"
+    c.optim.warmup_steps = 0 if tiny else 1000
+
+    c.model = ml_collections.ConfigDict()
+    common.common_model(c)
+    c.model.audio = ml_collections.ConfigDict(dict(
+        name="whisper_like", input="logmel",
+        dim=32 if tiny else 512, depth=1 if tiny else 6, heads=2 if tiny else 8,
+        mlp_ratio=4))               # Whisper-base: d=512, 6 layers, 8 heads
+    c.model.visual = ml_collections.ConfigDict(dict(
+        name="face_vit", input="face",
+        image_size=face, patch=8 if tiny else 32,
+        dim=32 if tiny else 768, depth=1 if tiny else 12, heads=2 if tiny else 12,
+        out_dim=32 if tiny else 512))   # CLIP ViT-B/32
+    c.model.freeze_audio = True
+    c.model.freeze_visual = True
+    c.model.lora = ml_collections.ConfigDict(dict(
+        rank=(4 if tiny else 8) if arg.rank < 0 else arg.rank,
+        alpha=8.0 if tiny else 16.0,    # scale alpha / rank = 2
+        targets=r"attn/(query|value)/kernel$",
+        encoders=("audio",)))
+    c.model.head = ml_collections.ConfigDict(dict(
+        dim=32 if tiny else 256, heads=2 if tiny else 8,
+        xattn_layers=1 if tiny else 2, cls_layers=1,
+        dropout=0.1, proj_dim=32 if tiny else 256, pred_hidden=16 if tiny else 64))
+
+    c.loss = ml_collections.ConfigDict()
+    c.loss.paper_quirks = arg.quirks   # only the score definition (raw fake logit)
+    c.loss.w_detect = 1.0
+    c.loss.w_align = 1.0
+    c.loss.w_simsiam = 1.0
+    c.loss.temperature = 0.1           # cosine-similarity temperature of the alignment
+    c.loss.align_sigma = 1.0           # width (frames) of the soft identity target
+    c.loss.align_target = "diagonal"   # 'diagonal' | 'mutual'
+    c.loss.align_clips = "real"        # 'real' | 'all'
+    c.loss.simsiam_modalities = ("audio", "visual")
+    return c

@@ -1,0 +1,124 @@
+"""Defaults shared by every method's config, and the config-argument parser.
+
+``parse_arg("tiny,window=25,batch=8", tiny=False, window=50, batch=0)`` ->
+ConfigDict(tiny=True, window=25, batch=8): a bare word sets a boolean to True,
+``key=value`` is cast to the type of the key's default (big_vision's convention).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ml_collections
+from ml_collections import config_dict
+
+from avdetect import contract
+from avdetect.errors import ConfigError
+
+_TRUE = {"1", "true", "yes", "y", "on"}
+_FALSE = {"0", "false", "no", "n", "off"}
+
+
+def _cast(key: str, text: str, default: Any):
+    if isinstance(default, bool):
+        low = text.lower()
+        if low in _TRUE | _FALSE:
+            return low in _TRUE
+        raise ConfigError(f"config argument {key}={text!r}: expected a boolean")
+    kind = type(default) if default is not None else str
+    try:
+        return kind(text)
+    except ValueError as e:
+        raise ConfigError(f"config argument {key}={text!r}: expected {kind.__name__}") from e
+
+
+def parse_arg(arg: str | None, **spec) -> ml_collections.ConfigDict:
+    """Parse a ``get_config`` argument string against ``spec`` (name -> default value).
+
+    Tokens are separated by commas; ``name`` alone sets boolean ``name`` to True,
+    ``name=value`` casts ``value`` to the default's type. Unknown names raise ConfigError.
+    """
+    out = dict(spec)
+    for token in filter(None, (t.strip() for t in (arg or "").split(","))):
+        key, sep, value = token.partition("=")
+        key = key.strip()
+        if key not in spec:
+            raise ConfigError(f"unknown config argument {key!r}; known: {sorted(spec)}")
+        if not sep:
+            if not isinstance(spec[key], bool):
+                raise ConfigError(f"config argument {key!r} needs a value ({key}=...)")
+            out[key] = True
+        else:
+            out[key] = _cast(key, value.strip(), spec[key])
+    return ml_collections.ConfigDict(out)
+
+
+# The argument names every method's get_config understands.
+COMMON_ARGS = dict(
+    tiny=False,        # CPU-sized network and run (minutes)
+    full=False,        # the paper-sized network (the default; accepted for clarity)
+    window=0,          # T, video frames per training window (0 = the variant's default)
+    batch=0,           # global batch size (0 = the variant's default)
+    steps=0,           # training steps (0 = the variant's default)
+    quirks=False,      # config.loss.paper_quirks
+    data="",           # config.data.name ('' = the variant's default)
+)
+
+
+def variant(arg: ml_collections.ConfigDict) -> str:
+    """'tiny' or 'full' from parsed arguments."""
+    if arg.tiny and arg.full:
+        raise ConfigError("config argument: choose one of tiny / full")
+    return "tiny" if arg.tiny else "full"
+
+
+def base_config(method: str, arg: ml_collections.ConfigDict, *, inputs: tuple[str, ...],
+                window: int, batch: int, steps: int, lr: float,
+                face_size: int = contract.FACE_SIZE_DEFAULT) -> ml_collections.ConfigDict:
+    """Everything but ``model`` and ``loss``: method, seed, data, optim, train, mesh and
+    sharding, with the variant's defaults overridden by the parsed ``arg``."""
+    tiny = variant(arg) == "tiny"
+    c = ml_collections.ConfigDict()
+    c.method = method
+    c.seed = 0
+
+    c.data = ml_collections.ConfigDict()
+    c.data.name = arg.data or ("synthetic_av/tiny" if tiny else "fakeavceleb")
+    c.data.data_dir = config_dict.placeholder(str)
+    c.data.window = arg.window or window
+    c.data.batch_size = arg.batch or batch
+    c.data.face_size = face_size
+    c.data.num_workers = 0 if tiny else 4
+    c.data.train_split = "train"
+    c.data.eval_split = "test"
+    c.data.val_split = "validation"
+    c.data.inputs = inputs          # the batch keys this method reads
+
+    c.optim = ml_collections.ConfigDict()
+    c.optim.name = "adam"
+    c.optim.lr = lr
+    c.optim.schedule = "constant" if tiny else "step"
+    c.optim.decay_rate = 0.95       # the reference's StepLR gamma
+    c.optim.decay_steps = 1000      # one "epoch" of the reference, in steps (see METHODS.md)
+    c.optim.warmup_steps = 0
+    c.optim.weight_decay = 0.0
+    c.optim.grad_clip = 0.0         # 0 = no clipping (the reference clips nothing)
+
+    c.train = ml_collections.ConfigDict()
+    c.train.steps = arg.steps or steps
+    c.train.log_every = 10 if tiny else 100
+    c.train.eval_every = 100 if tiny else 2000
+    c.train.ckpt_every = 100 if tiny else 2000
+    c.train.keep_ckpts = 3
+    c.train.eval_batches = 4 if tiny else 0    # 0 = the whole eval split
+
+    c.mesh = [("data", -1), ("model", 1)]
+    c.sharding_strategy = [(".*", "replicate")]
+    return c
+
+
+def common_model(c: ml_collections.ConfigDict) -> None:
+    """Model fields every method carries (read by data pipelines and benchmarks too)."""
+    c.model.mouth_size = contract.MOUTH_SIZE
+    c.model.teacher_classes = 40    # the deep_avsr teachers' alphabet (A-Z, 0-9, ', space, blank, EOS)
+    c.model.freeze = ()             # regexes over parameter paths to freeze
