@@ -85,7 +85,7 @@ def toy_config(**overrides) -> ml_collections.ConfigDict:
         "grad_clip": 1.0, "decay_rate": 0.5, "decay_steps": 10})
     c.train = ml_collections.ConfigDict({
         "steps": 24, "log_every": 1, "eval_every": 12, "ckpt_every": 4, "keep_ckpts": 2,
-        "eval_batches": 1})
+        "eval_batches": 1, "fast_compile": True})
     c.mesh = [("data", -1), ("model", 1)]
     c.sharding_strategy = [(".*", "replicate")]
     for k, v in overrides.items():
