@@ -1,0 +1,1 @@
+"""Dataset builders (one package per dataset) and the synthetic benchmark generator."""

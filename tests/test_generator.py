@@ -1,0 +1,436 @@
+"""The synthetic benchmark generator (datasets/synthetic_av): files, metadata, splits,
+determinism, and that every manipulation changes what it claims - measured, where
+possible, from the decoded mp4 files (PyAV through avdetect.media.decode), not from the
+generator's own bookkeeping.
+
+One small benchmark (15 clips of 3 s: 6 real, one of each of the 9 fake methods) is
+generated once per session with 2 worker processes. The audio-visual correlations used
+below are those of espeak speech against a rendered mouth (about 0.4-0.7 for matching
+pairs); the margins were set from 10 clips of each kind (lipsync, voiceclone, desync)
+generated with another seed, where all held.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import pathlib
+
+import av
+import cv2
+import librosa
+import numpy as np
+import pytest
+
+from avdetect import contract
+from avdetect.errors import ConfigError, FileMissingError
+from avdetect.media.decode import decode
+from avdetect.preprocess.face_detect import detect_largest_face
+from avdetect.teachers import alphabet
+
+from datasets.synthetic_av import faces, generate as gen, plan as plan_lib, tts, visemes
+from datasets.synthetic_av.methods import CATEGORY_FOLDERS, FAKE_METHODS, METHODS
+
+SECONDS = 3.0
+SIZE = 160
+T = int(SECONDS * contract.VIDEO_FPS)            # 75 frames
+KW = dict(num_clips=15, real_fraction=0.4, seed=0, seconds=SECONDS)
+
+
+@pytest.fixture(scope="session")
+def bench(tmp_path_factory) -> pathlib.Path:
+    out = tmp_path_factory.mktemp("synthetic_av")
+    gen.generate(out, size=SIZE, workers=2, progress=False, **KW)
+    return out
+
+
+@pytest.fixture(scope="session")
+def rows(bench) -> dict[str, dict[str, str]]:
+    with open(bench / "meta_data.csv", newline="") as f:
+        return {r["clip_id"]: r for r in csv.DictReader(f)}
+
+
+@pytest.fixture(scope="session")
+def clip(bench, rows):
+    """clip(clip_id) -> (frames [T,H,W,3], audio [N], truth dict), decoded once."""
+    cache: dict = {}
+
+    def load(cid: str):
+        if cid not in cache:
+            path = bench / rows[cid]["path"]
+            decoded = decode(path)
+            with np.load(path.with_suffix(".npz")) as z:
+                truth = {k: z[k] for k in z.files}
+            cache[cid] = (decoded.frames, decoded.audio, truth)
+        return cache[cid]
+    return load
+
+
+def by_method(rows, method: str) -> dict[str, str]:
+    [row] = [r for r in rows.values() if r["method"] == method]
+    return row
+
+
+# --- measurements on decoded media --------------------------------------------------------
+
+def mouth_darkness(frames: np.ndarray, truth: dict) -> np.ndarray:
+    """Per frame: fraction of the mouth box darker than half the face's median grey
+    (the open mouth is the only large dark area there)."""
+    out = []
+    for f, (x, y, w, h), (fx, fy, fw, fh) in zip(frames, truth["mouth_box"], truth["face_box"]):
+        g = cv2.cvtColor(f, cv2.COLOR_RGB2GRAY).astype(np.float32)
+        face = g[int(fy):int(fy + fh), int(fx):int(fx + fw)]
+        mouth = g[int(round(y)):int(round(y + h)), int(round(x)):int(round(x + w))]
+        out.append(np.mean(mouth < 0.5 * np.median(face)))
+    return np.array(out)
+
+
+def log_energy(audio: np.ndarray, hop: int = contract.SAMPLES_PER_FRAME) -> np.ndarray:
+    """log RMS per hop (per video frame by default) of decoded audio."""
+    n = len(audio) // hop
+    return np.log(np.sqrt(np.mean(audio[:n * hop].reshape(n, hop) ** 2, axis=1)) + 1e-4)
+
+
+def jaw_cue(audio: np.ndarray, num_frames: int) -> np.ndarray:
+    """An acoustic cue of jaw opening per video frame: the spectral centroid of the F1
+    region (250-1100 Hz), which rises as the jaw opens (open vowels have a high first
+    formant); frames without speech get the clip's lowest value. More specific to what
+    was said than the energy envelope, whose speech/pause pattern two utterances share."""
+    spf = contract.SAMPLES_PER_FRAME
+    x = audio[:num_frames * spf].reshape(num_frames, spf) * np.hanning(spf)
+    power = np.abs(np.fft.rfft(x, axis=1)) ** 2                         # [T, 321]
+    freq = np.fft.rfftfreq(spf, 1 / contract.AUDIO_SR)
+    band = (freq >= 250) & (freq <= 1100)
+    centroid = (power[:, band] * freq[band]).sum(1) / (power[:, band].sum(1) + 1e-12)
+    energy = np.log(power.sum(1) + 1e-9)
+    speech = energy > energy.min() + 0.5 * (energy.max() - energy.min())
+    return np.where(speech, centroid, centroid[speech].min())
+
+
+def best_lag(x: np.ndarray, y: np.ndarray, max_lag: int) -> int:
+    """Lag L maximising corr(x[t], y[t + L])."""
+    def corr(lag):
+        a, b = (x[:len(x) - lag], y[lag:]) if lag >= 0 else (x[-lag:], y[:len(y) + lag])
+        return np.corrcoef(a, b)[0, 1]
+    return max(range(-max_lag, max_lag + 1), key=corr)
+
+
+def packets(path: pathlib.Path, kind: str) -> list[bytes]:
+    with av.open(str(path)) as c:
+        stream = c.streams.video[0] if kind == "video" else c.streams.audio[0]
+        return [bytes(p) for p in c.demux(stream) if p.size]
+
+
+def corr(a, b) -> float:
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+# --- files and metadata ----------------------------------------------------------------
+
+def test_every_clip_is_real_h264_aac_at_contract_rates(bench, rows):
+    for r in rows.values():
+        with av.open(str(bench / r["path"])) as c:
+            v, a = c.streams.video[0], c.streams.audio[0]
+            assert v.codec_context.name == "h264" and a.codec_context.name == "aac"
+            assert float(v.average_rate) == contract.VIDEO_FPS
+            assert (v.width, v.height) == (SIZE, SIZE)
+            assert a.sample_rate == contract.AUDIO_SR and a.layout.name == "mono"
+            assert sum(1 for _ in c.decode(video=0)) == T == int(r["num_frames"])
+
+
+def test_tree_metadata_and_alphabet(bench, rows):
+    assert len(rows) == 15
+    assert {r["method"] for r in rows.values()} == {"real", *FAKE_METHODS}
+    assert sum(r["label"] == "real" for r in rows.values()) == 6
+    for r in rows.values():
+        m = METHODS[r["method"]]
+        assert r["path"] == (f"{CATEGORY_FOLDERS[r['category']]}/{r['method']}/"
+                             f"{r['identity']}/{r['clip_id']}.mp4")
+        assert (bench / r["path"]).with_suffix(".npz").is_file()
+        assert r["category"] == contract.category_of(r["video_fake"] == "1",
+                                                     r["audio_fake"] == "1")
+        assert r["category"] == m.category
+        assert (r["label"] == "fake") == (r["method"] != "real")
+        assert (r["source_clip_id"] == "") == (r["method"] == "real")
+    assert by_method(rows, "desync")["category"] == "RVFA"
+    assert by_method(rows, "desync")["sync_fake"] == "1"
+    assert by_method(rows, "lipsync")["category"] == "FVRA"
+    assert by_method(rows, "faceswap+voiceclone")["category"] == "FVFA"
+    alpha = json.loads((bench / "alphabet.json").read_text())
+    assert alpha["visemes"] == list(alphabet.VISEMES)
+    assert alpha["phones"][alpha["silence_phone"]] == "SIL"
+    for p, v in alpha["phone_to_viseme"].items():
+        assert alphabet.phone_to_viseme(p, "arpabet") == v
+
+
+def test_ground_truth_arrays(clip, rows):
+    for cid, r in rows.items():
+        _, _, t = clip(cid)
+        for k in ("phone", "viseme", "video_phone", "video_viseme", "mouth_open",
+                  "video_manipulated", "audio_manipulated", "blink"):
+            assert t[k].shape == (T,), k
+        assert t["mouth_center"].shape == (T, 2) and t["face_box"].shape == (T, 4)
+        m = METHODS[r["method"]]
+        assert t["video_manipulated"].all() == m.video_fake
+        assert t["audio_manipulated"].all() == m.audio_fake
+        assert str(t["region"]) == m.region
+        # viseme tracks are the shared alphabet's mapping of the phone tracks
+        names = [tts.PHONES[p] for p in t["phone"]]
+        assert list(t["viseme"]) == [alphabet.VISEME_INDEX[alphabet.phone_to_viseme(n)]
+                                     for n in names]
+
+
+# --- determinism --------------------------------------------------------------------------
+
+def test_same_seed_same_files_in_another_process_order(bench, rows, tmp_path):
+    """Re-render a few clips here, in this process and in another order than the 2-worker
+    run did: identical rows, identical npz arrays, identical mp4 bytes."""
+    identities, specs = gen.plan(**KW)
+    stills = {s.name: s for s in faces.load_stills()}
+    chosen = [s for s in specs if s.method in ("voiceconvert", "faceswap")][::-1]
+    chosen.append(next(s for s in specs if s.method == "real" and s.index > 2))
+    for spec in chosen:
+        row = gen.write_clip(spec, tmp_path, stills, SIZE, T)
+        assert row == rows[spec.clip_id]
+        a, b = bench / row["path"], tmp_path / row["path"]
+        assert a.read_bytes() == b.read_bytes()
+        with np.load(a.with_suffix(".npz")) as za, np.load(b.with_suffix(".npz")) as zb:
+            assert za.files == zb.files
+            for k in za.files:
+                np.testing.assert_array_equal(za[k], zb[k])
+
+
+def test_plan_depends_on_the_seed_only():
+    first, again, other = (gen.plan(**{**KW, "seed": s}) for s in (0, 0, 1))
+    assert first == again
+    assert [s.take.text for s in first[1]] != [s.take.text for s in other[1]]
+    assert [i.voice for i in first[0]] != [i.voice for i in other[0]]
+
+
+# --- splits and shortcuts -----------------------------------------------------------------
+
+def test_splits_are_identity_disjoint(rows):
+    people = {s: set() for s in plan_lib.SPLITS}
+    for r in rows.values():
+        people[r["split"]] |= {r["identity"], r["source_identity"], r["audio_identity"]}
+    assert not people["train"] & people["val"]
+    assert not people["train"] & people["test"]
+    assert not people["val"] & people["test"]
+
+
+def test_demo_plan_splits_identities_and_test_stills():
+    demo = {k: v for k, v in gen.PRESETS["demo"].items() if k != "size"}
+    identities, specs = gen.plan(**demo, seed=3)
+    split_of = {i.id: i.split for i in identities}
+    for s in specs:
+        involved = {s.identity.id, s.face_identity.id, s.audio_identity.id}
+        assert {split_of[i] for i in involved} == {s.split}
+    stills = {sp: {i.still for i in identities if i.split == sp} for sp in plan_lib.SPLITS}
+    assert len(stills["test"]) == plan_lib.TEST_STILLS
+    assert not stills["test"] & (stills["train"] | stills["val"])
+    counts = {m: sum(s.method == m for s in specs) for m in METHODS}
+    assert counts["real"] == 300
+    assert max(counts[m] for m in FAKE_METHODS) - min(counts[m] for m in FAKE_METHODS) <= 1
+    for s in specs:                         # the generator never plans digital silence cues
+        assert plan_lib.LEAD_RANGE[0] <= s.take.lead <= plan_lib.LEAD_RANGE[1]
+        if s.method == "desync":
+            assert 80 <= abs(s.desync_ms) <= 400
+            lead = s.take.lead + s.desync_ms / 1000
+            assert plan_lib.LEAD_RANGE[0] - 1e-9 <= lead <= plan_lib.LEAD_RANGE[1] + 1e-9
+
+
+def test_leading_silence_is_not_a_label_cue(clip, rows):
+    """Measured speech onset of every clip, real or fake, lies in the same range."""
+    lo, hi = plan_lib.LEAD_RANGE
+    for cid in rows:
+        _, audio, _ = clip(cid)
+        e = log_energy(audio, hop=160)                     # 10 ms
+        onset = np.argmax(e > e.min() + 0.5 * (e.max() - e.min())) * 0.01
+        assert lo - 0.02 <= onset <= hi + 0.15, (cid, onset)
+
+
+# --- speech and mouth tracks --------------------------------------------------------------
+
+def test_phone_track_marks_the_speech_that_is_heard(clip, rows):
+    for cid, r in rows.items():
+        if r["method"] != "real":
+            continue
+        _, audio, t = clip(cid)
+        e = log_energy(audio)
+        silent, speech = e[t["phone"] == 0], e[t["phone"] > 0]
+        assert len(silent) >= 2 and len(speech) >= 20
+        # speech frames are at least 20 dB louder than the frames labelled silence
+        assert np.median(speech) - np.median(silent) > np.log(10.0)
+
+
+def test_pixel_mouth_opening_follows_the_ground_truth(clip, rows):
+    for cid in rows:
+        frames, _, t = clip(cid)
+        assert corr(mouth_darkness(frames, t), t["mouth_open"]) > 0.8, cid
+
+
+def test_real_clip_lips_are_in_sync(clip, rows):
+    for cid, r in rows.items():
+        if r["method"] == "real":
+            frames, audio, t = clip(cid)
+            assert abs(best_lag(mouth_darkness(frames, t), log_energy(audio), 10)) <= 1
+
+
+# --- each manipulation changes what it claims ----------------------------------------------
+
+def test_desync_moves_the_sync_peak_by_the_stated_lag(bench, clip, rows):
+    r = by_method(rows, "desync")
+    frames, audio, t = clip(r["clip_id"])
+    lag = best_lag(mouth_darkness(frames, t), log_energy(audio), 12)
+    stated = int(r["desync_ms"]) / 1000 * contract.VIDEO_FPS
+    assert abs(stated) >= 2
+    assert abs(lag - stated) <= 1, (lag, stated)
+    src = rows[r["source_clip_id"]]
+    src_frames, src_audio, _ = clip(src["clip_id"])
+    # the source recording is in sync; its video stream is untouched by the shift
+    assert abs(best_lag(mouth_darkness(src_frames, t), log_energy(src_audio), 12)) <= 1
+    assert packets(bench / r["path"], "video") == packets(bench / src["path"], "video")
+
+
+def test_voiceconvert_keeps_phone_timing_and_changes_the_voice(clip, rows):
+    r = by_method(rows, "voiceconvert")
+    _, audio, t = clip(r["clip_id"])
+    _, src_audio, src_t = clip(r["source_clip_id"])
+    np.testing.assert_array_equal(t["phone"], src_t["phone"])
+    # timing, measured: 10 ms energy envelopes match, best alignment at zero lag
+    e, e_src = log_energy(audio, 160), log_energy(src_audio, 160)
+    assert corr(e, e_src) > 0.8
+    assert abs(best_lag(e_src, e, 10)) <= 1
+    # voice, measured: the spectral envelope (MFCC 1-12 over speech frames) moved far
+    # more than the codec alone moves it (same audio in two clips: faceswap vs its source)
+    loud = e_src > np.percentile(e_src, 50)
+
+    def mfcc(x):
+        return librosa.feature.mfcc(y=x, sr=contract.AUDIO_SR, n_mfcc=13, n_fft=512,
+                                    hop_length=160)[1:, :len(loud)]
+    distance = np.abs(mfcc(audio) - mfcc(src_audio))[:, loud].mean()
+    assert distance > 8.0, distance
+
+
+def test_faceswap_keeps_the_audio_bytes_and_changes_the_face(bench, clip, rows):
+    r = by_method(rows, "faceswap")
+    src = rows[r["source_clip_id"]]
+    assert r["source_identity"] != r["identity"]
+    assert packets(bench / r["path"], "audio") == packets(bench / src["path"], "audio")
+    frames, _, t = clip(r["clip_id"])
+    src_frames, _, _ = clip(src["clip_id"])
+    x, y, w, h = (int(v) for v in t["face_box"][0])
+    diff = np.abs(frames.astype(np.int16) - src_frames).mean(axis=(0, 3))        # [H, W]
+    inner = diff[y + h // 4:y + 3 * h // 4, x + w // 4:x + 3 * w // 4].mean()
+    outside = np.concatenate([diff[:, :max(x - 10, 1)].ravel(), diff[:, x + w + 10:].ravel()])
+    assert inner > 12 and np.median(outside) < 2, (inner, np.median(outside))
+
+
+def test_lipsync_mouth_follows_the_new_utterance(clip, rows):
+    r = by_method(rows, "lipsync")
+    frames, audio, t = clip(r["clip_id"])
+    src_frames, src_audio, _ = clip(r["source_clip_id"])
+    assert r["transcript"] != rows[r["source_clip_id"]]["transcript"]
+    mouth = mouth_darkness(frames, t)
+    assert corr(mouth, jaw_cue(audio, T)) > max(0.3, corr(mouth, jaw_cue(src_audio, T)) + 0.05)
+    # only the lower face was replaced: compared after a blur (sigma 2 px) that removes
+    # the codec noise a changed frame spreads everywhere, the eyes are unchanged
+    x, y, w, h = (int(v) for v in t["face_box"][0])
+
+    def blur(fr):
+        return np.stack([cv2.GaussianBlur(f, (0, 0), 2) for f in fr]).astype(np.int16)
+    diff = np.abs(blur(frames) - blur(src_frames)).mean(axis=(0, 3))              # [H, W]
+    eyes = diff[y + h // 5:y + h // 2, x:x + w].mean()
+    mouth_area = diff[int(t["mouth_center"][0, 1]) - 5:y + h, x + w // 4:x + 3 * w // 4].mean()
+    assert mouth_area > 4 * eyes and eyes < 1.5, (eyes, mouth_area)
+
+
+def test_talkinghead_mouth_follows_energy_with_one_shape(clip, rows):
+    r = by_method(rows, "talkinghead")
+    frames, audio, t = clip(r["clip_id"])
+    assert corr(mouth_darkness(frames, t), log_energy(audio)) > 0.7
+    assert np.ptp(t["mouth_width"]) == 0 and np.ptp(t["mouth_round"]) == 0
+    assert (t["video_phone"] == -1).all()
+    # its source recording's lips do change shape with the phones
+    _, _, src_t = clip(r["source_clip_id"])
+    assert np.ptp(src_t["mouth_width"]) > 0.2 and np.ptp(src_t["mouth_round"]) > 0.2
+    # the head moves less than in the source recording (measured: face centre jitter)
+    src_frames, _, _ = clip(r["source_clip_id"])
+
+    def face_path_length(fr):
+        boxes = [detect_largest_face(cv2.cvtColor(f, cv2.COLOR_RGB2GRAY)) for f in fr[::3]]
+        c = np.array([(b[0] + b[2] / 2, b[1] + b[3] / 2) for b in boxes if b is not None])
+        return np.abs(np.diff(c, axis=0)).sum()
+    assert face_path_length(frames) < face_path_length(src_frames)
+
+
+def test_voiceclone_keeps_the_video_and_breaks_lip_content(bench, clip, rows):
+    r = by_method(rows, "voiceclone")
+    src = rows[r["source_clip_id"]]
+    assert packets(bench / r["path"], "video") == packets(bench / src["path"], "video")
+    assert r["audio_identity"] != r["identity"] and r["transcript"] != src["transcript"]
+    frames, audio, t = clip(r["clip_id"])
+    _, src_audio, _ = clip(src["clip_id"])
+    mouth = mouth_darkness(frames, t)
+    assert corr(mouth, jaw_cue(src_audio, T)) > corr(mouth, jaw_cue(audio, T)) + 0.05
+
+
+def test_face_detector_finds_the_faces(clip, rows):
+    for cid, r in rows.items():
+        frames, _, t = clip(cid)
+        found = [detect_largest_face(cv2.cvtColor(f, cv2.COLOR_RGB2GRAY)) for f in frames[::5]]
+        rate = np.mean([b is not None for b in found])
+        assert rate >= (0.95 if r["method"] == "real" else 0.9), (cid, r["method"], rate)
+
+
+# --- units ----------------------------------------------------------------------------------
+
+def test_tts_is_deterministic_and_segments_tile_the_audio():
+    voice = tts.Voice("en-us+f3", pitch=55, rate=170)
+    a = tts.synthesize("Mary moved the purple boat, Bob watched", voice)
+    b = tts.synthesize("Mary moved the purple boat, Bob watched", voice)
+    np.testing.assert_array_equal(a.audio, b.audio)
+    assert a.phones == b.phones and np.array_equal(a.starts, b.starts)
+    assert a.starts[0] == 0 and a.ends[-1] == len(a.audio)
+    np.testing.assert_array_equal(a.starts[1:], a.ends[:-1])
+    # the espeak mnemonics map into the shared alphabet consistently
+    for mnemonic, phone in zip(a.mnemonics, a.phones):
+        assert alphabet.phone_to_viseme(mnemonic, "espeak") == alphabet.ARPABET_TO_VISEME[phone]
+    with pytest.raises(tts.TTSError, match="no voice"):
+        tts.synthesize("hello", tts.Voice("xx-no-such-voice"))
+
+
+def test_coarticulation_closes_lips_for_bilabials_and_opens_for_vowels():
+    sr = contract.AUDIO_SR
+    phones = ("SIL", "AA", "M", "AA", "UW", "SIL")
+    bounds = np.array([0, 0.2, 0.5, 0.7, 1.0, 1.3, 1.6]) * sr
+    u = tts.Utterance(text="", voice=tts.Voice("en-us"), audio=np.zeros(int(bounds[-1]),
+                      np.float32), phones=phones, starts=bounds[:-1].astype(np.int64),
+                      ends=bounds[1:].astype(np.int64), mnemonics=phones)
+    art = visemes.articulation(visemes.Placed(u, 0), 40)
+    at = lambda s: int(s * contract.VIDEO_FPS)           # noqa: E731 - frame of a time
+    assert art.open[at(0.35)] > 0.8                       # middle of /a:/
+    assert art.open[at(0.6)] < 0.15                       # /m/ closes the lips
+    assert art.round[at(1.15)] > 0.8 and art.width[at(1.15)] < 0.35     # /u:/ rounds
+    assert art.open[at(0.05)] < 0.1
+    track = visemes.phone_track(visemes.Placed(u, 0), 40)
+    assert tts.PHONES[track[at(0.6)]] == "M" and tts.PHONES[track[at(1.1)]] == "UW"
+
+
+def test_bad_arguments_are_clear_errors(tmp_path, capsys):
+    assert gen.main(["--out", str(tmp_path / "x"), "--num_clips", "6"]) == 2
+    assert "identities" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="even"):
+        gen.generate(tmp_path / "y", num_clips=20, size=161)
+    with pytest.raises(ConfigError, match="unknown methods"):
+        gen.plan(num_clips=20, method_weights={"deepfake9000": 1.0})
+    faces.load_stills.cache_clear()
+    with pytest.raises(FileMissingError, match="real_video-retalking_1.mp4"):
+        faces.load_stills(str(tmp_path / "nowhere"))
+
+
+def test_summary_table_counts_clips(rows):
+    table = gen.summary(list(rows.values()))
+    assert "faceswap+voiceclone" in table
+    last = table.splitlines()[-1].split()
+    assert last[0] == "total" and int(last[-1]) == len(rows)
