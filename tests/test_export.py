@@ -1,0 +1,157 @@
+"""Params-only export (avdetect.export, `avdetect export`) and load_model.
+
+The round trip is checked leaf by leaf against the orbax checkpoint read independently
+(``checkpointing.load_state_numpy``); the file is parsed with the plain ``msgpack``
+package to show it holds only maps, strings and raw array bytes (no pickle); the two
+ways of loading must give identical predictions; damaged files give CheckpointError
+naming the file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+
+import jax
+import msgpack
+import numpy as np
+import pytest
+
+import tiny_checkpoint
+from avdetect import cli, detect, export
+from avdetect.checkpointing import CheckpointError, load_state_numpy
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    return tiny_checkpoint.train_toy_workdir(tmp_path_factory.mktemp("toy") / "wd")
+
+
+@pytest.fixture(scope="module")
+def exported(workdir, tmp_path_factory):
+    path = tmp_path_factory.mktemp("export") / "toy.msgpack"
+    return export.export_model(str(workdir), str(path))
+
+
+def _leaves(tree):
+    return {jax.tree_util.keystr(p): v for p, v in jax.tree_util.tree_leaves_with_path(tree)}
+
+
+def test_round_trip_equals_the_checkpoint(workdir, exported):
+    state = load_state_numpy(workdir / "checkpoints")
+    expected = _leaves({"params": state["params"], **state["model_state"]})
+    assert any("batch_stats" in k for k in expected)             # the toy net has BatchNorm
+    model = export.load_model(exported)
+    got = _leaves(model.variables)
+    assert sorted(got) == sorted(expected)
+    for k, v in expected.items():
+        assert got[k].dtype == v.dtype and got[k].shape == v.shape, k
+        np.testing.assert_array_equal(got[k], v, err_msg=k)
+    from_dir = export.load_model(workdir)
+    assert model.config.to_dict() == from_dir.config.to_dict()
+    report = json.loads((workdir / "eval_validation.json").read_text())
+    assert model.threshold == from_dir.threshold == report["threshold"]["value"]
+    assert model.threshold_origin == "report" and "validation" in model.threshold_source
+    assert model.category_names == from_dir.category_names == ("RVRA", "RVFA", "FVRA", "FVFA")
+    assert model.method_names == ("real", "random_a", "random_b")
+    assert model.source["kind"] == "export" and model.step == from_dir.step == 4
+    assert model.preprocess == from_dir.preprocess
+    assert model.window == tiny_checkpoint.TOY_WINDOW and model.inputs == ("mouth", "logmel")
+    # Same predictions from both.
+    rng, w = np.random.default_rng(0), model.window
+    batch = {"mouth": rng.integers(0, 256, (2, w, 88, 88), dtype=np.uint8),
+             "logmel": rng.standard_normal((2, 4 * w, 80), dtype=np.float32),
+             "frame_mask": np.r_[np.ones(w), np.ones(w // 2), np.zeros(w - w // 2)]
+             .reshape(2, w).astype(np.float32)}
+    a, b = model.predict(batch), from_dir.predict(batch)
+    np.testing.assert_array_equal(a["score"], b["score"])
+    np.testing.assert_array_equal(a["frame_score"], b["frame_score"])
+
+
+def test_file_is_plain_msgpack_without_optimizer_state(workdir, exported):
+    data = pathlib.Path(exported).read_bytes()
+    ext_codes = set()
+
+    def ext_hook(code, payload):      # flax stores arrays as ext types of raw bytes
+        ext_codes.add(code)
+        return payload
+
+    top = msgpack.unpackb(data, raw=False, ext_hook=ext_hook, strict_map_key=False)
+    assert set(top) == {"header", "variables"}
+    header = json.loads(top["header"])
+    assert header["format"] == export.FORMAT and header["format_version"] == export.FORMAT_VERSION
+    assert header["config"]["method"] == "toy_method:build"
+    assert header["source"]["step"] == 4
+    assert set(top["variables"]) == {"params", "batch_stats"}
+    assert ext_codes and not data.startswith(b"\x80")            # no pickle stream
+    ckpt_bytes = sum(f.stat().st_size for f in (workdir / "checkpoints" / "4").rglob("*") if f.is_file())
+    assert len(data) < ckpt_bytes                                  # no Adam moments, no RNG
+
+
+def test_export_command_and_steps(workdir, tmp_path, capsys):
+    assert cli.main(["export", str(workdir)]) == 0
+    default = workdir / "model-4.msgpack"
+    assert default.is_file() and str(default) in capsys.readouterr().out
+    out = tmp_path / "m2.msgpack"
+    assert cli.main(["export", str(workdir), "--step", "2", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    m2 = export.load_model(out)
+    assert m2.step == 2
+    state2 = load_state_numpy(workdir / "checkpoints", 2)
+    np.testing.assert_array_equal(m2.variables["params"]["head"]["kernel"], state2["params"]["head"]["kernel"])
+    # The report's threshold was chosen for step 4 (the end of training): said so.
+    assert any("step 4" in n and "step 2" in n for n in m2.notes)
+    assert "note:" in printed
+    # A step folder and the checkpoints folder work as sources too.
+    assert export.load_model(workdir / "checkpoints" / "2").step == 2
+    assert export.load_model(workdir / "checkpoints").step == 4
+    assert cli.main(["export", str(tmp_path / "nowhere")]) == 2
+    assert "cannot load" in capsys.readouterr().err
+
+
+def test_detect_gives_the_same_result_from_the_export(workdir, exported, realav_clips, monkeypatch):
+    clip = next(p for p in realav_clips if p.name == "real_video-retalking_6.mp4")
+    a = detect.score_video(clip, export.load_model(workdir))
+    b = detect.score_video(clip, export.load_model(exported))
+    assert a.score == b.score and a.verdict == b.verdict and a.threshold == b.threshold
+    np.testing.assert_array_equal(a.frame_scores, b.frame_scores)
+
+
+def test_bad_model_files_name_the_file(exported, tmp_path):
+    data = pathlib.Path(exported).read_bytes()
+    header = json.loads(msgpack.unpackb(data, raw=False, ext_hook=lambda c, p: p,
+                                        strict_map_key=False)["header"])
+    header["format_version"] = 99
+    future = tmp_path / "future.msgpack"
+    from flax import serialization
+    restored = serialization.msgpack_restore(data)
+    restored["header"] = json.dumps(header)
+    future.write_bytes(serialization.msgpack_serialize(restored))
+    cases = {
+        "missing": (tmp_path / "absent.msgpack", "no such model"),
+        "empty": (tmp_path / "empty.msgpack", "empty file"),
+        "text": (tmp_path / "notes.msgpack", "not an exported avdetect model"),
+        "truncated": (tmp_path / "half.msgpack", "not an exported avdetect model"),
+        "future": (future, "format version 99"),
+        "not a workdir": (tmp_path, "not a training workdir"),
+    }
+    (tmp_path / "empty.msgpack").write_bytes(b"")
+    (tmp_path / "notes.msgpack").write_text("hello\n" * 20)
+    (tmp_path / "half.msgpack").write_bytes(data[: len(data) // 2])
+    for name, (path, words) in cases.items():
+        with pytest.raises(CheckpointError) as info:
+            export.load_model(path)
+        assert str(path) in str(info.value) and words in str(info.value), (name, info.value)
+    with pytest.raises(CheckpointError, match="workdirs only"):
+        export.load_model(exported, step=2)
+
+
+def test_config_json_restores_tuples():
+    from configs import corrdistill
+    config = corrdistill.get_config("tiny")
+    back = export.config_from_json(config.to_json_best_effort())
+    assert back.model.visual.widths == config.model.visual.widths            # a tuple again
+    assert isinstance(back.data.inputs, tuple) and back.data.inputs == tuple(config.data.inputs)
+    assert back.mesh == tuple(tuple(x) for x in config.mesh)
+    assert os.path.basename(export.SUFFIX) == ".msgpack"
