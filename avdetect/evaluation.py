@@ -28,7 +28,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -311,7 +311,3 @@ def flat_scalars(report: Mapping[str, Any], prefix: str) -> dict[str, float]:
     out[f"{prefix}/threshold"] = float(report["threshold"]["value"])
     return out
 
-
-def iter_names(values: Iterable[Any]) -> list[str]:
-    """Decoded names of a bytes/str vocabulary (dataset metadata often stores bytes)."""
-    return [v.decode() if isinstance(v, bytes) else str(v) for v in values]

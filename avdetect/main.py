@@ -19,6 +19,7 @@ JAX_PROCESS_ID). Everything after that is the single-host code path.
 
 from __future__ import annotations
 
+import logging as std_logging
 import os
 
 from absl import app, flags, logging
@@ -34,6 +35,15 @@ _MULTIHOST = flags.DEFINE_bool("multihost", os.environ.get("AVDETECT_MULTIHOST",
 _COORDINATOR = flags.DEFINE_string("coordinator_address", None, "HOST:PORT of process 0 (multihost).")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processes (multihost).")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index (multihost).")
+_LIBRARY_LOGS = flags.DEFINE_bool("library_logs", False,
+                                  "Show orbax's INFO lines (several per checkpoint); off: warnings only.")
+
+
+class _QuietLibraries(std_logging.Filter):
+    """Drops INFO/DEBUG records of chatty libraries (orbax logs every save phase)."""
+
+    def filter(self, record: std_logging.LogRecord) -> bool:
+        return record.levelno >= std_logging.WARNING or f"{os.sep}orbax{os.sep}" not in record.pathname
 
 
 def init_distributed() -> None:
@@ -56,6 +66,8 @@ def main(argv: list[str]) -> None:
     if _CONFIG.value is None or not _WORKDIR.value:
         raise app.UsageError("--config and --workdir are required")
     logging.set_verbosity(logging.INFO)
+    if not _LIBRARY_LOGS.value:
+        logging.get_absl_handler().addFilter(_QuietLibraries())
     if _MULTIHOST.value:
         init_distributed()
     from avdetect import train   # after distributed init: nothing may touch devices before it

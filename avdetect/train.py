@@ -41,7 +41,6 @@ Config fields read here (defaults in brackets):
 from __future__ import annotations
 
 import importlib
-import json
 import os
 import re
 import sys
@@ -72,37 +71,52 @@ Batch = dict[str, Any]
 RANDOM_METHODS = ("real", "random_a", "random_b")   # method vocabulary of the random data
 
 
+STREAMS = ("mouth", "face", "logmel", "teacher_audio", "teacher_video")
+
+
 def _random_example(seed: int, key: tuple[int, ...], label: int, *, window: int, face_size: int,
-                    teacher_classes: int) -> dict[str, np.ndarray]:
+                    teacher_classes: int, streams: tuple[str, ...] = STREAMS) -> dict[str, np.ndarray]:
     """One window of the contract's shapes from ``(seed, *key)``. Fake (label 1) clips
     are brighter (+60 grey levels) and louder (+0.5 log-mel), and their audio and video
-    teacher posteriors disagree (real: the same class track)."""
-    rng = np.random.default_rng([seed, *key])
+    teacher posteriors disagree (real: the same class track). Each stream has its own
+    random generator, so leaving a stream out does not change the others."""
     t, k = window, teacher_classes
-    mouth = rng.integers(0, 196, (t, contract.MOUTH_SIZE, contract.MOUTH_SIZE), dtype=np.uint8) + np.uint8(60 * label)
-    face = rng.integers(0, 196, (t, face_size, face_size, 3), dtype=np.uint8) + np.uint8(60 * label)
-    logmel = rng.standard_normal((contract.MEL_PER_FRAME * t, contract.N_MELS), dtype=np.float32) + np.float32(0.5 * label)
-    a_cls = rng.integers(0, k, t)
-    v_cls = rng.integers(0, k, t) if label else a_cls
+
+    def rng(stream: str) -> np.random.Generator:
+        return np.random.default_rng([seed, *key, STREAMS.index(stream)])
 
     def posterior(cls):   # [T, K]: 0.8 on the class, the rest spread evenly
         p = np.full((t, k), 0.2 / k, np.float32)
         p[np.arange(t), cls] += 0.8
         return p
 
-    return {"mouth": mouth, "face": face, "logmel": logmel,
-            "teacher_audio": posterior(a_cls), "teacher_video": posterior(v_cls),
-            "label": np.int32(label), "frame_mask": np.ones((t,), np.float32)}
+    out = {"label": np.int32(label), "frame_mask": np.ones((t,), np.float32)}
+    if "mouth" in streams:
+        out["mouth"] = rng("mouth").integers(0, 196, (t, contract.MOUTH_SIZE, contract.MOUTH_SIZE),
+                                             dtype=np.uint8) + np.uint8(60 * label)
+    if "face" in streams:
+        out["face"] = rng("face").integers(0, 196, (t, face_size, face_size, 3), dtype=np.uint8) + np.uint8(60 * label)
+    if "logmel" in streams:
+        out["logmel"] = (rng("logmel").standard_normal((contract.MEL_PER_FRAME * t, contract.N_MELS), dtype=np.float32)
+                         + np.float32(0.5 * label))
+    if "teacher_audio" in streams or "teacher_video" in streams:
+        a_cls = rng("teacher_audio").integers(0, k, t)
+        v_cls = rng("teacher_video").integers(0, k, t) if label else a_cls
+        out["teacher_audio"], out["teacher_video"] = posterior(a_cls), posterior(v_cls)
+    return out
 
 
 def _stack(examples: list[dict[str, np.ndarray]]) -> Batch:
     return {k: np.stack([e[k] for e in examples]) for k in examples[0]}
 
 
-def _random_shape_args(config: ml_collections.ConfigDict) -> dict[str, int]:
+def _random_shape_args(config: ml_collections.ConfigDict) -> dict[str, Any]:
+    # config.data.inputs (the streams a method reads) limits what is generated.
+    inputs = tuple(config.data.get("inputs", ()) or ())
     return {"window": int(config.data.window),
             "face_size": int(config.data.get("face_size", contract.FACE_SIZE_DEFAULT) or contract.FACE_SIZE_DEFAULT),
-            "teacher_classes": int(config.get("model", {}).get("teacher_classes", 40))}
+            "teacher_classes": int(config.get("model", {}).get("teacher_classes", 40)),
+            "streams": tuple(s for s in STREAMS if not inputs or s in inputs)}
 
 
 class RandomBatches:
@@ -124,7 +138,7 @@ class RandomBatches:
         rows = range(self._p * self._b, (self._p + 1) * self._b)
         examples = []
         for r in rows:
-            label = int(np.random.default_rng([self._seed, 7, self._step, r]).integers(2))
+            label = int(np.random.default_rng([self._seed, self._step, r, 1000]).integers(2))
             ex = _random_example(self._seed, (self._step, r), label, **self._shape)
             ex["category"] = np.int32(0 if label == 0 else 1 + r % 3)
             ex["method"] = np.int32(0 if label == 0 else 1 + r % 2)
@@ -228,17 +242,19 @@ def build_method(config: ml_collections.ConfigDict):
 
 
 def _metric_collection(names: list[str]) -> type:
-    """A clu Collection averaging each named scalar; clu needs identifier field names."""
-    fields = {}
+    """A clu Collection averaging each named scalar over the steps between two logs.
+
+    clu fields must be identifiers: 'loss/detect' becomes field 'loss_detect'; the
+    class's ``display_names`` maps fields back to the names the loss gave."""
+    display: dict[str, str] = {}
     for n in names:
         ident = re.sub(r"\W", "_", n)
-        if ident in fields:
-            raise ConfigError(f"metric names {n!r} and {fields[ident]._name!r} collide")
-        metric = clu_metrics.Average.from_output(n)
-        metric._name = n   # noqa: SLF001 (kept for the collision message only)
-        fields[ident] = metric
-    collection = clu_metrics.Collection.create(**fields)
-    collection.display_names = {re.sub(r"\W", "_", n): n for n in names}
+        if ident in display:
+            raise ConfigError(f"metric names {n!r} and {display[ident]!r} collide as {ident!r}")
+        display[ident] = n
+    collection = clu_metrics.Collection.create(
+        **{ident: clu_metrics.Average.from_output(ident) for ident in display})
+    collection.display_names = display
     return collection
 
 
@@ -261,8 +277,14 @@ class Steps:
             mask = jax.tree.map(bool, mask)
         self.tx, self.schedule = optim.make_optimizer(config.optim, total, mask)
 
-        # State layout and placement: shapes from an abstract init, shardings by rules.
-        self.abstract_state = jax.eval_shape(self._init, rng, example)
+        # State layout and placement: shapes from the abstract init, shardings by rules.
+        abstract_vars = dict(abstract_vars)
+        abstract_params = abstract_vars.pop("params")
+        self.abstract_state = {"params": abstract_params,
+                               "opt_state": jax.eval_shape(self.tx.init, abstract_params),
+                               "model_state": abstract_vars,
+                               "step": jax.ShapeDtypeStruct((), jnp.int32),
+                               "rng": jax.eval_shape(lambda r: jax.random.split(r)[1], rng)}
         strategy = config.get("sharding_strategy", None) or [(".*", "replicate")]
         self.state_sharding = sharding.infer_shardings(self.abstract_state, strategy, mesh)
         self.abstract_state = jax.tree.map(
@@ -316,9 +338,8 @@ class Steps:
 
     def _train_step(self, state: State, batch: Batch):
         new_state, values = self._train_step_raw(state, batch)
-        ident = {re.sub(r"\W", "_", k): v for k, v in values.items()}
-        return new_state, self.Metrics.single_from_model_output(**{n: ident[re.sub(r"\W", "_", n)]
-                                                                   for n in self.metric_names})
+        return new_state, self.Metrics.single_from_model_output(
+            **{re.sub(r"\W", "_", k): v for k, v in values.items()})
 
     def _eval_step(self, state: State, batch: Batch) -> dict[str, jax.Array]:
         out = self.method.predict({"params": state["params"], **state["model_state"]}, batch)
