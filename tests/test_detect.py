@@ -321,6 +321,29 @@ def test_detect_command_on_two_fixture_clips(toy_workdir, realav_clips, tmp_path
     assert "silent 36%" in fake_row
 
 
+def test_detect_on_generated_clips_in_a_folder_tree(toy_workdir, tmp_path, capsys):
+    """Clips of the synthetic benchmark generator (a real and a lip-synced fake, 2 s, in
+    its FakeAVCeleb-like folder tree), found with --recursive."""
+    from datasets.synthetic_av import faces, generate
+    _, specs = generate.plan(num_clips=12, seconds=2.0)
+    stills = {s.name: s for s in faces.load_stills()}
+    picked = [next(s for s in specs if s.method == "real"), next(s for s in specs if s.method == "lipsync")]
+    for spec in picked:
+        generate.write_clip(spec, tmp_path / "gen", stills, 128, 2 * FPS)
+    out = tmp_path / "out"
+    code = cli.main(["detect", str(tmp_path / "gen"), "-r", "--model", str(toy_workdir),
+                     "--out", str(out), "--no-progress", "--no-png"])
+    assert code == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert sorted(pathlib.Path(e["file"]).stem for e in summary["files"]) == sorted(s.clip_id for s in picked)
+    for e in summary["files"]:
+        doc = json.loads(pathlib.Path(e["json"]).read_text())
+        truth = np.load(pathlib.Path(e["file"]).with_suffix(".npz"))
+        assert doc["num_frames"] == len(truth["face_box"]) == 2 * FPS
+        assert doc["flags"]["no_face_frames"]["fraction"] < 0.1     # the rendered face is found
+        assert not doc["flags"]["no_audio"] and "timeline" not in e
+
+
 def test_threshold_override_and_json_stdout(toy_workdir, clip, capsys):
     code = cli.main(["detect", str(clip), "--model", str(toy_workdir), "--threshold=-1e9",
                      "--format", "json", "--no-progress"])
