@@ -340,7 +340,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs one subcommand; returns its exit code (argparse usage errors exit with 2)."""
     args = build_parser().parse_args(argv)
-    return COMMANDS[args.command][2](args)
+    try:
+        return COMMANDS[args.command][2](args)
+    except KeyboardInterrupt:
+        _err(f"avdetect {args.command}: interrupted")
+        return 130
 
 
 if __name__ == "__main__":
