@@ -81,7 +81,11 @@ _STATE: dict = {}
 
 
 def _init_worker(stills: Sequence[faces.Still], out_dir: str, size: int,
-                 num_frames: int) -> None:
+                 num_frames: int, single_threaded: bool = False) -> None:
+    if single_threaded:
+        # one worker per core: OpenCV's own thread pool would only oversubscribe
+        import cv2
+        cv2.setNumThreads(1)
     _STATE.update(stills={s.name: s for s in stills}, out_dir=pathlib.Path(out_dir),
                   size=size, num_frames=num_frames)
 
@@ -194,8 +198,10 @@ def generate(out_dir: str | os.PathLike, *, num_clips: int, seed: int = 0,
         # forkserver: workers start from a clean process, never from a fork of a caller
         # that may hold threads (JAX, TFDS).
         ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(["datasets.synthetic_av.generate"])  # fork loaded
-        with ctx.Pool(workers, initializer=_init_worker, initargs=init_args) as pool:
+        # Workers fork from a server that has imported the generator (and the caller's
+        # main module, as multiprocessing does by default), so they start in ~no time.
+        ctx.set_forkserver_preload(["__main__", "datasets.synthetic_av.generate"])
+        with ctx.Pool(workers, initializer=_init_worker, initargs=(*init_args, True)) as pool:
             for row in pool.imap_unordered(_make_clip, specs, chunksize=1):
                 rows.append(row)
                 bar.update()

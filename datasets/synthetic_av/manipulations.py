@@ -189,7 +189,8 @@ def render_clip(spec: ClipSpec, stills: Mapping[str, Still], size: int,
         blinks = render.blink_track(rng, t_frames, interval_s=(5.0, 10.0))
     else:
         drive = visemes.articulation(video_placed, t_frames).scaled(ident.articulation)
-    original_drive = visemes.articulation(original, t_frames).scaled(ident.articulation)
+    if method.video_op == "lipsync":   # the recording's own mouth, outside the paste
+        original_drive = visemes.articulation(original, t_frames).scaled(ident.articulation)
 
     base = identity_image(stills[ident.still], ident.appearance, size)
     geometry = base.geometry          # of the face that is shown (the donor's after a swap)

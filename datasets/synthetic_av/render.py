@@ -13,7 +13,8 @@ Per frame, in the identity image's own coordinates:
    ellipse with a dark interior, the upper teeth as a light band under the upper lip and,
    when wide open, a hint of the lower teeth. Rounding narrows the opening towards a
    circle.
-3. **Blinks** (``paint_blink``): an eyelid (skin colour, dark lash line on its edge) slides
+3. **Blinks** (``paint_blink``): an eyelid (the colour of the skin fold above the eye, a
+   dark lash line on its edge) slides
    over each eye ellipse by the closure fraction.
 4. **Head motion** (``apply_motion``): a small smooth similarity transform (rotation,
    scale, translation) of the whole frame around the face.
@@ -36,7 +37,7 @@ from datasets.synthetic_av.faces import FaceGeometry, IdentityImage
 
 JAW_DROP = 0.14          # jaw drop at full opening, in face-box widths
 UPPER_LIP_LIFT = 0.15    # upper lip rise, fraction of the jaw drop
-EYE_HALF_W, EYE_HALF_H = 0.11, 0.055   # eye ellipse half-axes, face widths
+EYE_HALF_W, EYE_HALF_H = 0.095, 0.045  # eye ellipse half-axes, face widths
 
 
 def _smoothstep(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
@@ -168,6 +169,16 @@ def paint_mouth(img: np.ndarray, base: IdentityImage, state: MouthState) -> np.n
     return img
 
 
+def _lid_colour(img: np.ndarray, ex: float, ey: float, a: float, b: float) -> np.ndarray:
+    """Median colour of the skin fold between eye and brow: what a closed lid looks like
+    (shadowed, darker than the cheek)."""
+    h, w = img.shape[:2]
+    y0, y1 = int(max(ey - 2.6 * b, 0)), int(max(ey - 1.3 * b, 1))
+    x0, x1 = int(max(ex - 0.6 * a, 0)), int(min(ex + 0.6 * a, w))
+    patch = img[y0:y1, x0:x1].reshape(-1, 3).astype(np.float32)
+    return np.median(patch, axis=0) * 0.92 if len(patch) else np.full(3, 128, np.float32)
+
+
 def paint_blink(img: np.ndarray, base: IdentityImage, closure: float) -> np.ndarray:
     """Close both eyelids by ``closure`` in [0, 1] (1 = shut), in place."""
     if closure <= 0.02:
@@ -175,18 +186,18 @@ def paint_blink(img: np.ndarray, base: IdentityImage, closure: float) -> np.ndar
     g = base.geometry
     f = g.size
     a, b = EYE_HALF_W * f, EYE_HALF_H * f
-    lid = base.skin_color * 0.93
-    lash = base.skin_color * 0.35
     h, w = img.shape[:2]
     for ex, ey in g.eyes:
         x0, y0 = max(int(ex - a - 2), 0), max(int(ey - b - 2), 0)
         x1, y1 = min(int(np.ceil(ex + a + 2)), w), min(int(np.ceil(ey + b + 2)), h)
         if x1 <= x0 or y1 <= y0:
             continue
+        lid = _lid_colour(base.image, ex, ey, a, b)
+        lash = lid * 0.35
         yy, xx = np.mgrid[y0:y1, x0:x1].astype(np.float32)
         rho = np.sqrt(((xx - ex) / a) ** 2 + ((yy - ey) / b) ** 2)
         inside = np.clip((1.0 - rho) * b + 0.5, 0.0, 1.0)
-        edge = ey - b + 2 * b * closure                       # lower edge of the lid
+        edge = ey - b + 1.8 * b * closure       # lower edge of the lid (lashes stay visible)
         cover = np.clip(edge - yy + 0.5, 0.0, 1.0) * inside
         line = np.clip(1.0 - np.abs(yy - edge), 0.0, 1.0) * inside * min(1.0, closure * 3)
         patch = img[y0:y1, x0:x1].astype(np.float32)
