@@ -75,7 +75,8 @@ STREAMS = ("mouth", "face", "logmel", "teacher_audio", "teacher_video")
 
 
 def _random_example(seed: int, key: tuple[int, ...], label: int, *, window: int, face_size: int,
-                    teacher_classes: int, streams: tuple[str, ...] = STREAMS) -> dict[str, np.ndarray]:
+                    teacher_classes: int, mouth_size: int = contract.MOUTH_SIZE,
+                    streams: tuple[str, ...] = STREAMS) -> dict[str, np.ndarray]:
     """One window of the contract's shapes from ``(seed, *key)``. Fake (label 1) clips
     are brighter (+60 grey levels) and louder (+0.5 log-mel), and their audio and video
     teacher posteriors disagree (real: the same class track). Each stream has its own
@@ -92,7 +93,7 @@ def _random_example(seed: int, key: tuple[int, ...], label: int, *, window: int,
 
     out = {"label": np.int32(label), "frame_mask": np.ones((t,), np.float32)}
     if "mouth" in streams:
-        out["mouth"] = rng("mouth").integers(0, 196, (t, contract.MOUTH_SIZE, contract.MOUTH_SIZE),
+        out["mouth"] = rng("mouth").integers(0, 196, (t, mouth_size, mouth_size),
                                              dtype=np.uint8) + np.uint8(60 * label)
     if "face" in streams:
         out["face"] = rng("face").integers(0, 196, (t, face_size, face_size, 3), dtype=np.uint8) + np.uint8(60 * label)
@@ -116,6 +117,7 @@ def _random_shape_args(config: ml_collections.ConfigDict) -> dict[str, Any]:
     return {"window": int(config.data.window),
             "face_size": int(config.data.get("face_size", contract.FACE_SIZE_DEFAULT) or contract.FACE_SIZE_DEFAULT),
             "teacher_classes": int(config.get("model", {}).get("teacher_classes", 40)),
+            "mouth_size": int(config.get("model", {}).get("mouth_size", contract.MOUTH_SIZE)),
             "streams": tuple(s for s in STREAMS if not inputs or s in inputs)}
 
 
