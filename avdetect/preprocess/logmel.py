@@ -20,7 +20,6 @@ import functools
 
 import jax
 import jax.numpy as jnp
-import librosa
 import numpy as np
 
 from avdetect import contract
@@ -29,14 +28,52 @@ _HALF = contract.MEL_NFFT // 2          # 256: centring pad, as librosa's center
 _CHUNK_FRAMES = 8192                    # frames per FFT block (bounds memory on long audio)
 
 
+# Slaney's mel scale (librosa's default, htk=False): linear below 1 kHz, 3 mels per
+# 200 Hz; logarithmic above, 27 mels per factor 6.4 in frequency.
+_SLANEY_HZ_PER_MEL = 200.0 / 3
+_SLANEY_LOG_HZ = 1000.0
+_SLANEY_LOG_MEL = _SLANEY_LOG_HZ / _SLANEY_HZ_PER_MEL          # 15
+_SLANEY_LOG_STEP = np.log(6.4) / 27.0
+
+
+def _hz_to_mel(hz: np.ndarray) -> np.ndarray:
+    hz = np.asarray(hz, np.float64)
+    mel = hz / _SLANEY_HZ_PER_MEL
+    log = hz >= _SLANEY_LOG_HZ
+    mel[log] = _SLANEY_LOG_MEL + np.log(hz[log] / _SLANEY_LOG_HZ) / _SLANEY_LOG_STEP
+    return mel
+
+
+def _mel_to_hz(mel: np.ndarray) -> np.ndarray:
+    mel = np.asarray(mel, np.float64)
+    hz = mel * _SLANEY_HZ_PER_MEL
+    log = mel >= _SLANEY_LOG_MEL
+    hz[log] = _SLANEY_LOG_HZ * np.exp(_SLANEY_LOG_STEP * (mel[log] - _SLANEY_LOG_MEL))
+    return hz
+
+
 @functools.lru_cache(maxsize=1)
 def mel_filterbank() -> np.ndarray:
-    """Slaney-normalised mel filters float32 [80, 257] (librosa.filters.mel), cached and
-    read-only (it is shared by every caller)."""
-    fb = librosa.filters.mel(
-        sr=contract.AUDIO_SR, n_fft=contract.MEL_NFFT, n_mels=contract.N_MELS,
-        fmin=contract.MEL_FMIN, fmax=contract.MEL_FMAX, htk=False, norm="slaney",
-    ).astype(np.float32)
+    """Slaney-normalised mel filters float32 [80, 257], equal to
+    ``librosa.filters.mel(sr=16000, n_fft=512, n_mels=80, fmin=0, fmax=8000, htk=False,
+    norm='slaney')`` (the test compares them), cached and read-only (it is shared by
+    every caller).
+
+    Built with NumPy rather than by calling librosa: librosa's first call JIT-compiles
+    its helpers with numba, ~2 s that every fresh ``avdetect detect`` process paid.
+    Triangle i rises from mel point i to i + 1 and falls to i + 2 (82 points evenly
+    spaced in mels from fmin to fmax), scaled to unit area per Hz (2 / bandwidth)."""
+    fft_hz = np.fft.rfftfreq(contract.MEL_NFFT, d=1.0 / contract.AUDIO_SR)        # [257]
+    edges = _mel_to_hz(np.linspace(_hz_to_mel(np.array([contract.MEL_FMIN]))[0],
+                                   _hz_to_mel(np.array([contract.MEL_FMAX]))[0],
+                                   contract.N_MELS + 2))                          # [82]
+    width = np.diff(edges)                                                         # [81]
+    ramps = edges[:, None] - fft_hz[None, :]                                       # [82, 257]
+    rising = -ramps[:-2] / width[:-1, None]                                        # [80, 257]
+    falling = ramps[2:] / width[1:, None]
+    fb = np.maximum(0.0, np.minimum(rising, falling))
+    fb *= (2.0 / (edges[2:] - edges[:-2]))[:, None]
+    fb = fb.astype(np.float32)
     fb.flags.writeable = False
     return fb
 
