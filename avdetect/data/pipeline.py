@@ -50,16 +50,18 @@ import dataclasses
 import logging
 import math
 import re
-from typing import Any, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
 
 import cv2
-import grain
 import numpy as np
 
 from avdetect import contract
 from avdetect.data import augment as aug_lib
 from avdetect.data import codec
 from avdetect.errors import ConfigError
+
+if TYPE_CHECKING:       # grain is imported where a pipeline is built (see _TrainWindow)
+    import grain
 
 log = logging.getLogger(__name__)
 
@@ -363,20 +365,23 @@ def _stack(items: Sequence[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
     return {k: np.stack([it[k] for it in items]) for k in items[0]}
 
 
-class _TrainWindow(grain.transforms.RandomMap):
+# Plain callables rather than grain.transforms subclasses (grain calls both the same
+# way): subclassing would import grain with this module, 1-2 s that `avdetect detect`,
+# which needs only WindowMaker, would pay at start-up.
+class _TrainWindow:
     def __init__(self, maker: WindowMaker, augment: bool):
         self._maker = maker
         self._augment = augment
 
-    def random_map(self, element, rng: np.random.Generator):
+    def __call__(self, element, rng: np.random.Generator):
         return self._maker.random_window(element, rng, self._augment)
 
 
-class _EvalWindows(grain.transforms.Map):
+class _EvalWindows:
     def __init__(self, maker: WindowMaker):
         self._maker = maker
 
-    def map(self, element):
+    def __call__(self, element):
         return self._maker.all_windows(element)
 
 
@@ -435,6 +440,8 @@ def build_train_dataset(source: Sequence[Mapping[str, Any]], index: SplitIndex, 
                         *, seed: int, process_index: int = 0, process_count: int = 1,
                         local_batch_size: int | None = None) -> grain.IterDataset:
     """The training pipeline over an already opened source (see the module docstring)."""
+    import grain
+
     bs = _local_batch(data_cfg, process_count, local_batch_size)
     records = index.select(tuple(cfg_get(data_cfg, "train_include_methods")),
                            tuple(cfg_get(data_cfg, "train_exclude_methods")))
@@ -498,6 +505,8 @@ def _eval_batch_stream(source, records, maker: WindowMaker, bs: int, num_batches
     pending: list[dict[str, np.ndarray]] = []
     emitted = 0
     if len(records):
+        import grain
+
         ds = grain.MapDataset.source(_RecordSource(source, records)).map(_EvalWindows(maker))
         threads = int(cfg_get(data_cfg, "read_threads"))
         # Elements are whole videos here (all their windows): keep only a few in flight.
