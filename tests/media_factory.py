@@ -332,3 +332,67 @@ def corrupt_frame(src: str | os.PathLike, dst: str | os.PathLike, index: int,
     """Damage video frame ``index`` (see ``corrupt_packet``). With an intra-only codec
     (MJPEG in AVI) exactly that one frame becomes undecodable."""
     return corrupt_packet(src, dst, index, kind="video", fill=fill)
+
+
+# ----------------------------------------------------------------------------- derived clips
+# Variants of a real clip made with the ffmpeg CLI (libx264 ultrafast / AAC), for the
+# bad-input corpus: same faces and speech, one property changed.
+
+def ffmpeg(*args: str) -> None:
+    """Run the ffmpeg CLI quietly; raise CalledProcessError (with its message) on failure."""
+    subprocess.run(["ffmpeg", "-v", "error", "-y", *args], check=True)
+
+
+def transcode(src: str | os.PathLike, dst: str | os.PathLike, *, seconds: float | None = None,
+              video_filter: str | None = None, audio_filter: str | None = None,
+              video: bool = True, audio: bool = True, sample_rate: int | None = None,
+              channels: int | None = None, frames: int | None = None, vfr: bool = False
+              ) -> pathlib.Path:
+    """Re-encode ``src`` (H.264 ultrafast + AAC, container from ``dst``'s extension)
+    changing one thing: length (``seconds`` or ``frames``), an ffmpeg video / audio
+    filter, the audio rate or channel count, or a stream dropped (``video`` / ``audio``
+    False). ``vfr`` keeps the filtered frames' own timestamps (variable frame rate)
+    instead of a constant output rate."""
+    args = ["-i", str(src)]
+    if seconds is not None:
+        args += ["-t", f"{seconds}"]
+    if video:
+        if video_filter:
+            args += ["-vf", video_filter]
+        if frames is not None:
+            args += ["-frames:v", str(frames)]
+        if vfr:
+            args += ["-fps_mode", "vfr"]
+        args += ["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p"]
+    else:
+        args += ["-vn"]
+    if audio:
+        if audio_filter:
+            args += ["-af", audio_filter]
+        if sample_rate:
+            args += ["-ar", str(sample_rate)]
+        if channels:
+            args += ["-ac", str(channels)]
+        args += ["-c:a", "aac"]
+    else:
+        args += ["-an"]
+    ffmpeg(*args, str(dst))
+    return pathlib.Path(dst)
+
+
+def side_by_side(left: str | os.PathLike, right: str | os.PathLike, dst: str | os.PathLike,
+                 seconds: float) -> pathlib.Path:
+    """Two clips of equal height next to each other (two faces in every frame); the
+    audio of ``left``."""
+    ffmpeg("-i", str(left), "-i", str(right), "-filter_complex", "[0:v][1:v]hstack=inputs=2[v]",
+           "-map", "[v]", "-map", "0:a", "-t", f"{seconds}", "-c:v", "libx264", "-preset",
+           "ultrafast", "-pix_fmt", "yuv420p", "-c:a", "aac", str(dst))
+    return pathlib.Path(dst)
+
+
+def looped(src: str | os.PathLike, dst: str | os.PathLike, seconds: float) -> pathlib.Path:
+    """``src`` repeated (stream copy, no re-encoding) up to ``seconds``: a long file in
+    well under a second when ``src`` is small. Keyframes every few frames in ``src``
+    keep the cut at ``seconds`` clean."""
+    ffmpeg("-stream_loop", "-1", "-i", str(src), "-t", f"{seconds}", "-c", "copy", str(dst))
+    return pathlib.Path(dst)
