@@ -1,0 +1,233 @@
+"""Train-step throughput through the real trainer, the peer comparison, and the loader.
+
+    python -m avdetect.bench.train_bench [--methods corrdistill,cad,baseline]
+                                         [--configs tiny,full] [--steps 5] [--warmup 2]
+    XLA_FLAGS=--xla_force_host_platform_device_count=4 \\
+        python -m avdetect.bench.train_bench --methods corrdistill --configs tiny --devices 4
+    python -m avdetect.bench.train_bench --peer
+    python -m avdetect.bench.train_bench --loader [--tiny]
+
+Train step: ``avdetect.train.Steps`` (the trainer's own jitted step: sharded over the
+config's mesh, state donated, metrics collected) on the trainer's ``'random'`` data
+(``config.data.name = 'random'``: batches of the data contract's shapes), median of
+``--steps`` steps after ``--warmup`` (the first includes compilation, reported apart).
+Tiny configs run at their own batch x window; full configs at ``--batch`` x ``--window``
+(default 4 x 50, the peer baseline's shapes, since the configs' accelerator batches of
+32-40 clips take minutes per step on 2 CPU cores). ``--devices N`` checks that N
+devices are visible (simulated CPU devices come from ``XLA_FLAGS``, which must be set
+before JAX starts: the benchmark command starts one process per device count).
+
+``--peer``: ``avdetect.bench.model_bench.peer`` (the correlation-distillation student at
+the reference PyTorch code's shapes: 112x112 gray, 13 MFCC, B=4 x T=50 train step with
+teacher posteriors given, and a 10-second T=250 inference), against the bars of
+/work/shared/research/peer_baseline.md (<= 2.7 s and <= 1.44 s).
+
+``--loader``: builds ``realav/face112`` from the fixture clips (``data_bench.bench_build``)
+and times the Grain training loader (``data_bench.bench_loader``) on the correlation-
+distillation streams at T = 25 and 50; the benchmark command divides these by the train
+step's examples/s at the same T (goal: loader >= 5x the step's consumption).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import pathlib
+import statistics
+import sys
+import tempfile
+import time
+
+from avdetect.bench import common
+from avdetect.bench.common import Figure, emit
+
+METHODS = ("corrdistill", "cad", "baseline")
+PEER_TRAIN_S, PEER_INFER_S = 2.7, 1.44
+LOADER_GOAL = 5.0
+
+
+# ----------------------------------------------------------------------------- train step
+
+def trainer_config(method: str, variant: str, batch: int, window: int, fast_compile: bool):
+    """``configs/<method>.py:<variant>`` on the trainer's random data at B x T."""
+    import importlib
+
+    config = importlib.import_module(f"configs.{method}").get_config(variant)
+    config.data.name = "random"
+    if batch:
+        config.data.batch_size = batch
+    if window:
+        config.data.window = window
+    config.train.fast_compile = fast_compile
+    return config
+
+
+def bench_train_step(config, steps: int, warmup: int) -> dict:
+    """Compile and time the trainer's step for ``config``: dict of seconds and shapes."""
+    import jax
+    import numpy as np
+
+    from avdetect import sharding, train
+
+    mesh = sharding.make_mesh(config.get("mesh", None) or [("data", -1)])
+    it = train.make_train_iterator(config, mesh)
+    batches = [sharding.host_to_global(next(it), mesh) for _ in range(2)]
+    method = train.build_method(config)
+    t0 = time.perf_counter()
+    s = train.Steps(config, method, mesh, batches[0])
+    # The state the trainer's init would make, from random weights drawn in NumPy: the
+    # init program's compilation (seconds to a minute) is not what is measured here.
+    variables = common.random_variables(config)
+    params = variables.pop("params")
+    state = {"params": params, "opt_state": s.tx.init(params), "model_state": variables,
+             "step": np.zeros((), np.int32), "rng": jax.random.PRNGKey(1)}
+    state = jax.device_put(state, s.state_sharding)
+    jax.block_until_ready(state)
+    init_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    compiled = s.train_step.lower(state, batches[0]).compile()
+    compile_s = time.perf_counter() - t0
+    times = []
+    for i in range(warmup + steps):
+        t0 = time.perf_counter()
+        state, metrics = compiled(state, batches[i % 2])
+        jax.block_until_ready((state, metrics))
+        if i >= warmup:
+            times.append(time.perf_counter() - t0)
+    n_params = sum(int(a.size) for a in jax.tree.leaves(state["params"]))
+    med = statistics.median(times)
+    b, t = int(config.data.batch_size), int(config.data.window)
+    return {"step_s": med, "best_s": min(times), "init_s": init_s, "compile_s": compile_s,
+            "batch": b, "window": t, "params": n_params, "devices": jax.device_count(),
+            "ex_per_s": b / med, "frames_per_s": b * t / med}
+
+
+def train_section(methods, variants, batch: int, window: int, steps: int, warmup: int,
+                  devices: int, fast_compile: bool) -> None:
+    import jax
+
+    if devices and jax.device_count() != devices:
+        raise SystemExit(f"--devices {devices}: JAX sees {jax.device_count()} device(s); set "
+                         f"XLA_FLAGS=--xla_force_host_platform_device_count={devices}")
+    for variant in variants:
+        for m in methods:
+            full = variant != "tiny"
+            config = trainer_config(m, variant, batch if full else 0, window if full else 0,
+                                    fast_compile)
+            r = bench_train_step(config, steps, warmup)
+            where = f"{r['devices']} device{'s' if r['devices'] > 1 else ''}"
+            name = (f"train step {m}:{variant} on {where}" if devices else
+                    f"train step {m}:{variant}")
+            emit(Figure("train", name, r["ex_per_s"], "ex/s", "", None,
+                        f"B={r['batch']} x T={r['window']}: {r['step_s'] * 1e3:.0f} ms/step "
+                        f"median of {steps} (best {r['best_s'] * 1e3:.0f}), "
+                        f"{r['frames_per_s']:.0f} frames/s; {r['params']:,} params; compile "
+                        f"{r['compile_s']:.1f} s"
+                        + ("; fast_compile (unoptimised XLA)" if fast_compile else "")))
+            print(f"done {m}:{variant} ({common.load_text()})", file=sys.stderr, flush=True)
+
+
+# ----------------------------------------------------------------------------- peer
+
+def peer_section(steps: int, warmup: int) -> None:
+    from avdetect.bench import model_bench
+
+    row = model_bench.peer(steps, warmup)
+    step_s, infer_s = row["step_ms"] / 1e3, row["infer_ms"] / 1e3
+    emit(Figure("peer", "train step, peer shapes (corrdistill full, 112x112 gray, MFCC 13, "
+                "B=4 x T=50)", step_s, "s", f"<= {PEER_TRAIN_S} s",
+                common.goal_at_most(step_s, PEER_TRAIN_S),
+                f"{row['frames_per_s']:.1f} frames/s; reference PyTorch 5.45 s; "
+                f"{row['params']:,} params; compile {row['compile_s']:.0f} s"))
+    emit(Figure("peer", "inference 10 s clip (T=250), peer shapes", infer_s, "s",
+                f"<= {PEER_INFER_S} s", common.goal_at_most(infer_s, PEER_INFER_S),
+                "model only, compiled; reference PyTorch 2.88 s"))
+
+
+# ----------------------------------------------------------------------------- loader
+
+def _fixture_subset(root: pathlib.Path, names: list[str]) -> pathlib.Path:
+    """A manual folder holding ``names`` of the fixture clips (symlinks + manifest)."""
+    with open(common.FIXTURES / "manifest.csv", newline="") as f:
+        reader = csv.DictReader(f)
+        rows = [r for r in reader if r["file"] in names]
+        fields = reader.fieldnames
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / "manifest.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields)
+        w.writeheader()
+        w.writerows(rows)
+    for r in rows:
+        os.symlink(common.FIXTURES / r["file"], root / r["file"])
+    return root
+
+
+def loader_section(tiny: bool, batches: int, workers: list[int]) -> None:
+    from absl import flags
+
+    from avdetect.bench import data_bench
+
+    flags.FLAGS.mark_as_parsed()             # Grain worker processes read absl flags
+    inputs = ("mouth", "logmel", "teacher_audio", "teacher_video", "label")   # corrdistill
+    with tempfile.TemporaryDirectory(prefix="avdetect_loader_bench_") as tmp:
+        manual = None
+        if tiny:
+            manual = str(_fixture_subset(pathlib.Path(tmp) / "src", [
+                "real_video-retalking_6.mp4", "fake_video-retalking_full_1.mp4"]))
+        data_dir = os.path.join(tmp, "data")
+        _, report, total = data_bench.bench_build("realav/face112", data_dir, 2, manual)
+        n = sum(report["written"].values())
+        emit(Figure("loader", "dataset build realav/face112 (2 workers)",
+                    report["preprocessed"] / max(report["seconds"], 1e-9), "clips/s", "", None,
+                    f"{n} clips written; preprocessing {report['seconds']:.1f} s, whole build "
+                    f"{total:.1f} s"))
+        split = next(iter(report["written"]))
+        for window in ((25,) if tiny else (25, 50)):
+            for w in workers:
+                cfg = dict(name="realav/face112", data_dir=data_dir, window=window,
+                           batch_size=8, train_split=split, inputs=inputs)
+                first, rate = data_bench.bench_loader(cfg, w, batches)
+                emit(Figure("loader", f"loader T={window}, {w} worker process(es)", rate,
+                            "ex/s", "", None,
+                            f"batches of 8 x {window} frames, corrdistill streams, "
+                            f"augmentation on, {batches} batches; first batch after "
+                            f"{first:.1f} s"))
+
+
+# ----------------------------------------------------------------------------- main
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m avdetect.bench.train_bench",
+                                 description=__doc__.split("\n\n")[0])
+    ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--configs", default="tiny,full")
+    ap.add_argument("--batch", type=int, default=4, help="B for full configs")
+    ap.add_argument("--window", type=int, default=50, help="T for full configs")
+    ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--devices", type=int, default=0,
+                    help="expected device count (simulated via XLA_FLAGS); named in the figures")
+    ap.add_argument("--fast_compile", action="store_true",
+                    help="config.train.fast_compile (unoptimised XLA: CI smoke runs only)")
+    ap.add_argument("--peer", action="store_true", help="the peer-baseline comparison only")
+    ap.add_argument("--loader", action="store_true", help="the loader figures only")
+    ap.add_argument("--loader_workers", default="0,2")
+    ap.add_argument("--loader_batches", type=int, default=20)
+    ap.add_argument("--tiny", action="store_true", help="loader: 2 clips, T=25, 5 batches")
+    args = ap.parse_args(argv)
+    print(f"train bench: {common.load_text()}", file=sys.stderr, flush=True)
+    if args.peer:
+        peer_section(args.steps, args.warmup)
+    elif args.loader:
+        workers = [int(x) for x in args.loader_workers.split(",")]
+        loader_section(args.tiny, 5 if args.tiny else args.loader_batches,
+                       [0] if args.tiny else workers)
+    else:
+        train_section(args.methods.split(","), args.configs.split(","), args.batch,
+                      args.window, args.steps, args.warmup, args.devices, args.fast_compile)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
