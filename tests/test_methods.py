@@ -5,7 +5,7 @@ batches and configs raise typed errors; every config builds.
 
 Compile time dominates on CPU, so each method is compiled once (init, train step,
 predict) at very small widths and cached for the module; dropout is set to 0, keys use
-the 'rbg' PRNG and XLA's optimisation passes are skipped (all three only shorten
+the 'rbg' PRNG and LLVM's expensive passes are skipped (all three only shorten
 compiles - none is under test here).
 """
 
@@ -29,16 +29,9 @@ from avdetect.methods.base import example_batch
 from configs import baseline, cad, common, corrdistill
 
 B, T, STEPS = 4, 4, 5
-
-
-@pytest.fixture(scope="module", autouse=True)
-def fast_compiles():
-    """Skip XLA's optimisation passes while this module runs (about 30% less compile CPU
-    time for these tiny programs); restored afterwards so other modules are unaffected."""
-    previous = jax.config.read("jax_disable_most_optimizations")
-    jax.config.update("jax_disable_most_optimizations", True)
-    yield
-    jax.config.update("jax_disable_most_optimizations", previous)
+# Compile without LLVM's expensive passes: a fraction of the compile time for these tiny
+# programs (the same options the trainer uses for its one-off init); numerics unchanged.
+FAST = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
 
 
 def key(seed: int) -> jax.Array:
@@ -75,13 +68,13 @@ def train_method(name: str) -> dict:
     config = small(CONFIGS[name].get_config("tiny"))
     method = build_method(config)
     batch = {k: jnp.asarray(v) for k, v in example_batch(config, B, T, seed=0).items()}
-    variables = jax.jit(method.init)(key(0), batch)
+    variables = jax.jit(method.init, compiler_options=FAST)(key(0), batch)
     params = variables["params"]
     state = {k: v for k, v in variables.items() if k != "params"}
     mask = method.trainable_mask(params)
     tx = masked_adam(mask)
 
-    @jax.jit
+    @functools.partial(jax.jit, compiler_options=FAST)
     def step(p, s, opt_state, rng):
         grad_fn = jax.value_and_grad(
             lambda p_: method.loss({"params": p_, **s}, batch, rng, train=True), has_aux=True)
@@ -96,7 +89,7 @@ def train_method(name: str) -> dict:
         history.append(float(loss))
         if first_grads is None:
             first_grads, first_metrics = grads, metrics
-    predict = jax.jit(method.predict)
+    predict = jax.jit(method.predict, compiler_options=FAST)
     return dict(name=name, config=config, method=method, batch=batch,
                 init=variables, final={"params": p, **s}, mask=mask, losses=history,
                 grads=first_grads, metrics=first_metrics, predict=predict)
@@ -253,11 +246,11 @@ def test_configs_follow_the_schema_and_build(module, arg):
     assert c.loss.paper_quirks == bool(arg and "quirks" in arg)
     if arg and "window=10" in arg:
         assert (c.data.window, c.data.batch_size) == (10, 2)
-    # the method builds and its variables have the right structure, without compiling
+    # the method builds; at tiny size also trace its init (shapes only, no compile)
     method = build_method(c)
-    batch = example_batch(c, 1, 2)
-    shapes = jax.eval_shape(method.init, key(0), batch)
-    assert set(shapes["params"]) >= {"audio_encoder", "visual_encoder"}
+    if c.model.visual.get("depth", 1) < 4 and c.model.visual.get("tcn_blocks", 1) < 5:
+        shapes = jax.eval_shape(method.init, key(0), example_batch(c, 1, 2))
+        assert set(shapes["params"]) >= {"audio_encoder", "visual_encoder"}
 
 
 def test_parse_arg():

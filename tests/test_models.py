@@ -19,6 +19,19 @@ from configs import corrdistill
 
 KEY = jax.random.key(0)
 B, T = 2, 6
+# Compile without LLVM's expensive passes (much faster compiles for these tiny programs;
+# numerics unchanged). Small modules are jitted rather than run op by op for the same reason.
+FAST = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
+
+
+def jit_init(module, *arrays, static=()):
+    """``module.init(KEY, *arrays, *static)`` jitted."""
+    return jax.jit(lambda *a: module.init(KEY, *a, *static), compiler_options=FAST)(*arrays)
+
+
+def jit_apply(module, *static):
+    """``module.apply(variables, *arrays, *static)`` jitted once, reusable."""
+    return jax.jit(lambda v, *a: module.apply(v, *a, *static), compiler_options=FAST)
 
 
 def out_shape(module, *args, **kw):
@@ -136,14 +149,15 @@ def test_per_frame_stem_is_talknets_one_frame_3d_conv():
     x = jnp.asarray(rng.normal(size=(1, 4, 16, 16)).astype(np.float32))
     per_frame = MouthFrontend(4, (), (), stem="per_frame")
     three_d = MouthFrontend(4, (), (), stem="3d")
-    variables = per_frame.init(KEY, x, False)
-    y = per_frame.apply(variables, x, False)                         # [1,4,4] (C=4)
+    variables = jit_init(per_frame, x, static=(False,))
+    run_pf, run_3d = jit_apply(per_frame, False), jit_apply(three_d, False)
+    y = run_pf(variables, x)                                          # [1,4,4] (C=4)
     one_frame = jnp.transpose(x, (1, 0, 2, 3))                        # 4 clips of T=1
-    y_ref = three_d.apply(variables, one_frame, False)                # [4,1,4]
+    y_ref = run_3d(variables, one_frame)                              # [4,1,4]
     np.testing.assert_allclose(y[0], y_ref[:, 0], rtol=1e-5, atol=1e-6)
     x2 = x.at[:, 1].set(0.0)                                          # change frame 1 only
-    assert np.allclose(per_frame.apply(variables, x2, False)[:, 0], y[:, 0])
-    y3, y3b = three_d.apply(variables, x, False), three_d.apply(variables, x2, False)
+    assert np.allclose(run_pf(variables, x2)[:, 0], y[:, 0])
+    y3, y3b = run_3d(variables, x), run_3d(variables, x2)
     assert not np.allclose(y3b[:, 0], y3[:, 0])                       # frame 0 sees frame 1
 
 
@@ -175,8 +189,8 @@ def test_talknet_attention_matches_numpy(query):
     src = rng.normal(size=(2, 5, 8)).astype(np.float32)
     tar = rng.normal(size=(2, 5, 8)).astype(np.float32)
     layer = TalkNetAttention(8, heads=2, dropout=0.1, query=query)
-    params = layer.init(KEY, src, tar)["params"]
-    got = layer.apply({"params": params}, src, tar)                   # eval: no dropout
+    params = jit_init(layer, src, tar)["params"]
+    got = jit_apply(layer)({"params": params}, src, tar)              # eval: no dropout
     ref = _np_talknet_layer(jax.tree.map(np.asarray, params), src.astype(np.float64),
                             tar.astype(np.float64), 2, query)
     np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4)
@@ -189,12 +203,13 @@ def test_fusion_ignores_padded_frames():
     v = rng.normal(size=(1, 6, 8)).astype(np.float32)
     mask = np.array([[1, 1, 1, 1, 0, 0]], np.float32)
     fusion = StudentFusion(dim=8, heads=2)
-    variables = fusion.init(KEY, a, v, mask)
-    out1 = fusion.apply(variables, a, v, mask)["logits"]
+    variables = jit_init(fusion, a, v, mask)
+    run = jit_apply(fusion)
+    out1 = run(variables, a, v, mask)["logits"]
     a2, v2 = a.copy(), v.copy()
     a2[:, 4:] += 5.0
     v2[:, 4:] -= 5.0
-    out2 = fusion.apply(variables, a2, v2, mask)["logits"]
+    out2 = run(variables, a2, v2, mask)["logits"]
     np.testing.assert_allclose(out1[:, :4], out2[:, :4], rtol=1e-5, atol=1e-6)
     assert not np.allclose(out1[:, 4:], out2[:, 4:])
 
