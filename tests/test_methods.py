@@ -196,10 +196,10 @@ def test_bad_batches_raise_batch_error(run):
         method.loss(run["init"], {k: v for k, v in batch.items() if k != "label"}, key(0))
     with pytest.raises(BatchError, match=vkey):
         method.predict(run["init"], {k: v for k, v in batch.items() if k != vkey})
+    short = dict(batch, logmel=batch["logmel"][:, :-1])
+    with pytest.raises(BatchError, match="4 per video frame"):
+        method.predict(run["init"], short)
     if run["name"] != "cad":
-        short = dict(batch, logmel=batch["logmel"][:, :-1])
-        with pytest.raises(BatchError, match="4 per video frame"):
-            method.predict(run["init"], short)
         big = dict(batch, mouth=jnp.zeros((B, T, 96, 96), jnp.uint8))
         with pytest.raises(BatchError, match="88x88"):
             method.predict(run["init"], big)

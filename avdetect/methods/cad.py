@@ -27,8 +27,8 @@ import jax.numpy as jnp
 import ml_collections
 
 from avdetect import losses
-from avdetect.methods.base import (Batch, as_variables, clip_accuracy, frame_mask,
-                                   num_frames, path_mask, require, stop_frozen)
+from avdetect.methods.base import (Batch, as_variables, check_audio, clip_accuracy,
+                                   frame_mask, num_frames, path_mask, require, stop_frozen)
 from avdetect.models import lora as lora_lib
 from avdetect.models.cad import CADHead
 from avdetect.models.encoders import build_audio_encoder, build_visual_encoder
@@ -70,6 +70,8 @@ class CAD:
         require(batch, *keys, method=self.name)
         vkey, akey = self.input_keys["visual_encoder"], self.input_keys["audio_encoder"]
         t = num_frames(batch, vkey)
+        if akey == "logmel":
+            check_audio(batch, t, self.name)
         b = batch[vkey].shape[0]
         mask = jnp.broadcast_to(frame_mask(batch, t), (b, t))
         x = {"audio_encoder": batch[akey].astype(jnp.float32) if akey == "logmel"
