@@ -119,3 +119,39 @@ def test_audio_encoder_on_a_real_clip_equals_direct_whisper_forward(run, realav_
     # And a random-init encoder of the same shapes gives something else entirely.
     rand = enc.apply({"params": run["random_whisper"]}, wave, False)
     assert np.max(np.abs(np.asarray(rand) - np.asarray(want))) > 0.1
+
+
+def test_shards_carry_the_waveform_and_windows_cut_it(realav_clips, tmp_path):
+    """The clip worker stores the clip's own 16 kHz audio as int16 [640 T]; the window
+    maker cuts it to float32 [640 T] in [-1, 1] when 'audio' is asked for."""
+    from avdetect.data import build, clips, codec, pipeline
+    from avdetect.media.decode import load_audio
+    T = 30
+    path = str(realav_clips[0])
+
+    def fake_preprocess(task, face_size):   # skip face tracking: only audio is under test
+        return dict(mouth=np.zeros((T, contract.MOUTH_SIZE, contract.MOUTH_SIZE), np.uint8),
+                    face=np.zeros((T, face_size, face_size, 3), np.uint8),
+                    logmel=np.zeros((contract.MEL_PER_FRAME * T, contract.N_MELS), np.float32),
+                    face_found=np.ones(T, bool), boxes=np.zeros((T, 4), np.float32),
+                    has_audio=True)
+
+    task = clips.ClipTask(key="c0", path=path, rel_path="c0.mp4", label=0, video_fake=False,
+                          audio_fake=False, method="real", identity="x")
+    spec = clips.PreprocessSpec(face_size=16, encoding=codec.EncodingParams(), teacher_dim=4,
+                                preprocess=fake_preprocess)
+    out = clips.process_clip(task, spec, str(tmp_path / "c0.npz"))
+    assert out.status == "done", out
+    ex = build.example_from_cache(task, out.cache_file)
+    want = load_audio(path, num_frames=T)                            # float32 [640 T]
+    assert ex["audio"].dtype == np.int16 and ex["audio"].shape == want.shape
+    np.testing.assert_allclose(ex["audio"] / 32767.0, want, atol=1 / 32767.0)
+    ex.update(label=0, category=0, video_fake=False, audio_fake=False, method="real",
+              _record=0)
+    maker = pipeline.WindowMaker(window=8, method_ids={"real": 0}, face_size=16,
+                                 streams=frozenset({"audio"}))
+    win = maker.cut(ex, start=25)                                    # 5 real frames + 3 pad
+    spf = contract.SAMPLES_PER_FRAME
+    assert win["audio"].shape == (8 * spf,) and win["audio"].dtype == np.float32
+    np.testing.assert_allclose(win["audio"][:5 * spf], want[25 * spf:], atol=2 / 32767.0)
+    assert not win["audio"][5 * spf:].any() and "logmel" not in win

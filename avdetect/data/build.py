@@ -304,6 +304,7 @@ def example_from_cache(task: ClipTask, cache_file: str) -> dict[str, Any]:
             "mouth": unpack_frames(z["mouth_data"], z["mouth_offsets"]),
             "face": unpack_frames(z["face_data"], z["face_offsets"]),
             "logmel": z["logmel"],
+            "audio": z["audio"],
             "face_found": z["face_found"],
             "boxes": z["boxes"],
             "has_audio": bool(z["has_audio"]),

@@ -31,7 +31,7 @@ from avdetect import contract
 from avdetect.data import codec
 from avdetect.errors import FileMissingError, MediaError
 
-CACHE_FORMAT_VERSION = 1
+CACHE_FORMAT_VERSION = 2   # 2: int16 waveform "audio"
 
 
 # ---------------------------------------------------------------------------------------
@@ -148,18 +148,42 @@ def default_preprocess(task: ClipTask, face_size: int):
 
 def borrowed_logmel(audio_path: str, num_frames: int) -> np.ndarray:
     """Log-mel float32 [4T, 80] of another file's audio, fitted to ``num_frames`` frames."""
+    return borrowed_audio(audio_path, num_frames)[0]
+
+
+def borrowed_audio(audio_path: str, num_frames: int) -> tuple[np.ndarray, np.ndarray]:
+    """(log-mel float32 [4T, 80], int16 waveform [640 T]) of another file's audio, fitted
+    to ``num_frames`` frames."""
     from avdetect.media.decode import load_audio
     from avdetect.preprocess.logmel import log_mel
 
     audio = load_audio(audio_path, num_frames=num_frames)
-    return np.asarray(log_mel(audio, num_frames=num_frames), np.float32)
+    return np.asarray(log_mel(audio, num_frames=num_frames), np.float32), to_int16(audio)
 
 
-def _with_audio(clip, logmel: np.ndarray):
-    if dataclasses.is_dataclass(clip):
+def to_int16(audio: np.ndarray) -> np.ndarray:
+    """float waveform in [-1, 1] -> int16 PCM (the shards' 'audio' stream)."""
+    return np.round(np.clip(audio, -1.0, 1.0) * 32767.0).astype(np.int16)
+
+
+def clip_waveform(path: str, num_frames: int) -> np.ndarray:
+    """The clip's own audio as int16 [640 T] (zeros when the file has no audio stream)."""
+    from avdetect.media.decode import load_audio
+
+    try:
+        return to_int16(load_audio(path, num_frames=num_frames))
+    except MediaError:
+        return np.zeros(num_frames * contract.SAMPLES_PER_FRAME, np.int16)
+
+
+def _with_audio(clip, logmel: np.ndarray, waveform: np.ndarray | None = None):
+    extra = {} if waveform is None else {"audio": waveform}
+    if dataclasses.is_dataclass(clip) and not extra:
         return dataclasses.replace(clip, logmel=logmel, has_audio=True)
+    if dataclasses.is_dataclass(clip):
+        clip = {f.name: getattr(clip, f.name) for f in dataclasses.fields(clip)}
     clip = dict(clip) if isinstance(clip, Mapping) else dict(vars(clip))
-    clip.update(logmel=logmel, has_audio=True)
+    clip.update(logmel=logmel, has_audio=True, **extra)
     return clip
 
 
@@ -302,11 +326,22 @@ def _encode_clip(task: ClipTask, clip: Any, spec: PreprocessSpec,
     face_data, face_off = _pack(codec.encode_frames(face, enc.face_codec,
                                                    jpeg_quality=enc.jpeg_quality,
                                                    png_compression=enc.png_compression))
+    # The raw waveform (Whisper's input): from the preprocessing when it kept one, else
+    # decoded again from the clip's file (audio decoding is cheap next to face tracking).
+    wave = _get(clip, "audio")
+    if wave is None:
+        wave = (clip_waveform(task.path, T) if has_audio
+                else np.zeros(T * contract.SAMPLES_PER_FRAME, np.int16))
+    wave = np.asarray(wave)
+    if wave.dtype != np.int16:
+        wave = to_int16(wave)
+    if wave.shape != (T * contract.SAMPLES_PER_FRAME,):
+        raise ValueError(f"audio waveform of shape {wave.shape} for a {T}-frame clip")
     params = _get(clip, "params") or {}
     arrays = {
         "mouth_data": mouth_data, "mouth_offsets": mouth_off,
         "face_data": face_data, "face_offsets": face_off,
-        "logmel": logmel.astype(np.float16), "face_found": face_found, "boxes": boxes,
+        "logmel": logmel.astype(np.float16), "audio": wave, "face_found": face_found, "boxes": boxes,
         "has_audio": np.bool_(has_audio),
         "teacher_audio": teacher_a, "teacher_video": teacher_v,
         "has_teacher": np.bool_(has_teacher),
@@ -372,7 +407,7 @@ def process_clip(task: ClipTask, spec: PreprocessSpec, path: str) -> Outcome:
         audio_source = ""
         if task.audio_path and not (task.audio_if_missing and _get(clip, "has_audio", True)):
             num_frames = int(np.asarray(_get(clip, "mouth")).shape[0])
-            clip = _with_audio(clip, borrowed_logmel(task.audio_path, num_frames))
+            clip = _with_audio(clip, *borrowed_audio(task.audio_path, num_frames))
             audio_source = task.audio_source or task.audio_path
         arrays, notes = _encode_clip(task, clip, spec, audio_source)
         _write_npz_atomic(path, arrays)

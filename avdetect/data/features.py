@@ -13,6 +13,7 @@ Example fields (T frames, K teacher classes, S face side):
     mouth           bytes [T]   encoded grayscale 88x88 mouth crops (PNG by default)
     face            bytes [T]   encoded RGB SxS face crops (JPEG by default)
     logmel          float16 [4T, 80]
+    audio           int16 [640 T]   the 16 kHz waveform (Whisper's input; zeros if no audio)
     face_found      bool [T]    the face detector found a face in that frame
     boxes           float32 [T, 4]  smoothed face box (x, y, w, h) in source pixels
     has_audio       bool    False: no usable audio track, logmel is zeros
@@ -51,6 +52,7 @@ def clip_features(teacher_dim: int = TEACHER_DIM_DEFAULT) -> tfds.features.Featu
         "mouth": Tensor(shape=(None,), dtype=np.object_),
         "face": Tensor(shape=(None,), dtype=np.object_),
         "logmel": Tensor(shape=(None, contract.N_MELS), dtype=np.float16),
+        "audio": Tensor(shape=(None,), dtype=np.int16),
         "face_found": Tensor(shape=(None,), dtype=np.bool_),
         "boxes": Tensor(shape=(None, 4), dtype=np.float32),
         "has_audio": np.bool_,

@@ -82,6 +82,9 @@ _DEFAULTS: dict[str, Any] = {
     "inputs": (),
 }
 STREAMS = ("mouth", "face", "logmel", "teacher_audio", "teacher_video")
+# Cut only when config.data.inputs names it (shards older than format 2 lack it).
+OPT_IN_STREAMS = ("audio",)
+AUDIO_INT16_SCALE = 32768.0     # int16 PCM in the shards -> float32 in [-1, 1)
 _REQUIRED = ("name", "data_dir", "window", "batch_size")
 
 
@@ -310,6 +313,13 @@ class WindowMaker:
         if "logmel" in self.streams:
             logmel = np.asarray(ex["logmel"][m * start:m * (start + n)], np.float32)  # [<=4n, 80]
             out["logmel"] = pad(logmel, m * T, np.float32)
+        if "audio" in self.streams:
+            if "audio" not in ex:
+                raise ValueError(f"{_text(ex['video_id'])}: no raw 'audio' stream in the "
+                                 "shards (built before shard format 2): rebuild the dataset")
+            spf = contract.SAMPLES_PER_FRAME
+            wave = np.asarray(ex["audio"][spf * start:spf * (start + n)], np.float32)
+            out["audio"] = pad(wave / AUDIO_INT16_SCALE, spf * T, np.float32)  # [640 T]
         for name in ("teacher_audio", "teacher_video"):
             if name in self.streams:
                 k = ex[name].shape[-1]
@@ -426,7 +436,8 @@ def _maker(data_cfg: Any, index: SplitIndex) -> WindowMaker:
     if window <= 0:
         raise ConfigError(f"config.data.window must be positive, got {window}")
     inputs = tuple(cfg_get(data_cfg, "inputs") or ())
-    streams = frozenset(s for s in STREAMS if not inputs or s in inputs)
+    streams = frozenset(s for s in STREAMS if not inputs or s in inputs) | frozenset(
+        s for s in OPT_IN_STREAMS if s in inputs)
     return WindowMaker(window=window,
                        method_ids={m: i for i, m in enumerate(index.method_names)},
                        streams=streams,
