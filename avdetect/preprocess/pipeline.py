@@ -22,9 +22,11 @@ import collections
 import contextlib
 import dataclasses
 import os
+import queue
 import sys
+import threading
 import time
-from typing import Any
+from typing import Any, Iterator
 
 import cv2
 import numpy as np
@@ -207,7 +209,7 @@ def preprocess_video(path: str | os.PathLike, *, face_size: int = contract.FACE_
                 frame = buffer.popleft()[1]
             store.put(t, frame, box, to_frame, face_size, geometry)
 
-    frames = decode.iter_frames(path, max_side=decode_max_side, info=info)
+    frames = DecodeAhead(decode.iter_frames(path, max_side=decode_max_side, info=info))
     bar = tqdm(total=info.num_frames, desc=os.path.basename(path), unit="frame",
                disable=not progress, leave=False)
     try:
@@ -252,6 +254,68 @@ def preprocess_video(path: str | os.PathLike, *, face_size: int = contract.FACE_
         face_found=np.asarray(found, bool), boxes=store.boxes[:n],
         has_audio=info.has_audio, info=info, params=params,
     )
+
+
+class DecodeAhead:
+    """Iterates ``frames`` (a frame generator) in a background thread, at most ``depth``
+    frames ahead of the consumer, so decoding overlaps the tracking and cropping of
+    earlier frames: FFmpeg's decoding and colour conversion and OpenCV's detection and
+    warps release the GIL, so on 2 cores they run side by side (what is yielded, and in
+    which order, is unchanged). An exception of the generator is re-raised here at the
+    position where it happened; ``close`` stops the thread and closes the generator (in
+    the thread that runs it, as generators require)."""
+
+    _ITEM, _END, _ERROR = range(3)
+
+    def __init__(self, frames: Iterator[np.ndarray], depth: int = 3):
+        self._frames = frames
+        self._queue: queue.Queue = queue.Queue(maxsize=max(1, depth))
+        self._stop = threading.Event()
+        self._done = False
+        self._thread = threading.Thread(target=self._run, name="decode-ahead", daemon=True)
+        self._thread.start()
+
+    def _put(self, kind: int, value: Any) -> bool:
+        """Hands one entry over; False when the consumer closed us meanwhile."""
+        while not self._stop.is_set():
+            try:
+                self._queue.put((kind, value), timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _run(self) -> None:
+        try:
+            for frame in self._frames:
+                if not self._put(self._ITEM, frame):
+                    break
+            else:
+                self._put(self._END, None)
+        except BaseException as e:  # noqa: BLE001 - handed to the consumer, raised there
+            self._put(self._ERROR, e)
+        finally:
+            self._frames.close()
+
+    def __iter__(self) -> "DecodeAhead":
+        return self
+
+    def __next__(self) -> np.ndarray:
+        if self._done:
+            raise StopIteration
+        kind, value = self._queue.get()
+        if kind == self._ITEM:
+            return value
+        self._done = True
+        self._thread.join()
+        if kind == self._ERROR:
+            raise value
+        raise StopIteration
+
+    def close(self) -> None:
+        self._done = True
+        self._stop.set()
+        self._thread.join()
 
 
 def tracking_decimation(height: int, width: int, max_side: int) -> int:
