@@ -93,6 +93,13 @@ def base_config(method: str, arg: ml_collections.ConfigDict, *, inputs: tuple[st
     c.data.eval_split = "test"
     c.data.val_split = "validation"
     c.data.inputs = inputs          # the batch keys this method reads
+    c.data.augment = True           # per-window mouth / face augmentation while training
+    # Leave-one-method-out: train only on / never on these generation methods
+    # (avdetect.protocols sets train_exclude_methods per held-out method).
+    c.data.train_include_methods = ()
+    c.data.train_exclude_methods = ()
+    c.data.eval_batch_size = config_dict.placeholder(int)   # None = data.batch_size
+    c.data.random_eval_videos = 16  # eval videos of the 'random' dataset (benchmarks, tests)
 
     c.optim = ml_collections.ConfigDict()
     c.optim.name = "adam"
@@ -111,6 +118,11 @@ def base_config(method: str, arg: ml_collections.ConfigDict, *, inputs: tuple[st
     c.train.ckpt_every = 100 if tiny else 2000
     c.train.keep_ckpts = 3
     c.train.eval_batches = 4 if tiny else 0    # 0 = the whole eval split
+    c.train.fast_compile = False    # CPU: unoptimised XLA steps (faster compiles, slower steps)
+
+    c.eval = ml_collections.ConfigDict()
+    c.eval.threshold = "eer"        # rule on validation video scores: 'eer' | 'max_bacc'
+    c.eval.fixed_threshold = 0.5    # used only when there is no validation split
 
     c.mesh = [("data", -1), ("model", 1)]
     c.sharding_strategy = [(".*", "replicate")]

@@ -1,0 +1,490 @@
+r"""Evaluation protocols: leave-one-method-out (LOMO) and cross-dataset runs.
+
+Leave-one-method-out, for every fake method m of the dataset: train with
+``config.data.train_exclude_methods = (m,)`` and evaluate on the test split. The test
+report's per-method breakdown row for m (all real test videos + the test fakes of m,
+``avdetect.evaluation.breakdown``) is then exactly the held-out number: a model that never
+saw m, scored on m's fakes against the reals. The synthetic benchmark has no per-method
+test splits, so this filter-by-breakdown is how m's test clips are selected::
+
+    python -m avdetect.protocols lomo --config=configs/corrdistill.py:tiny \
+        --data=synthetic_av/demo_oracle --data_dir=demo_out/tfds --workdir=/tmp/lomo
+    python -m avdetect.protocols lomo \
+        --configs=configs/baseline.py:tiny,configs/corrdistill.py:tiny,configs/cad.py:tiny \
+        --data=synthetic_av/demo_oracle --data_dir=demo_out/tfds --workdir=/tmp/lomo \
+        [--methods=lipsync,voiceclone] [--steps=150]
+
+Cross-dataset: train once on ``--train`` (its 'train' split; the decision threshold is
+chosen on its 'validation' split), then evaluate every ``--test`` split::
+
+    python -m avdetect.protocols cross --config=configs/corrdistill.py \
+        --train=fakeavceleb/face112 --test=cmdfd/face112:w2l,cmdfd/face112:vrt \
+        --data_dir=~/tensorflow_datasets --workdir=/tmp/cross
+
+A test is ``NAME[/CONFIG]:SPLIT`` (the split defaults to 'test'). Several configs
+(``--configs=a,b,c``) give one table with a column per config. Every run has its own
+workdir (``<workdir>/<config label>/...``); a finished run is reused when the command is
+repeated (``result.json`` beside its checkpoints), an interrupted one resumes from its
+last checkpoint. The table is printed as Markdown and written to
+``<workdir>/<mode>.md`` and ``<workdir>/<mode>.json``.
+
+Numbers: video-level AUC (threshold-free, the protocol's headline), with AP, EER and the
+accuracy at the threshold chosen on the training dataset's validation split in the JSON.
+In LOMO that validation split still holds m's fakes (the split is fixed at build time):
+AUC and AP are unaffected, ACC's threshold has seen m's score range.
+
+Teacher posteriors: a method reading ``teacher_audio``/``teacher_video`` gets
+``config.model.teacher_classes`` set to the dataset's stored teacher dimension
+(:func:`bind_dataset`), so one config works on datasets built with different teachers
+(the synthetic oracle's 14 visemes, the deep_avsr 40 characters).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import importlib
+import importlib.util
+import json
+import os
+import pathlib
+import sys
+import time
+from typing import Any, Sequence
+
+import ml_collections
+
+from avdetect.errors import AVDetectError, ConfigError
+
+MODES = ("lomo", "cross")
+TEACHER_STREAMS = ("teacher_audio", "teacher_video")
+REAL_METHOD = "real"
+RESULT_FILE = "result.json"
+METRICS = ("auc", "ap", "eer", "acc", "bacc", "n_real", "n_fake")
+
+
+# ----------------------------------------------------------------------------------
+# Configs
+# ----------------------------------------------------------------------------------
+
+def load_config(spec: str) -> ml_collections.ConfigDict:
+    """``'configs/<m>.py[:arg]'`` -> ``get_config(arg)`` of that file (as ``--config`` of
+    ``avdetect.main`` reads it)."""
+    path, _, arg = spec.partition(":")
+    file = pathlib.Path(path).expanduser()
+    if not file.is_file():
+        raise ConfigError(f"config file {path!r} does not exist (from {spec!r})")
+    name = f"_avdetect_protocol_config_{file.stem}"
+    module_spec = importlib.util.spec_from_file_location(name, file)
+    module = importlib.util.module_from_spec(module_spec)
+    sys.modules[name] = module          # dataclasses (flax modules) look their module up
+    module_spec.loader.exec_module(module)
+    if not hasattr(module, "get_config"):
+        raise ConfigError(f"{path}: has no get_config()")
+    return module.get_config(arg or None)
+
+
+def config_label(spec: str) -> str:
+    """A short column / folder name for a config spec: 'corrdistill:tiny'."""
+    path, _, arg = spec.partition(":")
+    stem = pathlib.Path(path).stem
+    return f"{stem}:{arg}" if arg else stem
+
+
+def _folder(label: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in label)
+
+
+def apply_overrides(config: ml_collections.ConfigDict, overrides: Sequence[str]
+                    ) -> ml_collections.ConfigDict:
+    """``['train.steps=50', 'optim.lr=3e-4']`` applied to existing keys only (values
+    parsed as Python literals, else kept as strings), as ``--config.x=y`` would."""
+    import ast
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep:
+            raise ConfigError(f"override {item!r}: expected KEY=VALUE")
+        *parents, leaf = key.strip().split(".")
+        node = config
+        for p in parents:
+            if p not in node:
+                raise ConfigError(f"override {item!r}: config has no section {p!r}")
+            node = node[p]
+        if leaf not in node:
+            raise ConfigError(f"override {item!r}: config has no key {key!r}")
+        try:
+            value = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            value = text
+        if isinstance(value, list):
+            value = tuple(value)
+        node[leaf] = value
+    return config
+
+
+def dataset_metadata(name: str, data_dir: str | None) -> dict[str, Any]:
+    """The avdetect metadata of a built dataset (``{}`` for none)."""
+    import tensorflow_datasets as tfds
+    try:
+        return dict(tfds.builder(name, data_dir=data_dir).info.metadata or {})
+    except Exception as e:   # TFDS raises assorted errors for an unbuilt dataset
+        raise ConfigError(f"cannot open dataset {name!r} under {data_dir}: {e}. Build it "
+                          f"first: python -m avdetect.data.build {name} --data_dir "
+                          f"{data_dir}") from e
+
+
+def bind_dataset(config: ml_collections.ConfigDict, name: str, data_dir: str | None,
+                 *, for_training: bool = True) -> ml_collections.ConfigDict:
+    """A copy of ``config`` reading dataset ``name`` under ``data_dir``.
+
+    For training, a method that reads teacher posteriors gets ``model.teacher_classes``
+    = the dataset's stored teacher dimension, and a dataset built without a teacher is
+    refused. For evaluation (``for_training=False``) the teacher streams are dropped from
+    ``data.inputs``: scoring never reads them, and a test set need not have any."""
+    config = copy.deepcopy(config)
+    config.data.name = name
+    config.data.data_dir = os.path.abspath(os.path.expanduser(data_dir)) if data_dir else None
+    inputs = tuple(config.data.get("inputs", ()) or ())
+    if not for_training:
+        if inputs:
+            config.data.inputs = tuple(s for s in inputs if s not in TEACHER_STREAMS)
+        return config
+    if any(s in inputs for s in TEACHER_STREAMS):
+        teacher = dataset_metadata(name, config.data.data_dir).get("teacher") or {}
+        if not teacher.get("name"):
+            raise ConfigError(f"method {config.method!r} reads teacher posteriors but "
+                              f"dataset {name!r} was built without a teacher: rebuild it "
+                              "with one (python -m avdetect.data.build ... --teacher ...)")
+        config.model.teacher_classes = int(teacher["dim"])
+    return config
+
+
+def fake_methods(name: str, data_dir: str | None) -> tuple[str, ...]:
+    """The dataset's generation methods other than 'real', sorted."""
+    names = dataset_metadata(name, data_dir).get("method_names")
+    if not names:
+        raise ConfigError(f"dataset {name!r} has no method vocabulary in its metadata "
+                          "(not built by avdetect.data.build?)")
+    return tuple(m for m in names if m != REAL_METHOD)
+
+
+def parse_test(spec: str) -> tuple[str, str]:
+    """``'NAME[/CONFIG][:SPLIT]'`` -> (dataset name, split; default 'test')."""
+    name, _, split = spec.strip().partition(":")
+    if not name:
+        raise ConfigError(f"test {spec!r}: expected NAME[/CONFIG]:SPLIT")
+    return name, split or "test"
+
+
+# ----------------------------------------------------------------------------------
+# Runs
+# ----------------------------------------------------------------------------------
+
+def _metrics(m: dict[str, Any]) -> dict[str, Any]:
+    return {k: m.get(k) for k in METRICS}
+
+
+def _config_key(config: ml_collections.ConfigDict) -> str:
+    return config.to_json_best_effort(sort_keys=True)
+
+
+def _finished(workdir: str, config: ml_collections.ConfigDict) -> dict | None:
+    """The stored result of a finished run with this very config, else None."""
+    path = os.path.join(workdir, RESULT_FILE)
+    if not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        stored = json.load(f)
+    return stored if stored.get("config") == _config_key(config) else None
+
+
+def _save_result(workdir: str, config: ml_collections.ConfigDict, result: dict) -> dict:
+    result = {**result, "config": _config_key(config)}
+    tmp = os.path.join(workdir, RESULT_FILE + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(result, f, indent=1)
+    os.replace(tmp, os.path.join(workdir, RESULT_FILE))
+    return result
+
+
+def train_once(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, bool]:
+    """Train + evaluate ``config`` in ``workdir`` unless a finished result for the same
+    config is there: ``({'reports': {split: report}, 'seconds': s}, reused)``."""
+    from avdetect import train
+    done = _finished(workdir, config)
+    if done is not None:
+        return done, True
+    t0 = time.perf_counter()
+    out = train.train_and_evaluate(config, workdir)
+    return _save_result(workdir, config, {"reports": out["eval"], "step": out["step"],
+                                          "seconds": round(time.perf_counter() - t0, 1)}), False
+
+
+def lomo_runs(config: ml_collections.ConfigDict, workdir: str, methods: Sequence[str],
+              log=print) -> dict[str, dict[str, Any]]:
+    """One training per held-out method; ``{method: metrics of its breakdown row on the
+    test split, plus 'seconds', 'reused', 'workdir'}``."""
+    split = config.data.eval_split
+    out = {}
+    for i, m in enumerate(methods):
+        cfg = copy.deepcopy(config)
+        cfg.data.train_exclude_methods = (m,)
+        wd = os.path.join(workdir, f"holdout_{_folder(m)}")
+        log(f"  [{i + 1}/{len(methods)}] hold out {m!r}: train on the other methods -> {wd}")
+        result, reused = train_once(cfg, wd)
+        rows = result["reports"][split]["video"].get("per_method", {})
+        if m not in rows:
+            raise ConfigError(f"split {split!r} of {config.data.name} has no test fakes of "
+                              f"method {m!r}: nothing to evaluate it on")
+        out[m] = {**_metrics(rows[m]), "seconds": result.get("seconds"), "reused": reused,
+                  "workdir": wd}
+        log(f"      {m}: AUC {_fmt(out[m]['auc'])} ({out[m]['n_real']} real, "
+            f"{out[m]['n_fake']} fake test videos){' (reused)' if reused else ''}")
+    return out
+
+
+def cross_runs(config: ml_collections.ConfigDict, workdir: str, tests: Sequence[str],
+               data_dir: str | None, log=print) -> dict[str, dict[str, Any]]:
+    """Train once on the config's dataset, evaluate every test ``NAME:SPLIT`` at the
+    threshold chosen on the training dataset's validation split."""
+    result, reused = train_once(config, workdir)
+    log(f"  trained on {config.data.name}{' (reused)' if reused else ''}: {workdir}")
+    done = result.get("cross", {})
+    pending = [t for t in tests if t not in done]
+    if pending:
+        done.update(evaluate_tests(config, workdir, pending, data_dir))
+        result["cross"] = done
+        _save_result(workdir, config, result)
+    out = {}
+    for t in tests:
+        out[t] = {**_metrics(done[t]["video"]["overall"]), "workdir": workdir,
+                  "threshold": done[t]["threshold"]["value"]}
+        log(f"      {t}: AUC {_fmt(out[t]['auc'])}")
+    return out
+
+
+def evaluate_tests(config: ml_collections.ConfigDict, workdir: str, tests: Sequence[str],
+                   data_dir: str | None) -> dict[str, dict]:
+    """Reports of the latest checkpoint in ``workdir`` on every test ``NAME:SPLIT``
+    (written as ``<workdir>/cross/eval_<name>_<split>.json/.md``)."""
+    import jax
+    from avdetect import checkpointing, evaluation, sharding, train
+
+    mesh = sharding.make_mesh(config.get("mesh", None) or [("data", -1)])
+    # The threshold: the training run's own validation report (the trainer chose it).
+    val_split = config.data.get("val_split", None)
+    val_path = os.path.join(workdir, f"eval_{val_split}.json") if val_split else ""
+    if val_path and os.path.isfile(val_path):
+        with open(val_path, encoding="utf-8") as f:
+            thr = json.load(f)["threshold"]
+        threshold, source = float(thr["value"]), thr["source"]
+    else:
+        threshold = float(config.get("eval", {}).get("fixed_threshold", 0.5))
+        source = "fixed (config.eval.fixed_threshold; the training run has no validation report)"
+    directory, step = checkpointing.resolve_checkpoint(None, os.path.join(workdir, "checkpoints"))
+    reports, steps, state = {}, None, None
+    for t in tests:
+        name, split = parse_test(t)
+        cfg = bind_dataset(config, name, data_dir, for_training=False)
+        cfg.data.eval_split = split
+        if steps is None:   # one model for every test (the streams' shapes are shared)
+            example = next(train.make_eval_iterator(cfg, mesh, split))
+            steps = train.Steps(cfg, train.build_method(cfg), mesh,
+                                sharding.host_to_global(example, mesh), train=False)
+            with checkpointing.Checkpointer(directory, read_only=True, asynchronous=False) as ck:
+                state = ck.restore_state(step, steps.abstract_state)
+        records = train.predict_split(steps, state, cfg, split, desc=f"eval {t}")
+        cats, methods = train.label_vocabularies(cfg)
+        rep = evaluation.evaluate_records(records, threshold=threshold, threshold_source=source,
+                                          split=split, category_names=cats, method_names=methods)
+        rep["dataset"] = name
+        rep["checkpoint"] = {"directory": directory, "step": step}
+        if jax.process_index() == 0:
+            evaluation.write_report(rep, os.path.join(workdir, "cross"),
+                                    name=f"eval_{_folder(name)}_{_folder(split)}")
+        reports[t] = rep
+    return reports
+
+
+# ----------------------------------------------------------------------------------
+# Tables
+# ----------------------------------------------------------------------------------
+
+def _fmt(x: Any) -> str:
+    return "–" if x is None else f"{x:.4f}" if isinstance(x, float) else str(x)
+
+
+def markdown_table(results: dict[str, dict[str, dict[str, Any]]], *, row_title: str,
+                   metric: str = "auc") -> str:
+    """``results[config label][row] -> metrics`` as a Markdown table: a row per held-out
+    method / test split, a column per config, cells = ``metric``; a last row with the
+    mean over rows."""
+    labels = list(results)
+    rows = list(dict.fromkeys(r for lab in labels for r in results[lab]))
+    lines = [f"| {row_title} | " + " | ".join(labels) + " |",
+             "|---|" + "---|" * len(labels)]
+    for r in rows:
+        counts = next((f" ({results[lab][r]['n_real']}+{results[lab][r]['n_fake']})"
+                       for lab in labels if r in results[lab]), "")
+        cells = [_fmt(results[lab].get(r, {}).get(metric)) for lab in labels]
+        lines.append(f"| {r}{counts} | " + " | ".join(cells) + " |")
+    means = []
+    for lab in labels:
+        vals = [v[metric] for v in results[lab].values() if v.get(metric) is not None]
+        means.append(_fmt(sum(vals) / len(vals)) if vals else "–")
+    lines.append("| mean | " + " | ".join(means) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_outputs(workdir: str, mode: str, payload: dict, table: str) -> tuple[str, str]:
+    os.makedirs(workdir, exist_ok=True)
+    base = os.path.join(workdir, mode)
+    with open(base + ".json", "w", encoding="utf-8") as f:
+        json.dump(payload, f, indent=1)
+    with open(base + ".md", "w", encoding="utf-8") as f:
+        f.write(table)
+    return base + ".json", base + ".md"
+
+
+# ----------------------------------------------------------------------------------
+# Command
+# ----------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class ProtocolArgs:
+    mode: str
+    configs: list[str]
+    workdir: str
+    data: str | None = None
+    data_dir: str | None = None
+    methods: list[str] | None = None
+    train_data: str | None = None
+    tests: list[str] | None = None
+    steps: int | None = None
+    overrides: list[str] = dataclasses.field(default_factory=list)
+
+
+def _split_list(text: str | None) -> list[str]:
+    return [t.strip() for t in (text or "").split(",") if t.strip()]
+
+
+def _configs_arg(items: Sequence[str]) -> list[str]:
+    """``--configs a.py:tiny,b.py:tiny`` -> specs; a comma inside a config argument
+    ('a.py:tiny,steps=5') stays with its spec (a new spec starts with a path)."""
+    out: list[str] = []
+    for item in items:
+        for part in item.split(","):
+            part = part.strip()
+            if not part:
+                continue
+            if out and ".py" not in part.partition(":")[0]:
+                out[-1] += "," + part      # 'steps=5' continues the previous spec's argument
+            else:
+                out.append(part)
+    return out
+
+
+def prepare_config(spec: str, args: ProtocolArgs, data: str) -> ml_collections.ConfigDict:
+    """The config of one column: loaded, overridden, bound to ``data``."""
+    config = apply_overrides(load_config(spec), args.overrides)
+    if args.steps:
+        config.train.steps = int(args.steps)
+    return bind_dataset(config, data, args.data_dir)
+
+
+def run(args: ProtocolArgs, log=print) -> dict[str, Any]:
+    """Run a protocol; returns ``{'mode', 'table' (Markdown), 'results', 'paths'}``."""
+    if args.mode not in MODES:
+        raise ConfigError(f"unknown protocol {args.mode!r}; use one of {MODES}")
+    if not args.configs:
+        raise ConfigError("give --config or --configs")
+    workdir = os.path.abspath(os.path.expanduser(args.workdir))
+    results: dict[str, dict[str, dict[str, Any]]] = {}
+    t0 = time.perf_counter()
+    if args.mode == "lomo":
+        if not args.data:
+            raise ConfigError("lomo needs --data (the dataset to train and test on)")
+        available = fake_methods(args.data, args.data_dir)
+        methods = list(args.methods or available)
+        unknown = sorted(set(methods) - set(available))
+        if unknown:
+            raise ConfigError(f"--methods {unknown} are not methods of {args.data} "
+                              f"(it has {list(available)})")
+        for spec in args.configs:
+            label = config_label(spec)
+            log(f"LOMO {label} on {args.data}: {len(methods)} held-out methods")
+            config = prepare_config(spec, args, args.data)
+            results[label] = lomo_runs(config, os.path.join(workdir, _folder(label)), methods,
+                                       log)
+        title = (f"Leave-one-method-out on `{args.data}` (video AUC on the test split: all "
+                 "real videos + the held-out method's fakes; (#real+#fake))")
+        table = f"{title}\n\n" + markdown_table(results, row_title="held-out method")
+    else:
+        if not args.train_data or not args.tests:
+            raise ConfigError("cross needs --train and --test")
+        for spec in args.configs:
+            label = config_label(spec)
+            log(f"cross-dataset {label}: train on {args.train_data}, test on "
+                f"{', '.join(args.tests)}")
+            config = prepare_config(spec, args, args.train_data)
+            results[label] = cross_runs(config, os.path.join(workdir, _folder(label)),
+                                        args.tests, args.data_dir, log)
+        title = (f"Cross-dataset: trained on `{args.train_data}`, video AUC on each test split "
+                 "(#real+#fake)")
+        table = f"{title}\n\n" + markdown_table(results, row_title="test split")
+    payload = {"mode": args.mode, "data": args.data, "train": args.train_data,
+               "tests": args.tests, "configs": args.configs, "overrides": args.overrides,
+               "steps": args.steps, "seconds": round(time.perf_counter() - t0, 1),
+               "results": results}
+    paths = write_outputs(workdir, args.mode, payload, table)
+    return {"mode": args.mode, "table": table, "results": results, "paths": paths}
+
+
+def parse_args(argv: Sequence[str] | None = None) -> ProtocolArgs:
+    p = argparse.ArgumentParser(prog="python -m avdetect.protocols",
+                                description="Leave-one-method-out and cross-dataset runs.")
+    p.add_argument("mode", choices=MODES)
+    p.add_argument("--config", action="append", default=[],
+                   help="configs/<m>.py[:arg] (repeatable)")
+    p.add_argument("--configs", action="append", default=[],
+                   help="comma-separated config specs: one table column each")
+    p.add_argument("--workdir", required=True, help="folder of every run and the tables")
+    p.add_argument("--data", help="lomo: dataset NAME[/CONFIG] to train and test on")
+    p.add_argument("--data_dir", default=None, help="TFDS data dir of the datasets")
+    p.add_argument("--methods", default=None,
+                   help="lomo: comma-separated methods to hold out (default: every fake one)")
+    p.add_argument("--train", dest="train_data", help="cross: dataset NAME[/CONFIG] to train on")
+    p.add_argument("--test", dest="tests", default=None,
+                   help="cross: comma-separated NAME[/CONFIG]:SPLIT to evaluate")
+    p.add_argument("--steps", type=int, default=None, help="override config.train.steps")
+    p.add_argument("--set", dest="overrides", action="append", default=[],
+                   metavar="KEY=VALUE", help="config override for every config, e.g. "
+                   "--set optim.lr=3e-4 (repeatable; existing keys only)")
+    a = p.parse_args(argv)
+    return ProtocolArgs(mode=a.mode, configs=_configs_arg(a.config + a.configs),
+                        workdir=a.workdir, data=a.data, data_dir=a.data_dir,
+                        methods=_split_list(a.methods) or None, train_data=a.train_data,
+                        tests=_split_list(a.tests) or None, steps=a.steps,
+                        overrides=list(a.overrides))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from absl import flags, logging
+    if not flags.FLAGS.is_parsed():
+        flags.FLAGS.mark_as_parsed()        # Grain workers read absl flags
+    logging.set_verbosity(logging.WARNING)  # the protocol prints its own progress
+    try:
+        args = parse_args(argv)
+        out = run(args)
+    except AVDetectError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print()
+    print(out["table"])
+    print(f"written: {out['paths'][0]}, {out['paths'][1]}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
