@@ -17,7 +17,7 @@ demo: setup
 	$(PY) -m avdetect.demo --out demo_out
 
 test: setup-test
-	$(PY) -m pytest -n 2 --dist loadfile -q tests
+	$(PY) -m pytest -n 2 --dist loadfile -q --durations=15 tests
 
 bench: setup
 	$(PY) -m avdetect.bench

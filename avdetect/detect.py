@@ -55,7 +55,7 @@ import numpy as np
 from tqdm import tqdm
 
 from avdetect import contract, evaluation
-from avdetect.data import codec
+from avdetect.data import clips, codec
 from avdetect.data.pipeline import WindowMaker, window_starts
 from avdetect.errors import AVDetectError, FileMissingError, MediaError
 from avdetect.export import LoadedModel
@@ -71,6 +71,7 @@ VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".m
 # within 10x of the log floor: ~90 dB below a full-scale tone, far under any room noise
 # (the real fixture clips never go below log-mel -8).
 SILENCE_LOGMEL = math.log(10 * contract.LOG_FLOOR)
+_UNREAD_FACE_SIZE = 8        # preprocess_video's smallest face crop side
 _CORRUPT_VIDEO = re.compile(r"(\d+) corrupt video frame")
 _CORRUPT_AUDIO = re.compile(r"(\d+) corrupt audio packet")
 
@@ -385,7 +386,12 @@ def preprocess_kwargs(model: LoadedModel) -> dict[str, Any]:
     """``preprocess_video`` arguments reproducing the training dataset's preprocessing
     (its recorded tracker, smoothing and crop parameters; defaults when not recorded)."""
     rec = model.preprocess.get("params") or {}
-    kw: dict[str, Any] = {"face_size": int(model.preprocess["face_size"])}
+    face_size = int(model.preprocess["face_size"])
+    if "face" not in model.inputs:
+        # The model never reads face crops: ask for the smallest the pipeline makes
+        # rather than holding [T, S, S, 3] of them (a 10-minute video: 560 MiB at S=112).
+        face_size = _UNREAD_FACE_SIZE
+    kw: dict[str, Any] = {"face_size": face_size}
     for key in ("detect_max_side", "smooth_window", "size_window", "decode_max_side"):
         if key in rec:
             kw[key] = rec[key]
@@ -455,6 +461,9 @@ def clip_example(feats: pipeline.ClipFeatures, model: LoadedModel) -> dict[str, 
                                          png_compression=int(enc.get("png_compression", 3)))
     if "logmel" in streams:
         ex["logmel"] = np.asarray(feats.logmel).astype(np.float16)
+    if "audio" in streams:
+        # Raw waveform (e.g. CAD's Whisper front end), int16 as a shard stores it.
+        ex["audio"] = clips.clip_waveform(feats.info.path, feats.num_frames)
     return ex
 
 

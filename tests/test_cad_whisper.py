@@ -155,3 +155,29 @@ def test_shards_carry_the_waveform_and_windows_cut_it(realav_clips, tmp_path):
     assert win["audio"].shape == (8 * spf,) and win["audio"].dtype == np.float32
     np.testing.assert_allclose(win["audio"][:5 * spf], want[25 * spf:], atol=2 / 32767.0)
     assert not win["audio"][5 * spf:].any() and "logmel" not in win
+
+
+def test_detect_feeds_the_raw_waveform_to_a_model_that_reads_audio(realav_clips):
+    """avdetect detect builds the same 'audio' stream as the shards: the window cut from
+    its example is the clip's 16 kHz audio (int16-quantised), zero-padded past the end."""
+    import types
+
+    from avdetect import detect
+    from avdetect.data.pipeline import WindowMaker
+    from avdetect.media.decode import load_audio
+    from avdetect.preprocess.pipeline import preprocess_video
+
+    feats = preprocess_video(realav_clips[0])
+    model = types.SimpleNamespace(preprocess={"encoding": {}}, inputs=("audio",))
+    ex = detect.clip_example(feats, model)
+    assert ex["audio"].dtype == np.int16
+    assert ex["audio"].shape == (feats.num_frames * contract.SAMPLES_PER_FRAME,)
+    maker = WindowMaker(window=WINDOW, method_ids={"unknown": 0}, face_size=None,
+                        streams=frozenset({"audio"}))
+    start = feats.num_frames - WINDOW // 2                     # runs past the end
+    win = maker.cut(ex, start)["audio"]
+    spf = contract.SAMPLES_PER_FRAME
+    ref = load_audio(realav_clips[0], num_frames=feats.num_frames)[spf * start:]
+    assert win.shape == (WINDOW * spf,)
+    np.testing.assert_allclose(win[:len(ref)], ref, atol=1.0 / 32767 + 1e-6)
+    assert not np.any(win[len(ref):])

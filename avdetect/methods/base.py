@@ -269,7 +269,10 @@ def example_batch(config: ml_collections.ConfigDict, batch_size: int | None = No
     logmel = rng.normal(size=(b, contract.MEL_PER_FRAME * t, audio_dim)) - 2.0 * shift[:, :, :, 0]
     p = rng.dirichlet(np.ones(k), size=(b, t))
     q = np.where(label[:, None, None] == 0, p, rng.dirichlet(np.ones(k), size=(b, t)))
+    # Raw 16 kHz waveform in [-1, 1] (the Whisper front end's input); fakes are louder.
+    audio = rng.uniform(-0.1, 0.1, (b, contract.SAMPLES_PER_FRAME * t)) * (1.0 + 4.0 * label[:, None])
     return dict(mouth=mouth.astype(np.uint8), face=face.astype(np.uint8),
-                logmel=logmel.astype(np.float32), teacher_audio=p.astype(np.float32),
+                logmel=logmel.astype(np.float32), audio=audio.astype(np.float32),
+                teacher_audio=p.astype(np.float32),
                 teacher_video=q.astype(np.float32), label=label,
                 frame_mask=np.ones((b, t), np.float32))
