@@ -161,6 +161,9 @@ def check_corrupt_middle(doc, run):
 
 KINDS = [
     Kind("truncated_mp4", "truncated.mp4", errors.CorruptMediaError),
+    # The same interrupted download of a web-optimised mp4 (index first): it opens, and
+    # the missing data is found in the middle of decoding.
+    Kind("truncated_faststart_mp4", "truncated_faststart.mp4", errors.CorruptMediaError),
     Kind("zero_byte", "empty.mp4", errors.EmptyFileError),
     Kind("text_as_mp4", "notes.mp4", errors.NotMediaError),
     Kind("audio_only", "voice.m4a", errors.NoVideoStreamError),
@@ -193,6 +196,8 @@ def corpus(realav_dir, tmp_path_factory) -> Corpus:
     base = mf.transcode(face, root / "base.mp4", seconds=SECONDS)
     p = {k.name: root / k.file for k in KINDS}
     mf.truncate_copy(base, p["truncated_mp4"], 0.5)            # index (moov) lost
+    mf.truncate_copy(mf.faststart_copy(base, root / "faststart.mp4"),
+                     p["truncated_faststart_mp4"], 0.5)
     mf.make_empty_file(p["zero_byte"])
     mf.make_text_file(p["text_as_mp4"])
     mf.transcode(base, p["audio_only"], video=False)
@@ -299,9 +304,11 @@ def test_detect_on_each_kind(kind, corpus, detected):
 
 
 class _ModelStub:
-    """What ``detect.preprocess_file`` reads of a model: its preprocessing record."""
+    """What ``detect.preprocess_file`` reads of a model: its preprocessing record and
+    the streams it reads."""
 
     preprocess = {"face_size": contract.FACE_SIZE_DEFAULT, "params": {}}
+    inputs = ("mouth", "face", "logmel")
 # ----------------------------------------------------------------------------- build
 
 @dataclasses.dataclass
