@@ -154,7 +154,7 @@ def self_peak_rss() -> int:
 @dataclasses.dataclass
 class Timed:
     """Best wall and best CPU seconds (this process, all threads) of repeated calls, the
-    median wall, and the last call's result."""
+    median wall, and the result of the fastest (wall) call."""
 
     wall: float
     cpu: float
@@ -166,18 +166,19 @@ def best_of(fn: Callable[[], Any], repeats: int, warmup: int = 0) -> Timed:
     """Time ``repeats`` calls of ``fn`` after ``warmup`` untimed calls. On a shared
     machine the best run is the steadiest estimate of the cost (others' load only ever
     adds time); CPU time is reported beside it."""
-    result = None
     for _ in range(warmup):
-        result = fn()
-    walls, cpus = [], []
+        fn()
+    walls, cpus, best = [], [], None
     for _ in range(max(repeats, 1)):
         t0, c0 = time.perf_counter(), time.process_time()
         result = fn()
         walls.append(time.perf_counter() - t0)
         cpus.append(time.process_time() - c0)
+        if walls[-1] == min(walls):
+            best = result
     walls_sorted = sorted(walls)
     return Timed(wall=walls_sorted[0], cpu=min(cpus),
-                 median_wall=walls_sorted[len(walls) // 2], result=result)
+                 median_wall=walls_sorted[len(walls) // 2], result=best)
 
 
 # ----------------------------------------------------------------------------- machine

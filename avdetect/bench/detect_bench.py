@@ -19,6 +19,8 @@ Figures per model:
 * ``score_video, compiled`` - in one process with the model loaded and compiled (the
   per-file cost when scoring many files), best of ``--repeats``, with its stage
   breakdown (decode, face tracking, crops, audio, log-mel, windows, model).
+* a ``--long_minutes`` (10) video (the clip looped) through the CLI with the last model:
+  wall, CPU, peak RSS.
 
 Goal (the issue): a 10-second clip in <= 2 s on 2 cores with the default inference
 config; the peer bar for the model alone is 1.44 s (``train_bench --peer``).
@@ -75,8 +77,9 @@ def export_random(config_ref: str, out: pathlib.Path) -> pathlib.Path:
 
 def cli_run(clip: pathlib.Path, model_file: pathlib.Path, cache_dir: pathlib.Path
             ) -> tuple[float, int, dict]:
-    """(wall seconds, peak RSS bytes from ``os.wait4``, summary JSON) of one
-    ``avdetect detect`` process using the compilation cache ``cache_dir``."""
+    """(wall seconds, peak RSS bytes from ``os.wait4``, summary JSON with the process's
+    CPU seconds added as ``_cpu_s``) of one ``avdetect detect`` process using the
+    compilation cache ``cache_dir``."""
     env = dict(os.environ, AVDETECT_COMPILE_CACHE=str(cache_dir), PYTHONUNBUFFERED="1")
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         t0 = time.perf_counter()
@@ -91,7 +94,9 @@ def cli_run(clip: pathlib.Path, model_file: pathlib.Path, cache_dir: pathlib.Pat
         err.seek(0)
         if proc.returncode != 0:
             raise RuntimeError(f"avdetect detect failed ({proc.returncode}): {err.read()[-2000:]}")
-        return wall, int(usage.ru_maxrss) * 1024, json.loads(out.read())
+        summary = json.loads(out.read())
+        summary["_cpu_s"] = usage.ru_utime + usage.ru_stime
+        return wall, int(usage.ru_maxrss) * 1024, summary
 
 
 STAGES = ("probe", "decode_video", "face_track", "crop", "decode_audio", "logmel",
@@ -121,8 +126,9 @@ def bench_model(config_ref: str, clip: pathlib.Path, work: pathlib.Path, repeats
                     common.goal_at_most(wall, GOAL_S) if goal else None,
                     f"{seconds:.1f} s clip; the whole process, "
                     + ("empty compile cache" if i == 0 else "compile cache filled")
-                    + f"; model load {summary['model_load_s']:.2f} s, scoring "
-                    f"{t['total']:.2f} s; peak RSS {common.fmt_bytes(rss)}"))
+                    + f"; CPU {summary['_cpu_s']:.2f} s; model load {summary['model_load_s']:.2f} "
+                    f"s, scoring {t['total']:.2f} s; peak RSS {common.fmt_bytes(rss)}; "
+                    f"{common.load_text()}"))
         emit(Figure(SECTION, f"  stages inside that run (s), {label}", t["total"], "s", "",
                     None, _stages(t)))
     if repeats <= 0:
@@ -146,6 +152,28 @@ def bench_model(config_ref: str, clip: pathlib.Path, work: pathlib.Path, repeats
                 None, _stages(res.timings)))
 
 
+def bench_long(clip: pathlib.Path, minutes: float, config_ref: str, work: pathlib.Path) -> None:
+    """``avdetect detect`` on a ``minutes``-long file (``clip`` looped by stream copy):
+    wall, CPU and peak RSS, i.e. whether memory stays bounded on a long video."""
+    long_clip = work / f"long_{minutes:g}min.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-stream_loop", "-1", "-i", str(clip), "-t",
+                    f"{60 * minutes}", "-c", "copy", str(long_clip)], check=True)
+    model_file = work / (config_ref.replace(":", "_") + ".msgpack")
+    if not model_file.exists():
+        export_random(config_ref, model_file)
+    cache = work / ("jaxcache_" + config_ref.replace(":", "_"))
+    wall, rss, summary = cli_run(long_clip, model_file, cache)
+    t = summary["files"][0]["timings_s"]
+    label = config_ref.rstrip(":") or config_ref
+    emit(Figure(SECTION, f"detect CLI, {minutes:g}-minute 360p video, {label}", wall, "s", "",
+                None, f"{summary['files'][0]['duration_s']:.0f} s of video; CPU "
+                f"{summary['_cpu_s']:.1f} s; preprocess {t['preprocess']:.1f} s, windows "
+                f"{t['windows']:.1f} s, model {t['model']:.1f} s; {common.load_text()}"))
+    emit(Figure(SECTION, f"  peak RSS of that run, {label}", rss / 2**20, "MiB", "", None,
+                "crops of every frame are held in memory (mouth 88x88 + face 112x112x3 = "
+                "45 KiB per frame)"))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m avdetect.bench.detect_bench",
                                  description=__doc__.split("\n\n")[0])
@@ -154,17 +182,23 @@ def main(argv: list[str] | None = None) -> int:
                     help="comma-separated METHOD:CONFIG_ARG (METHOD: = the default config)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--cli_runs", type=int, default=2, help="1 = cold only, 2 = cold + warm")
+    ap.add_argument("--long_minutes", type=float, default=10.0,
+                    help="also score a video this long with the last model (0: skip)")
     ap.add_argument("--tiny", action="store_true",
                     help="CI size: 2-second clip, the tiny model, one (cold) CLI run")
     args = ap.parse_args(argv)
     if args.tiny:
         args.seconds, args.models, args.repeats, args.cli_runs = 2.0, "corrdistill:tiny", 0, 1
+        args.long_minutes = 0
     with tempfile.TemporaryDirectory(prefix="avdetect_detect_bench_") as tmp:
         work = pathlib.Path(tmp)
         clip = make_clip(work / f"clip_{args.seconds:g}s.mp4", args.seconds)
         print(f"detect bench: {clip.name}; {common.load_text()}", file=sys.stderr, flush=True)
-        for ref in args.models.split(","):
+        refs = args.models.split(",")
+        for ref in refs:
             bench_model(ref, clip, work, args.repeats, args.cli_runs)
+        if args.long_minutes > 0:
+            bench_long(clip, args.long_minutes, refs[-1], work)
     return 0
 
 

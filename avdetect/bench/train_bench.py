@@ -11,9 +11,9 @@ Train step: ``avdetect.train.Steps`` (the trainer's own jitted step: sharded ove
 config's mesh, state donated, metrics collected) on the trainer's ``'random'`` data
 (``config.data.name = 'random'``: batches of the data contract's shapes), median of
 ``--steps`` steps after ``--warmup`` (the first includes compilation, reported apart).
-Tiny configs run at their own batch x window; full configs at ``--batch`` x ``--window``
-(default 4 x 50, the peer baseline's shapes, since the configs' accelerator batches of
-32-40 clips take minutes per step on 2 CPU cores). ``--devices N`` checks that N
+Tiny configs run at their own batch x window; full configs at ``--batch`` (default 4,
+the peer baseline's batch, since the configs' accelerator batches of 32-40 clips take
+minutes per step on 2 CPU cores) x their own window (50; CAD 25) or ``--window``. ``--devices N`` checks that N
 devices are visible (simulated CPU devices come from ``XLA_FLAGS``, which must be set
 before JAX starts: the benchmark command starts one process per device count).
 
@@ -88,17 +88,19 @@ def bench_train_step(config, steps: int, warmup: int) -> dict:
     t0 = time.perf_counter()
     compiled = s.train_step.lower(state, batches[0]).compile()
     compile_s = time.perf_counter() - t0
-    times = []
+    times, cpus = [], []
     for i in range(warmup + steps):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         state, metrics = compiled(state, batches[i % 2])
         jax.block_until_ready((state, metrics))
         if i >= warmup:
             times.append(time.perf_counter() - t0)
+            cpus.append(time.process_time() - c0)
     n_params = sum(int(a.size) for a in jax.tree.leaves(state["params"]))
     med = statistics.median(times)
     b, t = int(config.data.batch_size), int(config.data.window)
-    return {"step_s": med, "best_s": min(times), "init_s": init_s, "compile_s": compile_s,
+    return {"step_s": med, "best_s": min(times), "cpu_s": statistics.median(cpus),
+            "init_s": init_s, "compile_s": compile_s,
             "batch": b, "window": t, "params": n_params, "devices": jax.device_count(),
             "ex_per_s": b / med, "frames_per_s": b * t / med}
 
@@ -121,7 +123,8 @@ def train_section(methods, variants, batch: int, window: int, steps: int, warmup
                     f"train step {m}:{variant}")
             emit(Figure("train", name, r["ex_per_s"], "ex/s", "", None,
                         f"B={r['batch']} x T={r['window']}: {r['step_s'] * 1e3:.0f} ms/step "
-                        f"median of {steps} (best {r['best_s'] * 1e3:.0f}), "
+                        f"median of {steps} (best {r['best_s'] * 1e3:.0f}; CPU "
+                        f"{r['cpu_s'] * 1e3:.0f} ms), "
                         f"{r['frames_per_s']:.0f} frames/s; {r['params']:,} params; compile "
                         f"{r['compile_s']:.1f} s"
                         + ("; fast_compile (unoptimised XLA)" if fast_compile else "")))
@@ -203,9 +206,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--configs", default="tiny,full")
     ap.add_argument("--batch", type=int, default=4, help="B for full configs")
-    ap.add_argument("--window", type=int, default=50, help="T for full configs")
-    ap.add_argument("--steps", type=int, default=5)
-    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--window", type=int, default=0,
+                    help="T for full configs (default: the config's own, 50 or 25 for CAD)")
+    ap.add_argument("--steps", type=int, default=3)
+    ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--devices", type=int, default=0,
                     help="expected device count (simulated via XLA_FLAGS); named in the figures")
     ap.add_argument("--fast_compile", action="store_true",
