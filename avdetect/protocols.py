@@ -474,6 +474,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not flags.FLAGS.is_parsed():
         flags.FLAGS.mark_as_parsed()        # Grain workers read absl flags
     logging.set_verbosity(logging.WARNING)  # the protocol prints its own progress
+    from avdetect import cli
+    cli.enable_compile_cache()              # every run of a config compiles the same steps
     try:
         args = parse_args(argv)
         out = run(args)

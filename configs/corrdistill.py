@@ -26,10 +26,25 @@ from __future__ import annotations
 import ml_collections
 from ml_collections import config_dict
 
+from avdetect.errors import ConfigError
 from configs import common
 
 
-STUDENT_ARGS = dict(common.COMMON_ARGS, features="logmel", mouth=0)
+STUDENT_ARGS = dict(common.COMMON_ARGS, features="logmel", mouth=0, demo=False)
+DEMO_DATA = "synthetic_av/demo_oracle"   # the demo's build: oracle teacher, K = 14 visemes
+DEMO_STEPS = 200
+
+
+def demo_overrides(c: ml_collections.ConfigDict, arg: ml_collections.ConfigDict) -> None:
+    """The 'demo' variant (``tiny,demo``): the tiny student on the demo's build of the
+    synthetic benchmark within ``make demo``'s time budget (see avdetect/demo.py)."""
+    if common.variant(arg) != "tiny":
+        raise ConfigError("config argument demo: use it with tiny ('tiny,demo')")
+    c.data.name = arg.data or DEMO_DATA
+    c.model.teacher_classes = 14       # the oracle teacher's viseme alphabet
+    c.train.steps = arg.steps or DEMO_STEPS
+    c.train.eval_every = 0             # one full evaluation at the end, none in between
+    c.train.ckpt_every = 50            # an interrupted demo resumes from here
 
 
 def student_config(method: str, arg: str | None, inputs: tuple[str, ...]
@@ -66,6 +81,8 @@ def student_config(method: str, arg: str | None, inputs: tuple[str, ...]
         layers=(1, 1, 1, 1) if tiny else (3, 4, 6, 3),
         widths=(8, 16, 32, 32) if tiny else (16, 32, 64, 128),
         reduction=8))
+    if arg.demo:
+        demo_overrides(c, arg)
     return c, arg
 
 

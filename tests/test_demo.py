@@ -1,0 +1,129 @@
+"""The demo command, reduced (``--quick``): every stage runs for real (generation, build
+with face tracking and the oracle teacher, preprocessing of a real clip, training,
+evaluation, export and scoring of real fixture clips) and a second run reuses them all.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import cv2
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from avdetect import contract
+from avdetect.preprocess import contact_sheet
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _demo(out: pathlib.Path) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONUNBUFFERED="1",
+               AVDETECT_COMPILE_CACHE=str(out.parent / "jax_cache"))
+    return subprocess.run([sys.executable, "-m", "avdetect.demo", "--quick", "--out", str(out)],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo") / "demo_out"
+    proc = _demo(out)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return out, proc.stdout
+
+
+def test_quick_demo_runs_every_stage(demo_run, realav_dir):
+    out, stdout = demo_run
+    for i, word in enumerate(("Generate", "Build", "Preprocess", "Train", "Evaluate",
+                              "Export"), start=1):
+        assert f"[{i}/6] {word}" in stdout
+    summary = json.loads((out / "demo_summary.json").read_text())
+    assert [s["name"] for s in summary["stages"]] == ["generate", "build", "preprocess",
+                                                      "train", "evaluate", "detect"]
+    assert not any(s["reused"] for s in summary["stages"])
+
+    # 1: the generated benchmark; 2: its shards, with the oracle teacher's K = 14
+    gen = next((out / "generated").iterdir())
+    with open(gen / "meta_data.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 40
+    build = summary["stages"][1]["info"]
+    assert build["teacher_classes"] == 14 and build["skipped"] == 0
+    assert sum(build["written"].values()) == 40
+
+    # 3: the real clip's contact sheet has the size the renderer gives for its frames
+    pre = summary["stages"][2]["info"]
+    sheet = cv2.imread(pre["contact_sheet"])
+    assert sheet is not None
+    t = pre["frames"]
+    n = len(contact_sheet.sample_indices(t, 16))
+    assert sheet.shape[1] == min(8, n) * (128 + 6)           # tiles of 128 px + borders
+    assert sheet.shape[0] == -(-n // 8) * (2 * 128 + 16 + 6)  # face over mouth + caption
+    assert pre["logmel_shape"] == [contract.MEL_PER_FRAME * t, contract.N_MELS]
+    assert pre["mouth_shape"] == [t, contract.MOUTH_SIZE, contract.MOUTH_SIZE]
+    assert f"frames (T)    {t}" in stdout
+
+    # 4-5: the trained run and the printed per-category / per-method table
+    workdir = next((out / "train").iterdir()) / "corrdistill"
+    assert (workdir / "checkpoints" / "8").is_dir()
+    report = json.loads((workdir / "eval_test.json").read_text())
+    assert report["threshold"]["source"].startswith("chosen on split 'validation'")
+    for cat in contract.CATEGORIES:
+        assert f"| category: {cat} |" in stdout, cat
+    for method in report["video"]["per_method"]:
+        assert f"| method: {method} |" in stdout
+    assert (out / "results.md").read_text().count("| category: ") == 4
+
+    # 6: the exported model scored the fixture clips; the printed AUC is scikit-learn's
+    assert next((out / "model").iterdir()).suffix == ".msgpack"
+    scores = json.loads((out / "detect" / "realav_scores.json").read_text())
+    entries = scores["entries"]
+    assert len(entries) == 4 and all(e["status"] == "scored" for e in entries)
+    with open(realav_dir / "manifest.csv", newline="") as f:
+        labels = {r["file"]: r["label"] for r in csv.DictReader(f)}
+    for e in entries:
+        assert e["label"] == labels[e["file"]]
+        assert e["verdict"] == ("fake" if e["score"] >= e["threshold"] else "real")
+        assert f"| {e['file']} | {e['label']} |" in stdout
+    y = [int(e["label"] == "fake") for e in entries]
+    assert scores["metrics"]["auc"] == pytest.approx(
+        roc_auc_score(y, [e["score"] for e in entries]))
+
+
+def test_second_run_reuses_every_stage(demo_run):
+    out, first = demo_run
+    proc = _demo(out)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    summary = json.loads((out / "demo_summary.json").read_text())
+    reused = {s["name"]: s["reused"] for s in summary["stages"]}
+    assert reused == {"generate": True, "build": True, "preprocess": True, "train": True,
+                      "evaluate": False, "detect": True}
+    # the same table and scores come back
+    table = [line for line in first.splitlines() if line.startswith("| category: ")]
+    assert table and all(line in proc.stdout for line in table)
+
+
+def test_clip_selection_and_metrics_match_sklearn():
+    from avdetect import demo
+
+    rows = [{"file": f"{lab}_{i}.mp4", "label": lab} for i, lab in
+            enumerate(["real", "real", "fake", "real", "fake", "fake"])]
+    assert demo.pick_clips(rows, None) == rows
+    picked = demo.pick_clips(rows, 4)
+    assert [r["file"] for r in picked] == ["real_0.mp4", "real_1.mp4", "fake_2.mp4", "fake_4.mp4"]
+    entries = [{"status": "scored", "label": r["label"], "score": s,
+                "verdict": "fake" if s >= 0.5 else "real"}
+               for r, s in zip(rows, [0.1, 0.7, 0.9, 0.3, 0.6, 0.2])]
+    entries.append({"status": "error", "label": "fake", "error": "no_face: ..."})
+    m = demo.clip_metrics(entries)
+    y = [int(r["label"] == "fake") for r in rows]
+    assert m["auc"] == pytest.approx(roc_auc_score(y, [0.1, 0.7, 0.9, 0.3, 0.6, 0.2]))
+    assert (m["scored"], m["failed"], m["n_real"], m["n_fake"]) == (6, 1, 3, 3)
+    assert m["acc"] == pytest.approx(4 / 6)       # 0.7 (real) and 0.2 (fake) are wrong
+    one_class = demo.clip_metrics([e for e in entries[:2]])
+    assert one_class["auc"] is None
