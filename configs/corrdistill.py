@@ -14,8 +14,11 @@ Ablations are overrides, e.g. --config.loss.w_corr=0 (no correlation distillatio
 --config.loss.w_metric=0 (no metric loss), --config.model.fusion.cross_attention_query=source,
 --config.model.visual.stem=3d, --config.model.audio_features=mfcc.
 
-Expected result: tiny on synthetic_av/tiny - training loss falls within the run; AUC to be
-measured. Full on FakeAVCeleb (reference test split) - AUC to be measured (the reference
+Expected result: tiny on synthetic_av/tiny - training loss falls within the run.
+tiny,demo (``make demo``: 200 steps on the 600-clip synthetic demo build with the oracle
+teacher), measured 2026-11-22 on the 2-core CPU machine under load 6-8: train stage 224 s,
+whole demo 633 s, synthetic test video AUC 0.745 (FVFA 0.905, FVRA 0.798, RVFA 0.547);
+the goal (AUC >= 0.95 in < 10 min) is not met yet. Full on FakeAVCeleb (reference test split) - AUC to be measured (the reference
 reports AUC 0.968 on CMDFD-W2L for its released FakeAVCeleb model, papers.md B.6).
 Parameters: full 15.74 M (15,739,869; the reference's 15,743,451 counts a stage-1
 downsample conv it never uses and no classifier), tiny about 0.2 M.
