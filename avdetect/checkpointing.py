@@ -28,13 +28,9 @@ import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 
-from avdetect.errors import AVDetectError
+from avdetect.errors import CheckpointError  # noqa: F401  (re-exported: raised from here)
 
 STATE, DATA = "state", "data"
-
-
-class CheckpointError(AVDetectError):
-    """A checkpoint that cannot be used (missing, or written by another job shape)."""
 
 
 # ----------------------------------------------------------------------------------

@@ -58,3 +58,8 @@ class NoFaceError(MediaError):
 
 class ConfigError(AVDetectError):
     """A configuration value that cannot work, with the key and the reason."""
+
+
+class CheckpointError(AVDetectError):
+    """A checkpoint or model file that cannot be used (missing, or written by another job
+    shape or format)."""

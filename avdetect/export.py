@@ -15,7 +15,15 @@ Export file format (``.msgpack``; no pickle anywhere): one MessagePack map writt
     {"header":    JSON text: format name + version, the config, the threshold record,
                   label vocabularies, preprocessing record, score scale, the source
                   checkpoint (workdir, step),
-     "variables": {"params": ..., "batch_stats": ... (any non-parameter collections)}}
+     "variables": {"params": ..., "batch_stats": ... (any non-parameter collections)},
+     "traced_predict": (optional) bytes of ``jax.export``'s serialization of the predict
+                  function for any number of windows (symbolic batch), lowered for CPU,
+                  CUDA and TPU}
+
+The pre-traced predict function spares each ``avdetect detect`` process the Python
+tracing of the network (0.6-1.3 s for the default student on 2 cores); with JAX's
+persistent compilation cache warm, a run then only deserializes it and fetches the
+compiled program. A file without it (or a JAX that cannot read it) is traced as before.
 
 Arrays are stored as raw bytes + dtype + shape (flax's msgpack extension), read back with
 ``np.frombuffer``; optimizer state, RNG and the input-iterator state are left out, so the
@@ -31,16 +39,20 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 import time
 from typing import Any, Mapping
 
 import jax
+from jax import export as jax_export
 import ml_collections
 import numpy as np
 from flax import serialization
 
 from avdetect import contract
-from avdetect.checkpointing import STATE, CheckpointError, load_state_numpy, resolve_checkpoint
+# orbax (behind avdetect.checkpointing) is imported only where a workdir is read: scoring
+# an exported file should not pay for it at start-up.
+from avdetect.errors import CheckpointError
 
 FORMAT = "avdetect-params"
 FORMAT_VERSION = 1
@@ -56,6 +68,8 @@ SCALE_TEXT = {
 }
 # The streams a method can read at inference time (teacher posteriors are train-only).
 INFERENCE_STREAMS = ("mouth", "face", "logmel")
+# Platforms the pre-traced predict function is lowered for (lowering needs no device).
+EXPORT_PLATFORMS = ("cpu", "cuda", "tpu")
 
 
 # ----------------------------------------------------------------------------------
@@ -90,14 +104,18 @@ class LoadedModel:
     ``method_names`` (or None), ``preprocess`` (dict: 'face_size', 'encoding',
     'params' = the dataset's preprocessing record or {}, 'source'), ``source`` (dict:
     'kind' 'workdir' | 'export', 'path', 'step'), ``notes`` (list of sentences).
-    ``compile_seconds`` accumulates the XLA compile time of :meth:`predict`.
+    ``compile_seconds`` accumulates the compile time :meth:`predict` waited for (XLA
+    compile, and tracing unless the file carries ``traced_predict``, the ``jax.export``
+    serialization of the predict function); ``compile_paths`` says which was used per
+    batch shape.
     """
 
     def __init__(self, *, config: ml_collections.ConfigDict, variables: Mapping[str, Any],
                  threshold: float, threshold_source: str, threshold_origin: str,
                  score_scale: str, category_names: tuple[str, ...],
                  method_names: tuple[str, ...] | None, preprocess: dict[str, Any],
-                 source: dict[str, Any], notes: list[str] | None = None, method: Any = None):
+                 source: dict[str, Any], notes: list[str] | None = None, method: Any = None,
+                 traced_predict: bytes | None = None):
         from avdetect.train import build_method   # registry names and 'module:factory'
 
         self.config = config
@@ -113,8 +131,13 @@ class LoadedModel:
         self.source = source
         self.notes = list(notes or [])
         self.compile_seconds = 0.0
+        self.warmup_seconds = 0.0      # compile time spent in warm_up's background thread
+        self.compile_paths: dict[tuple, str] = {}     # batch key -> 'exported' | 'traced'
+        self._traced_predict = traced_predict
         self._device_vars = None
         self._compiled: dict[tuple, Any] = {}
+        self._lock = threading.Lock()  # one compile per shape, also across warm_up's thread
+        self._warmup: threading.Thread | None = None
 
         def predict(variables, batch):
             out = self.method.predict(variables, batch)
@@ -144,21 +167,78 @@ class LoadedModel:
     def step(self) -> int | None:
         return self.source.get("step")
 
+    def window_signature(self) -> dict[str, tuple[tuple[int, ...], str]]:
+        """``{stream: (per-window shape, dtype)}`` of the batches ``avdetect detect`` feeds
+        (what ``WindowMaker.cut`` gives for :attr:`inputs`, plus 'frame_mask')."""
+        W, m = self.window, contract.MEL_PER_FRAME
+        known = {"mouth": ((W, contract.MOUTH_SIZE, contract.MOUTH_SIZE), "uint8"),
+                 "face": ((W, self.face_size, self.face_size, 3), "uint8"),
+                 "logmel": ((m * W, contract.N_MELS), "float32")}
+        return {**{k: known[k] for k in self.inputs}, "frame_mask": ((W,), "float32")}
+
     # ---- inference ----
+    @staticmethod
+    def _key(batch: Mapping[str, Any]) -> tuple:
+        return tuple((k, tuple(v.shape), np.dtype(v.dtype).str) for k, v in sorted(batch.items()))
+
+    def _compile(self, batch: Mapping[str, Any]) -> Any:
+        """The compiled predict function for ``batch``'s shapes (arrays or
+        ShapeDtypeStructs): from the pre-traced export when the file has one and the
+        shapes are its own, else traced here. Caller holds ``self._lock``."""
+        if self._device_vars is None:
+            self._device_vars = jax.device_put(self.variables)
+        sig = {k: (tuple(v.shape[1:]), np.dtype(v.dtype).name) for k, v in batch.items()}
+        if self._traced_predict is not None and sig == self.window_signature():
+            try:
+                exported = jax_export.deserialize(bytearray(self._traced_predict))
+                fn = jax.jit(exported.call).lower(self._device_vars, dict(batch)).compile()
+                self.compile_paths[self._key(batch)] = "exported"
+                return fn
+            except Exception as e:   # e.g. a JAX too old or too new for the serialization
+                logging.warning("%s: the pre-traced model cannot be used (%s: %s); tracing it",
+                                self.source.get("path"), type(e).__name__, str(e)[:200])
+                self._traced_predict = None
+        self.compile_paths[self._key(batch)] = "traced"
+        return self._jit_predict.lower(self._device_vars, dict(batch)).compile()
+
+    def _compiled_for(self, batch: Mapping[str, Any]) -> tuple[Any, float]:
+        """(compiled function, seconds spent waiting for it: compile or a warm-up)."""
+        key = self._key(batch)
+        t0 = time.perf_counter()
+        with self._lock:
+            fn = self._compiled.get(key)
+            if fn is None:
+                fn = self._compiled[key] = self._compile(batch)
+        return fn, time.perf_counter() - t0
+
+    def warm_up(self, batch_size: int = 1) -> None:
+        """Compiles the predict function for ``batch_size`` windows in a background thread
+        (detect starts it before decoding a video, so compiling overlaps preprocessing);
+        :meth:`predict` waits for it if it needs that shape before it is done."""
+        if self._warmup is not None and self._warmup.is_alive():
+            return
+        spec = {k: jax.ShapeDtypeStruct((batch_size, *shape), np.dtype(dt))
+                for k, (shape, dt) in self.window_signature().items()}
+        if self._key(spec) in self._compiled:
+            return
+
+        def run():
+            try:
+                self.warmup_seconds += self._compiled_for(spec)[1]
+            except Exception as e:   # predict will meet (and report) the same problem
+                logging.debug("warm-up compile failed: %s", e)
+        # Not a daemon: a process that ends meanwhile waits for the compile rather than
+        # tearing XLA down under it.
+        self._warmup = threading.Thread(target=run, name="avdetect-warm-up")
+        self._warmup.start()
+
     def predict(self, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """``{'frame_score': [B, T], 'score': [B]}`` for a batch of windows (keys of
         :attr:`inputs` + 'frame_mask'). Each new batch shape is compiled once (timed in
         ``compile_seconds``)."""
         batch = {k: np.asarray(v) for k, v in batch.items()}
-        if self._device_vars is None:
-            self._device_vars = jax.device_put(self.variables)
-        key = tuple((k, v.shape, v.dtype.str) for k, v in sorted(batch.items()))
-        fn = self._compiled.get(key)
-        if fn is None:
-            t0 = time.perf_counter()
-            fn = self._jit_predict.lower(self._device_vars, batch).compile()
-            self.compile_seconds += time.perf_counter() - t0
-            self._compiled[key] = fn
+        fn, waited = self._compiled_for(batch)
+        self.compile_seconds += waited
         out = fn(self._device_vars, batch)
         return {k: np.asarray(v) for k, v in out.items()}
 
@@ -190,6 +270,8 @@ def score_scale(config: ml_collections.ConfigDict, method: Any) -> str:
 
 def _find_workdir(path: str) -> tuple[str, str | None]:
     """(workdir, checkpoint argument) for a workdir, its checkpoints dir or a step dir."""
+    from avdetect.checkpointing import STATE
+
     p = os.path.abspath(path)
     if os.path.isfile(os.path.join(p, "config.json")):
         return p, None
@@ -275,6 +357,8 @@ def _vocabularies(config: ml_collections.ConfigDict) -> tuple[tuple[str, ...], t
 
 def load_workdir(path: str, step: int | None = None) -> LoadedModel:
     """A LoadedModel from a training workdir (or its checkpoints / step folder)."""
+    from avdetect.checkpointing import load_state_numpy, resolve_checkpoint
+
     workdir, ckpt_arg = _find_workdir(path)
     with open(os.path.join(workdir, "config.json"), encoding="utf-8") as f:
         config = config_from_json(f.read())
@@ -321,6 +405,26 @@ def _host_tree(tree: Any) -> Any:
     return np.asarray(tree)
 
 
+def trace_predict(model: LoadedModel) -> bytes | None:
+    """``jax.export`` serialization of ``model``'s predict function for batches of any
+    number of windows of :meth:`LoadedModel.window_signature` (symbolic batch 'b'),
+    lowered for :data:`EXPORT_PLATFORMS`; None (with a warning) if the network cannot be
+    exported that way - the file then works as before, traced at load."""
+    (b,) = jax_export.symbolic_shape("b")
+    var_spec = jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype),
+                            model.variables)
+    batch_spec = {k: jax.ShapeDtypeStruct((b, *shape), np.dtype(dt))
+                  for k, (shape, dt) in model.window_signature().items()}
+    try:
+        exported = jax_export.export(model._jit_predict, platforms=EXPORT_PLATFORMS)(
+            var_spec, batch_spec)
+        return bytes(exported.serialize())
+    except Exception as e:   # shape polymorphism or a platform lowering not supported
+        logging.warning("model export: the predict function cannot be pre-traced (%s: %s); "
+                        "the file is written without it", type(e).__name__, str(e)[:300])
+        return None
+
+
 def export_model(model_or_path: LoadedModel | str, out_path: str, *, step: int | None = None
                  ) -> str:
     """Writes the params-only file of a workdir's checkpoint (or of a LoadedModel) to
@@ -340,6 +444,9 @@ def export_model(model_or_path: LoadedModel | str, out_path: str, *, step: int |
         "exported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     payload = {"header": json.dumps(header, sort_keys=True), "variables": _host_tree(model.variables)}
+    traced = trace_predict(model)
+    if traced is not None:
+        payload["traced_predict"] = traced
     data = serialization.msgpack_serialize(payload)
     out_path = os.fspath(out_path)
     os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
@@ -364,6 +471,7 @@ def load_exported(path: str) -> LoadedModel:
         payload = serialization.msgpack_restore(data)
         header = json.loads(payload["header"])
         variables = payload["variables"]
+        traced = payload.get("traced_predict")
     except Exception as e:   # msgpack / JSON / layout errors: all mean "not our file"
         raise CheckpointError(f"{path}: not an exported avdetect model ({type(e).__name__}: "
                               f"{str(e)[:120]})") from e
@@ -384,7 +492,8 @@ def load_exported(path: str) -> LoadedModel:
                        category_names=tuple(vocab["category"]),
                        method_names=tuple(vocab["method"]) if vocab["method"] is not None else None,
                        preprocess=header["preprocess"], source=source,
-                       notes=list(header.get("notes", [])))
+                       notes=list(header.get("notes", [])),
+                       traced_predict=bytes(traced) if traced is not None else None)
 
 
 def load_model(path_or_workdir: str | os.PathLike, step: int | None = None) -> LoadedModel:

@@ -77,7 +77,8 @@ def test_file_is_plain_msgpack_without_optimizer_state(workdir, exported):
         return payload
 
     top = msgpack.unpackb(data, raw=False, ext_hook=ext_hook, strict_map_key=False)
-    assert set(top) == {"header", "variables"}
+    assert set(top) == {"header", "variables", "traced_predict"}
+    assert isinstance(top["traced_predict"], bytes) and len(top["traced_predict"]) > 1000
     header = json.loads(top["header"])
     assert header["format"] == export.FORMAT and header["format_version"] == export.FORMAT_VERSION
     assert header["config"]["method"] == "toy_method:build"
@@ -111,10 +112,56 @@ def test_export_command_and_steps(workdir, tmp_path, capsys):
 
 def test_detect_gives_the_same_result_from_the_export(workdir, exported, realav_clips):
     clip = next(p for p in realav_clips if p.name == "real_video-retalking_6.mp4")
-    a = detect.score_video(clip, export.load_model(workdir))
-    b = detect.score_video(clip, export.load_model(exported))
-    assert a.score == b.score and a.verdict == b.verdict and a.threshold == b.threshold
-    np.testing.assert_array_equal(a.frame_scores, b.frame_scores)
+    traced, pre = export.load_model(workdir), export.load_model(exported)
+    a = detect.score_video(clip, traced)
+    b = detect.score_video(clip, pre)
+    # The workdir is traced here; the file's pre-traced (jax.export) function is used.
+    assert set(traced.compile_paths.values()) == {"traced"}
+    assert set(pre.compile_paths.values()) == {"exported"}
+    assert a.verdict == b.verdict and a.threshold == b.threshold
+    # Same network, same XLA: equal up to float32 reassociation in the compiled program.
+    np.testing.assert_allclose(b.score, a.score, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(b.frame_scores, a.frame_scores, rtol=1e-6, atol=1e-6)
+
+
+def test_pretraced_predict_takes_any_batch_and_falls_back_when_unreadable(exported, tmp_path,
+                                                                         caplog):
+    model = export.load_model(exported)
+    rng, w = np.random.default_rng(1), model.window
+    reference = export.load_model(exported)
+    reference._traced_predict = None                 # force the tracing path
+    for n in (1, 3):                                  # one export serves every batch size
+        batch = {"mouth": rng.integers(0, 256, (n, w, 88, 88), dtype=np.uint8),
+                 "logmel": rng.standard_normal((n, 4 * w, 80), dtype=np.float32),
+                 "frame_mask": np.ones((n, w), np.float32)}
+        got, want = model.predict(batch), reference.predict(batch)
+        np.testing.assert_allclose(got["score"], want["score"], rtol=1e-6, atol=1e-6)
+    assert list(model.compile_paths.values()) == ["exported", "exported"]
+    assert list(reference.compile_paths.values()) == ["traced", "traced"]
+    # A damaged pre-traced blob: a warning naming the file, then tracing, same scores.
+    top = msgpack.unpackb(pathlib.Path(exported).read_bytes(), raw=False, strict_map_key=False,
+                          ext_hook=lambda code, data: msgpack.ExtType(code, data))
+    top["traced_predict"] = b"not a serialized module"
+    damaged = tmp_path / "damaged.msgpack"
+    damaged.write_bytes(msgpack.packb(top, use_bin_type=True))
+    broken = export.load_model(damaged)
+    with caplog.at_level("WARNING"):
+        out = broken.predict(batch)
+    assert "pre-traced model cannot be used" in caplog.text and str(damaged) in caplog.text
+    assert list(broken.compile_paths.values()) == ["traced"]
+    np.testing.assert_allclose(out["score"], want["score"], rtol=1e-6, atol=1e-6)
+
+
+def test_warm_up_compiles_in_the_background(exported):
+    model = export.load_model(exported)
+    model.warm_up(1)
+    model._warmup.join(timeout=120)
+    assert model.warmup_seconds > 0 and len(model.compile_paths) == 1
+    w = model.window
+    model.predict({"mouth": np.zeros((1, w, 88, 88), np.uint8),
+                   "logmel": np.zeros((1, 4 * w, 80), np.float32),
+                   "frame_mask": np.ones((1, w), np.float32)})
+    assert len(model.compile_paths) == 1            # the warm-up's program was reused
 
 
 def test_bad_model_files_name_the_file(exported, tmp_path):

@@ -26,7 +26,7 @@ import queue
 import sys
 import threading
 import time
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import cv2
 import numpy as np
@@ -164,12 +164,15 @@ def preprocess_video(path: str | os.PathLike, *, face_size: int = contract.FACE_
                      max_buffer_mb: float = MAX_BUFFER_MB,
                      tracker: face_track.TrackerParams | None = None,
                      geometry: face_track.CropGeometry = face_track.CropGeometry(),
-                     progress: bool = False) -> ClipFeatures:
+                     progress: bool = False,
+                     on_probe: Callable[[decode.MediaInfo], None] | None = None) -> ClipFeatures:
     """Decode ``path`` and compute the per-frame crops, boxes and the aligned log-mel.
 
     ``detect_every`` / ``detect_max_side`` set the tracker (see ``face_track``; a full
     ``tracker`` overrides them); ``decode_max_side`` optionally downscales decoded frames
-    (crops then come from the smaller frames; boxes stay in source pixels).
+    (crops then come from the smaller frames; boxes stay in source pixels). ``on_probe``
+    is called with the file's MediaInfo once it has passed the probe and length checks,
+    before decoding starts (``detect`` starts compiling its model there).
 
     Raises the typed errors of ``avdetect.media.decode`` for unreadable files or files
     without video, ``TooShortError`` for fewer than ``min_frames`` frames, and
@@ -190,6 +193,8 @@ def preprocess_video(path: str | os.PathLike, *, face_size: int = contract.FACE_
     if info.has_video and info.num_frames < min_frames:
         raise TooShortError(path, f"{info.num_frames} frames at {contract.VIDEO_FPS} fps "
                                   f"({info.duration_s:.2f} s); at least {min_frames} needed")
+    if on_probe is not None:
+        on_probe(info)
 
     store = _CropStore(info.num_frames, face_size)
     ft = face_track.FaceTracker(tracker_params)
