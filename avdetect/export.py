@@ -116,7 +116,7 @@ class LoadedModel:
                  method_names: tuple[str, ...] | None, preprocess: dict[str, Any],
                  source: dict[str, Any], notes: list[str] | None = None, method: Any = None,
                  traced_predict: bytes | None = None):
-        from avdetect.train import build_method   # registry names and 'module:factory'
+        from avdetect.methods import build_method   # registry names and 'module:factory'
 
         self.config = config
         self.method = method if method is not None else build_method(config)
@@ -375,7 +375,7 @@ def load_workdir(path: str, step: int | None = None) -> LoadedModel:
     finally:
         absl_logger.setLevel(level)
     variables = {"params": state["params"], **dict(state.get("model_state") or {})}
-    from avdetect.train import build_method
+    from avdetect.methods import build_method
     method = build_method(config)
     scale = score_scale(config, method)
     value, source, notes = _threshold_from_reports(workdir, config, ckpt_step)

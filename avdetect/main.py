@@ -2,7 +2,9 @@
 
 Modes
   --mode=train (default)  train with periodic evaluation; a restarted job (same command)
-                          resumes from the latest checkpoint in DIR/checkpoints.
+                          resumes from the latest checkpoint in DIR/checkpoints. On a
+                          preemption notice (SIGTERM) the current step is saved and the
+                          job exits with code 143; the same command continues it.
   --mode=eval             evaluate a checkpoint: ``--checkpoint`` = a step number, a
                           checkpoints directory or one step directory; default the latest
                           in DIR/checkpoints. Writes DIR/eval_<split>.json and .md.
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import logging as std_logging
 import os
+import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -72,7 +75,9 @@ def main(argv: list[str]) -> None:
         init_distributed()
     from avdetect import train   # after distributed init: nothing may touch devices before it
     if _MODE.value == "train":
-        train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+        result = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+        if result.get("preempted"):
+            sys.exit(train.PREEMPTED_EXIT_CODE)
     else:
         train.evaluate_checkpoint(_CONFIG.value, _WORKDIR.value, _CHECKPOINT.value)
 

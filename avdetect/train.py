@@ -15,7 +15,9 @@ The same command runs on one CPU, one GPU host or every host of a TPU pod (see
 * The train state is ``{'params', 'opt_state', 'model_state', 'step', 'rng'}``; the
   step's RNG is ``fold_in(rng, step)``, so a resumed run draws the same numbers.
 * Checkpoints (``<workdir>/checkpoints``) hold the state and the input iterator state;
-  a restarted job resumes from the latest one by itself.
+  a restarted job resumes from the latest one by itself. A preemption notice (SIGTERM;
+  on a multi-process job JAX's preemption service agrees on the step across hosts)
+  saves the current step and stops: the same command continues from there.
 * Logs: ``<workdir>/metrics.jsonl`` and TensorBoard event files (``metric_writers``),
   steps/s and examples/s per log interval, a tqdm bar when stdout is a terminal.
 * Evaluation: on ``config.data.val_split`` (where the decision threshold is chosen)
@@ -40,10 +42,11 @@ Config fields read here (defaults in brackets):
 
 from __future__ import annotations
 
-import importlib
 import os
 import re
+import signal
 import sys
+import threading
 import time
 import zlib
 from typing import Any, Iterator
@@ -59,9 +62,42 @@ from jax.experimental import multihost_utils
 
 from avdetect import checkpointing, contract, evaluation, metric_writers, optim, sharding
 from avdetect.errors import ConfigError
+from avdetect.methods import build_method
 
 State = dict[str, Any]
 Batch = dict[str, Any]
+PREEMPTED_EXIT_CODE = 143   # 128 + SIGTERM: "stopped by a signal", so a scheduler restarts it
+
+
+class Preemption:
+    """Has a preemption notice arrived, at a step where every process can save?
+
+    Multi-process jobs (``jax.distributed`` initialised) ask JAX's preemption service,
+    which catches SIGTERM on any host and names one step, the same on all, at which
+    ``reached`` turns true (every process must call it at every step). A single process
+    catches SIGTERM itself; the handler only sets a flag, read between steps.
+    """
+
+    def __init__(self):
+        from jax._src import distributed   # the client exists only after initialize()
+        self._service = distributed.global_state.client is not None
+        self._notice = False
+        self._previous = None
+        if not self._service and threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._on_sigterm)
+
+    def _on_sigterm(self, signum, frame) -> None:
+        self._notice = True
+
+    def reached(self, step: int) -> bool:
+        if self._service:
+            return multihost_utils.reached_preemption_sync_point(step)
+        return self._notice
+
+    def close(self) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+            self._previous = None
 
 
 # ==================================================================================
@@ -235,16 +271,6 @@ def label_vocabularies(config: ml_collections.ConfigDict) -> tuple[tuple[str, ..
 # ==================================================================================
 # Model, optimizer, state, steps
 # ==================================================================================
-
-def build_method(config: ml_collections.ConfigDict):
-    """The Method named by ``config.method`` (registry name or ``'module:factory'``)."""
-    name = str(config.method)
-    if ":" in name:
-        module, attr = name.split(":", 1)
-        return getattr(importlib.import_module(module), attr)(config)
-    from avdetect.methods import build_method as registry_build
-    return registry_build(config)
-
 
 def _metric_collection(names: list[str]) -> type:
     """A clu Collection averaging each named scalar over the steps between two logs.
@@ -522,7 +548,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     """Trains ``config`` in ``workdir`` (resuming from its latest checkpoint), evaluates
     every ``config.train.eval_every`` steps (at most ``eval_batches`` batches per split)
     and fully at the end (``eval_<split>.json``/``.md``). Returns ``{'step', 'train':
-    the last logged train scalars, 'eval': the final reports}``."""
+    the last logged train scalars, 'eval': the final reports}``; after a preemption
+    notice (see :class:`Preemption`) the step reached is saved and the result is
+    ``{'step', 'train', 'eval': {}, 'preempted': True}``."""
     workdir = os.path.abspath(workdir)
     os.makedirs(workdir, exist_ok=True)
     _save_config(config, workdir)
@@ -587,6 +615,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         return reports
 
     # ---------------------------------------------------------------------- loop --
+    preemption = Preemption()
     bar = _progress("train", total, initial=start)
     acc, last_train, data_state = None, {}, first_data_state
     t_mark, steps_mark, timed_first = time.time(), start, False
@@ -619,10 +648,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         if (ckpt_every and done % ckpt_every == 0) or done == total:
             ckpt.save(done, state, data_state, force=True)
             logging.info("checkpoint: step %d saving in the background", done)
+        if preemption.reached(done) and done != total:
+            if not (ckpt_every and done % ckpt_every == 0):
+                ckpt.save(done, state, data_state, force=True)
+            ckpt.wait()
+            logging.warning("preempted: step %d saved in %s; run the same command to continue",
+                            done, ckpt.directory)
+            bar.close()
+            preemption.close()
+            ckpt.close()
+            writer.close()
+            return {"step": done, "train": last_train, "eval": {}, "preempted": True}
         if eval_every and done % eval_every == 0 and done != total:
             run_eval(done, eval_batches)
             t_mark, steps_mark = time.time(), done   # evaluation is not training time
     bar.close()
+    preemption.close()
     ckpt.wait()
 
     # ---------------------------------------------------------------- final eval --

@@ -279,6 +279,35 @@ def test_sigkill_then_same_command_continues_exactly(reference, tmp_path):
     assert (eval_dir / "eval_validation.md").exists()
 
 
+def test_sigterm_saves_the_step_and_the_same_command_continues(reference, tmp_path, monkeypatch):
+    """A preemption notice (SIGTERM) between checkpoints: the step reached is saved, the
+    run stops, and running it again ends exactly where the uninterrupted run ended."""
+    ref_dir, _ = reference
+    workdir = tmp_path / "preempted"
+    real_host_to_global, calls = train.sharding.host_to_global, []
+
+    def host_to_global(batch, mesh):
+        calls.append(1)
+        if len(calls) == 10:        # the batch of step index 9: the notice lands mid-step 10
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real_host_to_global(batch, mesh)
+
+    monkeypatch.setattr(train.sharding, "host_to_global", host_to_global)
+    handler_before = signal.getsignal(signal.SIGTERM)
+    first = train.train_and_evaluate(toy_method.toy_config(), str(workdir))
+    monkeypatch.setattr(train.sharding, "host_to_global", real_host_to_global)
+    assert first["preempted"] and first["step"] == 10          # ckpt_every = 4: 10 is extra
+    assert signal.getsignal(signal.SIGTERM) == handler_before      # the handler is undone
+    assert checkpointing.Checkpointer(str(workdir / "checkpoints"), read_only=True).latest_step() == 10
+    assert not (workdir / "eval_test.json").exists()
+    second = train.train_and_evaluate(toy_method.toy_config(), str(workdir))
+    assert second["step"] == 24 and not second.get("preempted")
+    ref = checkpointing.load_state_numpy(ref_dir / "checkpoints")
+    got = checkpointing.load_state_numpy(workdir / "checkpoints")
+    for part in ("params", "opt_state", "model_state"):
+        _assert_same_params(got[part], ref[part], atol=0)
+
+
 # ----------------------------------------------------------------------------------
 # Random data
 # ----------------------------------------------------------------------------------

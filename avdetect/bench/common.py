@@ -232,7 +232,7 @@ def random_variables(config, seed: int = 0) -> dict[str, Any]:
     import numpy as np
 
     from avdetect.methods.base import example_batch
-    from avdetect.train import build_method
+    from avdetect.methods import build_method
 
     method = build_method(config)
     shapes = jax.eval_shape(method.init, jax.random.PRNGKey(0),
@@ -260,7 +260,7 @@ def random_model(config_ref: str, seed: int = 0):
     config = importlib.import_module(f"configs.{method_name}").get_config(arg or None)
     config.data.name = "random"     # no dataset metadata to read: default preprocessing
     variables = random_variables(config, seed)
-    from avdetect.train import build_method
+    from avdetect.methods import build_method
     method = build_method(config)
     scale = export.score_scale(config, method)
     return export.LoadedModel(

@@ -7,6 +7,8 @@ distillation, Du et al. 2025) or 'baseline' (concatenation fusion, detection los
 
 from __future__ import annotations
 
+import importlib
+
 import ml_collections
 
 from avdetect.errors import ConfigError
@@ -19,8 +21,13 @@ METHODS = {"corrdistill": CorrDistill, "cad": CAD, "baseline": Baseline}
 
 
 def build_method(config: ml_collections.ConfigDict) -> Method:
-    """The method of ``config.method``, built from ``config.model`` / ``config.loss``."""
+    """The method of ``config.method``, built from ``config.model`` / ``config.loss``: a
+    registry name (:data:`METHODS`) or ``'module:factory'`` (a method defined elsewhere,
+    e.g. the tests' toy method)."""
     name = config.get("method")
+    if isinstance(name, str) and ":" in name:
+        module, attr = name.split(":", 1)
+        return getattr(importlib.import_module(module), attr)(config)
     if name not in METHODS:
         raise ConfigError(f"config.method={name!r}: expected one of {sorted(METHODS)}")
     return METHODS[name](config)
