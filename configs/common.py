@@ -94,6 +94,10 @@ def base_config(method: str, arg: ml_collections.ConfigDict, *, inputs: tuple[st
     c.data.val_split = "validation"
     c.data.inputs = inputs          # the batch keys this method reads
     c.data.augment = True           # per-window mouth / face augmentation while training
+    # Out-of-sync negatives (avdetect/data/pipeline.py): the share of real training windows
+    # whose audio is taken >= sync_min_shift frames away and labelled fake.
+    c.data.sync_negatives = 0.0
+    c.data.sync_min_shift = 3
     # Leave-one-method-out: train only on / never on these generation methods
     # (avdetect.protocols sets train_exclude_methods per held-out method).
     c.data.train_include_methods = ()

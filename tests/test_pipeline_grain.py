@@ -130,6 +130,55 @@ def test_face_resize_to_configured_size(source, index):
                                   [_frame_value(3, f) for f in range(T)])
 
 
+def _audio_frames(w):
+    """The source frame each window frame's audio came from (the log-mel carries it)."""
+    return w["logmel"][::contract.MEL_PER_FRAME, 0].astype(int)
+
+
+def test_sync_negatives_shift_only_the_audio_of_real_windows(source, index):
+    maker = pl._maker(cfg(sync_negatives=1.0, sync_min_shift=3), index)
+    real = dict(source[3], _record=3)                       # real, 13 frames
+    assert real["label"] == 0
+    shifts = set()
+    for seed in range(60):
+        w = maker.random_window(real, np.random.default_rng(seed), augment=False)
+        v = int(w["window_start"])
+        a = _audio_frames(w)[0]
+        frames = np.arange(v, v + T)
+        # Video streams stay at the window; every audio stream moved together.
+        np.testing.assert_array_equal(w["mouth"][:, 40, 40], [_frame_value(3, f) for f in frames])
+        np.testing.assert_array_equal(w["teacher_video"][:, 0], frames * 10.0 + 1)
+        np.testing.assert_array_equal(_audio_frames(w), np.arange(a, a + T))
+        np.testing.assert_array_equal(w["teacher_audio"][:, 0], np.arange(a, a + T) * 10.0)
+        assert abs(a - v) >= 3 and 0 <= a <= 13 - T
+        assert w["label"] == 1 and w["audio_fake"] == 1
+        shifts.add(a - v)
+    assert min(shifts) < 0 < max(shifts)                     # earlier and later audio
+    # Fakes are left as they are; a real video with no room for a shift stays real.
+    fake = dict(source[7], _record=7)
+    w = maker.random_window(fake, np.random.default_rng(0), augment=False)
+    assert w["label"] == 1 and w["audio_fake"] == 0
+    np.testing.assert_array_equal(_audio_frames(w), np.arange(T) + int(w["window_start"]))
+    short = dict(source[9], _record=9)                      # real, 5 frames < T
+    w = maker.random_window(short, np.random.default_rng(0), augment=False)
+    assert w["label"] == 0 and (_audio_frames(w)[:5] == np.arange(5)).all()
+
+
+def test_sync_negatives_rate_and_default_off(source, index):
+    real = dict(source[3], _record=3)
+    half = pl._maker(cfg(sync_negatives=0.5), index)
+    labels = [int(half.random_window(real, np.random.default_rng(s), augment=False)["label"])
+              for s in range(400)]
+    assert 0.4 < np.mean(labels) < 0.6
+    off = pl._maker(cfg(), index)
+    for s in range(20):
+        w = off.random_window(real, np.random.default_rng(s), augment=False)
+        assert w["label"] == 0
+        np.testing.assert_array_equal(_audio_frames(w), np.arange(T) + int(w["window_start"]))
+    with pytest.raises(ValueError, match="outside"):
+        off.cut(real, 0, audio_start=10)
+
+
 def test_window_starts_cover_video():
     assert pl.window_starts(13, 6) == [0, 6, 12]
     assert pl.window_starts(12, 6) == [0, 6]

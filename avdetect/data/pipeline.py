@@ -41,7 +41,16 @@ optional, with defaults: ``face_size`` None (= as stored; otherwise resized),
 ``aug_ops`` ('orig', 'flip', 'crop', 'rotate'), ``aug_crop_min`` 0.7,
 ``aug_max_rotate_deg`` 15.0, ``train_include_methods`` () and ``train_exclude_methods`` ()
 (leave-one-method-out: e.g. exclude ('wav2lip',) from 'train', evaluate on
-'method_wav2lip').
+'method_wav2lip'), ``sync_negatives`` 0.0 and ``sync_min_shift`` 3 (below).
+
+Sync negatives (training only): with probability ``sync_negatives`` a window of a *real*
+video is cut with its audio streams (log-mel, waveform, ASR posteriors) taken from another
+place of the same video, at least ``sync_min_shift`` frames away, and labelled fake
+(``audio_fake`` 1). This is the out-of-sync negative of active-speaker pre-training
+(TalkSet), which the reference's student starts from and a from-scratch student lacks
+(METHODS.md); the teachers' correlation follows on its own, the ASR posteriors moving
+with the audio. It teaches exactly the benchmark's ``desync`` fake, so a leave-one-method-
+out run that holds ``desync`` out should keep it at 0.
 """
 
 from __future__ import annotations
@@ -80,6 +89,8 @@ _DEFAULTS: dict[str, Any] = {
     "train_include_methods": (),
     "train_exclude_methods": (),
     "inputs": (),
+    "sync_negatives": 0.0,
+    "sync_min_shift": 3,
 }
 STREAMS = ("mouth", "face", "logmel", "teacher_audio", "teacher_video")
 # Cut only when config.data.inputs names it (shards older than format 2 lack it).
@@ -277,6 +288,8 @@ class WindowMaker:
     aug_ops: tuple[str, ...] = aug_lib.AUG_OPS
     aug_crop_min: float = 0.7
     aug_max_rotate_deg: float = 15.0
+    sync_negatives: float = 0.0     # probability that a real window gets shifted audio
+    sync_min_shift: int = 3         # frames
 
     def _frames(self, blobs, start: int, stop: int, *, color: bool) -> np.ndarray:
         frames = codec.decode_frames(list(blobs[start:stop]), color=color)
@@ -287,14 +300,21 @@ class WindowMaker:
         return frames
 
     def cut(self, ex: Mapping[str, Any], start: int,
-            params: aug_lib.AugParams | None = None) -> dict[str, np.ndarray]:
-        """Window [start, start+T) of ``ex``, zero-padded to T frames, as fixed-shape arrays."""
+            params: aug_lib.AugParams | None = None,
+            audio_start: int | None = None) -> dict[str, np.ndarray]:
+        """Window [start, start+T) of ``ex``, zero-padded to T frames, as fixed-shape arrays.
+        ``audio_start`` takes the audio streams (log-mel, waveform, ASR posteriors) from
+        [audio_start, audio_start + n) instead (a sync negative; n frames must exist)."""
         T = self.window
         nf = int(ex["num_frames"])
         n = max(0, min(T, nf - start))
         if n == 0:
             raise ValueError(f"window start {start} is past the end of a {nf}-frame video "
                              f"{_text(ex['video_id'])}")
+        a = start if audio_start is None else int(audio_start)
+        if not 0 <= a <= nf - n:
+            raise ValueError(f"audio window start {a} (+{n} frames) is outside the {nf}-frame "
+                             f"video {_text(ex['video_id'])}")
         m = contract.MEL_PER_FRAME
 
         def pad(x, length, dtype):
@@ -311,20 +331,19 @@ class WindowMaker:
                     frames = aug_lib.apply_aug(frames, params)
                 out[name] = pad(frames, T, np.uint8)
         if "logmel" in self.streams:
-            logmel = np.asarray(ex["logmel"][m * start:m * (start + n)], np.float32)  # [<=4n, 80]
+            logmel = np.asarray(ex["logmel"][m * a:m * (a + n)], np.float32)  # [<=4n, 80]
             out["logmel"] = pad(logmel, m * T, np.float32)
         if "audio" in self.streams:
             if "audio" not in ex:
                 raise ValueError(f"{_text(ex['video_id'])}: no raw 'audio' stream in the "
                                  "shards (built before shard format 2): rebuild the dataset")
             spf = contract.SAMPLES_PER_FRAME
-            wave = np.asarray(ex["audio"][spf * start:spf * (start + n)], np.float32)
+            wave = np.asarray(ex["audio"][spf * a:spf * (a + n)], np.float32)
             out["audio"] = pad(wave / AUDIO_INT16_SCALE, spf * T, np.float32)  # [640 T]
-        for name in ("teacher_audio", "teacher_video"):
+        for name, s0 in (("teacher_audio", a), ("teacher_video", start)):
             if name in self.streams:
                 k = ex[name].shape[-1]
-                out[name] = pad(np.asarray(ex[name][start:start + n]).reshape(n, k), T,
-                                np.float32)
+                out[name] = pad(np.asarray(ex[name][s0:s0 + n]).reshape(n, k), T, np.float32)
         frame_mask = np.zeros(T, np.float32)
         frame_mask[:n] = 1.0
         out.update({
@@ -346,14 +365,32 @@ class WindowMaker:
 
     def random_window(self, ex: Mapping[str, Any], rng: np.random.Generator,
                       augment: bool) -> dict[str, np.ndarray]:
-        """One uniformly placed window, with one augmentation draw for the whole window."""
+        """One uniformly placed window, with one augmentation draw for the whole window;
+        for a real video, with probability ``sync_negatives``, a sync negative (see the
+        module docstring)."""
         nf = int(ex["num_frames"])
         start = int(rng.integers(0, max(nf - self.window, 0) + 1))
         params = None
         if augment:
             params = aug_lib.sample_aug_params(rng, ops=self.aug_ops, crop_min=self.aug_crop_min,
                                                max_angle_deg=self.aug_max_rotate_deg)
+        if self.sync_negatives > 0 and int(ex["label"]) == 0 and rng.random() < self.sync_negatives:
+            audio_start = self._shifted_start(start, min(self.window, nf - start), nf, rng)
+            if audio_start is not None:
+                out = self.cut(ex, start, params, audio_start=audio_start)
+                out["label"] = out["audio_fake"] = np.int32(1)
+                return out
         return self.cut(ex, start, params)
+
+    def _shifted_start(self, start: int, n: int, nf: int, rng: np.random.Generator) -> int | None:
+        """A start for n audio frames at least ``sync_min_shift`` from ``start`` (uniform
+        over the allowed ones), or None when the video is too short for one."""
+        lo, hi = 0, nf - n                       # audio window starts that fit
+        d = max(int(self.sync_min_shift), 1)
+        left = np.arange(lo, max(lo, start - d + 1))
+        right = np.arange(min(hi + 1, start + d), hi + 1)
+        choices = np.concatenate([left, right])
+        return int(rng.choice(choices)) if len(choices) else None
 
     def all_windows(self, ex: Mapping[str, Any]) -> list[dict[str, np.ndarray]]:
         """Every window of the video, stride T (the last one padded)."""
@@ -444,7 +481,9 @@ def _maker(data_cfg: Any, index: SplitIndex) -> WindowMaker:
                        face_size=cfg_get(data_cfg, "face_size"),
                        aug_ops=tuple(cfg_get(data_cfg, "aug_ops")),
                        aug_crop_min=float(cfg_get(data_cfg, "aug_crop_min")),
-                       aug_max_rotate_deg=float(cfg_get(data_cfg, "aug_max_rotate_deg")))
+                       aug_max_rotate_deg=float(cfg_get(data_cfg, "aug_max_rotate_deg")),
+                       sync_negatives=float(cfg_get(data_cfg, "sync_negatives")),
+                       sync_min_shift=int(cfg_get(data_cfg, "sync_min_shift")))
 
 
 def build_train_dataset(source: Sequence[Mapping[str, Any]], index: SplitIndex, data_cfg: Any,
