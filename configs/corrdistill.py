@@ -25,7 +25,10 @@ evaluate 92 s, score 16 real clips 6 s); synthetic test video AUC 0.820 (FVFA 0.
 stages take 2-3x longer (633 s with 200 steps). The < 10 min goal is met; AUC >= 0.95 is
 not: the audio-only fakes (desync, voiceclone, voiceconvert) stay near chance for this tiny
 student in a few hundred steps (also with batch 16 x 600 steps + cosine lr 2e-3: 0.810;
-lr 3e-3: 0.515; no augmentation: 0.574; loss.w_corr=5: 0.701; query=source: 0.830).
+lr 3e-3: 0.515; no augmentation: 0.574; loss.w_corr=5: 0.701; query=source: 0.830;
+1,500 steps: 0.854; 1,500 steps with data.sync_negatives=0.5: 0.854 / 0.764 for seeds
+0 / 1, desync and voiceclone then 0.92-0.99 but faceswap ~0.5 - METHODS.md 1.4). A re-run
+the same day (load ~3, commit after 108ddd3) gave the identical table in 279 s.
 Full on FakeAVCeleb (reference test split) - AUC to be measured (the reference
 reports AUC 0.968 on CMDFD-W2L for its released FakeAVCeleb model, papers.md B.6).
 Parameters: full 15.74 M (15,739,869; the reference's 15,743,451 counts a stage-1
