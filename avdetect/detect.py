@@ -414,10 +414,14 @@ def preprocess_file(path: str, model: LoadedModel
         raise FileMissingError(path, "does not exist")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", decode.CorruptFrameWarning)
-        # Once the file has passed the probe, compile the one-window shape (every clip
-        # shorter than two batches uses it) in a background thread while it decodes.
-        feats = pipeline.preprocess_video(path, **preprocess_kwargs(model),
-                                          on_probe=lambda info: model.warm_up(1))
+        # Once a file with video has passed the probe, compile the one-window shape
+        # (every clip shorter than two batches uses it) in a background thread while it
+        # decodes.
+        def on_probe(info: decode.MediaInfo) -> None:
+            if info.has_video:
+                model.warm_up(1)
+
+        feats = pipeline.preprocess_video(path, **preprocess_kwargs(model), on_probe=on_probe)
     bad_video = bad_audio = 0
     for w in caught:
         if issubclass(w.category, decode.CorruptFrameWarning):

@@ -304,11 +304,16 @@ def test_detect_on_each_kind(kind, corpus, detected):
 
 
 class _ModelStub:
-    """What ``detect.preprocess_file`` reads of a model: its preprocessing record and
-    the streams it reads."""
+    """What ``detect.preprocess_file`` uses of a model: its preprocessing record, the
+    streams it reads, and ``warm_up`` (called once a file passes the probe; a stub has
+    nothing to compile)."""
 
     preprocess = {"face_size": contract.FACE_SIZE_DEFAULT, "params": {}}
     inputs = ("mouth", "face", "logmel")
+
+    def warm_up(self, batch_size: int = 1) -> None:
+        pass
+
 # ----------------------------------------------------------------------------- build
 
 @dataclasses.dataclass
