@@ -66,8 +66,10 @@ SCALE_TEXT = {
     "probability": "fake probability in [0, 1]",
     "unknown": "method-defined score (scale unknown: the method declares none)",
 }
-# The streams a method can read at inference time (teacher posteriors are train-only).
-INFERENCE_STREAMS = ("mouth", "face", "logmel")
+# The streams a method can read at inference time (teacher posteriors are train-only);
+# the raw waveform (e.g. CAD's Whisper front end) only when the config lists it.
+INFERENCE_STREAMS = ("mouth", "face", "logmel", "audio")
+OPT_IN_STREAMS = ("audio",)
 # Platforms the pre-traced predict function is lowered for (lowering needs no device).
 EXPORT_PLATFORMS = ("cpu", "cuda", "tpu")
 
@@ -156,7 +158,9 @@ class LoadedModel:
         """The batch streams the method reads at inference (from ``config.data.inputs``;
         all of mouth, face, logmel when the config lists none)."""
         listed = tuple(self.config.data.get("inputs", ()) or ())
-        return tuple(s for s in INFERENCE_STREAMS if not listed or s in listed)
+        if not listed:
+            return tuple(s for s in INFERENCE_STREAMS if s not in OPT_IN_STREAMS)
+        return tuple(s for s in INFERENCE_STREAMS if s in listed)
 
     @property
     def face_size(self) -> int:
@@ -173,7 +177,8 @@ class LoadedModel:
         W, m = self.window, contract.MEL_PER_FRAME
         known = {"mouth": ((W, contract.MOUTH_SIZE, contract.MOUTH_SIZE), "uint8"),
                  "face": ((W, self.face_size, self.face_size, 3), "uint8"),
-                 "logmel": ((m * W, contract.N_MELS), "float32")}
+                 "logmel": ((m * W, contract.N_MELS), "float32"),
+                 "audio": ((contract.SAMPLES_PER_FRAME * W,), "float32")}
         return {**{k: known[k] for k in self.inputs}, "frame_mask": ((W,), "float32")}
 
     # ---- inference ----

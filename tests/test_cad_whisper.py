@@ -20,6 +20,8 @@ from avdetect.pretrained.errors import WeightFileError
 from configs import cad
 
 WINDOW, BATCH, STEPS = 8, 4, 6
+# cad:tiny's window (25 frames) of 16 kHz samples, as detect feeds it
+WINDOW_SAMPLES = 25 * contract.SAMPLES_PER_FRAME
 
 
 def _tiny_en_dir():
@@ -181,3 +183,24 @@ def test_detect_feeds_the_raw_waveform_to_a_model_that_reads_audio(realav_clips)
     assert win.shape == (WINDOW * spf,)
     np.testing.assert_allclose(win[:len(ref)], ref, atol=1.0 / 32767 + 1e-6)
     assert not np.any(win[len(ref):])
+
+
+def test_detect_scores_a_clip_with_a_model_that_reads_the_waveform(realav_clips, tmp_path):
+    """End to end through an export file: a CAD model whose audio encoder is Whisper gets
+    the raw 'audio' stream from detect, through the pre-traced function and when traced."""
+    from avdetect import detect, export
+    from avdetect.bench import common
+
+    model = common.random_model("cad:tiny,whisper")
+    assert model.inputs == ("face", "audio")
+    path = export.export_model(model, str(tmp_path / "cadw.msgpack"))
+    pre, traced = export.load_model(path), export.load_model(path)
+    traced._traced_predict = None
+    a = detect.score_video(realav_clips[0], pre)
+    b = detect.score_video(realav_clips[0], traced)
+    (key, how), = pre.compile_paths.items()
+    assert how == "exported" and dict((k, s) for k, s, _ in key)["audio"] == (1, WINDOW_SAMPLES)
+    assert set(traced.compile_paths.values()) == {"traced"}
+    assert np.isfinite(a.score)
+    np.testing.assert_allclose(a.score, b.score, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(a.frame_scores, b.frame_scores, rtol=1e-5, atol=1e-5)
