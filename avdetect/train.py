@@ -99,6 +99,12 @@ class Preemption:
             signal.signal(signal.SIGTERM, self._previous)
             self._previous = None
 
+    def __enter__(self) -> "Preemption":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()     # also when training raises: SIGTERM gets its old handler back
+
 
 # ==================================================================================
 # Synthetic random data ('random' dataset)
@@ -615,56 +621,55 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         return reports
 
     # ---------------------------------------------------------------------- loop --
-    preemption = Preemption()
     bar = _progress("train", total, initial=start)
     acc, last_train, data_state = None, {}, first_data_state
     t_mark, steps_mark, timed_first = time.time(), start, False
-    for step in range(start, total):
-        if step == start:
-            batch = first_batch
-        else:
-            batch = sharding.host_to_global(next(train_iter), mesh)
-            data_state = train_iter.get_state()      # stream position after this batch
-        state, step_metrics = steps.train_step(state, batch)
-        acc = step_metrics if acc is None else acc.merge(step_metrics)
-        done = step + 1
-        bar.update(1)
-        if not timed_first:   # the first step includes compilation: keep it out of throughput
-            jax.block_until_ready(step_metrics)
-            logging.info("first step (compile + run): %.1f s", time.time() - t_mark)
-            t_mark, steps_mark, timed_first = time.time(), done, True
-        if done % log_every == 0 or done == total:
-            last_train = {f"train/{k}": v for k, v in
-                          metrics_to_floats(acc, steps.Metrics.display_names).items()}
-            acc = None
-            dt, n = time.time() - t_mark, done - steps_mark
-            if n > 0 and dt > 0:
-                last_train["perf/steps_per_sec"] = n / dt
-                last_train["perf/examples_per_sec"] = n * global_batch / dt
-            t_mark, steps_mark = time.time(), done
-            writer.write_scalars(done, last_train)
-            logging.info("step %d/%d: %s", done, total, _fmt_scalars(last_train))
-            bar.set_postfix_str(f"loss={last_train['train/loss']:.4f}")
-        if (ckpt_every and done % ckpt_every == 0) or done == total:
-            ckpt.save(done, state, data_state, force=True)
-            logging.info("checkpoint: step %d saving in the background", done)
-        if preemption.reached(done) and done != total:
-            if not (ckpt_every and done % ckpt_every == 0):
+    preempted = False
+    with Preemption() as preemption:
+        for step in range(start, total):
+            if step == start:
+                batch = first_batch
+            else:
+                batch = sharding.host_to_global(next(train_iter), mesh)
+                data_state = train_iter.get_state()      # stream position after this batch
+            state, step_metrics = steps.train_step(state, batch)
+            acc = step_metrics if acc is None else acc.merge(step_metrics)
+            done = step + 1
+            bar.update(1)
+            if not timed_first:   # the first step includes compilation: keep it out of throughput
+                jax.block_until_ready(step_metrics)
+                logging.info("first step (compile + run): %.1f s", time.time() - t_mark)
+                t_mark, steps_mark, timed_first = time.time(), done, True
+            if done % log_every == 0 or done == total:
+                last_train = {f"train/{k}": v for k, v in
+                              metrics_to_floats(acc, steps.Metrics.display_names).items()}
+                acc = None
+                dt, n = time.time() - t_mark, done - steps_mark
+                if n > 0 and dt > 0:
+                    last_train["perf/steps_per_sec"] = n / dt
+                    last_train["perf/examples_per_sec"] = n * global_batch / dt
+                t_mark, steps_mark = time.time(), done
+                writer.write_scalars(done, last_train)
+                logging.info("step %d/%d: %s", done, total, _fmt_scalars(last_train))
+                bar.set_postfix_str(f"loss={last_train['train/loss']:.4f}")
+            # Every process asks at every step (the multi-process protocol needs it).
+            preempted = preemption.reached(done) and done != total
+            if (ckpt_every and done % ckpt_every == 0) or done == total or preempted:
                 ckpt.save(done, state, data_state, force=True)
-            ckpt.wait()
-            logging.warning("preempted: step %d saved in %s; run the same command to continue",
-                            done, ckpt.directory)
-            bar.close()
-            preemption.close()
-            ckpt.close()
-            writer.close()
-            return {"step": done, "train": last_train, "eval": {}, "preempted": True}
-        if eval_every and done % eval_every == 0 and done != total:
-            run_eval(done, eval_batches)
-            t_mark, steps_mark = time.time(), done   # evaluation is not training time
+                logging.info("checkpoint: step %d saving in the background", done)
+            if preempted:
+                break
+            if eval_every and done % eval_every == 0 and done != total:
+                run_eval(done, eval_batches)
+                t_mark, steps_mark = time.time(), done   # evaluation is not training time
     bar.close()
-    preemption.close()
     ckpt.wait()
+    if preempted:
+        logging.warning("preempted: step %d saved in %s; run the same command to continue",
+                        done, ckpt.directory)
+        ckpt.close()
+        writer.close()
+        return {"step": done, "train": last_train, "eval": {}, "preempted": True}
 
     # ---------------------------------------------------------------- final eval --
     reports = run_eval(total, None)
