@@ -136,6 +136,7 @@ class LoadedModel:
         self.warmup_seconds = 0.0      # compile time spent in warm_up's background thread
         self.compile_paths: dict[tuple, str] = {}     # batch key -> 'exported' | 'traced'
         self._traced_predict = traced_predict
+        self._exported = None          # jax.export.Exported, deserialized on first use
         self._device_vars = None
         self._compiled: dict[tuple, Any] = {}
         self._lock = threading.Lock()  # one compile per shape, also across warm_up's thread
@@ -195,8 +196,9 @@ class LoadedModel:
         sig = {k: (tuple(v.shape[1:]), np.dtype(v.dtype).name) for k, v in batch.items()}
         if self._traced_predict is not None and sig == self.window_signature():
             try:
-                exported = jax_export.deserialize(bytearray(self._traced_predict))
-                fn = jax.jit(exported.call).lower(self._device_vars, dict(batch)).compile()
+                if self._exported is None:     # once per model, whatever the batch sizes
+                    self._exported = jax_export.deserialize(bytearray(self._traced_predict))
+                fn = jax.jit(self._exported.call).lower(self._device_vars, dict(batch)).compile()
                 self.compile_paths[self._key(batch)] = "exported"
                 return fn
             except Exception as e:   # e.g. a JAX too old or too new for the serialization
