@@ -16,13 +16,12 @@ from __future__ import annotations
 import importlib
 import pathlib
 
-import jax
 import ml_collections
 import numpy as np
 
 import toy_method
 from avdetect import checkpointing, train
-from avdetect.methods.base import example_batch
+from avdetect.bench import common as bench_common
 
 TOY_WINDOW = 50          # 2 s windows: fixture clips give several, a 1.2 s clip is too short
 
@@ -57,19 +56,7 @@ def random_init_workdir(workdir: pathlib.Path, method: str, arg: str = "tiny,dat
         for p in parents:
             node = node[p]
         node[leaf] = value
-    m = train.build_method(config)
-    batch = example_batch(config, batch_size=1)
-    shapes = jax.eval_shape(m.init, jax.random.PRNGKey(0), batch)
-    rng = np.random.default_rng(seed)
-
-    def draw(path, leaf):
-        name = "/".join(str(getattr(k, "key", k)) for k in path)
-        if name.endswith("var"):
-            return np.ones(leaf.shape, leaf.dtype)
-        return (0.05 * rng.standard_normal(leaf.shape)).astype(leaf.dtype)
-
-    variables = jax.tree_util.tree_map_with_path(draw, shapes)
-    variables = {k: v for k, v in variables.items()}
+    variables = bench_common.random_variables(config, seed)
     state = {"params": variables.pop("params"), "model_state": variables,
              "step": np.int32(1), "rng": np.zeros(2, np.uint32)}
     workdir.mkdir(parents=True, exist_ok=True)
