@@ -272,6 +272,9 @@ class AVClipBuilder(tfds.core.GeneratorBasedBuilder, abc.ABC, skip_registration=
                 "category": [contract.CATEGORIES.index(t.category) for t in ts],
                 "method": [t.method for t in ts],
                 "identity": [t.identity for t in ts],
+                # where the clip comes from (leave-one-source-out runs): the row's
+                # source_repo / source attribute, '' when the dataset has none
+                "source": [source_of(t) for t in ts],
             }
         meta = self.info.metadata
         meta.update({
@@ -292,6 +295,12 @@ class AVClipBuilder(tfds.core.GeneratorBasedBuilder, abc.ABC, skip_registration=
                            listing: Listing):
         for key in keys:
             yield key, example_from_cache(listing.tasks[key], cache_files[key])
+
+
+def source_of(task: ClipTask) -> str:
+    """The source a clip comes from (a repository, a sub-corpus), from its attributes."""
+    a = task.attributes
+    return str(a.get("source_repo") or a.get("source") or "")
 
 
 def example_from_cache(task: ClipTask, cache_file: str) -> dict[str, Any]:
