@@ -568,7 +568,7 @@ class _Recorder:
 
 
 def test_registry_and_pairing():
-    assert set(teachers.TEACHERS) == {"oracle", "asr_align", "deep_avsr"}
+    assert {"oracle", "asr_align", "deep_avsr", "vsr_self"} <= set(teachers.TEACHERS)
     with pytest.raises(ValueError, match="unknown teacher 'nope'"):
         teachers.get_teacher("nope")
     a, v = _Recorder(), _Recorder()
@@ -582,6 +582,48 @@ def test_registry_and_pairing():
     assert isinstance(asr, teachers.Teacher)
     with pytest.raises(ValueError, match="cannot pair"):
         teachers.PairedTeacher(asr, a)
+
+
+def test_teacher_specs_by_name_pair_options_and_module(monkeypatch):
+    """--teacher NAME[:ARGS], A+B and module:function resolve to build teachers whose
+    sides say what they fill; bad specs raise ConfigError naming the problem."""
+    from avdetect.errors import ConfigError
+    oracle_t = teachers.resolve_teacher("oracle:label_smoothing=0.2,blur_sigma=0")
+    assert oracle_t.teacher.label_smoothing == 0.2 and oracle_t.teacher.blur_sigma == 0
+    assert oracle_t.sides == {"audio", "video"} and oracle_t.num_classes == 14
+    assert teachers.teacher_sides(teachers.resolve_teacher("asr_align")) == ["audio"]
+    pair = teachers.resolve_teacher("asr_align+oracle")
+    assert pair.sides == {"audio", "video"} and pair.name == "asr_align+oracle"
+    assert isinstance(pair.teacher.audio_teacher, asr_align.AsrAlignTeacher)
+    assert pair.cache_key != teachers.resolve_teacher("oracle+oracle").cache_key
+    with pytest.raises(ConfigError, match="fills no video side"):
+        teachers.resolve_teacher("oracle+asr_align")
+    with pytest.raises(ConfigError, match="not trained yet"):
+        teachers.resolve_teacher("asr_align+vsr_self")
+    with pytest.raises(ConfigError, match="unknown teacher 'nope'"):
+        teachers.resolve_teacher("nope")
+    with pytest.raises(ConfigError, match="no bare argument"):
+        teachers.resolve_teacher("oracle:/some/dir")
+    with pytest.raises(ConfigError, match="unexpected keyword"):
+        teachers.resolve_teacher("asr_align:beam=3")
+    # deep_avsr:DIR fills params_dir (the folder is checked by the teacher itself)
+    seen = {}
+    monkeypatch.setitem(teachers.TEACHERS, "deep_avsr",
+                        lambda **kw: seen.update(kw) or _Recorder())
+    teachers.resolve_teacher("deep_avsr:/models/avsr")
+    assert seen == {"params_dir": "/models/avsr"}
+    # a registered replacement (how vsr_self lands) is used by name
+    monkeypatch.setitem(teachers.TEACHERS, "vsr_self", lambda **kw: _video_only())
+    assert teachers.resolve_teacher("oracle+vsr_self").sides == {"audio", "video"}
+    # a user's own function: both sides unless it says otherwise
+    fn = teachers.resolve_teacher("avdetect.teachers.posteriors:uniform")
+    assert fn is posteriors.uniform and teachers.teacher_sides(fn) == ["audio", "video"]
+
+
+def _video_only():
+    t = _Recorder()
+    t.name, t.num_classes, t.sides = "vsr_self", 14, frozenset({"video"})
+    return t
 
 
 def test_build_adapter_decodes_audio_only_when_needed(realav_clips):

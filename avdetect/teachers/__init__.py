@@ -3,29 +3,42 @@ of a clip, computed once at dataset build time and stored in the shards
 (``teacher_audio`` / ``teacher_video``). The correlation-distillation student matches its
 audio-visual similarity s_t to r_t = 1 - D(p_t, q_t) of these two posteriors.
 
-Registry (``get_teacher(name, **kw)``):
+Registry (``get_teacher(name, **kw)``; ``--teacher`` of ``python -m avdetect.data.build``
+goes through :func:`resolve_teacher`):
 
 =============  ==========  =========  =====================================================
 name           alphabet    sides      source of the posteriors
 =============  ==========  =========  =====================================================
 ``oracle``     VISEMES 14  both       the synthetic generator's ground-truth tracks
 ``asr_align``  VISEMES 14  audio      Whisper transcript + pocketsphinx forced alignment
-``deep_avsr``  CHARS 40    as loaded  the paper's ASR/VSR nets (converted checkpoints)
+``vsr_self``   VISEMES 14  video      the project's own lip reader (placeholder that
+                                      refuses until its trained weights land)
+``deep_avsr``  CHARS 40    as loaded  the paper's ASR/VSR nets (converted checkpoints:
+                                      ``deep_avsr:DIR``)
 =============  ==========  =========  =====================================================
 
+``--teacher`` forms: ``NAME``, ``NAME:VALUE`` (the teacher's positional option, e.g. the
+converted-checkpoint folder of ``deep_avsr``), ``NAME:key=value,...``, a pair
+``AUDIO+VIDEO`` (audio side of the first, video side of the second, same alphabet, e.g.
+``asr_align+vsr_self``), or ``package.module:function`` for a user's own
+``teacher(features, row)``. More teachers plug in with :func:`register_teacher`.
+
 ``alphabet.py`` explains the choice of alphabet per teacher. A side not in ``sides`` is
-returned uniform; builders should store it with its has-teacher flag False (r_t is only
-meaningful where both sides are real). ``PairedTeacher`` takes the audio side of one
-teacher and the video side of another (same alphabet) to make a two-sided teacher.
+returned uniform by the teacher; the builder stores it as absent (zeros, with its per-side
+flag False, and the dataset metadata lists ``teacher.sides``): r_t is only meaningful
+where both sides are real, and training refuses a dataset lacking a side its losses need.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any, Callable, Mapping, Protocol, runtime_checkable
 
 import numpy as np
 
 from avdetect.teachers import alphabet, posteriors
+
+SIDES = frozenset({"audio", "video"})
 
 
 @runtime_checkable
@@ -54,6 +67,8 @@ class PairedTeacher:
         self.num_classes = audio_teacher.num_classes
         self.sides = (frozenset({"audio"}) & audio_teacher.sides) | (
             frozenset({"video"}) & video_teacher.sides)
+        self.needs_audio = any(getattr(t, "needs_audio", True)
+                               for t in (audio_teacher, video_teacher))
 
     def __call__(self, *, audio, mouth, num_frames, meta):
         a = self.audio_teacher(audio=audio, mouth=mouth, num_frames=num_frames, meta=meta)
@@ -76,11 +91,17 @@ class BuildTeacher:
     to the builder's worker processes, where the teacher loads its models lazily.
     """
 
-    def __init__(self, teacher: Teacher, **options: Any):
+    def __init__(self, teacher: Teacher, *, spec: str | None = None, **options: Any):
         self.teacher = teacher
+        self.name = spec or teacher.name
+        self.sides = frozenset(teacher.sides)
+        self.num_classes = teacher.num_classes
         self.needs_audio = getattr(teacher, "needs_audio", True)
-        opts = ",".join(f"{k}={options[k]!r}" for k in sorted(options))
-        self.cache_key = f"avdetect.teachers.{teacher.name}({opts})"
+        if spec:        # the --teacher value names the teacher and all its options
+            self.cache_key = f"avdetect.teachers.{spec}"
+        else:
+            opts = ",".join(f"{k}={options[k]!r}" for k in sorted(options))
+            self.cache_key = f"avdetect.teachers.{teacher.name}({opts})"
 
     def __call__(self, features: Any, row: dict) -> tuple[np.ndarray, np.ndarray] | None:
         mouth = features["mouth"] if isinstance(features, Mapping) else features.mouth
@@ -103,6 +124,8 @@ def build_teacher(name: str, **kw: Any) -> BuildTeacher:
     return BuildTeacher(get_teacher(name, **kw), **kw)
 
 
+# --------------------------------------------------------------------------- registry
+
 def _oracle(**kw) -> Teacher:
     from avdetect.teachers.oracle import OracleTeacher
     return OracleTeacher(**kw)
@@ -118,11 +141,37 @@ def _deep_avsr(**kw) -> Teacher:
     return DeepAVSRTeacher(**kw)
 
 
-TEACHERS: dict[str, Callable[..., Teacher]] = {
-    "oracle": _oracle,
-    "asr_align": _asr_align,
-    "deep_avsr": _deep_avsr,
-}
+def _vsr_self_untrained(**kw) -> Teacher:
+    # Placeholder until the trained lip-reading teacher registers itself here
+    # (register_teacher('vsr_self', ...)); a build that names it must not silently store
+    # uniform video posteriors.
+    from avdetect.errors import ConfigError
+    raise ConfigError("teacher 'vsr_self' is not trained yet: no lip-reading weights ship "
+                      "with this checkout (run its training command once it lands; until "
+                      "then use --teacher oracle on synthetic data, or deep_avsr:DIR with "
+                      "converted deep_avsr checkpoints)")
+
+
+TEACHERS: dict[str, Callable[..., Teacher]] = {}
+# Keyword a bare ``NAME:ARG`` fills, per teacher (``deep_avsr:DIR`` -> params_dir=DIR).
+POSITIONAL_OPTION: dict[str, str | None] = {}
+
+
+def register_teacher(name: str, factory: Callable[..., Teacher], *,
+                     positional: str | None = None) -> None:
+    """Make ``--teacher NAME[:ARGS]`` build ``factory(**options)``. ``positional`` names
+    the keyword a bare ``NAME:VALUE`` sets (e.g. ``params_dir``); ``NAME:k=v,k2=v2`` sets
+    keywords explicitly. Re-registering a name replaces it (how ``vsr_self`` lands)."""
+    if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
+        raise ValueError(f"teacher names are lower-case identifiers, got {name!r}")
+    TEACHERS[name] = factory
+    POSITIONAL_OPTION[name] = positional
+
+
+register_teacher("oracle", _oracle)
+register_teacher("asr_align", _asr_align)
+register_teacher("deep_avsr", _deep_avsr, positional="params_dir")
+register_teacher("vsr_self", _vsr_self_untrained, positional="weights")
 
 
 def get_teacher(name: str, **kw: Any) -> Teacher:
@@ -133,5 +182,101 @@ def get_teacher(name: str, **kw: Any) -> Teacher:
     return TEACHERS[name](**kw)
 
 
-__all__ = ["Teacher", "PairedTeacher", "BuildTeacher", "TEACHERS", "get_teacher",
-           "build_teacher", "alphabet", "posteriors"]
+def _option_value(text: str) -> Any:
+    """'0.2' -> 0.2, '3' -> 3, 'none' -> None, 'true'/'false' -> bool, else the text."""
+    low = text.lower()
+    if low in ("none", "null"):
+        return None
+    if low in ("true", "false"):
+        return low == "true"
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
+def parse_options(name: str, args: str) -> dict[str, Any]:
+    """The ARGS of ``NAME:ARGS``: ``k=v,k2=v2`` keywords, or one bare value for the
+    teacher's positional option (a path may hold ',' or '=' only in this form if it
+    has no '=': ``deep_avsr:/models/avsr``)."""
+    from avdetect.errors import ConfigError
+    if not args:
+        return {}
+    if "=" not in args:
+        key = POSITIONAL_OPTION.get(name)
+        if key is None:
+            raise ConfigError(f"teacher {name!r} takes no bare argument (got {args!r}); "
+                              f"give options as {name}:key=value,...")
+        return {key: args}
+    out = {}
+    for part in args.split(","):
+        key, eq, value = part.partition("=")
+        if not eq or not key.strip():
+            raise ConfigError(f"teacher {name!r}: option {part!r} is not key=value")
+        out[key.strip()] = _option_value(value.strip())
+    return out
+
+
+def _registered(spec: str) -> Teacher:
+    from avdetect.errors import ConfigError
+    name, _, args = spec.partition(":")
+    name = name.strip()
+    if name not in TEACHERS:
+        raise ConfigError(f"unknown teacher {name!r} in --teacher {spec!r}; available: "
+                          f"{sorted(TEACHERS)}, pairs AUDIO+VIDEO, or package.module:function")
+    try:
+        return get_teacher(name, **parse_options(name, args))
+    except TypeError as e:          # an option the teacher does not take
+        raise ConfigError(f"--teacher {spec!r}: {e}") from e
+
+
+def resolve_teacher(spec: str) -> Any:
+    """The build's teacher callable for a ``--teacher`` value:
+
+    * ``NAME[:ARGS]`` - a registered teacher (``oracle``, ``asr_align``, ``vsr_self``,
+      ``deep_avsr:DIR``; see :func:`parse_options`), wrapped in :class:`BuildTeacher`;
+    * ``A+B`` - the audio side of A and the video side of B (:class:`PairedTeacher`),
+      e.g. ``asr_align+vsr_self``; each must fill the side it is taken for;
+    * ``package.module:function`` - a user's ``teacher(features, row)`` (see
+      ``avdetect.data.build``); it fills both sides unless it has a ``sides`` attribute.
+    Raises ConfigError naming what is wrong.
+    """
+    from avdetect.errors import ConfigError
+    spec = spec.strip()
+    head = spec.partition(":")[0]
+    if "+" in head or ("+" in spec and head in TEACHERS):
+        parts = spec.split("+")
+        if len(parts) != 2 or not all(p.strip() for p in parts):
+            raise ConfigError(f"--teacher {spec!r}: a pair is AUDIO_TEACHER+VIDEO_TEACHER")
+        a, v = (_registered(p.strip()) for p in parts)
+        for t, side in ((a, "audio"), (v, "video")):
+            if side not in t.sides:
+                raise ConfigError(f"--teacher {spec!r}: {t.name} fills no {side} side "
+                                  f"(its sides: {sorted(t.sides)})")
+        try:
+            pair = PairedTeacher(a, v)
+        except ValueError as e:
+            raise ConfigError(f"--teacher {spec!r}: {e}") from e
+        return BuildTeacher(pair, spec=spec)
+    if head in TEACHERS:
+        return BuildTeacher(_registered(spec), spec=spec)
+    if ":" in spec:
+        from avdetect.data.build import load_callable
+        return load_callable(spec)
+    raise ConfigError(f"unknown teacher {spec!r}; available: {sorted(TEACHERS)}, pairs "
+                      "AUDIO+VIDEO, or package.module:function")
+
+
+def teacher_sides(teacher: Any) -> list[str]:
+    """Sorted sides a build teacher fills (a user function without ``sides``: both)."""
+    sides = getattr(teacher, "sides", None)
+    if sides is None:
+        sides = getattr(getattr(teacher, "teacher", None), "sides", None)
+    return sorted(SIDES if sides is None else sides)
+
+
+__all__ = ["Teacher", "PairedTeacher", "BuildTeacher", "TEACHERS", "SIDES", "get_teacher",
+           "build_teacher", "register_teacher", "resolve_teacher", "parse_options",
+           "teacher_sides", "alphabet", "posteriors"]
