@@ -1,0 +1,1 @@
+"""The `videofolder` dataset: any folder of videos, optionally labelled by a CSV."""
