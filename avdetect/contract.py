@@ -77,3 +77,10 @@ def digital_silence(audio) -> tuple[int, int]:
         return t, t
     sounding = np.flatnonzero(~silent)
     return int(sounding[0]), int(t - 1 - sounding[-1])
+
+# Evaluation windows carry a 'view' bit mask (avdetect.data.pipeline, with
+# config.eval.trim_silence): the as-is report reads the windows with VIEW_AS_IS set, the
+# silence-trimmed report those with VIEW_TRIMMED set (a video without leading/trailing
+# silence has one set of windows serving both views).
+VIEW_AS_IS = 1
+VIEW_TRIMMED = 2

@@ -17,6 +17,14 @@ Conventions (one place, used everywhere):
   being reported. ``'eer'`` (default) takes the ROC point closest to FPR == FNR;
   ``'max_bacc'`` the point maximising balanced accuracy. Without a validation split a
   fixed threshold from the config is used and the report says so.
+* Silence-trimmed view (``config.eval.trim_silence``): FakeAVCeleb-style fakes begin with
+  digital silence and separate from reals on that alone (AVH-Align). When the window
+  records carry a ``view`` mask (``contract.VIEW_AS_IS`` / ``VIEW_TRIMMED``, from
+  ``WindowMaker.eval_windows``), the report holds every figure twice: as-is (the top
+  level) and under ``trimmed`` (each video scored on its span without leading/trailing
+  digital silence; a clip silent throughout keeps its full span and is listed under
+  ``silence.all_silent``), at the same threshold; ``silence`` says how much was trimmed
+  from reals and fakes. The Markdown table puts the two side by side.
 * Breakdowns (FakeAVCeleb practice): for each fake category (RVFA, FVRA, FVFA) and each
   generation method, metrics on all real videos plus that group's fakes. A group made of
   real videos only (RVRA, or the 'real' method) has no AUC/AP/EER (one class), only its
@@ -232,31 +240,85 @@ def breakdown(labels: np.ndarray, scores: np.ndarray, groups: np.ndarray, thresh
     return out
 
 
+def view_records(records: Mapping[str, np.ndarray], trimmed: bool = False
+                 ) -> dict[str, np.ndarray] | None:
+    """The window records of the as-is view (``trimmed=False``) or of the silence-trimmed
+    view; records without a ``view`` field are all as-is and have no trimmed view (None)."""
+    if "view" not in records:
+        return None if trimmed else dict(records)
+    bit = contract.VIEW_TRIMMED if trimmed else contract.VIEW_AS_IS
+    keep = (np.asarray(records["view"]).astype(np.int64) & bit) != 0
+    return {k: np.asarray(v)[keep] for k, v in records.items()}
+
+
+def _levels(records: Mapping[str, np.ndarray], threshold: float,
+            category_names: Sequence[str] | None, method_names: Sequence[str] | None
+            ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(window section, video section) of a report from one view's records."""
+    videos = aggregate_videos(records)
+    window = {"overall": binary_metrics(records["label"], records["score"], threshold)}
+    video: dict[str, Any] = {"overall": binary_metrics(videos["label"], videos["score"], threshold)}
+    if "category" in videos:
+        cats = _names(videos["category"], category_names)
+        video["per_category"] = breakdown(videos["label"], videos["score"], cats, threshold)
+    if "method" in videos:
+        meths = _names(videos["method"], method_names)
+        video["per_method"] = breakdown(videos["label"], videos["score"], meths, threshold)
+    return window, video
+
+
+def silence_summary(records: Mapping[str, np.ndarray]) -> dict[str, Any]:
+    """How much leading/trailing digital silence the videos of a split have, by class:
+    ``{'real'|'fake': {'videos', 'with_silence', 'mean_lead_frames', 'mean_trail_frames'},
+    'all_silent': [video ids]}`` (from the windows' ``trim_lead``/``trim_trail``)."""
+    vid = np.asarray(records["video_id"])
+    keys = vid if vid.dtype.kind != "O" else vid.astype(str)
+    _, first = np.unique(keys, return_index=True)
+    label = np.asarray(records["label"]).astype(np.int64)[first]
+    lead = np.asarray(records["trim_lead"]).astype(np.int64)[first]
+    trail = np.asarray(records["trim_trail"]).astype(np.int64)[first]
+    silent = np.asarray(records["all_silent"]).astype(bool)[first]
+    out: dict[str, Any] = {}
+    for name, cls in (("real", 0), ("fake", 1)):
+        m = (label == cls) & ~silent
+        out[name] = {"videos": int((label == cls).sum()),
+                     "with_silence": int(((lead + trail > 0) & m).sum()),
+                     "mean_lead_frames": float(lead[m].mean()) if m.any() else None,
+                     "mean_trail_frames": float(trail[m].mean()) if m.any() else None}
+    ids = vid[first][silent]
+    out["all_silent"] = [v.decode() if isinstance(v, bytes) else v.item() if hasattr(v, "item")
+                         else v for v in ids]
+    return out
+
+
 def evaluate_records(records: Mapping[str, np.ndarray], *, threshold: float, threshold_source: str,
                      split: str = "test", category_names: Sequence[str] | None = contract.CATEGORIES,
                      method_names: Sequence[str] | None = None) -> dict[str, Any]:
-    """The full report of one split from its valid window records."""
+    """The full report of one split from its valid window records (with a ``trimmed``
+    view and a ``silence`` summary when the records carry ``view``; module docstring)."""
     if len(records["score"]) == 0:
         raise ValueError(f"split {split!r}: no valid examples to evaluate")
-    videos = aggregate_videos(records)
+    as_is = view_records(records)
+    if len(as_is["score"]) == 0:
+        raise ValueError(f"split {split!r}: no as-is windows to evaluate")
+    window, video = _levels(as_is, threshold, category_names, method_names)
     report: dict[str, Any] = {
         "split": split,
         "threshold": {"value": float(threshold), "source": threshold_source},
-        "window": {"overall": binary_metrics(records["label"], records["score"], threshold)},
-        "video": {"overall": binary_metrics(videos["label"], videos["score"], threshold)},
+        "window": window,
+        "video": video,
     }
-    if "category" in videos:
-        cats = _names(videos["category"], category_names)
-        report["video"]["per_category"] = breakdown(videos["label"], videos["score"], cats, threshold)
-    if "method" in videos:
-        meths = _names(videos["method"], method_names)
-        report["video"]["per_method"] = breakdown(videos["label"], videos["score"], meths, threshold)
+    trimmed = view_records(records, trimmed=True)
+    if trimmed is not None:
+        t_window, t_video = _levels(trimmed, threshold, category_names, method_names)
+        report["trimmed"] = {"window": t_window, "video": t_video}
+        report["silence"] = silence_summary(as_is)
     return report
 
 
 def video_threshold(records: Mapping[str, np.ndarray], rule: str = "eer") -> float:
-    """The decision threshold chosen on one split's video-level scores."""
-    videos = aggregate_videos(records)
+    """The decision threshold chosen on one split's video-level (as-is) scores."""
+    videos = aggregate_videos(view_records(records))
     return choose_threshold(videos["label"], videos["score"], rule)
 
 
@@ -268,24 +330,52 @@ def _fmt(x: Any) -> str:
     return str(x)
 
 
+TRIMMED_COLUMNS = ("auc", "ap", "eer")     # metrics shown again for the trimmed view
+_TITLES = {"n_real": "#real", "n_fake": "#fake", "auc": "AUC", "ap": "AP", "acc": "ACC",
+           "bacc": "bACC", "eer": "EER"}
+
+
 def report_markdown(report: Mapping[str, Any]) -> str:
     """A Markdown table of a report (video level, then per category / method, then the
-    window-level overall row)."""
-    cols = ("n_real", "n_fake", "auc", "ap", "acc", "bacc", "eer")
-    head = "| subset | #real | #fake | AUC | AP | ACC | bACC | EER |"
+    window-level overall row); with a trimmed view, AUC, AP and EER each get a
+    '(trimmed)' column beside them."""
+    trimmed = report.get("trimmed")
+    cols: list[tuple[str, bool]] = []
+    for c in ("n_real", "n_fake", "auc", "ap", "acc", "bacc", "eer"):
+        cols.append((c, False))
+        if trimmed is not None and c in TRIMMED_COLUMNS:
+            cols.append((c, True))
+    head = "| subset | " + " | ".join(_TITLES[c] + (" (trimmed)" if t else "")
+                                      for c, t in cols) + " |"
     lines = [f"## Evaluation: split `{report['split']}`", "",
              f"Threshold {report['threshold']['value']:.6g} ({report['threshold']['source']}); "
              "a clip is called fake when score >= threshold. Per-group rows: all real videos "
-             "plus the group's fakes.", "", head, "|" + "---|" * (len(cols) + 1)]
+             "plus the group's fakes."]
+    if trimmed is not None:
+        lines[-1] += (" '(trimmed)': each video scored on its span without leading/trailing "
+                      "digital silence (window row: counts are the as-is windows).")
+        sil = report.get("silence") or {}
+        parts = [f"{k} {sil[k]['with_silence']}/{sil[k]['videos']} (mean lead "
+                 f"{_fmt(sil[k]['mean_lead_frames'])}, trail {_fmt(sil[k]['mean_trail_frames'])} "
+                 "frames)" for k in ("real", "fake") if k in sil]
+        if parts:
+            lines += ["", "Videos with digital silence trimmed: " + ", ".join(parts)
+                      + f"; silent throughout (kept whole): {len(sil.get('all_silent', []))}."]
+    lines += ["", head, "|" + "---|" * (len(cols) + 1)]
 
-    def row(name, m):
-        lines.append("| " + name + " | " + " | ".join(_fmt(m.get(c)) for c in cols) + " |")
+    def row(name, level, path):
+        m = report[level]
+        t = trimmed[level] if trimmed is not None else {}
+        for key in path:
+            m, t = m.get(key, {}), t.get(key, {})
+        cells = [_fmt((t if is_t else m).get(c)) for c, is_t in cols]
+        lines.append("| " + name + " | " + " | ".join(cells) + " |")
 
-    row("video: overall", report["video"]["overall"])
+    row("video: overall", "video", ("overall",))
     for section, title in (("per_category", "category"), ("per_method", "method")):
-        for name, m in report["video"].get(section, {}).items():
-            row(f"{title}: {name}", m)
-    row("window: overall", report["window"]["overall"])
+        for name in report["video"].get(section, {}):
+            row(f"{title}: {name}", "video", (section, name))
+    row("window: overall", "window", ("overall",))
     return "\n".join(lines) + "\n"
 
 
@@ -302,12 +392,15 @@ def write_report(report: Mapping[str, Any], out_dir: str | os.PathLike, name: st
 
 
 def flat_scalars(report: Mapping[str, Any], prefix: str) -> dict[str, float]:
-    """``{prefix/video_auc: ..., prefix/window_auc: ...}`` for the metric writers."""
+    """``{prefix/video_auc: ..., prefix/window_auc: ...}`` for the metric writers (and
+    ``prefix/video_auc_trimmed`` ... for a trimmed view)."""
     out = {}
-    for level in ("video", "window"):
-        for k, v in report[level]["overall"].items():
-            if k in ("auc", "ap", "acc", "bacc", "eer") and v is not None:
-                out[f"{prefix}/{level}_{k}"] = float(v)
+    views = [("", report)] + ([("_trimmed", report["trimmed"])] if report.get("trimmed") else [])
+    for suffix, rep in views:
+        for level in ("video", "window"):
+            for k, v in rep[level]["overall"].items():
+                if k in ("auc", "ap", "acc", "bacc", "eer") and v is not None:
+                    out[f"{prefix}/{level}_{k}{suffix}"] = float(v)
     out[f"{prefix}/threshold"] = float(report["threshold"]["value"])
     return out
 

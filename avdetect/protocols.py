@@ -31,7 +31,10 @@ last checkpoint. The table is printed as Markdown and written to
 Numbers: video-level AUC (threshold-free, the protocol's headline), with AP, EER and the
 accuracy at the threshold chosen on the training dataset's validation split in the JSON.
 In LOMO that validation split still holds m's fakes (the split is fixed at build time):
-AUC and AP are unaffected, ACC's threshold has seen m's score range.
+AUC and AP are unaffected, ACC's threshold has seen m's score range. With
+``config.eval.trim_silence`` (on in every shipped config) each config also gets a
+'(trimmed)' column: the same AUC with each test video's leading/trailing digital silence
+trimmed (``avdetect.evaluation``), so a silence shortcut shows as the gap between the two.
 
 Teacher posteriors: a method reading ``teacher_audio``/``teacher_video`` gets
 ``config.model.teacher_classes`` set to the dataset's stored teacher dimension
@@ -62,6 +65,8 @@ TEACHER_STREAMS = ("teacher_audio", "teacher_video")
 REAL_METHOD = "real"
 RESULT_FILE = "result.json"
 METRICS = ("auc", "ap", "eer", "acc", "bacc", "n_real", "n_fake")
+TRIMMED_METRICS = ("auc", "ap", "eer")   # also reported with digital silence trimmed
+TRIMMED = "_trimmed"
 
 
 # ----------------------------------------------------------------------------------
@@ -181,8 +186,23 @@ def parse_test(spec: str) -> tuple[str, str]:
 # Runs
 # ----------------------------------------------------------------------------------
 
-def _metrics(m: dict[str, Any]) -> dict[str, Any]:
-    return {k: m.get(k) for k in METRICS}
+def _metrics(m: dict[str, Any], trimmed: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The table's metrics of one report row, with ``<metric>_trimmed`` from the same row
+    of the report's silence-trimmed view when it has one (config.eval.trim_silence)."""
+    out = {k: m.get(k) for k in METRICS}
+    if trimmed is not None:
+        out.update({f"{k}{TRIMMED}": trimmed.get(k) for k in TRIMMED_METRICS})
+    return out
+
+
+def _trimmed_section(report: dict[str, Any], *path: str) -> dict[str, Any] | None:
+    """``report['trimmed'][path...]`` or None (a report without the trimmed view)."""
+    node = report.get("trimmed")
+    for key in path:
+        if not isinstance(node, dict) or key not in node:
+            return None
+        node = node[key]
+    return node
 
 
 def _config_key(config: ml_collections.ConfigDict) -> str:
@@ -237,8 +257,9 @@ def lomo_runs(config: ml_collections.ConfigDict, workdir: str, methods: Sequence
         if m not in rows:
             raise ConfigError(f"split {split!r} of {config.data.name} has no test fakes of "
                               f"method {m!r}: nothing to evaluate it on")
-        out[m] = {**_metrics(rows[m]), "seconds": result.get("seconds"), "reused": reused,
-                  "workdir": wd}
+        trimmed = _trimmed_section(result["reports"][split], "video", "per_method", m)
+        out[m] = {**_metrics(rows[m], trimmed), "seconds": result.get("seconds"),
+                  "reused": reused, "workdir": wd}
         log(f"      {m}: AUC {_fmt(out[m]['auc'])} ({out[m]['n_real']} real, "
             f"{out[m]['n_fake']} fake test videos){' (reused)' if reused else ''}")
     return out
@@ -258,8 +279,9 @@ def cross_runs(config: ml_collections.ConfigDict, workdir: str, tests: Sequence[
         _save_result(workdir, config, result)
     out = {}
     for t in tests:
-        out[t] = {**_metrics(done[t]["video"]["overall"]), "workdir": workdir,
-                  "threshold": done[t]["threshold"]["value"]}
+        out[t] = {**_metrics(done[t]["video"]["overall"],
+                             _trimmed_section(done[t], "video", "overall")),
+                  "workdir": workdir, "threshold": done[t]["threshold"]["value"]}
         log(f"      {t}: AUC {_fmt(out[t]['auc'])}")
     return out
 
@@ -319,19 +341,25 @@ def markdown_table(results: dict[str, dict[str, dict[str, Any]]], *, row_title: 
                    metric: str = "auc") -> str:
     """``results[config label][row] -> metrics`` as a Markdown table: a row per held-out
     method / test split, a column per config, cells = ``metric``; a last row with the
-    mean over rows."""
+    mean over rows. A config whose rows carry ``<metric>_trimmed`` (the silence-trimmed
+    view) gets a second column '<label> (trimmed)' beside its own."""
     labels = list(results)
     rows = list(dict.fromkeys(r for lab in labels for r in results[lab]))
-    lines = [f"| {row_title} | " + " | ".join(labels) + " |",
-             "|---|" + "---|" * len(labels)]
+    columns = []                                  # (header, label, key)
+    for lab in labels:
+        columns.append((lab, lab, metric))
+        if any(v.get(metric + TRIMMED) is not None for v in results[lab].values()):
+            columns.append((f"{lab} (trimmed)", lab, metric + TRIMMED))
+    lines = [f"| {row_title} | " + " | ".join(h for h, _, _ in columns) + " |",
+             "|---|" + "---|" * len(columns)]
     for r in rows:
         counts = next((f" ({results[lab][r]['n_real']}+{results[lab][r]['n_fake']})"
                        for lab in labels if r in results[lab]), "")
-        cells = [_fmt(results[lab].get(r, {}).get(metric)) for lab in labels]
+        cells = [_fmt(results[lab].get(r, {}).get(key)) for _, lab, key in columns]
         lines.append(f"| {r}{counts} | " + " | ".join(cells) + " |")
     means = []
-    for lab in labels:
-        vals = [v[metric] for v in results[lab].values() if v.get(metric) is not None]
+    for _, lab, key in columns:
+        vals = [v[key] for v in results[lab].values() if v.get(key) is not None]
         means.append(_fmt(sum(vals) / len(vals)) if vals else "–")
     lines.append("| mean | " + " | ".join(means) + " |")
     return "\n".join(lines) + "\n"

@@ -36,6 +36,7 @@ Config fields read here (defaults in brackets):
   train.async_checkpoints [True], train.tensorboard [True] (event files besides JSONL),
   train.fast_compile [False] (CPU: unoptimised XLA code, for smoke runs and tests);
   eval.threshold ['eer' | 'max_bacc'], eval.fixed_threshold [0.5] (no validation split);
+  eval.trim_silence [False] (also report every figure with digital silence trimmed);
   data.eval_batch_size [data.batch_size], data.random_eval_videos [16];
   mesh [[('data', -1)]], sharding_strategy [[('.*', 'replicate')]], optim.* (avdetect.optim).
 """
@@ -259,8 +260,10 @@ def make_eval_iterator(config: ml_collections.ConfigDict, mesh: jax.sharding.Mes
         return random_eval_batches(config, split, process_index=jax.process_index(),
                                    process_count=jax.process_count(), local_batch_size=b)
     from avdetect.data import pipeline
+    trim = bool(config.get("eval", {}).get("trim_silence", False))
     return iter(pipeline.make_eval_batches(config.data, split, process_index=jax.process_index(),
-                                           process_count=jax.process_count(), local_batch_size=b))
+                                           process_count=jax.process_count(), local_batch_size=b,
+                                           trim_silence=trim))
 
 
 def label_vocabularies(config: ml_collections.ConfigDict) -> tuple[tuple[str, ...], tuple[str, ...] | None]:
@@ -398,10 +401,16 @@ class Steps:
         else:
             n_frames = jnp.ones_like(score)
         res = {"score": score, "n_frames": n_frames}
-        for k in ("label", "valid", "video_id", "window_start", "category", "method"):
+        for k in ("label", "valid", "video_id", "window_start", "category", "method",
+                  *EVAL_VIEW_FIELDS):
             if k in batch:
                 res[k] = batch[k]
         return res
+
+
+# The silence-trimmed view's window fields (config.eval.trim_silence; see
+# WindowMaker.eval_windows), passed through the eval step to the report.
+EVAL_VIEW_FIELDS = ("view", "trim_lead", "trim_trail", "all_silent")
 
 
 def metrics_to_floats(collection, display_names: dict[str, str]) -> dict[str, float]:

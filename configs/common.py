@@ -127,6 +127,10 @@ def base_config(method: str, arg: ml_collections.ConfigDict, *, inputs: tuple[st
     c.eval = ml_collections.ConfigDict()
     c.eval.threshold = "eer"        # rule on validation video scores: 'eer' | 'max_bacc'
     c.eval.fixed_threshold = 0.5    # used only when there is no validation split
+    # Report every AUC/AP/EER also with each video's leading/trailing digital silence
+    # trimmed (a second, cheap set of eval windows; avdetect/evaluation.py): FakeAVCeleb-
+    # style fakes start with silence and separate on that alone.
+    c.eval.trim_silence = True
 
     c.mesh = [("data", -1), ("model", 1)]
     c.sharding_strategy = [(".*", "replicate")]

@@ -159,15 +159,20 @@ def test_teacher_posteriors_are_stored_per_frame(folder, tmp_path):
                             manual_dir=str(folder), cache_dir=str(tmp_path / "c"), workers=0,
                             preprocess_fn=standin_preprocess, teacher=_oracle_teacher)
     ds = tfds.data_source("realav/face112", split="test", data_dir=str(tmp_path / "d"))
-    assert ds.dataset_info.metadata["teacher"]["name"].endswith("_oracle_teacher")
+    teacher = ds.dataset_info.metadata["teacher"]
+    assert teacher["name"].endswith("_oracle_teacher") and teacher["sides"] == ["audio", "video"]
+    assert teacher["clips"] == {"audio": len(ds) - 1, "video": len(ds) - 1}   # clip 1: None
     for i in range(len(ds)):
         ex = ds[i]
         clip = int(ex["video_id"].decode().split("_")[-1])
         T = ex["num_frames"]
         if clip == 1:
             assert not ex["has_teacher"] and not ex["teacher_audio"].any()
+            assert not ex["has_teacher_audio"] and not ex["has_teacher_video"]
             continue
-        assert ex["has_teacher"] and ex["teacher_audio"].dtype == np.float16
+        # float32: a posterior is stored as the teacher gave it (float16 flushed < 6e-8 to 0)
+        assert ex["has_teacher"] and ex["teacher_audio"].dtype == np.float32
+        assert ex["has_teacher_audio"] and ex["has_teacher_video"]
         np.testing.assert_array_equal(ex["teacher_audio"].argmax(1), (np.arange(T) + clip) % K)
         np.testing.assert_array_equal(ex["teacher_video"].argmax(1),
                                       K - 1 - (np.arange(T) + clip) % K)

@@ -104,7 +104,8 @@ def test_cross_trains_once_and_evaluates_each_split(built, tmp_path):
     out = protocols.run(_args("cross", tmp_path, built, [CAD], train_data=NAME, tests=tests),
                         log=lambda *a: None)
     lines = out["table"].splitlines()
-    assert "| test split | cad:tiny |" in lines
+    # eval.trim_silence is on in the shipped configs: a '(trimmed)' column beside each
+    assert "| test split | cad:tiny | cad:tiny (trimmed) |" in lines
     wd = tmp_path / "cad_tiny"
     assert sorted(p.name for p in (wd / "checkpoints").iterdir() if p.name.isdigit()) == ["2"]
     # The trainer's own reports on the same splits (threshold from validation) are an
@@ -114,6 +115,9 @@ def test_cross_trains_once_and_evaluates_each_split(built, tmp_path):
         got = out["results"]["cad:tiny"][t]
         assert got["auc"] == pytest.approx(own["auc"], abs=1e-6)
         assert got["acc"] == pytest.approx(own["acc"], abs=1e-6)
+        own_trimmed = json.loads((wd / f"eval_{split}.json").read_text())["trimmed"]
+        assert got["auc_trimmed"] == pytest.approx(own_trimmed["video"]["overall"]["auc"],
+                                                   abs=1e-6)
         assert (wd / "cross" / f"eval_synthetic_av_ptest_oracle_{split}.json").is_file()
         assert any(line.startswith(f"| {t} ({own['n_real']}+{own['n_fake']}) |")
                    for line in lines)

@@ -51,3 +51,124 @@ def test_threshold_partial_frames_and_whole_silence():
     assert contract.digital_silence(np.zeros(0, np.float32)) == (0, 0)
     with pytest.raises(ValueError, match="mono"):
         contract.digital_silence(np.zeros((2, SPF)))
+
+
+# ----------------------------------------------------------------------------------
+# The trimmed evaluation view on a built dataset whose fakes begin with silence
+# ----------------------------------------------------------------------------------
+
+WINDOW = 10
+# FakeAVCeleb layout (tests/test_builders.py): one real and one audio-fake clip per
+# identity; the fakes' tone starts LEAD_S late, as FakeAVCeleb's re-voiced clips do.
+LEAD_S = 0.48
+IDS = [("id00076", "00109"), ("id00166", "00010"), ("id07200", "00045"),
+       ("id03525", "00048")]
+
+
+@pytest.fixture(scope="module")
+def silent_fakes(tmp_path_factory):
+    import media_factory as mf
+    from test_builders import FAV_HEADER, standin_preprocess
+
+    from avdetect.data import build
+
+    root = tmp_path_factory.mktemp("silence") / "FakeAVCeleb_v1.2"
+    lines = [FAV_HEADER]
+    for i, (ident, clip) in enumerate(IDS):
+        for kind, method, letter, name, start in (
+                ("RealVideo-RealAudio", "real", "A", f"{clip}.mp4", 0.0),
+                ("RealVideo-FakeAudio", "rtvc", "B", f"{clip}_id09999_fake.mp4", LEAD_S)):
+            folder = f"{kind}/African/men/{ident}"
+            path = root / folder / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            mf.make_video(path, seconds=1.2, size=(64, 48), tone_hz=300 + 40 * i,
+                          tone_start_s=start, seed=i)
+            lines.append(f"{ident},{'-' if method == 'real' else 'id09999'},-,{method},{letter},"
+                         f"{kind},African,men,{name},FakeAVCeleb/{folder}\n")
+    (root / "meta_data.csv").write_text("".join(lines))
+    data_dir = tmp_path_factory.mktemp("silence_data")
+    build.build("fakeavceleb/face112", data_dir=str(data_dir), manual_dir=str(root.parent),
+                workers=0, preprocess_fn=standin_preprocess)
+    return str(data_dir)
+
+
+def _silence_scorer(batch) -> np.ndarray:
+    """A shortcut 'detector': the share of a window's valid frames that are digitally silent
+    (a NumPy formula on the window's waveform, independent of contract.digital_silence)."""
+    frames = batch["audio"].reshape(len(batch["audio"]), WINDOW, SPF)
+    silent = np.abs(frames).max(-1) <= 2.0 / 32768.0
+    mask = batch["frame_mask"]
+    return (silent * mask).sum(1) / np.maximum(mask.sum(1), 1)
+
+
+def test_trimmed_view_removes_a_silence_shortcut(silent_fakes):
+    from avdetect import evaluation
+    from avdetect.data import pipeline as pl
+
+    cfg = dict(name="fakeavceleb/face112", data_dir=silent_fakes, window=WINDOW, batch_size=4,
+               inputs=("mouth", "audio"), read_threads=1)
+    source, index, _ = pl.open_split(cfg, "train+test")
+    col = evaluation.Collector()
+    windows = []
+    for b in pl.eval_batches_from_source(source, index, cfg, trim_silence=True):
+        col.add({"score": _silence_scorer(b), "n_frames": b["frame_mask"].sum(1),
+                 **{k: b[k] for k in ("label", "video_id", "valid", "method", "view",
+                                      "trim_lead", "trim_trail", "all_silent")}})
+        windows += [{k: b[k][i] for k in ("video_id", "window_start", "view", "frame_mask",
+                                          "trim_lead", "trim_trail")}
+                    for i in np.flatnonzero(b["valid"])]
+    # The spans: each fake's waveform starts with about LEAD_S of digital silence (a lossy
+    # codec may eat a frame of it), the reals' at most the codec's priming.
+    for r in range(len(source)):
+        ex = source[r]
+        audio = np.asarray(ex["audio"])
+        lead, trail = _reference(audio)
+        mine = [w for w in windows if w["video_id"] == r]
+        assert {(int(w["trim_lead"]), int(w["trim_trail"])) for w in mine} == {(lead, trail)}
+        if ex["label"]:
+            assert abs(lead - LEAD_S * contract.VIDEO_FPS) <= 2
+        else:
+            assert lead <= 2
+        nf = int(ex["num_frames"])
+        # as-is windows tile every frame; trimmed ones tile exactly [lead, nf - trail)
+        for bit, lo, hi in ((contract.VIEW_AS_IS, 0, nf),
+                            (contract.VIEW_TRIMMED, lead, nf - trail)):
+            covered = sorted(int(w["window_start"]) + f for w in mine if w["view"] & bit
+                             for f in np.flatnonzero(w["frame_mask"]))
+            assert covered == list(range(lo, hi)), (r, bit)
+    rep = evaluation.evaluate_records(col.records(), threshold=0.5, threshold_source="test",
+                                      method_names=index.method_names)
+    videos = evaluation.aggregate_videos(evaluation.view_records(col.records()))
+    assert (videos["label"] == 1).sum() == 4 and (videos["label"] == 0).sum() == 4
+    # As-is, the silence shortcut separates the fakes perfectly; trimmed, it sees nothing.
+    assert rep["video"]["overall"]["auc"] == 1.0
+    assert rep["trimmed"]["video"]["overall"]["auc"] == 0.5
+    assert rep["video"]["per_method"]["rtvc"]["auc"] == 1.0
+    assert rep["trimmed"]["video"]["per_method"]["rtvc"]["auc"] == 0.5
+    assert rep["silence"]["fake"]["with_silence"] == 4 and rep["silence"]["all_silent"] == []
+    assert rep["silence"]["fake"]["mean_lead_frames"] >= 10
+    md = evaluation.report_markdown(rep)
+    assert "| subset | #real | #fake | AUC | AUC (trimmed) | AP | AP (trimmed) |" in md
+    assert "| method: rtvc | 4 | 4 | 1.0000 | 0.5000 |" in md
+    flat = evaluation.flat_scalars(rep, "eval/test")
+    assert flat["eval/test/video_auc"] == 1.0 and flat["eval/test/video_auc_trimmed"] == 0.5
+
+
+def test_all_silent_clip_keeps_its_full_span():
+    from avdetect.data import pipeline as pl
+    from test_pipeline_grain import make_example
+
+    ex = dict(make_example(0, 13), _record=0)
+    ex["audio"] = np.zeros(13 * SPF, np.int16)
+    maker = pl.WindowMaker(window=6, method_ids={"real": 0})
+    ws = maker.eval_windows(ex, trim_silence=True)
+    assert [int(w["window_start"]) for w in ws] == [0, 6, 12]
+    assert all(w["view"] == contract.VIEW_AS_IS | contract.VIEW_TRIMMED and w["all_silent"]
+               for w in ws)
+    ex["audio"] = _clip(0, 13, 0)
+    ws = maker.eval_windows(ex, trim_silence=True)
+    assert len(ws) == 3 and all(w["view"] == 3 and not w["all_silent"] for w in ws)
+    assert len(maker.eval_windows(ex, trim_silence=False)) == 3
+    del ex["audio"]
+    with pytest.raises(ValueError, match="trim_silence=False"):
+        maker.eval_windows(ex, trim_silence=True)

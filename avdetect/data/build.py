@@ -24,9 +24,14 @@ Build command (the ``tfds build`` CLI of tensorflow-datasets 4.9.10 imports Tens
 start-up, so it cannot be used without it; this command does the same job TF-free)::
 
     python -m avdetect.data.build NAME[/CONFIG] --data_dir DIR [--manual_dir DIR]
-        [--workers N] [--cache_dir DIR] [--teacher MODULE:FUNCTION] [--overwrite] [--strict]
+        [--workers N] [--cache_dir DIR] [--teacher SPEC] [--overwrite] [--strict]
 
 e.g. ``python -m avdetect.data.build synthetic_av/tiny --data_dir ~/tensorflow_datasets``.
+``--teacher`` takes ``NAME[:ARGS]`` (``oracle``, ``asr_align``, ``vsr_self``,
+``deep_avsr:DIR``), a pair ``AUDIO+VIDEO`` or ``package.module:function``
+(:func:`avdetect.teachers.resolve_teacher`); a named teacher writes its own config
+``<CONFIG>_<teacher>`` with K slots (``synthetic_av/tiny --teacher oracle`` ->
+``synthetic_av/tiny_oracle``), and the metadata records which sides it filled.
 The report is printed and written to ``<dataset dir>/build_report.json``. Defaults can also
 come from ``AVDETECT_BUILD_WORKERS`` / ``AVDETECT_CACHE_DIR`` (e.g. for builders made
 through ``tfds.builder``).
@@ -55,6 +60,7 @@ from avdetect import contract
 from avdetect.data import clips as clips_lib
 from avdetect.data import codec
 from avdetect.data import features as feat
+from avdetect.data import pseudo_fakes
 # ClipTask, Listing, Problem are re-exported: the dataset builders import them from here.
 from avdetect.data.clips import (ClipTask, Listing, Outcome, PreprocessFn,  # noqa: F401
                                  PreprocessSpec, Problem, TeacherFn, callable_id,
@@ -153,6 +159,21 @@ class AVBuilderConfig(tfds.core.BuilderConfig):
     face_codec: str = "jpeg"
     jpeg_quality: int = 90
     teacher_dim: int = codec.TEACHER_DIM_DEFAULT
+    # Pseudo-fakes made from every split's real clips, into the same split
+    # (avdetect.data.pseudo_fakes): kinds (method names), how many of each per real clip,
+    # the |k| range of pf_shift in frames, the shortest result kept. () = none.
+    pseudo_fakes: tuple[str, ...] = ()
+    pf_per_kind: int = 1
+    pf_shift_frames: tuple[int, int] = (3, 12)
+    pf_min_frames: int = 25
+
+    @property
+    def pseudo_fake_options(self) -> pseudo_fakes.Options | None:
+        if not self.pseudo_fakes:
+            return None
+        return pseudo_fakes.Options(kinds=tuple(self.pseudo_fakes), per_kind=self.pf_per_kind,
+                                    shift_frames=tuple(self.pf_shift_frames),
+                                    min_frames=self.pf_min_frames)
 
     @property
     def encoding(self) -> codec.EncodingParams:
@@ -233,6 +254,10 @@ class AVClipBuilder(tfds.core.GeneratorBasedBuilder, abc.ABC, skip_registration=
 
     def _split_generators(self, dl_manager):
         listing = self._list_clips(dl_manager)
+        pf_options = self.builder_config.pseudo_fake_options
+        if pf_options is not None:
+            pseudo_fakes.add_pseudo_fakes(listing, pf_options)
+            listing.source_info["pseudo_fakes"] = dataclasses.asdict(pf_options)
         tasks = [listing.tasks[k] for k in sorted(listing.tasks)]
         t0 = time.perf_counter()
         outcomes = preprocess_all(tasks, self._spec(), self.cache_dir, workers=self._workers,
@@ -284,7 +309,7 @@ class AVClipBuilder(tfds.core.GeneratorBasedBuilder, abc.ABC, skip_registration=
             "preprocessing": json.loads(params.pop()) if params else {},
             "preprocess_fn": (callable_id(self._preprocess_fn)
                               or callable_id(clips_lib.default_preprocess)),
-            "teacher": {"name": callable_id(self._teacher), "dim": cfg.teacher_dim},
+            "teacher": teacher_metadata(self._teacher, cfg.teacher_dim, good),
             "method_names": methods,
             "index": index,
             "source": listing.source_info,
@@ -301,6 +326,25 @@ def source_of(task: ClipTask) -> str:
     """The source a clip comes from (a repository, a sub-corpus), from its attributes."""
     a = task.attributes
     return str(a.get("source_repo") or a.get("source") or "")
+
+
+def teacher_metadata(teacher: TeacherFn | None, dim: int,
+                     good: Mapping[str, Outcome]) -> dict[str, Any]:
+    """The metadata's ``teacher`` entry: name (None: built without one), dimension K, the
+    sides the teacher fills (``[]`` without one) and how many clips got each side.
+    ``avdetect.teachers.requirements`` refuses to train a method that needs a side the
+    dataset lacks."""
+    if teacher is None:
+        return {"name": None, "dim": dim, "sides": [], "clips": {"audio": 0, "video": 0},
+                "spec": None}
+    from avdetect.teachers import teacher_sides
+    filled = {"audio": 0, "video": 0}
+    for o in good.values():
+        with np.load(o.cache_file) as z:
+            filled["audio"] += bool(z["has_teacher_audio"])
+            filled["video"] += bool(z["has_teacher_video"])
+    return {"name": callable_id(teacher), "dim": dim, "sides": teacher_sides(teacher),
+            "clips": filled, "spec": getattr(teacher, "name", None)}
 
 
 def example_from_cache(task: ClipTask, cache_file: str) -> dict[str, Any]:
@@ -321,6 +365,8 @@ def example_from_cache(task: ClipTask, cache_file: str) -> dict[str, Any]:
             "teacher_audio": z["teacher_audio"],
             "teacher_video": z["teacher_video"],
             "has_teacher": bool(z["has_teacher"]),
+            "has_teacher_audio": bool(z["has_teacher_audio"]),
+            "has_teacher_video": bool(z["has_teacher_video"]),
             "label": int(task.label),
             "video_fake": bool(task.video_fake),
             "audio_fake": bool(task.audio_fake),
@@ -363,11 +409,15 @@ def build(name_config: str, *, data_dir: str, manual_dir: str | None = None,
     kwargs = dict(builder_kwargs or {})
     if config:
         kwargs["config"] = config
+    if teacher is not None:
+        kwargs["config"] = teacher_config(cls, kwargs.get("config"), teacher)
     def make():
         return cls(data_dir=data_dir, workers=workers, cache_dir=cache_dir,
                    preprocess_fn=preprocess_fn, teacher=teacher, **kwargs)
 
     builder = make()
+    if not overwrite:
+        _check_same_teacher(builder, teacher)
     if overwrite and os.path.isdir(os.fspath(builder.data_dir)):
         # Remove the finished shards only; the preprocessing cache is kept, so a rebuild
         # re-encodes nothing that is still valid.
@@ -392,6 +442,56 @@ def build(name_config: str, *, data_dir: str, manual_dir: str | None = None,
         raise ConfigError(f"{name_config}: split sizes differ from the good clips "
                           f"(good, written): {lost}; see {report_path}")
     return builder, report
+
+
+def teacher_slug(teacher: TeacherFn) -> str:
+    """The config-name suffix of a teacher ('asr_align+vsr_self' -> 'asr_align_vsr_self')."""
+    import re
+    name = str(getattr(teacher, "name", None) or callable_id(teacher) or "teacher")
+    return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
+
+
+def teacher_config(cls, config: Any, teacher: TeacherFn):
+    """The builder config a build with ``teacher`` writes.
+
+    A teacher that declares its alphabet size (``num_classes``: every registered one)
+    gets its own dataset: config ``<config>_<teacher>`` with ``teacher_dim`` = K (so
+    ``synthetic_av/tiny --teacher oracle`` writes ``synthetic_av/tiny_oracle``, K = 14, and
+    a teacher-less ``synthetic_av/tiny`` is never silently reused). A config object given
+    by the caller is kept, and must have K slots. A user function without
+    ``num_classes`` fills the named config's ``teacher_dim`` slots.
+    """
+    k = getattr(teacher, "num_classes", None)
+    if k is None:
+        return config
+    if isinstance(config, tfds.core.BuilderConfig):
+        if config.teacher_dim != k:
+            raise ConfigError(f"{cls.name}/{config.name}: config has teacher_dim "
+                              f"{config.teacher_dim} but teacher {teacher_slug(teacher)} "
+                              f"emits K = {k} classes")
+        return config
+    base = (cls.builder_configs.get(config) if config else
+            (cls.BUILDER_CONFIGS[0] if cls.BUILDER_CONFIGS else None))
+    if base is None:
+        raise ConfigError(f"{cls.name}: no builder config {config!r}; known: "
+                          f"{sorted(cls.builder_configs)}")
+    slug = teacher_slug(teacher)
+    return dataclasses.replace(
+        base, name=f"{base.name}_{slug}", teacher_dim=int(k),
+        description=f"{base.description} With the {slug} teacher's posteriors (K={k}).")
+
+
+def _check_same_teacher(builder, teacher: TeacherFn | None) -> None:
+    """A finished dataset is reused only when it was built with the same teacher."""
+    if not os.path.isdir(os.fspath(builder.data_dir)):
+        return
+    stored = (dict(builder.info.metadata or {}).get("teacher") or {}).get("name")
+    wanted = callable_id(teacher)
+    if stored != wanted:
+        raise ConfigError(f"{builder.name}/{builder.builder_config.name} in "
+                          f"{builder.data_dir} was built with teacher {stored!r}, not "
+                          f"{wanted!r}: pass --overwrite to rebuild it (the preprocessing "
+                          "cache is kept)")
 
 
 def _verify_order(builder, data_dir: str) -> None:
@@ -439,21 +539,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--overwrite", action="store_true",
                         help="rebuild even if the dataset exists (the cache is kept)")
     parser.add_argument("--teacher", default=None,
-                        help="'package.module:function' filling the teacher posterior slots: "
-                             "teacher(features, row) -> (audio [T,K], video [T,K]) or None "
-                             "(a top-level function: worker processes import it)")
+                        help="teacher filling the posterior slots: a registered NAME[:ARGS] "
+                             "(oracle, asr_align, vsr_self, deep_avsr:DIR), a pair AUDIO+VIDEO "
+                             "(e.g. asr_align+vsr_self), or 'package.module:function' = "
+                             "teacher(features, row) -> (audio [T,K], video [T,K]) or None. "
+                             "A named teacher writes config CONFIG_<teacher> (K = its classes)")
     parser.add_argument("--strict", action="store_true",
                         help="exit with status 1 if any file was skipped")
     args = parser.parse_args(argv)
     try:
-        teacher = load_callable(args.teacher) if args.teacher else None
-        _, report = build(args.dataset, data_dir=args.data_dir, manual_dir=args.manual_dir,
+        from avdetect.teachers import resolve_teacher
+        teacher = resolve_teacher(args.teacher) if args.teacher else None
+        builder, report = build(args.dataset, data_dir=args.data_dir, manual_dir=args.manual_dir,
                           workers=args.workers, cache_dir=args.cache_dir,
                           overwrite=args.overwrite, teacher=teacher)
     except AVDetectError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(format_report(report))
+    print(f"dataset: {builder.name}/{builder.builder_config.name} in {args.data_dir}")
     print(f"report: {report['report_path']}")
     if report.get("internal_errors"):
         print(f"WARNING: {report['internal_errors']} clip(s) failed with an internal error "

@@ -31,7 +31,7 @@ from avdetect import contract
 from avdetect.data import codec
 from avdetect.errors import FileMissingError, MediaError
 
-CACHE_FORMAT_VERSION = 2   # 2: int16 waveform "audio"
+CACHE_FORMAT_VERSION = 3   # 2: int16 waveform "audio"; 3: float32 posteriors, per-side flags
 
 
 # ---------------------------------------------------------------------------------------
@@ -49,7 +49,13 @@ class ClipTask:
     audio_source: recorded in the example when the audio is taken from ``audio_path``.
     audio_if_missing: use ``audio_path`` only when the clip has no audio of its own.
     attributes: dataset-specific row fields, stored as JSON.
-    row:        the raw listing row, handed to the teacher (e.g. a ground-truth file).
+    derive:     a clip derived from another clip's cached preprocessing instead of decoded
+                from ``path`` (a pseudo-fake, :mod:`avdetect.data.pseudo_fakes`):
+                {'kind', 'source': key, 'donor': key or '', 'params': {...},
+                'min_frames'}, part of its cache key; ``path`` is the source's file.
+    row:        the raw listing row, handed to the teacher (e.g. a ground-truth file),
+                with ``path`` set to the absolute video path and ``audio_path`` to the
+                file the clip's audio was taken from (see :func:`teacher_row`).
     """
 
     key: str
@@ -65,6 +71,7 @@ class ClipTask:
     audio_if_missing: bool = False
     attributes: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     row: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    derive: Mapping[str, Any] | None = None
 
     @property
     def category(self) -> str:
@@ -277,8 +284,45 @@ def unpack_frames(data: np.ndarray, offsets: np.ndarray) -> np.ndarray:
                     dtype=object)
 
 
+def teacher_row(task: ClipTask, audio_file: str | None = None) -> dict[str, Any]:
+    """The row a teacher sees: the listing row with ``path`` = the absolute video file and
+    ``audio_path`` = the file whose audio the clip carries (the borrowed file, else the
+    video). Listing rows may name files relative to a CSV (FakeAVCeleb) or not at all
+    (CMDFD); a teacher reading the audio needs the real file."""
+    row = dict(task.row)
+    row["path"] = task.path
+    row["audio_path"] = audio_file or task.path
+    return row
+
+
+def run_teacher(teacher: TeacherFn, clip: Any, row: Mapping[str, Any], num_frames: int,
+                teacher_dim: int) -> tuple[np.ndarray, np.ndarray, bool, bool]:
+    """(audio [T, K], video [T, K], audio filled, video filled) of one clip.
+
+    Posteriors are kept in float32: float16 flushes probabilities below 6e-8 to 0 and
+    rounds confident rows (a teacher's 1 - 1e-4 becomes 1), which makes divergence
+    targets infinite. A side the teacher does not fill (``sides``) or a clip it says
+    nothing about (None) is stored as zeros with its flag False, never as a uniform row
+    that would pass for real evidence."""
+    from avdetect.teachers import teacher_sides
+
+    shape = (num_frames, teacher_dim)
+    zeros = np.zeros(shape, np.float32)
+    post = teacher(clip, row)
+    if post is None:
+        return zeros, zeros.copy(), False, False
+    pa, pv = (np.asarray(p, np.float32) for p in post)
+    if pa.shape != shape or pv.shape != shape:
+        raise ValueError(f"teacher {callable_id(teacher)} returned shapes {pa.shape}, "
+                         f"{pv.shape}; expected {shape}")
+    sides = teacher_sides(teacher)
+    has_a, has_v = "audio" in sides, "video" in sides
+    return (pa if has_a else zeros), (pv if has_v else zeros.copy()), has_a, has_v
+
+
 def _encode_clip(task: ClipTask, clip: Any, spec: PreprocessSpec,
-                 audio_source: str = "") -> tuple[dict, list[str]]:
+                 audio_source: str = "", audio_file: str | None = None
+                 ) -> tuple[dict, list[str]]:
     """ClipFeatures (or an equivalent mapping) -> the arrays stored in the cache."""
     mouth = np.asarray(_get(clip, "mouth"))
     face = np.asarray(_get(clip, "face"))
@@ -307,17 +351,12 @@ def _encode_clip(task: ClipTask, clip: Any, spec: PreprocessSpec,
     found = float(face_found.mean())
     if found < 0.5:
         notes.append(f"face found in only {100 * found:.0f}% of frames")
-    teacher_a = np.zeros((T, spec.teacher_dim), np.float16)
-    teacher_v = np.zeros((T, spec.teacher_dim), np.float16)
-    has_teacher = False
+    teacher_a = np.zeros((T, spec.teacher_dim), np.float32)
+    teacher_v = np.zeros((T, spec.teacher_dim), np.float32)
+    has_a = has_v = False
     if spec.teacher is not None:
-        post = spec.teacher(clip, task.row)
-        if post is not None:
-            pa, pv = (np.asarray(p, np.float32) for p in post)
-            if pa.shape != (T, spec.teacher_dim) or pv.shape != (T, spec.teacher_dim):
-                raise ValueError(f"teacher {callable_id(spec.teacher)} returned shapes "
-                                 f"{pa.shape}, {pv.shape}; expected ({T}, {spec.teacher_dim})")
-            teacher_a, teacher_v, has_teacher = pa.astype(np.float16), pv.astype(np.float16), True
+        teacher_a, teacher_v, has_a, has_v = run_teacher(
+            spec.teacher, clip, teacher_row(task, audio_file), T, spec.teacher_dim)
     info = _get(clip, "info")
     enc = spec.encoding
     mouth_data, mouth_off = _pack(codec.encode_frames(mouth, enc.mouth_codec,
@@ -344,7 +383,8 @@ def _encode_clip(task: ClipTask, clip: Any, spec: PreprocessSpec,
         "logmel": logmel.astype(np.float16), "audio": wave, "face_found": face_found, "boxes": boxes,
         "has_audio": np.bool_(has_audio),
         "teacher_audio": teacher_a, "teacher_video": teacher_v,
-        "has_teacher": np.bool_(has_teacher),
+        "has_teacher": np.bool_(has_a and has_v),
+        "has_teacher_audio": np.bool_(has_a), "has_teacher_video": np.bool_(has_v),
         "src_fps": np.float32(_get(info, "src_fps", 0.0) or 0.0),
         "src_sample_rate": np.int32(_get(info, "src_sample_rate", 0) or 0),
         "duration_s": np.float32(_get(info, "duration_s", T / contract.VIDEO_FPS) or 0.0),
@@ -404,12 +444,149 @@ def process_clip(task: ClipTask, spec: PreprocessSpec, path: str) -> Outcome:
         if hit is not None:
             return hit
         clip = (spec.preprocess or default_preprocess)(task, spec.face_size)
-        audio_source = ""
+        audio_source, audio_file = "", None
         if task.audio_path and not (task.audio_if_missing and _get(clip, "has_audio", True)):
             num_frames = int(np.asarray(_get(clip, "mouth")).shape[0])
             clip = _with_audio(clip, *borrowed_audio(task.audio_path, num_frames))
-            audio_source = task.audio_source or task.audio_path
-        arrays, notes = _encode_clip(task, clip, spec, audio_source)
+            audio_source, audio_file = task.audio_source or task.audio_path, task.audio_path
+        arrays, notes = _encode_clip(task, clip, spec, audio_source, audio_file)
+        _write_npz_atomic(path, arrays)
+        return Outcome(task.key, "done", path, num_frames=len(arrays["mouth_offsets"]) - 1,
+                       params=json.loads(str(arrays["params_json"])), notes=tuple(notes),
+                       seconds=time.perf_counter() - t0)
+    except MediaError as e:
+        return Outcome(task.key, "skipped", kind=e.kind, reason=e.reason,
+                       seconds=time.perf_counter() - t0)
+    except Exception as e:  # a bug or an unforeseen library failure: report, don't lose the build
+        tb = traceback.format_exception_only(type(e), e)[-1].strip()
+        return Outcome(task.key, "error", kind="internal_error", reason=tb,
+                       seconds=time.perf_counter() - t0)
+
+
+# ---------------------------------------------------------------------------------------
+# Derived clips (pseudo-fakes): made from the source's cache entry, never from the video
+# ---------------------------------------------------------------------------------------
+
+def derived_cache_path(cache_dir: str, task: ClipTask, spec_key: str, source_file: str,
+                       donor_file: str = "") -> str:
+    """Cache file of a derived task: hash of the derivation spec, the source's (and the
+    donor's) cache entry names (content + parameters) and the derivation code."""
+    from avdetect.data import pseudo_fakes
+
+    blob = json.dumps({"derive": task.derive, "source": os.path.basename(source_file),
+                       "donor": os.path.basename(donor_file) if donor_file else "",
+                       "code": pseudo_fakes.code_hash()}, sort_keys=True, default=str)
+    digest = hashlib.sha256(blob.encode()).hexdigest()
+    return os.path.join(cache_dir, "derived", digest[:2], f"{digest}-{spec_key}.npz")
+
+
+def _load_npz(path: str) -> dict[str, np.ndarray]:
+    with np.load(path) as z:
+        return {k: z[k] for k in z.files}
+
+
+def _is_window(index: np.ndarray) -> bool:
+    """True when a frame map is a contiguous window of its source (t -> s0 + t)."""
+    return bool(index.size and index[0] >= 0 and np.all(np.diff(index) == 1))
+
+
+def _carry_teacher(src: Mapping[str, np.ndarray], donor: Mapping[str, np.ndarray] | None,
+                   out: Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarray], str]:
+    """Teacher posteriors of a derived clip without running the teacher again: a side is
+    kept where the derived stream is a contiguous window of the source's (or, for the
+    audio, the donor's) stream, re-indexed to it; any other side is zeros, flagged
+    absent (a frozen, blended, reversed or re-voiced stream has no posteriors)."""
+    T = len(out["face_found"])
+    res: dict[str, np.ndarray] = {}
+    valid = {}
+    for side, index_key in (("audio", "audio_src"), ("video", "face_src")):
+        index = np.asarray(out[index_key])
+        ok = _is_window(index) and (side != "video" or _is_window(np.asarray(out["mouth_src"])))
+        origin = donor if (side == "audio" and out.get("audio_from") == "donor") else src
+        flag = f"has_teacher_{side}"
+        had = bool(origin[flag]) if flag in origin else bool(origin["has_teacher"])
+        arr = origin[f"teacher_{side}"]
+        valid[side] = ok and had
+        res[f"teacher_{side}"] = (arr[index] if valid[side]
+                                  else np.zeros((T,) + arr.shape[1:], arr.dtype))
+        if flag in src:
+            res[flag] = np.bool_(valid[side])
+    res["has_teacher"] = np.bool_(valid["audio"] and valid["video"])
+    kept = [s for s in ("audio", "video") if valid[s]]
+    note = ("teacher posteriors carried over: " + (", ".join(kept) or "none")
+            if "has_teacher" in src and (bool(src["has_teacher"]) or any(
+                bool(src.get(f"has_teacher_{s}", False)) for s in ("audio", "video")))
+            else "")
+    return res, note
+
+
+def derive_arrays(task: ClipTask, spec: PreprocessSpec, source_file: str,
+                  donor_file: str = "", transcripts_dir: str = "") -> tuple[dict, list[str]]:
+    """The cache arrays of a derived task: the source's entry with the derivation applied.
+    Frames the derivation copies keep the source's encoded bytes (no re-encoding)."""
+    from avdetect.data import pseudo_fakes as pf
+
+    d = task.derive
+    kind, info = d["kind"], pf.KINDS[d["kind"]]
+    src = _load_npz(source_file)
+    donor = _load_npz(donor_file) if donor_file else None
+    mouth_blobs = unpack_frames(src["mouth_data"], src["mouth_offsets"])
+    face_blobs = unpack_frames(src["face_data"], src["face_offsets"])
+    clip = {"audio": src["audio"], "logmel": src["logmel"].astype(np.float32),
+            "face_found": src["face_found"], "boxes": src["boxes"]}
+    if info.needs_mouth:
+        clip["mouth"] = codec.decode_frames(list(mouth_blobs), color=False)
+    transcript = (pf.transcript_of(src["audio"], transcripts_dir) if kind == "pf_tts"
+                  else "")
+    out = pf.apply(kind, d["params"], clip,
+                   donor_audio=None if donor is None else donor["audio"],
+                   transcript=transcript, min_frames=int(d.get("min_frames", 1)),
+                   path=task.path)
+    enc = spec.encoding
+
+    def blobs_of(name: str, source_blobs: np.ndarray, codec_name: str) -> list[bytes]:
+        src_index = np.asarray(out[f"{name}_src"])
+        new = np.flatnonzero(src_index < 0)
+        made = (codec.encode_frames(out[name][new], codec_name, jpeg_quality=enc.jpeg_quality,
+                                    png_compression=enc.png_compression) if new.size else [])
+        made_at = dict(zip(new.tolist(), made))
+        return [made_at[i] if s < 0 else source_blobs[s] for i, s in enumerate(src_index)]
+
+    T = len(out["face_found"])
+    mouth_data, mouth_off = _pack(blobs_of("mouth", mouth_blobs, enc.mouth_codec))
+    face_data, face_off = _pack(blobs_of("face", face_blobs, enc.face_codec))
+    teacher, teacher_note = _carry_teacher(src, donor, out)
+    notes = []                  # kind, source and donor are in the example's attributes
+    if kind == "pf_tts":
+        notes.append(f"transcript: {transcript[:80]!r}")
+    if teacher_note:
+        notes.append(teacher_note)
+    arrays = dict(src)          # every other field (params, source info) is the source's
+    arrays.update(teacher)
+    arrays.update({
+        "mouth_data": mouth_data, "mouth_offsets": mouth_off,
+        "face_data": face_data, "face_offsets": face_off,
+        "logmel": np.asarray(out["logmel"], np.float16), "audio": out["audio"],
+        "face_found": out["face_found"], "boxes": out["boxes"],
+        "duration_s": np.float32(T / contract.VIDEO_FPS),
+        "notes_json": np.array(json.dumps(notes)),
+        "audio_source": np.array(d.get("donor") or (f"tts:{d['params'].get('voice')}"
+                                                    if kind == "pf_tts" else "")),
+    })
+    return arrays, notes
+
+
+def process_derived(task: ClipTask, spec: PreprocessSpec, path: str, source_file: str,
+                    donor_file: str = "", transcripts_dir: str = "") -> Outcome:
+    """Make one derived clip into cache file ``path``; never raises for bad input (as
+    :func:`process_clip`: a MediaError, e.g. a clip too short for the shift, becomes a
+    'skipped' outcome)."""
+    t0 = time.perf_counter()
+    try:
+        hit = _read_cached(task.key, path, t0)
+        if hit is not None:
+            return hit
+        arrays, notes = derive_arrays(task, spec, source_file, donor_file, transcripts_dir)
         _write_npz_atomic(path, arrays)
         return Outcome(task.key, "done", path, num_frames=len(arrays["mouth_offsets"]) - 1,
                        params=json.loads(str(arrays["params_json"])), notes=tuple(notes),
@@ -438,7 +615,9 @@ def preprocess_all(tasks: Sequence[ClipTask], spec: PreprocessSpec, cache_dir: s
     this process), with a progress bar. Returns outcomes by task key.
 
     Cache lookups (hashing the files) happen here first, so a re-run whose clips are all
-    cached starts no worker at all.
+    cached starts no worker at all. Derived tasks (``task.derive``) run in a second pass,
+    from the cache entries of their source (and donor) clips; one whose source or donor
+    is unusable is skipped too, with that reason.
     """
     spec_key = spec.key()
     outcomes: dict[str, Outcome] = {}
@@ -452,32 +631,63 @@ def preprocess_all(tasks: Sequence[ClipTask], spec: PreprocessSpec, cache_dir: s
         bar.set_postfix(cached=cached, skipped=bad, refresh=False)
 
     try:
-        todo: list[tuple[ClipTask, str]] = []
+        todo: list[tuple] = []
         for t in tasks:
-            path, done = locate(t, cache_dir, spec_key)
-            if done is not None:
-                record(done)
+            if t.derive is None:
+                path, done = locate(t, cache_dir, spec_key)
+                if done is not None:
+                    record(done)
+                else:
+                    todo.append((t, spec, path))
+        _run_all(process_clip, todo, workers, record)
+        todo = []
+        transcripts = os.path.join(cache_dir, "transcripts")
+        for t in tasks:
+            if t.derive is None:
+                continue
+            files = []
+            for role in ("source", "donor"):
+                ref = t.derive.get(role) or ""
+                o = outcomes.get(ref) if ref else None
+                if ref and (o is None or o.status not in ("done", "cached")):
+                    why = o.reason if o is not None else "not in the listing"
+                    record(Outcome(t.key, "skipped", kind=f"{role}_unusable",
+                                   reason=f"its {role} clip {ref} is unusable ({why})"))
+                    break
+                files.append(o.cache_file if o is not None else "")
             else:
-                todo.append((t, path))
-        if workers <= 0 or len(todo) <= 1:
-            for t, path in todo:
-                record(process_clip(t, spec, path))
-        else:
-            ctx = multiprocessing.get_context("spawn")   # no fork of a threaded parent
-            with cf.ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=ctx,
-                                        initializer=_worker_init) as pool:
-                futures = {pool.submit(process_clip, t, spec, path): t for t, path in todo}
-                try:
-                    for fut in cf.as_completed(futures):
-                        task = futures[fut]
-                        try:
-                            record(fut.result())
-                        except Exception as e:   # the worker process itself died
-                            record(Outcome(task.key, "error", kind="worker_crashed",
-                                           reason=f"{type(e).__name__}: {e}"))
-                except BaseException:
-                    pool.shutdown(wait=False, cancel_futures=True)
-                    raise
+                path = derived_cache_path(cache_dir, t, spec_key, *files)
+                done = _read_cached(t.key, path, time.perf_counter())
+                if done is not None:
+                    record(done)
+                else:
+                    todo.append((t, spec, path, *files, transcripts))
+        _run_all(process_derived, todo, workers, record)
     finally:
         bar.close()
     return outcomes
+
+
+def _run_all(fn: Callable[..., Outcome], todo: Sequence[tuple], workers: int,
+             record: Callable[[Outcome], None]) -> None:
+    """``record(fn(*args))`` for every args tuple of ``todo`` (first element: the task), in
+    ``workers`` spawned processes (in this process for 0 workers or a single job)."""
+    if workers <= 0 or len(todo) <= 1:
+        for args in todo:
+            record(fn(*args))
+        return
+    ctx = multiprocessing.get_context("spawn")   # no fork of a threaded parent
+    with cf.ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=ctx,
+                                initializer=_worker_init) as pool:
+        futures = {pool.submit(fn, *args): args[0] for args in todo}
+        try:
+            for fut in cf.as_completed(futures):
+                task = futures[fut]
+                try:
+                    record(fut.result())
+                except Exception as e:   # the worker process itself died
+                    record(Outcome(task.key, "error", kind="worker_crashed",
+                                   reason=f"{type(e).__name__}: {e}"))
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise

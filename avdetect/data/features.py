@@ -18,9 +18,10 @@ Example fields (T frames, K teacher classes, S face side):
     boxes           float32 [T, 4]  smoothed face box (x, y, w, h) in source pixels
     has_audio       bool    False: no usable audio track, logmel is zeros
     audio_source    text    file the audio was taken from ('' = the clip's own audio)
-    teacher_audio   float16 [T, K]  per-frame posteriors of the audio teacher (zeros if absent)
-    teacher_video   float16 [T, K]  per-frame posteriors of the visual teacher
-    has_teacher     bool
+    teacher_audio   float32 [T, K]  per-frame posteriors of the audio teacher (zeros if absent)
+    teacher_video   float32 [T, K]  per-frame posteriors of the visual teacher (zeros if absent)
+    has_teacher_audio, has_teacher_video   bool   that side was filled by the teacher
+    has_teacher     bool    both sides were (the correlation target needs both)
     label           ClassLabel(real, fake)
     video_fake      bool, audio_fake bool
     category        ClassLabel(RVRA, RVFA, FVRA, FVFA)
@@ -57,9 +58,12 @@ def clip_features(teacher_dim: int = TEACHER_DIM_DEFAULT) -> tfds.features.Featu
         "boxes": Tensor(shape=(None, 4), dtype=np.float32),
         "has_audio": np.bool_,
         "audio_source": tfds.features.Text(),
-        "teacher_audio": Tensor(shape=(None, teacher_dim), dtype=np.float16),
-        "teacher_video": Tensor(shape=(None, teacher_dim), dtype=np.float16),
+        # float32: float16 flushes small probabilities to 0 (infinite divergences)
+        "teacher_audio": Tensor(shape=(None, teacher_dim), dtype=np.float32),
+        "teacher_video": Tensor(shape=(None, teacher_dim), dtype=np.float32),
         "has_teacher": np.bool_,
+        "has_teacher_audio": np.bool_,
+        "has_teacher_video": np.bool_,
         "label": tfds.features.ClassLabel(names=list(contract.LABEL_NAMES)),
         "video_fake": np.bool_,
         "audio_fake": np.bool_,

@@ -12,7 +12,10 @@ Evaluation: every window of every video (stride T; the last, partial window is p
 masked), in a fixed order; each batch carries ``video_id`` (the record index in the split;
 :func:`load_split_index` names it) and ``window_start`` for video-level aggregation. Every
 host yields the same number of batches; the last ones are padded with ``valid == 0``
-examples, so a jitted multi-host eval step never waits on a host that ran out.
+examples, so a jitted multi-host eval step never waits on a host that ran out. With
+``trim_silence`` (``config.eval.trim_silence``) the windows of each video's span without
+leading/trailing digital silence follow its own, tagged with a ``view`` mask
+(:meth:`WindowMaker.eval_windows`); the hosts' batch counts may then differ.
 
 Batch layout (B = local batch, T = window, S = face side, K = teacher classes)::
 
@@ -25,6 +28,8 @@ Batch layout (B = local batch, T = window, S = face side, K = teacher classes)::
     label, video_fake, audio_fake, category, method, has_audio, has_teacher   int32 [B]
     video_id, window_start   int32 [B]   (video_id = -1 on padding examples)
     valid          int32   [B]           0 on eval padding examples
+    view, trim_lead, trim_trail, all_silent   int32 [B]   eval with trim_silence only
+                                         (WindowMaker.eval_windows)
 
 ``category`` indexes ``contract.CATEGORIES``; ``method`` indexes the dataset's
 ``method_names`` (:func:`label_vocabularies`, :func:`load_split_index`). When
@@ -301,13 +306,15 @@ class WindowMaker:
 
     def cut(self, ex: Mapping[str, Any], start: int,
             params: aug_lib.AugParams | None = None,
-            audio_start: int | None = None) -> dict[str, np.ndarray]:
+            audio_start: int | None = None, stop: int | None = None) -> dict[str, np.ndarray]:
         """Window [start, start+T) of ``ex``, zero-padded to T frames, as fixed-shape arrays.
         ``audio_start`` takes the audio streams (log-mel, waveform, ASR posteriors) from
-        [audio_start, audio_start + n) instead (a sync negative; n frames must exist)."""
+        [audio_start, audio_start + n) instead (a sync negative; n frames must exist).
+        ``stop`` ends the video there (frames from ``stop`` on are padding: a trimmed span)."""
         T = self.window
         nf = int(ex["num_frames"])
-        n = max(0, min(T, nf - start))
+        end = nf if stop is None else min(nf, int(stop))
+        n = max(0, min(T, end - start))
         if n == 0:
             raise ValueError(f"window start {start} is past the end of a {nf}-frame video "
                              f"{_text(ex['video_id'])}")
@@ -396,6 +403,40 @@ class WindowMaker:
         """Every window of the video, stride T (the last one padded)."""
         return [self.cut(ex, s) for s in window_starts(int(ex["num_frames"]), self.window)]
 
+    def eval_windows(self, ex: Mapping[str, Any], trim_silence: bool
+                     ) -> list[dict[str, np.ndarray]]:
+        """The evaluation windows of a video: :meth:`all_windows`, and with ``trim_silence``
+        also those of its span without leading/trailing digital silence
+        (:func:`avdetect.contract.digital_silence` of the shard's ``audio`` stream), cut
+        again from [lead, T - trail), stride T. Each window then carries ``view`` (bit mask
+        of ``contract.VIEW_AS_IS`` / ``VIEW_TRIMMED``), ``trim_lead``, ``trim_trail``
+        (frames) and ``all_silent`` (1: the clip is silent throughout and keeps its full
+        span in the trimmed view). A clip with nothing to trim scores one set of windows
+        for both views, so the trimmed view costs only the clips that have silence."""
+        windows = self.all_windows(ex)
+        if not trim_silence:
+            return windows
+        if "audio" not in ex:
+            raise ValueError(f"{_text(ex['video_id'])}: no raw 'audio' stream to find digital "
+                             "silence in (built before shard format 2: rebuild the dataset, "
+                             "or set config.eval.trim_silence=False)")
+        nf = int(ex["num_frames"])
+        lead, trail = contract.digital_silence(np.asarray(ex["audio"])[
+            :nf * contract.SAMPLES_PER_FRAME])
+        all_silent = lead + trail >= nf
+        if all_silent or lead + trail == 0:
+            view = contract.VIEW_AS_IS | contract.VIEW_TRIMMED
+            trimmed = []
+        else:
+            view = contract.VIEW_AS_IS
+            stop = nf - trail
+            trimmed = [self.cut(ex, s, stop=stop) for s in range(lead, stop, self.window)]
+        for views, ws in ((view, windows), (contract.VIEW_TRIMMED, trimmed)):
+            for w in ws:
+                w.update(view=np.int32(views), trim_lead=np.int32(lead),
+                         trim_trail=np.int32(trail), all_silent=np.int32(all_silent))
+        return windows + trimmed
+
 
 def window_starts(num_frames: int, window: int) -> list[int]:
     """Start frames of the evaluation windows of a video (at least one window)."""
@@ -425,11 +466,12 @@ class _TrainWindow:
 
 
 class _EvalWindows:
-    def __init__(self, maker: WindowMaker):
+    def __init__(self, maker: WindowMaker, trim_silence: bool = False):
         self._maker = maker
+        self._trim = trim_silence
 
     def __call__(self, element):
-        return self._maker.all_windows(element)
+        return self._maker.eval_windows(element, self._trim)
 
 
 # ---------------------------------------------------------------------------------------
@@ -531,33 +573,38 @@ def make_train_iterator(data_cfg: Any, *, seed: int, process_index: int = 0,
 
 def eval_batches_from_source(source: Sequence[Mapping[str, Any]], index: SplitIndex,
                              data_cfg: Any, *, process_index: int = 0, process_count: int = 1,
-                             local_batch_size: int | None = None
+                             local_batch_size: int | None = None, trim_silence: bool = False
                              ) -> Iterator[dict[str, np.ndarray]]:
-    """Evaluation batches over an already opened source (see the module docstring)."""
+    """Evaluation batches over an already opened source (see the module docstring);
+    ``trim_silence`` adds the silence-trimmed windows (:meth:`WindowMaker.eval_windows`)."""
     bs = _local_batch(data_cfg, process_count, local_batch_size)
     _check_host(process_index, process_count)
     maker = _maker(data_cfg, index)
     all_records = np.arange(len(index))
     # Every host must run the same number of steps: count the windows of every host from
-    # the index (no record is read for that) and pad the short hosts.
+    # the index (no record is read for that) and pad the short hosts. The trimmed windows
+    # are known only once a record's audio is read: with trim_silence the hosts' counts
+    # may differ (the trainer's predict_split pads a host that runs out early).
     per_host_windows = [
         sum(len(window_starts(int(index.num_frames[r]), maker.window))
             for r in host_records(all_records, p, process_count))
         for p in range(process_count)]
     num_batches = max(math.ceil(w / bs) for w in per_host_windows)
     mine = host_records(all_records, process_index, process_count)
-    return _eval_batch_stream(source, mine, maker, bs, num_batches, data_cfg)
+    return _eval_batch_stream(source, mine, maker, bs, num_batches, data_cfg, trim_silence)
 
 
 def _eval_batch_stream(source, records, maker: WindowMaker, bs: int, num_batches: int,
-                       data_cfg: Any) -> Iterator[dict[str, np.ndarray]]:
+                       data_cfg: Any, trim_silence: bool = False
+                       ) -> Iterator[dict[str, np.ndarray]]:
     template = None
     pending: list[dict[str, np.ndarray]] = []
     emitted = 0
     if len(records):
         import grain
 
-        ds = grain.MapDataset.source(_RecordSource(source, records)).map(_EvalWindows(maker))
+        ds = grain.MapDataset.source(_RecordSource(source, records)).map(
+            _EvalWindows(maker, trim_silence))
         threads = int(cfg_get(data_cfg, "read_threads"))
         # Elements are whole videos here (all their windows): keep only a few in flight.
         it = ds.to_iter_dataset(grain.ReadOptions(
@@ -576,8 +623,9 @@ def _eval_batch_stream(source, records, maker: WindowMaker, bs: int, num_batches
                 emitted += 1
     if template is None:
         # This host has no video at all: build the padding from the first record's shape.
-        template = maker.all_windows(_RecordSource(source, [0])[0])[0] if len(source) else None
-    while emitted < num_batches:
+        template = (maker.eval_windows(_RecordSource(source, [0])[0], trim_silence)[0]
+                    if len(source) else None)
+    while emitted < num_batches or pending:
         if template is None:
             raise ConfigError("cannot evaluate an empty split")
         pad = _padding_window(template)
@@ -587,11 +635,13 @@ def _eval_batch_stream(source, records, maker: WindowMaker, bs: int, num_batches
 
 
 def make_eval_batches(data_cfg: Any, split: str, *, process_index: int = 0,
-                      process_count: int = 1,
-                      local_batch_size: int | None = None) -> Iterator[dict[str, np.ndarray]]:
+                      process_count: int = 1, local_batch_size: int | None = None,
+                      trim_silence: bool = False) -> Iterator[dict[str, np.ndarray]]:
     """Every window of every video of ``split`` for this host, in a fixed order, in
-    fixed-size batches (padding examples have ``valid == 0`` and ``video_id == -1``)."""
+    fixed-size batches (padding examples have ``valid == 0`` and ``video_id == -1``);
+    ``trim_silence`` adds the silence-trimmed windows (:meth:`WindowMaker.eval_windows`)."""
     source, index, _ = open_split(data_cfg, split)
     return eval_batches_from_source(source, index, data_cfg, process_index=process_index,
                                     process_count=process_count,
-                                    local_batch_size=local_batch_size)
+                                    local_batch_size=local_batch_size,
+                                    trim_silence=trim_silence)

@@ -120,7 +120,10 @@ class BuildTeacher:
 
 
 def build_teacher(name: str, **kw: Any) -> BuildTeacher:
-    """``get_teacher(name, **kw)`` wrapped for ``avdetect.data.build`` (see BuildTeacher)."""
+    """``get_teacher(name, **kw)`` wrapped for ``avdetect.data.build`` (see BuildTeacher);
+    without options it is what ``--teacher NAME`` builds (same cache key)."""
+    if not kw:
+        return BuildTeacher(get_teacher(name), spec=name)
     return BuildTeacher(get_teacher(name, **kw), **kw)
 
 
