@@ -339,6 +339,168 @@ def test_convert_cli_and_deep_avsr_teacher(ref_nets, tmp_path, capsys):
     assert teacher(audio=audio, mouth=None, num_frames=T, meta={}) is None
 
 
+def _ref_frontend():
+    """deep_avsr's VisualFrontend written with torch.nn for this test (attribute names as
+    in its visual_frontend.py, so state_dict() carries the real keys): Conv3d stem over
+    the clip, ResNet-18 whose every layer owns a 1x1 ``downsample`` used only at stride 2."""
+    tnn, F = torch.nn, torch.nn.functional
+
+    def bn(c):
+        return tnn.BatchNorm2d(c, momentum=0.01, eps=0.001)
+
+    class Layer(tnn.Module):
+        def __init__(self, cin, cout, stride):
+            super().__init__()
+            self.stride = stride
+            self.conv1a = tnn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+            self.bn1a = bn(cout)
+            self.conv2a = tnn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+            self.downsample = tnn.Conv2d(cin, cout, 1, stride, bias=False)
+            self.outbna = bn(cout)
+            self.conv1b = tnn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+            self.bn1b = bn(cout)
+            self.conv2b = tnn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+            self.outbnb = bn(cout)
+
+        def forward(self, x):
+            skip = x if self.stride == 1 else self.downsample(x)
+            mid = self.conv2a(F.relu(self.bn1a(self.conv1a(x)))) + skip
+            y = F.relu(self.outbna(mid))
+            y = self.conv2b(F.relu(self.bn1b(self.conv1b(y)))) + mid
+            return F.relu(self.outbnb(y))
+
+    class ResNet(tnn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layer1, self.layer2 = Layer(64, 64, 1), Layer(64, 128, 2)
+            self.layer3, self.layer4 = Layer(128, 256, 2), Layer(256, 512, 2)
+            self.avgpool = tnn.AvgPool2d(4, 1)
+
+        def forward(self, x):
+            return self.avgpool(self.layer4(self.layer3(self.layer2(self.layer1(x)))))
+
+    class Frontend(tnn.Module):
+        def __init__(self):
+            super().__init__()
+            self.frontend3D = tnn.Sequential(
+                tnn.Conv3d(1, 64, (5, 7, 7), (1, 2, 2), (2, 3, 3), bias=False),
+                tnn.BatchNorm3d(64, momentum=0.01, eps=0.001), tnn.ReLU(),
+                tnn.MaxPool3d((1, 3, 3), (1, 2, 2), (0, 1, 1)))
+            self.resnet = ResNet()
+
+        def forward(self, frames):                       # [T, 112, 112] normalised
+            y = self.frontend3D(frames[None, None])      # [1, 64, T, 28, 28]
+            y = y[0].transpose(0, 1)                     # [T, 64, 28, 28]
+            return self.resnet(y).reshape(-1, 512)       # [T, 512]
+
+    torch.manual_seed(7)
+    net = Frontend().eval()
+    with torch.no_grad():       # non-trivial running statistics, so the BN mapping counts
+        for m in net.modules():
+            if isinstance(m, (tnn.BatchNorm2d, tnn.BatchNorm3d)):
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.running_var.uniform_(0.5, 1.5)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.2, 0.2)
+                m.num_batches_tracked.fill_(123)
+    return net
+
+
+def _mouth_clip(t, seed=0, size=88):
+    """Smooth moving uint8 blobs: crops with structure at every scale the net sees."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    frames = []
+    for i in range(t):
+        img = 128 + 60 * np.sin(6 * xx + 0.3 * i) * np.cos(5 * yy - 0.2 * i)
+        frames.append(img + rng.normal(0, 8, img.shape))
+    return np.clip(frames, 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def ref_frontend(tmp_path_factory):
+    if torch is None:
+        pytest.skip("torch is not installed")
+    net = _ref_frontend()
+    ckpt = tmp_path_factory.mktemp("frontend") / "visual_frontend.pt"
+    torch.save(net.state_dict(), ckpt)
+    return net, ckpt
+
+
+@needs_torch
+def test_visual_frontend_keys_and_parity_with_torch(ref_frontend, tmp_path):
+    import cv2
+    net, ckpt = ref_frontend
+    state = net.state_dict()
+    # every key of deep_avsr's state dict, incl. layer1's unused downsample and the BN
+    # counters, is expected with its shape - and nothing else
+    assert {k: tuple(v.shape) for k, v in state.items()} == \
+        convert.expected_torch_shapes("frontend")
+    assert "resnet.layer1.downsample.weight" in state
+    out = convert.convert_checkpoint(ckpt, "frontend", tmp_path / "vf.safetensors")
+    loaded = deep_avsr.load_net(out)
+    assert isinstance(loaded.module, deep_avsr.VisualFrontend)
+    T = 7
+    mouth = _mouth_clip(T)
+    # deep_avsr's preprocessing written out: gray/255 -> cv2 resize -> normalise
+    x = np.stack([cv2.resize(f.astype(np.float32) / 255.0, (112, 112)) for f in mouth])
+    x = (x - 0.4161) / 0.1688
+    with torch.no_grad():
+        ref = net(torch.from_numpy(x.astype(np.float32))).numpy()
+    got = loaded.lip_features(mouth)
+    assert got.shape == ref.shape == (T, 512)
+    assert ref.std() > 0.05                     # features vary: the comparison can fail
+    err = np.abs(got - ref).max()
+    assert err <= 1e-4, err
+    # chunked runs (context frames on each side) equal one pass over the clip
+    np.testing.assert_allclose(loaded.lip_features(mouth, chunk=3), got, atol=1e-5)
+
+
+@needs_torch
+def test_frontend_conversion_names_bad_keys(ref_frontend):
+    state = {k: v.numpy() for k, v in ref_frontend[0].state_dict().items()}
+    state.pop("resnet.layer1.downsample.weight")
+    state.pop("frontend3D.1.num_batches_tracked")
+    state["resnet.fc.weight"] = np.zeros((2, 512), np.float32)
+    state["resnet.layer3.conv2b.weight"] = np.zeros((256, 128, 3, 3), np.float32)
+    with pytest.raises(CheckpointError) as info:
+        convert.convert_state_dict(state, "frontend", source="visual_frontend.pt")
+    msg = str(info.value)
+    assert "2 missing: frontend3D.1.num_batches_tracked, resnet.layer1.downsample.weight" in msg
+    assert "1 unexpected: resnet.fc.weight" in msg
+    assert "resnet.layer3.conv2b.weight (256, 128, 3, 3) != expected (256, 256, 3, 3)" in msg
+    assert info.value.path == "visual_frontend.pt"
+
+
+@needs_torch
+def test_deep_avsr_teacher_reads_lips_from_mouth_crops(ref_nets, ref_frontend, tmp_path,
+                                                       capsys):
+    """deep_avsr:DIR with all three converted checkpoints fills both sides from the
+    clip's audio and mouth crops: VideoNet on the front end's features, as in torch."""
+    for kind, net in ref_nets.items():
+        torch.save(net.state_dict(), tmp_path / f"{kind}-only.pt")
+    out = tmp_path / "flax"
+    rc = convert.main(["--audio", str(tmp_path / "audio-only.pt"), "--video",
+                       str(tmp_path / "video-only.pt"), "--frontend", str(ref_frontend[1]),
+                       "--out", str(out), "--num-layers", "2"])
+    assert rc == 0 and "visual_frontend.safetensors" in capsys.readouterr().out
+    from avdetect.teachers import resolve_teacher
+    teacher = resolve_teacher(f"deep_avsr:{out}").teacher
+    assert teacher.sides == {"audio", "video"} and teacher.frontend is not None
+    T = 6
+    mouth = _mouth_clip(T, seed=1)
+    audio = (0.1 * np.random.default_rng(0).standard_normal(T * 640)).astype(np.float32)
+    pa, pv = teacher(audio=audio, mouth=mouth, num_frames=T, meta={})
+    lips = teacher.frontend.lip_features(mouth)
+    with torch.no_grad():
+        ref_v = ref_nets["video"](torch.from_numpy(lips)[None])[0].numpy()
+    np.testing.assert_allclose(pv, ref_v, atol=1e-4)
+    np.testing.assert_allclose(pa.sum(1), 1, atol=1e-5)
+    # a video-side net without a front end or lip features still abstains
+    only_video = deep_avsr.DeepAVSRTeacher(video_params=out / "video_net.safetensors")
+    assert only_video(audio=None, mouth=mouth, num_frames=T, meta={}) is None
+
+
 # --------------------------------------------------------------------------- asr_align
 
 from avdetect.teachers import asr_align  # noqa: E402

@@ -7,9 +7,17 @@ Architecture (deep_avsr ``AudioNet`` / ``VideoNet``; both frozen in the paper):
   25 Hz) -> + sinusoidal positional encoding (table of 2500 positions) -> 6-layer
   Transformer encoder ("audioEncoder") -> another 6-layer encoder ("audioDecoder") ->
   Conv1d 512->40 (kernel 1) -> softmax over the 40 deep_avsr characters.
-* VideoNet: 512-d lip features per frame [B, T, 512] (output of deep_avsr's visual front
-  end, computed outside this module) -> + positional encoding -> 6 + 6 layers ->
-  Conv1d 512->40 -> softmax.
+* VideoNet: 512-d lip features per frame [B, T, 512] -> + positional encoding -> 6 + 6
+  layers -> Conv1d 512->40 -> softmax.
+* VisualFrontend (deep_avsr ``visual_frontend.py``, the net that makes those lip
+  features): grayscale 112x112 frames normalised (x/255 - 0.4161)/0.1688 -> Conv3d 1->64
+  (5,7,7), stride (1,2,2), pad (2,3,3) over the whole clip -> BN3d -> ReLU -> MaxPool
+  (1,3,3)/(1,2,2) -> per-frame ResNet-18 (64/128/256/512, deep_avsr block order) ->
+  AvgPool 4x4 -> 512-d per frame. This is the student's own front end
+  (``avdetect.models.visual.MouthFrontend`` with ``stem='3d'``), reused, not re-written.
+  Its input is made from our 88x88 mouth crops resized to 112x112 (``frontend_input``;
+  deep_avsr resized whole 160 px LRS2 faces to 224 and cut the central 112, which shows
+  about the same mouth-centred region).
 * Each layer is ``torch.nn.TransformerEncoderLayer`` with its defaults: post-LN
   (x = LN1(x + MHA(x)); x = LN2(x + FFN(x))), ReLU FFN 512->2048->512, LayerNorm eps 1e-5,
   8 heads with one packed q/k/v input projection.
@@ -33,6 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from avdetect import contract
+from avdetect.models.visual import MOUTH_MEAN, MOUTH_STD, MouthFrontend
 from avdetect.teachers import alphabet
 
 # Hyper-parameters of the published deep_avsr models (their config.py).
@@ -43,6 +52,8 @@ FFN_DIM = 2048
 PE_MAX_LEN = 2500             # positions in the sinusoidal table (100 s at 25 fps)
 STFT_BINS = 321               # one-sided bins of a 640-point FFT
 LIP_FEATURE_DIM = 512
+FRONTEND_SIZE = 112            # side of the visual front end's input frames
+FRONTEND_CONTEXT = 2          # frames each side the (5,7,7) Conv3d reads
 LN_EPS = 1e-5                 # torch.nn.LayerNorm default
 
 # STFT front end of the ASR teacher (the CMDFD loader's scipy.signal.stft call):
@@ -158,6 +169,40 @@ class VideoNet(nn.Module):
         return nn.Dense(self.num_classes, name="outputConv")(x)         # [B, T, K]
 
 
+class VisualFrontend(nn.Module):
+    """deep_avsr visual front end: normalised frames [B, T, 112, 112] -> [B, T, 512].
+
+    A real spatio-temporal Conv3d stem over the clip (deep_avsr feeds a whole clip as one
+    3-D volume), then the ResNet-18 trunk; eval-mode BatchNorm (running statistics in the
+    ``batch_stats`` collection). Frames outside the clip count as 0 (torch's zero padding
+    of the normalised input), so a clip zero-padded at its end gives the same features on
+    its own frames.
+    """
+    widths: tuple[int, ...] = (64, 128, 256, 512)
+
+    @nn.compact
+    def __call__(self, frames: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+        if mask is not None:
+            frames = frames * mask[:, :, None, None].astype(frames.dtype)
+        return MouthFrontend(self.widths[0], tuple(self.widths), stem="3d",
+                             name="trunk")(frames, train=False)
+
+
+def frontend_input(mouth: np.ndarray) -> np.ndarray:
+    """uint8 mouth crops [T, H, W] -> float32 [T, 112, 112]: bilinear resize (cv2, as the
+    deep_avsr preprocessing resizes) of x/255, then (x - 0.4161) / 0.1688."""
+    import cv2
+
+    mouth = np.asarray(mouth)
+    if mouth.ndim != 3 or mouth.shape[0] == 0:
+        raise ValueError(f"mouth crops must be [T, H, W] with T > 0, got {mouth.shape}")
+    x = mouth.astype(np.float32) / 255.0
+    if x.shape[1:] != (FRONTEND_SIZE, FRONTEND_SIZE):
+        x = np.stack([cv2.resize(f, (FRONTEND_SIZE, FRONTEND_SIZE),
+                                 interpolation=cv2.INTER_LINEAR) for f in x])
+    return ((x - MOUTH_MEAN) / MOUTH_STD).astype(np.float32)
+
+
 # --- STFT front end ---------------------------------------------------------------------
 
 def normalize_audio(audio: np.ndarray) -> np.ndarray:
@@ -197,9 +242,18 @@ def stft_features(audio: np.ndarray, num_frames: int) -> np.ndarray:
 
 @dataclasses.dataclass(frozen=True)
 class LoadedNet:
-    """A converted deep_avsr network: the module and its params."""
+    """A converted deep_avsr network: the module, its params and (visual front end only)
+    its BatchNorm running statistics."""
     module: nn.Module
     params: Any
+    batch_stats: Any = None
+
+    @property
+    def variables(self) -> dict[str, Any]:
+        out = {"params": self.params}
+        if self.batch_stats is not None:
+            out["batch_stats"] = self.batch_stats
+        return out
 
     def posteriors(self, inputs: np.ndarray, chunk: int | None = None) -> np.ndarray:
         """Per-frame softmax float32 [T, 40] for one clip's inputs ([4T, 321] STFT for
@@ -210,6 +264,8 @@ class LoadedNet:
         multiple of ``BUCKET`` frames with the padding masked out, so a dataset of varied
         lengths compiles a handful of shapes instead of one per clip.
         """
+        if isinstance(self.module, VisualFrontend):
+            raise TypeError("the visual front end makes lip features: use lip_features()")
         per_in = STFT_PER_FRAME if isinstance(self.module, AudioNet) else 1
         chunk = chunk or self.module.pe_max_len
         apply = _jitted_apply(self.module)
@@ -221,9 +277,33 @@ class LoadedNet:
             piece = np.zeros((1, padded * per_in, inputs.shape[1]), np.float32)
             piece[0, :frames * per_in] = inputs[start * per_in:(start + frames) * per_in]
             mask = np.arange(padded)[None] < frames
-            logits = apply({"params": self.params}, jnp.asarray(piece), jnp.asarray(mask))
+            logits = apply(self.variables, jnp.asarray(piece), jnp.asarray(mask))
             outs.append(np.asarray(jax.nn.softmax(logits, axis=-1)[0, :frames]))
         return np.concatenate(outs, axis=0).astype(np.float32)
+
+    def lip_features(self, mouth: np.ndarray, chunk: int = 100) -> np.ndarray:
+        """VisualFrontend: uint8 mouth crops [T, H, W] -> lip features float32 [T, 512].
+
+        Runs in pieces of ``chunk`` frames that also read ``FRONTEND_CONTEXT`` frames on
+        each side (all the Conv3d stem sees), zero-padded to a multiple of ``BUCKET``:
+        the result equals one pass over the whole clip, in bounded memory."""
+        if not isinstance(self.module, VisualFrontend):
+            raise TypeError(f"lip_features needs the visual front end, not "
+                            f"{type(self.module).__name__}")
+        x = frontend_input(mouth)
+        total = x.shape[0]
+        apply = _jitted_apply(self.module)
+        out = np.zeros((total, self.module.widths[-1]), np.float32)
+        for start in range(0, total, chunk):
+            stop = min(start + chunk, total)
+            lo, hi = max(start - FRONTEND_CONTEXT, 0), min(stop + FRONTEND_CONTEXT, total)
+            padded = -(-(hi - lo) // BUCKET) * BUCKET
+            piece = np.zeros((1, padded) + x.shape[1:], np.float32)
+            piece[0, :hi - lo] = x[lo:hi]
+            mask = np.arange(padded)[None] < hi - lo
+            feats = np.asarray(apply(self.variables, jnp.asarray(piece), jnp.asarray(mask)))
+            out[start:stop] = feats[0, start - lo:stop - lo]
+        return out
 
 
 BUCKET = 50                   # frames (2 s): padding granularity of LoadedNet.posteriors
@@ -238,23 +318,43 @@ def _jitted_apply(module: nn.Module):
 
 # --- converted parameter files ----------------------------------------------------------
 
-_NETS = {"AudioNet": AudioNet, "VideoNet": VideoNet}
-_CONFIG_FIELDS = ("num_layers", "d_model", "num_heads", "ffn_dim", "num_classes", "pe_max_len")
+_NETS = {"AudioNet": AudioNet, "VideoNet": VideoNet, "VisualFrontend": VisualFrontend}
+_CONFIG_FIELDS = ("num_layers", "d_model", "num_heads", "ffn_dim", "num_classes", "pe_max_len",
+                  "widths")
+STATS_PREFIX = "batch_stats/"      # flat keys of BatchNorm statistics in a params file
 
 
 def module_config(module: nn.Module) -> dict[str, Any]:
     """JSON-able description of a net, stored beside its converted params."""
     return {"model": type(module).__name__,
-            **{f: getattr(module, f) for f in _CONFIG_FIELDS}}
+            **{f: (list(v) if isinstance(v := getattr(module, f), tuple) else v)
+               for f in _CONFIG_FIELDS if hasattr(module, f)}}
+
+
+def _init_shapes(module: nn.Module) -> dict[str, Any]:
+    if isinstance(module, VisualFrontend):
+        dummy = jnp.zeros((1, 1, FRONTEND_SIZE, FRONTEND_SIZE), jnp.float32)
+    else:
+        in_dim = STFT_BINS if isinstance(module, AudioNet) else module.d_model
+        steps = STFT_PER_FRAME if isinstance(module, AudioNet) else 1
+        dummy = jnp.zeros((1, steps, in_dim), jnp.float32)
+    return jax.eval_shape(module.init, jax.random.key(0), dummy)
 
 
 def param_shapes(module: nn.Module) -> dict[str, tuple[int, ...]]:
-    """'/'-joined Flax param path -> shape, without allocating the params."""
-    in_dim = STFT_BINS if isinstance(module, AudioNet) else module.d_model
-    steps = STFT_PER_FRAME if isinstance(module, AudioNet) else 1
-    tree = jax.eval_shape(module.init, jax.random.key(0),
-                          jnp.zeros((1, steps, in_dim), jnp.float32))["params"]
-    return {"/".join(k.key for k in path): tuple(leaf.shape)
+    """'/'-joined Flax param path -> shape, without allocating the params (BatchNorm
+    statistics, where the net has them, under ``STATS_PREFIX``)."""
+    tree = _init_shapes(module)
+    out = tree_shapes(tree["params"])
+    if "batch_stats" in tree:
+        out.update(tree_shapes(tree["batch_stats"], STATS_PREFIX))
+    return out
+
+
+def tree_shapes(tree: Any, prefix: str = "") -> dict[str, tuple[int, ...]]:
+    """'/'-joined path (after ``prefix``) -> shape of every leaf (arrays or the
+    ShapeDtypeStructs of ``jax.eval_shape``)."""
+    return {prefix + "/".join(k.key for k in path): tuple(leaf.shape)
             for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
 
@@ -276,16 +376,21 @@ def unflatten_params(flat: dict[str, np.ndarray]) -> dict[str, Any]:
     return tree
 
 
-def save_net(path, module: nn.Module, params: Any, *, source: str = "") -> None:
-    """Write ``params`` of ``module`` to a safetensors file whose metadata holds the
-    module config (so ``load_net`` rebuilds the right architecture) and the source."""
+def save_net(path, module: nn.Module, params: Any, *, batch_stats: Any = None,
+             source: str = "") -> None:
+    """Write ``params`` (and ``batch_stats``, under ``STATS_PREFIX``) of ``module`` to a
+    safetensors file whose metadata holds the module config (so ``load_net`` rebuilds the
+    right architecture) and the source."""
     import json
 
     from safetensors.numpy import save_file
 
     meta = {"config": json.dumps(module_config(module)), "source": source}
-    save_file({k: np.ascontiguousarray(v, np.float32)
-               for k, v in flatten_params(params).items()}, str(path), metadata=meta)
+    flat = flatten_params(params)
+    if batch_stats is not None:
+        flat.update({STATS_PREFIX + k: v for k, v in flatten_params(batch_stats).items()})
+    save_file({k: np.ascontiguousarray(v, np.float32) for k, v in flat.items()}, str(path),
+              metadata=meta)
 
 
 def load_net(path) -> LoadedNet:
@@ -308,6 +413,8 @@ def load_net(path) -> LoadedNet:
             meta = f.metadata() or {}
             flat = {k: f.get_tensor(k) for k in f.keys()}
         config = json.loads(meta["config"])
+        if "widths" in config:
+            config["widths"] = tuple(config["widths"])
         module = _NETS[config.pop("model")](**config)
     except (KeyError, ValueError, TypeError, OSError) as e:
         raise CheckpointError(path, f"not a converted deep_avsr params file ({e})") from e
@@ -316,7 +423,10 @@ def load_net(path) -> LoadedNet:
     if problems:
         raise CheckpointError(path, "params do not match the declared architecture: "
                               + "; ".join(problems))
-    return LoadedNet(module, unflatten_params(flat))
+    stats = {k[len(STATS_PREFIX):]: v for k, v in flat.items() if k.startswith(STATS_PREFIX)}
+    params = {k: v for k, v in flat.items() if not k.startswith(STATS_PREFIX)}
+    return LoadedNet(module, unflatten_params(params),
+                     unflatten_params(stats) if stats else None)
 
 
 def shape_problems(expected: dict[str, tuple[int, ...]],
@@ -347,18 +457,21 @@ class DeepAVSRTeacher:
     """The paper's teachers: AudioNet on the clip's STFT (audio side) and VideoNet on
     deep_avsr lip features (video side), per-frame softmax over the 40 characters.
 
-    ``audio_params`` / ``video_params`` are files written by the converter; give one or
-    both (``sides`` says which). VideoNet's input is the 512-d output of deep_avsr's own
-    visual front end, which this project does not port: supply it per clip as
-    ``meta['lip_features']`` (an array [T, 512] or the path of a ``.npy``, the CMDFD
-    layout keeps it beside the video). A side without a net is uniform. Returns None when
-    a loaded side has no input for the clip (no audio, or no lip features), since a
-    correlation target needs both sides.
+    ``audio_params`` / ``video_params`` / ``frontend_params`` are files written by the
+    converter (``params_dir``: its output folder, holding any of ``audio_net``,
+    ``video_net`` and ``visual_frontend.safetensors``); ``sides`` says which nets loaded.
+    VideoNet's 512-d input per frame comes from ``meta['lip_features']`` when the dataset
+    ships them (an array [T, 512] or a ``.npy`` path, the CMDFD layout), else from the
+    clip's mouth crops through the ported visual front end (``VisualFrontend``). A side
+    without a net is uniform. Returns None when a loaded side has no input for the clip
+    (no audio; no lip features and no front end or no mouth crops), since a correlation
+    target needs both sides.
     """
     name = "deep_avsr"
     num_classes = alphabet.NUM_CHARS
 
-    def __init__(self, audio_params=None, video_params=None, *, params_dir=None):
+    def __init__(self, audio_params=None, video_params=None, *, frontend_params=None,
+                 params_dir=None):
         if params_dir is not None:       # the converter's output folder
             import os
 
@@ -367,11 +480,16 @@ class DeepAVSRTeacher:
                 return path if os.path.isfile(path) else None
             audio_params = audio_params or existing("audio_net.safetensors")
             video_params = video_params or existing("video_net.safetensors")
+            frontend_params = frontend_params or existing("visual_frontend.safetensors")
         if audio_params is None and video_params is None:
             raise ValueError("DeepAVSRTeacher needs audio_params and/or video_params (or a "
                              "params_dir holding audio_net/video_net.safetensors)")
         self.audio_net = load_net(audio_params) if audio_params is not None else None
         self.video_net = load_net(video_params) if video_params is not None else None
+        self.frontend = load_net(frontend_params) if frontend_params is not None else None
+        if self.frontend is not None and not isinstance(self.frontend.module, VisualFrontend):
+            from avdetect.teachers.errors import CheckpointError
+            raise CheckpointError(frontend_params, "not a converted visual front end")
         self.sides = frozenset(s for s, n in (("audio", self.audio_net),
                                               ("video", self.video_net)) if n is not None)
 
@@ -385,6 +503,9 @@ class DeepAVSRTeacher:
             audio_post = self.audio_net.posteriors(stft_features(audio, num_frames))
         if self.video_net is not None:
             lips = _lip_features(meta)
+            if lips is None and self.frontend is not None and mouth is not None \
+                    and np.asarray(mouth).size:
+                lips = self.frontend.lip_features(np.asarray(mouth))
             if lips is None:
                 return None
             video_post = self.video_net.posteriors(_fit_length(lips, num_frames))
