@@ -33,6 +33,7 @@ import pathlib
 
 import tensorflow_datasets as tfds
 
+from avdetect.data import pseudo_fakes
 from avdetect.data import splits as splits_lib
 from avdetect.data.build import (AVBuilderConfig, AVClipBuilder, ClipTask, Listing, Problem,
                                  manual_dir_of)
@@ -81,8 +82,11 @@ class Videofolder(AVClipBuilder):
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES = {"1.0.0": "First version."}
     BUILDER_CONFIGS = [
-        AVBuilderConfig(name="face112", face_size=112,
-                        description="112x112 face crops (CPU configs)."),
+        AVBuilderConfig(name="face112", face_size=112, pseudo_fakes=pseudo_fakes.ALL_KINDS,
+                        description="112x112 face crops; every split's reals also give one "
+                                    "pseudo-fake of each kind (pf_*), in the same split."),
+        AVBuilderConfig(name="nopf", face_size=112,
+                        description="112x112 face crops, no pseudo-fakes."),
     ]
     DESCRIPTION = __doc__
     MANUAL_DOWNLOAD_INSTRUCTIONS = EXPECTED

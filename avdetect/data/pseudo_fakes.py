@@ -1,0 +1,543 @@
+"""Pseudo-fakes made at build time from real clips (the real-only recipe of AVH-Align,
+SAVe, AVPF): the audio or the mouth of a real clip is manipulated so that the pair no
+longer belongs together, and the result is labelled fake under its own method name.
+
+Why at build time (not on the fly in Grain): the TTS re-voice needs Whisper and espeak-ng
+(a second or more per clip), far too slow for the input pipeline; the cheap kinds are
+made here too so that every pseudo-fake is a fixed, inspectable example with its
+parameters in ``attributes``, per-method tables and leave-one-method-out runs work on
+them like on any other method, and the shards are identical on every rerun.
+
+Two halves:
+
+* **Pure functions** over a preprocessed clip, a dict of NumPy arrays (T frames):
+  ``audio`` int16 [640 T], ``logmel`` float32 [4T, 80] (always recomputed from the
+  modified waveform with :func:`avdetect.preprocess.logmel.log_mel`), ``face_found``
+  bool [T], ``boxes`` float32 [T, 4], optional ``mouth`` uint8 [T, 88, 88] and ``face``
+  uint8 [T, S, S, 3], and ``mouth_src`` / ``face_src`` int64 [T]: the source frame each
+  frame is a copy of (-1: a new image). The build reuses the source's encoded image for
+  every copied frame, so a pseudo-fake whose video is untouched is bit-identical to its
+  source there (no second JPEG generation to learn from). ``audio_src`` int64 [T] is the
+  frame of the source's (``audio_from`` = 'donor': the donor's) audio each frame plays,
+  -1 where the waveform is new; teacher posteriors are carried over through these maps.
+* **Planning** (:func:`add_pseudo_fakes`): for every real clip of every split, one
+  derived :class:`~avdetect.data.clips.ClipTask` per kind and repeat, with parameters
+  drawn from a generator seeded by the clip key (deterministic), donors taken from the
+  same split only (so test identities never meet training).
+
+Kinds (method names; ``audio_fake``/``video_fake``):
+
+==================  ======  ======  ===============================================
+pf_shift            audio   -       audio moved by k frames (both signs, |k| in the
+                                    configured range, default 3..12 = 120-480 ms);
+                                    both streams are cut to the overlap, no padding
+pf_swap             audio   -       another identity's speech (same split), length =
+                                    the shorter of the two, both streams cut
+pf_reverse          audio   -       the clip's own audio reversed in time
+pf_other_sentence   audio   -       the same identity's audio from another clip
+                                    (content mismatch, same voice); skipped with a
+                                    note when the identity has one clip only
+pf_tts              audio   -       the clip's Whisper transcript spoken by espeak-ng
+                                    (several voices), fitted to the source's voiced
+                                    span, RMS-matched there, over the source's own
+                                    noise floor; outside the span the source is kept,
+                                    so its leading/trailing digital silence is too
+pf_freeze           -       video   mouth and face frozen on one frame over a segment
+                                    (sometimes the whole clip); audio untouched
+pf_blend            -       video   mouth crops of a segment blended with the mouth of
+                                    another frame of the clip; audio untouched
+==================  ======  ======  ===============================================
+
+Silence: no kind adds silence. pf_shift / pf_swap / pf_other_sentence cut both streams
+to the overlap (never pad); pf_tts keeps the source's samples outside its voiced span;
+pf_reverse swaps the leading and trailing runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import pathlib
+import tempfile
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from avdetect import contract
+from avdetect.errors import AVDetectError, MediaError
+
+SPF = contract.SAMPLES_PER_FRAME
+INT16_SCALE = 32767.0                  # as avdetect.data.clips.to_int16
+PER_FRAME = ("mouth", "face", "face_found", "boxes", "mouth_src", "face_src")
+
+
+@dataclasses.dataclass(frozen=True)
+class Kind:
+    audio_fake: bool
+    video_fake: bool
+    donor: str = ""                    # '' | 'other_identity' | 'same_identity'
+    needs_mouth: bool = False          # decode the mouth crops (new pixels are made)
+
+
+KINDS: dict[str, Kind] = {
+    "pf_shift": Kind(True, False),
+    "pf_swap": Kind(True, False, donor="other_identity"),
+    "pf_reverse": Kind(True, False),
+    "pf_other_sentence": Kind(True, False, donor="same_identity"),
+    "pf_tts": Kind(True, False),
+    "pf_freeze": Kind(False, True),
+    "pf_blend": Kind(False, True, needs_mouth=True),
+}
+ALL_KINDS: tuple[str, ...] = tuple(KINDS)
+
+# espeak-ng voices of the TTS re-voice (variants of the synthetic benchmark's voices).
+TTS_VOICES = ("en-us+m1", "en-us+m3", "en-us+m7", "en-us+f1", "en-us+f3", "en-us+f4")
+
+
+class PseudoFakeSkipped(MediaError):
+    """A pseudo-fake that cannot be made from this clip (too short, no speech, ...)."""
+    kind = "pseudo_fake_skipped"
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+    """Which pseudo-fakes a build makes (fields of the builder config)."""
+    kinds: tuple[str, ...] = ALL_KINDS
+    per_kind: int = 1                  # pseudo-fakes of each kind per real clip
+    shift_frames: tuple[int, int] = (3, 12)   # |k| range, inclusive (120-480 ms)
+    min_frames: int = 25               # shorter results are skipped (1 s)
+    salt: str = "pf-v1"
+
+    def __post_init__(self):
+        unknown = set(self.kinds) - set(KINDS)
+        if unknown:
+            raise ValueError(f"unknown pseudo-fake kind(s) {sorted(unknown)}; known: "
+                             f"{list(KINDS)}")
+        lo, hi = self.shift_frames
+        if not 1 <= lo <= hi:
+            raise ValueError(f"shift_frames must be 1 <= lo <= hi, got {self.shift_frames}")
+        if self.per_kind < 1:
+            raise ValueError(f"per_kind must be >= 1, got {self.per_kind}")
+
+
+# ---------------------------------------------------------------------------------------
+# Pure functions over a clip
+# ---------------------------------------------------------------------------------------
+
+def num_frames(clip: Mapping[str, np.ndarray]) -> int:
+    return len(clip["audio"]) // SPF
+
+
+def with_frame_maps(clip: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """A copy of ``clip`` with identity ``mouth_src`` / ``face_src`` maps when missing."""
+    out = dict(clip)
+    t = len(out["face_found"])
+    for k in ("mouth_src", "face_src", "audio_src"):
+        out.setdefault(k, np.arange(t, dtype=np.int64))
+    out.setdefault("audio_from", "source")
+    return out
+
+
+def set_audio(clip: Mapping[str, np.ndarray], audio: np.ndarray,
+              audio_src: np.ndarray | None = None, audio_from: str = "source"
+              ) -> dict[str, np.ndarray]:
+    """``clip`` with a new int16 waveform [640 T] and the log-mel recomputed from it;
+    ``audio_src`` maps its frames to the frames of the ``audio_from`` clip's audio
+    (default: all -1, a new waveform)."""
+    from avdetect.preprocess.logmel import log_mel
+
+    audio = np.asarray(audio, np.int16)
+    t = len(clip["face_found"])
+    if audio.shape != (t * SPF,):
+        raise ValueError(f"audio of shape {audio.shape} for a {t}-frame clip")
+    out = dict(clip)
+    out["audio"] = audio
+    out["audio_src"] = (np.full(t, -1, np.int64) if audio_src is None
+                        else np.asarray(audio_src, np.int64))
+    out["audio_from"] = audio_from
+    out["logmel"] = np.asarray(log_mel(audio.astype(np.float32) / INT16_SCALE, num_frames=t),
+                               np.float32)
+    return out
+
+
+def gather_frames(clip: Mapping[str, np.ndarray], index: np.ndarray) -> dict[str, np.ndarray]:
+    """The video side of ``clip`` re-indexed (frame t := source frame index[t]); the audio
+    and log-mel are left as they are (callers set them)."""
+    out = with_frame_maps(clip)
+    for k in PER_FRAME:
+        if k in out:
+            out[k] = np.asarray(out[k])[index]
+    return out
+
+
+def take(clip: Mapping[str, np.ndarray], video_start: int, audio_start: int,
+         length: int) -> dict[str, np.ndarray]:
+    """Frames [video_start, +length) of the video with frames [audio_start, +length) of the
+    audio: both are windows of the source, nothing is padded."""
+    t = num_frames(clip)
+    if not (0 <= video_start and 0 <= audio_start and video_start + length <= t
+            and audio_start + length <= t and length > 0):
+        raise ValueError(f"window video {video_start}, audio {audio_start}, length {length} "
+                         f"does not fit a {t}-frame clip")
+    out = gather_frames(clip, np.arange(video_start, video_start + length))
+    audio = np.asarray(clip["audio"])[audio_start * SPF:(audio_start + length) * SPF]
+    base = with_frame_maps(clip)["audio_src"]
+    return set_audio(out, audio, base[audio_start:audio_start + length],
+                     base_from(clip))
+
+
+def base_from(clip: Mapping[str, Any]) -> str:
+    return str(clip.get("audio_from", "source"))
+
+
+def shift_audio(clip: Mapping[str, np.ndarray], k: int) -> dict[str, np.ndarray]:
+    """Audio moved by ``k`` frames against the video: frame t of the result shows video
+    frame v0 + t and plays audio frame v0 + t + k (k > 0: the audio comes k frames early),
+    over the T - |k| frames where both exist (v0 = max(0, -k))."""
+    t = num_frames(clip)
+    length = t - abs(k)
+    if k == 0 or length <= 0:
+        raise ValueError(f"cannot shift a {t}-frame clip by {k} frames")
+    v0 = max(0, -k)
+    return take(clip, v0, v0 + k, length)
+
+
+def replace_audio(clip: Mapping[str, np.ndarray], donor_audio: np.ndarray
+                  ) -> dict[str, np.ndarray]:
+    """The clip's video with another clip's audio (from its start); both streams are cut
+    to the shorter of the two (no padding)."""
+    donor_audio = np.asarray(donor_audio, np.int16)
+    length = min(num_frames(clip), len(donor_audio) // SPF)
+    if length <= 0:
+        raise ValueError("donor audio shorter than one frame")
+    out = gather_frames(clip, np.arange(length))
+    return set_audio(out, donor_audio[:length * SPF], np.arange(length), "donor")
+
+
+def reverse_audio(clip: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The clip with its waveform reversed in time (video untouched)."""
+    return set_audio(with_frame_maps(clip), np.asarray(clip["audio"])[::-1].copy())
+
+
+def freeze(clip: Mapping[str, np.ndarray], start: int, length: int) -> dict[str, np.ndarray]:
+    """Mouth and face (and box) held on frame ``start`` over frames [start, start+length);
+    audio untouched."""
+    t = num_frames(clip)
+    if not (0 <= start and length >= 2 and start + length <= t):
+        raise ValueError(f"freeze segment {start}+{length} does not fit {t} frames")
+    index = np.arange(t)
+    index[start:start + length] = start
+    return gather_frames(clip, index)
+
+
+def blend_mouth(clip: Mapping[str, np.ndarray], start: int, length: int, offset: int,
+                alpha: float) -> dict[str, np.ndarray]:
+    """Mouth crops of frames [start, start+length) blended with the mouth of frame
+    (t + offset) mod T: ``(1 - alpha) * mouth[t] + alpha * mouth[other]``."""
+    if "mouth" not in clip:
+        raise ValueError("blend_mouth needs the decoded 'mouth' crops")
+    t = num_frames(clip)
+    if not (0 <= start and length >= 1 and start + length <= t and 0 < offset % t):
+        raise ValueError(f"blend segment {start}+{length}, offset {offset} on {t} frames")
+    out = with_frame_maps(clip)
+    mouth = np.array(clip["mouth"], np.float32)
+    seg = np.arange(start, start + length)
+    other = (seg + offset) % t
+    mouth[seg] = (1.0 - alpha) * mouth[seg] + alpha * np.asarray(clip["mouth"])[other]
+    out["mouth"] = np.clip(np.round(mouth), 0, 255).astype(np.uint8)
+    src = out["mouth_src"].copy()
+    src[seg] = -1
+    out["mouth_src"] = src
+    return out
+
+
+# --- TTS re-voice -----------------------------------------------------------------------
+
+_VAD_FRAME = 320                       # 20 ms energy frames
+
+
+def _frame_db(x: np.ndarray) -> np.ndarray:
+    n = len(x) // _VAD_FRAME
+    f = np.asarray(x[:n * _VAD_FRAME], np.float64).reshape(n, _VAD_FRAME)
+    return 10.0 * np.log10(np.mean(f * f, axis=1) + 1e-10)
+
+
+def voiced_frames(x: np.ndarray, rel_db: float = 35.0) -> np.ndarray:
+    """bool [N // 320]: 20 ms frames within ``rel_db`` of the loudest (speech-level)
+    frames and well above the noise floor."""
+    db = _frame_db(x)
+    if db.size == 0:
+        return np.zeros(0, bool)
+    loud = np.percentile(db, 95)
+    nonzero = db[db > -90]
+    floor = np.percentile(nonzero, 10) if nonzero.size else -100.0
+    return db > max(loud - rel_db, floor + 10.0)
+
+
+def voiced_span(audio: np.ndarray) -> tuple[int, int]:
+    """Samples [s0, s1) from the first to the last voiced 20 ms frame (0, 0 if none)."""
+    v = np.flatnonzero(voiced_frames(np.asarray(audio, np.float64)))
+    if v.size == 0:
+        return 0, 0
+    return int(v[0] * _VAD_FRAME), int((v[-1] + 1) * _VAD_FRAME)
+
+
+def voiced_rms(x: np.ndarray) -> float:
+    """RMS over the voiced 20 ms frames of ``x`` (same units as x)."""
+    x = np.asarray(x, np.float64)
+    v = voiced_frames(x)
+    if not v.any():
+        return 0.0
+    f = x[:len(v) * _VAD_FRAME].reshape(len(v), _VAD_FRAME)[v]
+    return float(np.sqrt(np.mean(f * f)))
+
+
+def noise_bed(audio: np.ndarray, length: int, rng: np.random.Generator) -> np.ndarray:
+    """``length`` samples of the source's own noise floor: its quietest non-silent 20 ms
+    frames (lowest fifth) in random order, joined with short cross-fades."""
+    x = np.asarray(audio, np.float64)
+    db = _frame_db(x)
+    n = len(db)
+    frames = x[:n * _VAD_FRAME].reshape(n, _VAD_FRAME) if n else np.zeros((0, _VAD_FRAME))
+    live = np.flatnonzero(db > -90)               # skip digital silence
+    if live.size == 0 or length <= 0:
+        return np.zeros(max(length, 0))
+    quiet = live[np.argsort(db[live])[:max(1, live.size // 5)]]
+    fade = 32
+    pieces = frames[rng.choice(quiet, size=length // (_VAD_FRAME - fade) + 2)]
+    ramp = np.linspace(0.0, 1.0, fade)
+    out = pieces[0].copy()
+    for p in pieces[1:]:
+        out[-fade:] = out[-fade:] * (1 - ramp) + p[:fade] * ramp
+        out = np.concatenate([out, p[fade:]])
+    return out[:length]
+
+
+def fit_length(speech: np.ndarray, length: int) -> np.ndarray:
+    """``speech`` resampled to exactly ``length`` samples (a small tempo/pitch change:
+    the speaking rate was already chosen to come close)."""
+    import scipy.signal
+
+    speech = np.asarray(speech, np.float64)
+    if len(speech) == length:
+        return speech
+    return scipy.signal.resample(speech, length)
+
+
+def revoice(clip: Mapping[str, np.ndarray], speech: np.ndarray, rng: np.random.Generator
+            ) -> dict[str, np.ndarray]:
+    """The clip with ``speech`` (float, any scale) over its voiced span: fitted to the
+    span's length, added to the source's own noise floor, with a gain that makes the
+    result's voiced RMS (:func:`voiced_rms` over the whole clip) equal the source's; the
+    source's samples outside the span (its digital silence included) are kept, with 5 ms
+    cross-fades at the span's edges."""
+    src = np.asarray(clip["audio"], np.float64)
+    s0, s1 = voiced_span(src)
+    if s1 - s0 < SPF:
+        raise ValueError("the source has no voiced span to re-voice")
+    speech = fit_length(speech, s1 - s0)
+    got = voiced_rms(speech)
+    if got <= 0:
+        raise ValueError("the TTS speech is silent")
+    bed = noise_bed(src, s1 - s0, rng)
+    fade = min(80, (s1 - s0) // 4)
+    ramp = np.linspace(0.0, 1.0, fade)
+
+    def mix(gain: float) -> np.ndarray:
+        new = speech * gain + bed
+        out = src.copy()
+        out[s0:s1] = new
+        out[s0:s0 + fade] = src[s0:s0 + fade] * (1 - ramp) + new[:fade] * ramp
+        out[s1 - fade:s1] = new[-fade:] * (1 - ramp) + src[s1 - fade:s1] * ramp
+        return out
+
+    # The voiced frames of the result depend on its level: a few fixed-point steps.
+    target = voiced_rms(src)
+    gain = voiced_rms(src[s0:s1]) / got
+    for _ in range(4):
+        level = voiced_rms(mix(gain))
+        if level <= 0:
+            break
+        gain *= target / level
+    wave = np.round(np.clip(mix(gain), -32768, 32767)).astype(np.int16)
+    return set_audio(with_frame_maps(clip), wave)
+
+
+def speak(text: str, voice_name: str, seconds: float, rng: np.random.Generator) -> np.ndarray:
+    """espeak-ng speech of ``text`` (float32 16 kHz) at a rate chosen to last about
+    ``seconds`` (one trial synthesis at 170 wpm, then the rate scaled to fit)."""
+    from datasets.synthetic_av import tts
+
+    pitch, rng_range = int(rng.integers(35, 66)), int(rng.integers(35, 71))
+    trial = tts.synthesize(text, tts.Voice(voice_name, pitch=pitch, rate=170, range=rng_range))
+    rate = int(np.clip(round(170 * trial.seconds / max(seconds, 0.2)), 80, 450))
+    return tts.synthesize(text, tts.Voice(voice_name, pitch=pitch, rate=rate,
+                                          range=rng_range)).audio
+
+
+# ---------------------------------------------------------------------------------------
+# Applying a planned derivation (worker side)
+# ---------------------------------------------------------------------------------------
+
+def _frames_of(frac: float, t: int) -> int:
+    return int(np.floor(frac * t))
+
+
+def apply(kind: str, params: Mapping[str, Any], clip: Mapping[str, np.ndarray], *,
+          donor_audio: np.ndarray | None = None, transcript: str = "",
+          min_frames: int = 25, path: str = "") -> dict[str, np.ndarray]:
+    """Make pseudo-fake ``kind`` of ``clip`` with the planned ``params``. Raises
+    :class:`PseudoFakeSkipped` (reported, not fatal) when this clip cannot give it."""
+    t = num_frames(clip)
+    rng = np.random.default_rng(int(params.get("seed", 0)))
+    try:
+        if kind == "pf_shift":
+            out = shift_audio(clip, int(params["k"]))
+        elif kind in ("pf_swap", "pf_other_sentence"):
+            if donor_audio is None:
+                raise ValueError(f"{kind} needs the donor's audio")
+            out = replace_audio(clip, donor_audio)
+        elif kind == "pf_reverse":
+            out = reverse_audio(clip)
+        elif kind == "pf_tts":
+            if not transcript.strip():
+                raise PseudoFakeSkipped(path, "pf_tts: Whisper found no speech to re-voice")
+            s0, s1 = voiced_span(clip["audio"])
+            speech = speak(transcript, params["voice"], (s1 - s0) / contract.AUDIO_SR, rng)
+            out = revoice(clip, speech, rng)
+        elif kind == "pf_freeze":
+            length = t if params["whole"] else max(2, _frames_of(params["len_frac"], t))
+            start = 0 if params["whole"] else _frames_of(params["start_frac"], t - length + 1)
+            out = freeze(clip, start, length)
+        elif kind == "pf_blend":
+            length = max(1, _frames_of(params["len_frac"], t))
+            start = _frames_of(params["start_frac"], t - length + 1)
+            offset = max(1, _frames_of(params["offset_frac"], t)) % t or 1
+            out = blend_mouth(clip, start, length, offset, float(params["alpha"]))
+        else:
+            raise ValueError(f"unknown pseudo-fake kind {kind!r}")
+    except PseudoFakeSkipped:
+        raise
+    except (ValueError, AVDetectError) as e:    # e.g. espeak-ng failing on a text
+        raise PseudoFakeSkipped(path, f"{kind}: {e}") from e
+    if num_frames(out) < min_frames:
+        raise PseudoFakeSkipped(path, f"{kind}: {num_frames(out)} frames left, fewer than "
+                                      f"{min_frames}")
+    return out
+
+
+# --- Whisper transcripts, cached ---------------------------------------------------------
+
+_transcriber = None
+
+
+def transcript_of(audio: np.ndarray, cache_dir: str) -> str:
+    """Whisper tiny.en transcript of an int16 waveform (the project's CTranslate2 code in
+    ``avdetect.teachers.asr_align``), cached as JSON under ``cache_dir`` by the sha256 of
+    the samples."""
+    global _transcriber
+    audio = np.ascontiguousarray(audio, np.int16)
+    digest = hashlib.sha256(audio.tobytes()).hexdigest()[:32]
+    path = pathlib.Path(cache_dir) / digest[:2] / f"{digest}.json"
+    if path.is_file():
+        try:
+            return json.loads(path.read_text())["text"]
+        except (ValueError, KeyError):
+            path.unlink()
+    if _transcriber is None:
+        from avdetect.teachers.asr_align import WhisperTranscriber
+        _transcriber = WhisperTranscriber()
+    text = _transcriber(audio.astype(np.float32) / INT16_SCALE)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump({"text": text, "model": "whisper-tiny.en-ct2"}, f)
+    os.replace(tmp, path)
+    return text
+
+
+def code_hash() -> str:
+    """Hash of the code a derived clip depends on (part of its cache key)."""
+    root = pathlib.Path(__file__).resolve().parents[2]
+    h = hashlib.sha256()
+    for rel in ("avdetect/data/pseudo_fakes.py", "datasets/synthetic_av/tts.py",
+                "avdetect/preprocess/logmel.py"):
+        h.update((root / rel).read_bytes())
+    return h.hexdigest()[:16]
+
+
+# ---------------------------------------------------------------------------------------
+# Planning (listing side)
+# ---------------------------------------------------------------------------------------
+
+def seed_of(key: str, salt: str) -> int:
+    return int.from_bytes(hashlib.sha256(f"{salt}:{key}".encode()).digest()[:8], "big")
+
+
+def _params(kind: str, rng: np.random.Generator, opts: Options, i: int,
+            shifts: Sequence[int]) -> dict[str, Any]:
+    p: dict[str, Any] = {"seed": int(rng.integers(2**31))}
+    if kind == "pf_shift":
+        p["k"] = int(shifts[i % len(shifts)])
+    elif kind == "pf_tts":
+        p["voice"] = str(TTS_VOICES[int(rng.integers(len(TTS_VOICES)))])
+    elif kind == "pf_freeze":
+        p["whole"] = bool(rng.random() < 0.25)
+        p["start_frac"] = float(round(rng.random(), 4))
+        p["len_frac"] = float(round(rng.uniform(0.2, 0.6), 4))
+    elif kind == "pf_blend":
+        p["start_frac"] = float(round(rng.random(), 4))
+        p["len_frac"] = float(round(rng.uniform(0.3, 0.8), 4))
+        p["offset_frac"] = float(round(rng.uniform(0.2, 0.8), 4))
+        p["alpha"] = float(round(rng.uniform(0.5, 0.9), 3))
+    return p
+
+
+def add_pseudo_fakes(listing, opts: Options) -> None:
+    """Add the planned pseudo-fakes of every real clip of every split to ``listing``
+    (a :class:`avdetect.data.clips.Listing`), in the same split as their source, with a
+    note for every one that cannot be planned."""
+    from avdetect.data.clips import ClipTask
+
+    for split, keys in list(listing.splits.items()):
+        reals = [k for k in keys if listing.tasks[k].label == 0
+                 and listing.tasks[k].derive is None]
+        for key in reals:
+            src = listing.tasks[key]
+            rng = np.random.default_rng(seed_of(key, opts.salt))
+            lo, hi = opts.shift_frames
+            shifts = [int(s) * k for k in range(lo, hi + 1) for s in (-1, 1)]
+            shifts = [shifts[j] for j in rng.permutation(len(shifts))]
+            for kind in opts.kinds:
+                info = KINDS[kind]
+                donors = _donors(listing, reals, src, info.donor)
+                for i in range(opts.per_kind):
+                    params = _params(kind, rng, opts, i, shifts)
+                    donor = ""
+                    if info.donor:
+                        if not donors:
+                            listing.notes.append({"key": key, "path": src.path, "note": (
+                                f"no {kind}: no {info.donor.replace('_', ' ')} real clip "
+                                f"in split {split}")})
+                            continue
+                        donor = donors[int(rng.integers(len(donors)))]
+                    derive = {"kind": kind, "source": key, "donor": donor, "params": params,
+                              "min_frames": opts.min_frames}
+                    attrs = {**src.attributes, "pseudo_fake": kind, "pf_source": key,
+                             "pf_donor": donor, "pf_params": params}
+                    listing.add(ClipTask(
+                        key=f"{key}__{kind}_{i}", path=src.path, rel_path=src.rel_path,
+                        label=1, video_fake=info.video_fake, audio_fake=info.audio_fake,
+                        method=kind, identity=src.identity, attributes=attrs, row=src.row,
+                        derive=derive), split)
+
+
+def _donors(listing, reals: Iterable[str], src, rule: str) -> list[str]:
+    if rule == "other_identity":
+        return [k for k in reals if listing.tasks[k].identity != src.identity]
+    if rule == "same_identity":
+        return [k for k in reals if listing.tasks[k].identity == src.identity
+                and k != src.key]
+    return []
