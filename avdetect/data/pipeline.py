@@ -26,6 +26,7 @@ Batch layout (B = local batch, T = window, S = face side, K = teacher classes)::
     frame_mask     float32 [B, T]        1 for real frames, 0 for padding
     face_found     float32 [B, T]
     label, video_fake, audio_fake, category, method, has_audio, has_teacher   int32 [B]
+    has_teacher_audio, has_teacher_video   int32 [B]   which teacher sides the clip has
     video_id, window_start   int32 [B]   (video_id = -1 on padding examples)
     valid          int32   [B]           0 on eval padding examples
     view, trim_lead, trim_trail, all_silent   int32 [B]   eval with trim_silence only
@@ -101,6 +102,7 @@ STREAMS = ("mouth", "face", "logmel", "teacher_audio", "teacher_video")
 # Cut only when config.data.inputs names it (shards older than format 2 lack it).
 OPT_IN_STREAMS = ("audio",)
 AUDIO_INT16_SCALE = 32768.0     # int16 PCM in the shards -> float32 in [-1, 1)
+LOGMEL_SILENCE = float(np.log(contract.LOG_FLOOR))   # log-mel value of a silent frame
 _REQUIRED = ("name", "data_dir", "window", "batch_size")
 
 
@@ -324,8 +326,8 @@ class WindowMaker:
                              f"video {_text(ex['video_id'])}")
         m = contract.MEL_PER_FRAME
 
-        def pad(x, length, dtype):
-            out = np.zeros((length,) + x.shape[1:], dtype)
+        def pad(x, length, dtype, fill=0):
+            out = np.full((length,) + x.shape[1:], fill, dtype)
             out[:len(x)] = x
             return out
 
@@ -339,7 +341,9 @@ class WindowMaker:
                 out[name] = pad(frames, T, np.uint8)
         if "logmel" in self.streams:
             logmel = np.asarray(ex["logmel"][m * a:m * (a + n)], np.float32)  # [<=4n, 80]
-            out["logmel"] = pad(logmel, m * T, np.float32)
+            # Padded frames hold the log-mel of silence, ln(LOG_FLOOR), not 0 (which is a
+            # loud frame); the models also mask them out.
+            out["logmel"] = pad(logmel, m * T, np.float32, LOGMEL_SILENCE)
         if "audio" in self.streams:
             if "audio" not in ex:
                 raise ValueError(f"{_text(ex['video_id'])}: no raw 'audio' stream in the "
@@ -364,6 +368,9 @@ class WindowMaker:
             "method": np.int32(self.method_ids[_text(ex["method"])]),
             "has_audio": np.int32(ex["has_audio"]),
             "has_teacher": np.int32(ex["has_teacher"]),
+            # per-side flags (shard format 3); a writer that sets only has_teacher: both
+            "has_teacher_audio": np.int32(ex.get("has_teacher_audio", ex["has_teacher"])),
+            "has_teacher_video": np.int32(ex.get("has_teacher_video", ex["has_teacher"])),
             "video_id": np.int32(ex["_record"]),
             "window_start": np.int32(start),
             "valid": np.int32(1),
