@@ -370,6 +370,24 @@ class Steps:
         new = {**state, "params": params, "model_state": variables}
         return jax.device_put(new, self.state_sharding)
 
+    def load_init_from(self, state: State, path: str) -> State:
+        """Host-side: every parameter and model-state leaf of a variables file
+        (``config.init_from``, written by ``python -m avdetect.convert``) put into a freshly
+        initialised ``state``; the optimizer state stays fresh. The file's tree must equal
+        the model's exactly (names and shapes), else CheckpointError lists the mismatches."""
+        from avdetect.convert.variables_file import check_against, load_variables
+
+        variables, _ = load_variables(path)
+        template = {"params": state["params"], **state["model_state"]}
+        check_against(variables, template, path)
+        params = jax.tree.map(lambda new, old: np.asarray(new, old.dtype),
+                              variables.pop("params"), state["params"])
+        model_state = {k: jax.tree.map(lambda new, old: np.asarray(new, old.dtype),
+                                       variables[k], v)
+                       for k, v in state["model_state"].items()}
+        new = {**state, "params": params, "model_state": model_state}
+        return jax.device_put(new, self.state_sharding)
+
     def _train_step_raw(self, state: State, batch: Batch) -> tuple[State, dict[str, jax.Array]]:
         step = state["step"]
         rng = jax.random.fold_in(state["rng"], step)   # deterministic per step -> exact resume
@@ -608,6 +626,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         logging.info("resumed from checkpoint step %d in %s", resume_step, ckpt.directory)
     else:
         state = steps.load_pretrained(steps.init(jax.random.PRNGKey(int(config.seed)), first_batch))
+        if config.get("init_from"):
+            state = steps.load_init_from(state, config.init_from)
+            logging.info("initialised from %s", config.init_from)
     start = int(jax.device_get(state["step"]))
     if resume_step is not None and start != resume_step:
         raise checkpointing.CheckpointError(f"{ckpt.directory}/{resume_step}: holds step {start}")

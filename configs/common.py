@@ -81,6 +81,9 @@ def base_config(method: str, arg: ml_collections.ConfigDict, *, inputs: tuple[st
     c = ml_collections.ConfigDict()
     c.method = method
     c.seed = 0
+    # A variables file (python -m avdetect.convert ...) to start training from instead of
+    # random weights; its shapes must equal the configured model's (avdetect/train.py).
+    c.init_from = config_dict.placeholder(str)
 
     c.data = ml_collections.ConfigDict()
     c.data.name = arg.data or ("synthetic_av/tiny" if tiny else "fakeavceleb")
