@@ -26,6 +26,7 @@ LOG_FLOOR = 1e-6                    # log(mel + LOG_FLOOR)
 MOUTH_ROI = 96
 MOUTH_SIZE = 88
 FACE_SIZE_DEFAULT = 112             # RGB face crop side (224 for CLIP encoders)
+NUM_LIPS = 20                       # lip landmarks per frame (the 'lips' stream, [T, 20, 2])
 
 # Labels. Categories follow FakeAVCeleb: R/F = real/fake, V/A = video/audio.
 CATEGORIES = ("RVRA", "RVFA", "FVRA", "FVFA")

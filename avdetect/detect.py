@@ -60,7 +60,7 @@ from avdetect.data.pipeline import WindowMaker, window_starts
 from avdetect.errors import AVDetectError, FileMissingError, MediaError
 from avdetect.export import LoadedModel
 from avdetect.media import decode
-from avdetect.preprocess import face_track, logmel, pipeline
+from avdetect.preprocess import align, landmarks, logmel, pipeline
 
 SCHEMA_VERSION = 1
 # Exit codes of `avdetect detect` (documented in its --help).
@@ -365,9 +365,10 @@ def stage_timer(timings: dict[str, float]):
                (decode, "iter_frames", timed_frames(decode.iter_frames)),
                (decode, "load_audio", timed("decode_audio", decode.load_audio)),
                (logmel, "log_mel", timed("logmel", logmel.log_mel)),
-               (face_track.FaceTracker, "update", timed("face_track", face_track.FaceTracker.update)),
-               (face_track, "mouth_crop", timed("crop", face_track.mouth_crop)),
-               (face_track, "face_crop", timed("crop", face_track.face_crop))]
+               (landmarks.LandmarkTracker, "update",
+                timed("face_track", landmarks.LandmarkTracker.update)),
+               (align, "mouth_crop", timed("crop", align.mouth_crop)),
+               (align, "face_crop", timed("crop", align.face_crop))]
     originals = [(obj, name, getattr(obj, name)) for obj, name, _ in patches]
     try:
         for obj, name, new in patches:
@@ -384,7 +385,7 @@ def stage_timer(timings: dict[str, float]):
 
 def preprocess_kwargs(model: LoadedModel) -> dict[str, Any]:
     """``preprocess_video`` arguments reproducing the training dataset's preprocessing
-    (its recorded tracker, smoothing and crop parameters; defaults when not recorded)."""
+    (its recorded landmark parameters and decode size; defaults when not recorded)."""
     rec = model.preprocess.get("params") or {}
     face_size = int(model.preprocess["face_size"])
     if "face" not in model.inputs:
@@ -392,16 +393,15 @@ def preprocess_kwargs(model: LoadedModel) -> dict[str, Any]:
         # rather than holding [T, S, S, 3] of them (a 10-minute video: 560 MiB at S=112).
         face_size = _UNREAD_FACE_SIZE
     kw: dict[str, Any] = {"face_size": face_size}
-    for key in ("detect_max_side", "smooth_window", "size_window", "decode_max_side"):
-        if key in rec:
-            kw[key] = rec[key]
-    if isinstance(rec.get("tracker"), Mapping):
-        tr = dict(rec["tracker"])
-        if "search_scale_factors" in tr:
-            tr["search_scale_factors"] = tuple(tr["search_scale_factors"])
-        kw["tracker"] = face_track.TrackerParams(**tr)
-    if isinstance(rec.get("crop_geometry"), Mapping):
-        kw["geometry"] = face_track.CropGeometry(**rec["crop_geometry"])
+    if "decode_max_side" in rec:
+        kw["decode_max_side"] = rec["decode_max_side"]
+    if isinstance(rec.get("landmarks"), Mapping):
+        names = {f.name for f in dataclasses.fields(landmarks.LandmarkParams)}
+        lp = {k: tuple(v) if isinstance(v, list) else v
+              for k, v in rec["landmarks"].items() if k in names}
+        kw["landmark_params"] = landmarks.LandmarkParams(**lp)
+    # Models trained on the older Haar-box crops (params with 'tracker' and no
+    # 'landmarks') get the landmark-aligned crops: the only preprocessing there is now.
     return kw
 
 
@@ -471,6 +471,12 @@ def clip_example(feats: pipeline.ClipFeatures, model: LoadedModel) -> dict[str, 
     if "audio" in streams:
         # Raw waveform (e.g. CAD's Whisper front end), int16 as a shard stores it.
         ex["audio"] = clips.clip_waveform(feats.info.path, feats.num_frames)
+    if "lips" in streams:
+        # float32 [T, 20, 2] as a shard stores it (shard format 4)
+        if feats.lips is None:
+            raise ValueError(f"{feats.info.path}: the model reads 'lips' but the "
+                             "preprocessing gave no lip landmarks")
+        ex["lips"], ex["has_lips"] = np.asarray(feats.lips, np.float32), True
     return ex
 
 

@@ -306,3 +306,16 @@ def test_tracker_rejects_bad_frames_and_params():
         ft.FaceTracker().update(np.zeros((10, 10, 3), np.uint8))
     with pytest.raises(ValueError, match="detect_every"):
         ft.TrackerParams(detect_every=0)
+
+
+@pytest.mark.parametrize("hw", [(360, 360), (338, 338), (720, 1280), (1080, 1920), (641, 479)])
+def test_tracking_image_is_the_block_mean_at_a_power_of_two(hw):
+    f = ft.tracking_decimation(*hw, 320)
+    assert f & (f - 1) == 0 and max(hw) / f <= 320 < 2 * max(hw) / f
+    gray = np.random.default_rng(0).integers(0, 256, hw).astype(np.uint8)
+    small = ft.tracking_image(gray, f)
+    h, w = hw[0] // f, hw[1] // f
+    ref = gray[:h * f, :w * f].reshape(h, f, w, f).mean(axis=(1, 3))   # NumPy block mean
+    assert small.shape == (h, w)
+    # Each 2x halving rounds once: at most log2(f) * 0.5 grey levels away.
+    assert np.abs(small - ref).max() <= 0.5 * max(1, np.log2(f)) + 1e-9

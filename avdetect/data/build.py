@@ -360,6 +360,8 @@ def example_from_cache(task: ClipTask, cache_file: str) -> dict[str, Any]:
             "audio": z["audio"],
             "face_found": z["face_found"],
             "boxes": z["boxes"],
+            "lips": z["lips"],
+            "has_lips": bool(z["has_lips"]),
             "has_audio": bool(z["has_audio"]),
             "audio_source": str(z["audio_source"]),
             "teacher_audio": z["teacher_audio"],

@@ -31,7 +31,8 @@ from avdetect import contract
 from avdetect.data import codec
 from avdetect.errors import FileMissingError, MediaError
 
-CACHE_FORMAT_VERSION = 3   # 2: int16 waveform "audio"; 3: float32 posteriors, per-side flags
+CACHE_FORMAT_VERSION = 4   # 2: int16 waveform "audio"; 3: float32 posteriors, per-side flags;
+                           # 4: "lips" [T, 20, 2] + "has_lips"
 
 
 # ---------------------------------------------------------------------------------------
@@ -330,12 +331,17 @@ def _encode_clip(task: ClipTask, clip: Any, spec: PreprocessSpec,
     logmel = np.asarray(_get(clip, "logmel"), np.float32)
     face_found = np.asarray(_get(clip, "face_found"), bool)
     boxes = np.asarray(_get(clip, "boxes"), np.float32)
+    lips = _get(clip, "lips", None)       # None: a preprocessing without landmarks
+    has_lips = lips is not None
+    lips = (np.asarray(lips, np.float32) if has_lips
+            else np.zeros((T, contract.NUM_LIPS, 2), np.float32))
     m = contract.MEL_PER_FRAME
     checks = [(mouth.shape == (T, contract.MOUTH_SIZE, contract.MOUTH_SIZE), "mouth", mouth.shape),
               (face.shape == (T, spec.face_size, spec.face_size, 3), "face", face.shape),
               (logmel.shape == (m * T, contract.N_MELS), "logmel", logmel.shape),
               (face_found.shape == (T,), "face_found", face_found.shape),
-              (boxes.shape == (T, 4), "boxes", boxes.shape)]
+              (boxes.shape == (T, 4), "boxes", boxes.shape),
+              (lips.shape == (T, contract.NUM_LIPS, 2), "lips", lips.shape)]
     for ok, name, shape in checks:
         if not ok:
             raise ValueError(f"preprocessing returned {name} of shape {shape} for a {T}-frame "
@@ -381,6 +387,7 @@ def _encode_clip(task: ClipTask, clip: Any, spec: PreprocessSpec,
         "mouth_data": mouth_data, "mouth_offsets": mouth_off,
         "face_data": face_data, "face_offsets": face_off,
         "logmel": logmel.astype(np.float16), "audio": wave, "face_found": face_found, "boxes": boxes,
+        "lips": lips, "has_lips": np.bool_(has_lips),
         "has_audio": np.bool_(has_audio),
         "teacher_audio": teacher_a, "teacher_video": teacher_v,
         "has_teacher": np.bool_(has_a and has_v),

@@ -16,7 +16,8 @@ import numpy as np
 from avdetect import contract
 
 # Bump when the example layout changes; recorded in the metadata, checked by the loader.
-SHARD_FORMAT_VERSION = 3   # 2: raw int16 audio stream; 3: float32 posteriors, per-side flags
+SHARD_FORMAT_VERSION = 4   # 2: raw int16 audio stream; 3: float32 posteriors, per-side flags;
+                           # 4: 'lips' landmark stream + has_lips
 TEACHER_DIM_DEFAULT = 40            # the deep_avsr character alphabet size
 FRAME_CODECS = ("png", "jpeg")
 # The per-record summary written into the metadata for every split, so the loader can

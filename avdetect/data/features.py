@@ -16,6 +16,9 @@ Example fields (T frames, K teacher classes, S face side):
     audio           int16 [640 T]   the 16 kHz waveform (Whisper's input; zeros if no audio)
     face_found      bool [T]    the face detector found a face in that frame
     boxes           float32 [T, 4]  smoothed face box (x, y, w, h) in source pixels
+    lips            float32 [T, 20, 2]  lip landmarks in the aligned face, / its 256 px side
+                                (zeros when the preprocessing gave none: has_lips False)
+    has_lips        bool
     has_audio       bool    False: no usable audio track, logmel is zeros
     audio_source    text    file the audio was taken from ('' = the clip's own audio)
     teacher_audio   float32 [T, K]  per-frame posteriors of the audio teacher (zeros if absent)
@@ -56,6 +59,8 @@ def clip_features(teacher_dim: int = TEACHER_DIM_DEFAULT) -> tfds.features.Featu
         "audio": Tensor(shape=(None,), dtype=np.int16),
         "face_found": Tensor(shape=(None,), dtype=np.bool_),
         "boxes": Tensor(shape=(None, 4), dtype=np.float32),
+        "lips": Tensor(shape=(None, contract.NUM_LIPS, 2), dtype=np.float32),
+        "has_lips": np.bool_,
         "has_audio": np.bool_,
         "audio_source": tfds.features.Text(),
         # float32: float16 flushes small probabilities to 0 (infinite divergences)

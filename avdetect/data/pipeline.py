@@ -24,6 +24,7 @@ Batch layout (B = local batch, T = window, S = face side, K = teacher classes)::
     logmel         float32 [B, 4T, 80]
     teacher_audio  float32 [B, T, K]     teacher_video float32 [B, T, K]
     frame_mask     float32 [B, T]        1 for real frames, 0 for padding
+    audio          float32 [B, 640T]     lips float32 [B, T, 20, 2]   (opt-in: inputs)
     face_found     float32 [B, T]
     label, video_fake, audio_fake, category, method, has_audio, has_teacher   int32 [B]
     has_teacher_audio, has_teacher_video   int32 [B]   which teacher sides the clip has
@@ -99,8 +100,9 @@ _DEFAULTS: dict[str, Any] = {
     "sync_min_shift": 3,
 }
 STREAMS = ("mouth", "face", "logmel", "teacher_audio", "teacher_video")
-# Cut only when config.data.inputs names it (shards older than format 2 lack it).
-OPT_IN_STREAMS = ("audio",)
+# Cut only when config.data.inputs names it (shards older than format 2 lack 'audio',
+# older than format 4 'lips').
+OPT_IN_STREAMS = ("audio", "lips")
 AUDIO_INT16_SCALE = 32768.0     # int16 PCM in the shards -> float32 in [-1, 1)
 LOGMEL_SILENCE = float(np.log(contract.LOG_FLOOR))   # log-mel value of a silent frame
 _REQUIRED = ("name", "data_dir", "window", "batch_size")
@@ -351,6 +353,15 @@ class WindowMaker:
             spf = contract.SAMPLES_PER_FRAME
             wave = np.asarray(ex["audio"][spf * a:spf * (a + n)], np.float32)
             out["audio"] = pad(wave / AUDIO_INT16_SCALE, spf * T, np.float32)  # [640 T]
+        if "lips" in self.streams:
+            # Lip landmarks in the aligned face (x, y in [0, 1]); not augmented: they
+            # describe mouth shape, which flips / crops of the images do not change.
+            if "lips" not in ex or not bool(ex.get("has_lips", False)):
+                raise ValueError(f"{_text(ex['video_id'])}: no 'lips' landmark stream in the "
+                                 "shards (built before shard format 4 or by a preprocessing "
+                                 "without landmarks): rebuild the dataset")
+            lips = np.asarray(ex["lips"][start:start + n], np.float32)
+            out["lips"] = pad(lips.reshape(n, contract.NUM_LIPS, 2), T, np.float32)
         for name, s0 in (("teacher_audio", a), ("teacher_video", start)):
             if name in self.streams:
                 k = ex[name].shape[-1]

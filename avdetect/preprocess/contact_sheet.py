@@ -43,11 +43,23 @@ def _mouth_square_in_face(box: np.ndarray, geometry: CropGeometry, size: int
     return (int(round(x0)), int(round(y0))), (int(round(x1)), int(round(y1)))
 
 
+def _mouth_square_from_lips(lips: np.ndarray, size: int
+                            ) -> tuple[tuple[int, int], tuple[int, int]]:
+    """Corners, in face-crop pixels, of the MOUTH_SIZE square around the lip centre
+    (aligned crops: the face crop is the reference square, lips are in its units)."""
+    from avdetect.preprocess import align
+    c = lips.astype(np.float64).mean(axis=0) * size
+    half = contract.MOUTH_SIZE / 2 * size / align.REF_SIZE
+    return ((int(round(c[0] - half)), int(round(c[1] - half))),
+            (int(round(c[0] + half)), int(round(c[1] + half))))
+
+
 def render_contact_sheet(features, n: int = 16, columns: int = 8) -> np.ndarray:
     """The sheet as an RGB uint8 image [rows * (2 * 128 + 16 + 6), columns * 134, 3].
 
-    ``features`` is a ``ClipFeatures``; its ``params['crop_geometry']`` (if present) is
-    used to draw where the mouth crop comes from on each face crop.
+    ``features`` is a ``ClipFeatures``; the mouth square drawn on each face crop comes
+    from its lip landmarks (aligned crops) or, for Haar-box features without them, from
+    ``params['crop_geometry']``.
     """
     idx = sample_indices(features.mouth.shape[0], n)
     if idx.size == 0:
@@ -59,8 +71,11 @@ def render_contact_sheet(features, n: int = 16, columns: int = 8) -> np.ndarray:
     sheet = np.full((rows * th, columns * tw, 3), 255, np.uint8)
     for k, t in enumerate(idx):
         face = cv2.resize(features.face[t], (_TILE, _TILE), interpolation=cv2.INTER_AREA)
-        (x0, y0), (x1, y1) = _mouth_square_in_face(features.boxes[t].astype(np.float64), geo,
-                                                   _TILE)
+        if getattr(features, "lips", None) is not None:
+            (x0, y0), (x1, y1) = _mouth_square_from_lips(features.lips[t], _TILE)
+        else:
+            (x0, y0), (x1, y1) = _mouth_square_in_face(features.boxes[t].astype(np.float64),
+                                                       geo, _TILE)
         cv2.rectangle(face, (x0, y0), (x1, y1), _MOUTH_BOX, 1)
         mouth = cv2.resize(features.mouth[t], (_TILE, _TILE), interpolation=cv2.INTER_LINEAR)
         tile = np.concatenate([face, cv2.cvtColor(mouth, cv2.COLOR_GRAY2RGB)], axis=0)

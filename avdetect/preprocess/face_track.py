@@ -256,6 +256,36 @@ def track_boxes(frames_gray: Iterable[np.ndarray], params: TrackerParams = Track
 
 
 # ----------------------------------------------------------------------------------------
+# Tracking image (the Haar tracker runs on a small gray copy of each frame)
+
+
+def tracking_decimation(height: int, width: int, max_side: int) -> int:
+    """The power of two f so that the tracking image (longer side / f) is <= ``max_side``
+    (and > max_side / 2)."""
+    if max_side < 24:
+        raise ValueError(f"detect_max_side must be >= 24 (the Haar window), got {max_side}")
+    f = 1
+    while max(height, width) > f * max_side:
+        f *= 2
+    return f
+
+
+def tracking_image(gray: np.ndarray, decimate: int) -> np.ndarray:
+    """Gray uint8 [H, W] -> [H // f, W // f] for f a power of two (see
+    ``tracking_decimation``), each pixel the mean of an f x f block.
+
+    Repeated 2x2 averaging (OpenCV's vectorised INTER_AREA halving) gives the same block
+    means as one f x f INTER_AREA resize but 3-4x faster at 720p-1080p; an integer factor
+    keeps box coordinates exact (multiply by f).  Odd trailing rows / columns are dropped
+    at each halving."""
+    while decimate > 1:
+        h, w = gray.shape[0] // 2, gray.shape[1] // 2
+        gray = cv2.resize(gray[:2 * h, :2 * w], (w, h), interpolation=cv2.INTER_AREA)
+        decimate //= 2
+    return gray
+
+
+# ----------------------------------------------------------------------------------------
 # Interpolation and smoothing
 
 

