@@ -97,8 +97,17 @@ def base_config(method: str, arg: ml_collections.ConfigDict, *, inputs: tuple[st
     c.data.val_split = "validation"
     c.data.inputs = inputs          # the batch keys this method reads
     c.data.augment = True           # per-window mouth / face augmentation while training
-    # Out-of-sync negatives (avdetect/data/pipeline.py): the share of real training windows
-    # whose audio is taken >= sync_min_shift frames away and labelled fake.
+    # On-the-fly pseudo-fakes (training only; avdetect/data/otf_fakes.py): per kind, the
+    # probability that a real training window has its audio streams shifted by
+    # pf_shift_min..pf_shift_max frames (both signs; 2..12 = 80-480 ms), swapped with
+    # another identity's (a donor from the same batch) or reversed in time; the window is
+    # labelled fake under method 'otf_<kind>'. Build-time kinds (TTS, other sentence,
+    # visual): avdetect/data/pseudo_fakes.py.
+    c.data.pseudo_fakes = ml_collections.ConfigDict({"shift": 0.0, "swap": 0.0, "reverse": 0.0})
+    c.data.pf_shift_min = 2
+    c.data.pf_shift_max = 12
+    # The older name of pseudo_fakes.shift: that share of real windows gets audio from
+    # >= sync_min_shift frames away, anywhere in the clip (set one of the two).
     c.data.sync_negatives = 0.0
     c.data.sync_min_shift = 3
     # Leave-one-method-out: train only on / never on these generation methods

@@ -48,16 +48,20 @@ optional, with defaults: ``face_size`` None (= as stored; otherwise resized),
 ``aug_ops`` ('orig', 'flip', 'crop', 'rotate'), ``aug_crop_min`` 0.7,
 ``aug_max_rotate_deg`` 15.0, ``train_include_methods`` () and ``train_exclude_methods`` ()
 (leave-one-method-out: e.g. exclude ('wav2lip',) from 'train', evaluate on
-'method_wav2lip'), ``sync_negatives`` 0.0 and ``sync_min_shift`` 3 (below).
+'method_wav2lip'), ``pseudo_fakes`` {} (kind -> probability), ``pf_shift_min`` 2,
+``pf_shift_max`` 12, and the older ``sync_negatives`` 0.0 / ``sync_min_shift`` 3 (below).
 
-Sync negatives (training only): with probability ``sync_negatives`` a window of a *real*
-video is cut with its audio streams (log-mel, waveform, ASR posteriors) taken from another
-place of the same video, at least ``sync_min_shift`` frames away, and labelled fake
-(``audio_fake`` 1). This is the out-of-sync negative of active-speaker pre-training
-(TalkSet), which the reference's student starts from and a from-scratch student lacks
-(METHODS.md); the teachers' correlation follows on its own, the ASR posteriors moving
-with the audio. It teaches exactly the benchmark's ``desync`` fake, so a leave-one-method-
-out run that holds ``desync`` out should keep it at 0.
+On-the-fly pseudo-fakes (training only, :mod:`avdetect.data.otf_fakes`): with the
+probabilities of ``pseudo_fakes`` a window of a *real* video gets its audio streams
+(log-mel, waveform, ASR posteriors) shifted in time, swapped with another identity's
+(a donor from the same batch) or reversed, and is labelled fake (``audio_fake`` 1, method
+``otf_<kind>`` appended to the dataset's vocabulary: :func:`train_method_names`).
+``sync_negatives = p`` is ``shift`` with probability p and lag >= ``sync_min_shift``
+anywhere in the clip: the out-of-sync negative of active-speaker pre-training (TalkSet),
+which the reference's student starts from and a from-scratch student lacks (METHODS.md);
+the teachers' correlation follows on its own, the ASR posteriors moving with the audio.
+It teaches exactly the benchmark's ``desync`` fake, so a leave-one-method-out run that
+holds ``desync`` out should keep it at 0.
 """
 
 from __future__ import annotations
@@ -74,6 +78,7 @@ import numpy as np
 from avdetect import contract
 from avdetect.data import augment as aug_lib
 from avdetect.data import codec
+from avdetect.data import otf_fakes
 from avdetect.errors import ConfigError
 
 if TYPE_CHECKING:       # grain is imported where a pipeline is built (see _TrainWindow)
@@ -98,6 +103,9 @@ _DEFAULTS: dict[str, Any] = {
     "inputs": (),
     "sync_negatives": 0.0,
     "sync_min_shift": 3,
+    "pseudo_fakes": {},
+    "pf_shift_min": 2,
+    "pf_shift_max": 12,
 }
 STREAMS = ("mouth", "face", "logmel", "teacher_audio", "teacher_video")
 # Cut only when config.data.inputs names it (shards older than format 2 lack 'audio',
@@ -297,8 +305,8 @@ class WindowMaker:
     aug_ops: tuple[str, ...] = aug_lib.AUG_OPS
     aug_crop_min: float = 0.7
     aug_max_rotate_deg: float = 15.0
-    sync_negatives: float = 0.0     # probability that a real window gets shifted audio
-    sync_min_shift: int = 3         # frames
+    otf: otf_fakes.OtfSpec | None = None            # on-the-fly pseudo-fakes (training)
+    identity_ids: Mapping[str, int] | None = None   # identity -> int (swap donors)
 
     def _frames(self, blobs, start: int, stop: int, *, color: bool) -> np.ndarray:
         frames = codec.decode_frames(list(blobs[start:stop]), color=color)
@@ -391,31 +399,37 @@ class WindowMaker:
     def random_window(self, ex: Mapping[str, Any], rng: np.random.Generator,
                       augment: bool) -> dict[str, np.ndarray]:
         """One uniformly placed window, with one augmentation draw for the whole window;
-        for a real video, with probability ``sync_negatives``, a sync negative (see the
-        module docstring)."""
+        for a real video with audio, with the probabilities of ``otf``, an on-the-fly
+        pseudo-fake (:mod:`avdetect.data.otf_fakes`; a swap is only flagged here and done
+        per batch, where the donors are)."""
         nf = int(ex["num_frames"])
         start = int(rng.integers(0, max(nf - self.window, 0) + 1))
         params = None
         if augment:
             params = aug_lib.sample_aug_params(rng, ops=self.aug_ops, crop_min=self.aug_crop_min,
                                                max_angle_deg=self.aug_max_rotate_deg)
-        if self.sync_negatives > 0 and int(ex["label"]) == 0 and rng.random() < self.sync_negatives:
-            audio_start = self._shifted_start(start, min(self.window, nf - start), nf, rng)
+        kind = None
+        if self.otf is not None and self.otf.active and int(ex["label"]) == 0:
+            kind = self.otf.draw(rng)
+            if not int(ex["has_audio"]):
+                kind = None                     # nothing to mismatch: stays real
+        n = min(self.window, nf - start)
+        out = None
+        if kind == "shift":
+            audio_start = otf_fakes.shifted_start(start, n, nf, self.otf, rng)
             if audio_start is not None:
                 out = self.cut(ex, start, params, audio_start=audio_start)
-                out["label"] = out["audio_fake"] = np.int32(1)
-                return out
-        return self.cut(ex, start, params)
-
-    def _shifted_start(self, start: int, n: int, nf: int, rng: np.random.Generator) -> int | None:
-        """A start for n audio frames at least ``sync_min_shift`` from ``start`` (uniform
-        over the allowed ones), or None when the video is too short for one."""
-        lo, hi = 0, nf - n                       # audio window starts that fit
-        d = max(int(self.sync_min_shift), 1)
-        left = np.arange(lo, max(lo, start - d + 1))
-        right = np.arange(min(hi + 1, start + d), hi + 1)
-        choices = np.concatenate([left, right])
-        return int(rng.choice(choices)) if len(choices) else None
+                otf_fakes.mark_fake(out, self.method_ids[otf_fakes.method_name("shift")])
+        elif kind == "reverse":
+            out = self.cut(ex, start, params)
+            otf_fakes.reverse_audio(out, ex, start, n)
+            otf_fakes.mark_fake(out, self.method_ids[otf_fakes.method_name("reverse")])
+        if out is None:
+            out = self.cut(ex, start, params)
+        if self.otf is not None and self.otf.prob("swap") > 0:
+            out[otf_fakes.SWAP_FLAG] = np.int32(kind == "swap")
+            out[otf_fakes.IDENTITY] = np.int32(self.identity_ids[_text(ex["identity"])])
+        return out
 
     def all_windows(self, ex: Mapping[str, Any]) -> list[dict[str, np.ndarray]]:
         """Every window of the video, stride T (the last one padded)."""
@@ -483,6 +497,14 @@ class _TrainWindow:
         return self._maker.random_window(element, rng, self._augment)
 
 
+class _SwapInBatch:
+    def __init__(self, method_id: int):
+        self._method_id = method_id
+
+    def __call__(self, batch, rng: np.random.Generator):
+        return otf_fakes.swap_in_batch(batch, rng, self._method_id)
+
+
 class _EvalWindows:
     def __init__(self, maker: WindowMaker, trim_silence: bool = False):
         self._maker = maker
@@ -535,15 +557,35 @@ def _maker(data_cfg: Any, index: SplitIndex) -> WindowMaker:
     inputs = tuple(cfg_get(data_cfg, "inputs") or ())
     streams = frozenset(s for s in STREAMS if not inputs or s in inputs) | frozenset(
         s for s in OPT_IN_STREAMS if s in inputs)
+    otf = _otf_spec(data_cfg)
     return WindowMaker(window=window,
-                       method_ids={m: i for i, m in enumerate(index.method_names)},
+                       method_ids={m: i for i, m in enumerate(train_method_names(data_cfg,
+                                                                                 index))},
                        streams=streams,
                        face_size=cfg_get(data_cfg, "face_size"),
                        aug_ops=tuple(cfg_get(data_cfg, "aug_ops")),
                        aug_crop_min=float(cfg_get(data_cfg, "aug_crop_min")),
                        aug_max_rotate_deg=float(cfg_get(data_cfg, "aug_max_rotate_deg")),
-                       sync_negatives=float(cfg_get(data_cfg, "sync_negatives")),
-                       sync_min_shift=int(cfg_get(data_cfg, "sync_min_shift")))
+                       otf=otf if otf.active else None,
+                       identity_ids={p: i for i, p in enumerate(sorted(set(index.identity)))})
+
+
+def _otf_spec(data_cfg: Any) -> otf_fakes.OtfSpec:
+    return otf_fakes.parse({k: cfg_get(data_cfg, k) for k in (
+        "pseudo_fakes", "pf_shift_min", "pf_shift_max", "sync_negatives", "sync_min_shift")})
+
+
+def train_method_names(data_cfg: Any, index: SplitIndex) -> tuple[str, ...]:
+    """The names of training batches' ``method`` ids: the dataset's vocabulary, then the
+    on-the-fly pseudo-fake kinds (``otf_shift``, ...) when ``pseudo_fakes`` is on."""
+    names = tuple(index.method_names)
+    if not _otf_spec(data_cfg).active:
+        return names
+    clash = sorted(set(names) & set(otf_fakes.method_names()))
+    if clash:
+        raise ConfigError(f"dataset {cfg_get(data_cfg, 'name')} already has methods {clash}, "
+                          "the names of the on-the-fly pseudo-fakes")
+    return names + otf_fakes.method_names()
 
 
 def build_train_dataset(source: Sequence[Mapping[str, Any]], index: SplitIndex, data_cfg: Any,
@@ -565,9 +607,14 @@ def build_train_dataset(source: Sequence[Mapping[str, Any]], index: SplitIndex, 
     ds = ds.shuffle(seed=seed).repeat()
     # Per-element RNG is derived from (seed, element index): windows and augmentations are
     # a pure function of the position in the stream, hence reproducible and resumable.
-    ds = ds.random_map(_TrainWindow(_maker(data_cfg, index), bool(cfg_get(data_cfg, "augment"))),
+    maker = _maker(data_cfg, index)
+    ds = ds.random_map(_TrainWindow(maker, bool(cfg_get(data_cfg, "augment"))),
                        seed=(seed + 7919 * process_index) % 2**32)
     ds = ds.batch(bs, drop_remainder=True)
+    if maker.otf is not None and maker.otf.prob("swap") > 0:
+        # Swap donors are the batch's other real windows: a per-batch RNG, no state.
+        ds = ds.random_map(_SwapInBatch(maker.method_ids[otf_fakes.method_name("swap")]),
+                           seed=(seed * 31 + 104729 + 7919 * process_index) % 2**32)
     it = ds.to_iter_dataset(grain.ReadOptions(
         num_threads=int(cfg_get(data_cfg, "read_threads")),
         prefetch_buffer_size=int(cfg_get(data_cfg, "prefetch_batches"))))
