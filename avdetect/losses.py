@@ -33,6 +33,12 @@ Array = jax.Array
 BCE_LOG_FLOOR = -100.0
 # The reference's "JS" adds this inside the log: log(p/q + 1e-10).
 QUIRK_EPS = 1e-10
+# ... and divides by q: a probability of exactly 0 (a float32 softmax underflows below
+# ~1e-45; an absent teacher side is stored as zeros) makes p/q inf and 0/0 nan. Both
+# posteriors are clamped at this floor first, so the quirk is finite on any input (p/q is
+# at most 1e30, inside float32's range) and equals the reference wherever every
+# probability is >= 1e-30.
+QUIRK_PROB_FLOOR = 1e-30
 
 
 def _frames_mask(mask: Array | None, shape) -> Array:
@@ -93,8 +99,8 @@ def student_similarity(a: Array, v: Array) -> Array:
 def js_divergence(p: Array, q: Array) -> Array:
     """True Jensen-Shannon divergence in bits, in [0, 1]: with m = (p + q) / 2,
     ``JS = [KL(p||m) + KL(q||m)] / (2 ln 2)``, KL summed over the class axis (last) with
-    0 log 0 = 0. Inputs are clipped at 0 and renormalised to sum 1 (posteriors stored in
-    float16 drift slightly). [..., K] -> [...]."""
+    0 log 0 = 0. Inputs are clipped at 0 and renormalised to sum 1 (a teacher's rows may
+    drift from 1 by rounding). [..., K] -> [...]."""
     p = jnp.clip(p, 0.0, None)
     q = jnp.clip(q, 0.0, None)
     p = p / jnp.maximum(jnp.sum(p, -1, keepdims=True), 1e-30)
@@ -112,7 +118,11 @@ def symmetric_kl_quirk(p: Array, q: Array) -> Array:
     """The reference's "JS divergence" (``calculate_js_divergence2``), reproduced as is:
     ``D = 1/2 [ mean_c p_c log(p_c/q_c + 1e-10) + mean_c q_c log(q_c/p_c + 1e-10) ]``
     - a symmetric KL *averaged* (not summed) over the K classes, with the epsilon inside
-    the log, no mixture distribution. [..., K] -> [...]."""
+    the log, no mixture distribution. [..., K] -> [...]. p and q are clamped at
+    ``QUIRK_PROB_FLOOR`` (1e-30) first: finite for one-hot or zero rows, identical to the
+    reference wherever every probability is at least the floor."""
+    p = jnp.maximum(p, QUIRK_PROB_FLOOR)
+    q = jnp.maximum(q, QUIRK_PROB_FLOOR)
     kl_pq = jnp.mean(p * jnp.log(p / q + QUIRK_EPS), axis=-1)
     kl_qp = jnp.mean(q * jnp.log(q / p + QUIRK_EPS), axis=-1)
     return 0.5 * (kl_pq + kl_qp)
@@ -123,7 +133,7 @@ def teacher_soft_label(p: Array, q: Array, paper_quirks: bool = False) -> Array:
 
     ``paper_quirks``: r = 1 - :func:`symmetric_kl_quirk`, not clipped. The /K average makes
     D small, so r sits near 1 for most teacher pairs; near-disjoint posteriors can still
-    drive r below 0, and posteriors that do not sum to 1 (float16 storage) above 1.
+    drive r below 0, and posteriors that do not sum to 1 (rounding) above 1.
     Default: r = clip(1 - :func:`js_divergence`, 0, 1), a proper similarity in [0, 1]
     (1 = identical posteriors, 0 = disjoint supports). The teachers are frozen: r carries
     no gradient.

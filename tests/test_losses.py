@@ -116,6 +116,35 @@ def test_teacher_soft_label_both_modes(data):
     assert float(losses.teacher_soft_label(pk, qk, False)) == pytest.approx(0.0, abs=1e-6)
 
 
+def test_quirk_finite_on_confident_teachers_and_float32_storage():
+    """One-hot-ish posteriors (a confident teacher), exact one-hots and an absent (zero)
+    side: the quirk target and loss stay finite; above the documented floor (1e-30) it is
+    the reference formula, evaluated here in float64 NumPy."""
+    k = 14
+    eps = np.array([1e-3, 1e-5, 1e-7], np.float64)[:, None]
+    p = np.full((3, k), 0.0) + eps / (k - 1)
+    p[:, 0] = 1 - eps[:, 0]
+    q = np.roll(p, 1, axis=1)                       # confident in another class
+    ref = 1 - 0.5 * (np.mean(p * np.log(p / q + 1e-10), -1) +
+                     np.mean(q * np.log(q / p + 1e-10), -1))
+    # float32 keeps such rows (float16 flushed 1e-7/13 to 0 and rounded 1 - 1e-5 to 1)
+    assert (p.astype(np.float32) > 0).all() and not (p.astype(np.float16) > 0).all()
+    got = losses.teacher_soft_label(p.astype(np.float32), q.astype(np.float32), True)
+    np.testing.assert_allclose(got, ref, rtol=1e-4)
+    one_hot = np.eye(k, dtype=np.float32)
+    zeros = np.zeros((2, k), np.float32)
+    for a, b in ((one_hot[:2], one_hot[1:3]), (one_hot[:2], one_hot[:2]), (one_hot[:2], zeros)):
+        r = losses.teacher_soft_label(a, b, True)
+        assert np.isfinite(np.asarray(r)).all()
+        s = jnp.full(r.shape, 0.5)
+        loss = losses.correlation_bce(s, r) + losses.margin_metric_loss(
+            s[None], r[None], jnp.array([0]), None, None, True)
+        assert np.isfinite(float(loss))
+    # identical one-hots: no divergence at all
+    np.testing.assert_allclose(losses.teacher_soft_label(one_hot, one_hot, True), 1.0,
+                               atol=1e-6)
+
+
 def test_correlation_bce(data):
     s, r, m = data["s"].astype(np.float64), data["r"].astype(np.float64), data["mask"]
     ref = -(r * np.log(s) + (1 - r) * np.log(1 - s))
