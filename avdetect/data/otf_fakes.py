@@ -25,10 +25,11 @@ a little under the configured one. The older ``sync_negatives = p`` /
 ``sync_min_shift = d`` is the same ``shift`` with ``|k| >= d`` anywhere in the clip.
 
 Why on the fly, next to the build-time pseudo-fakes of :mod:`avdetect.data.pseudo_fakes`:
-these three kinds cost microseconds to a millisecond per window, so the pipeline can draw
-a fresh lag, donor or window for every real clip at every epoch - unbounded variety from a
-few dozen real identities, the thing a small real-only training set lacks - and nothing is
-written to disk. Build time stays the home of what is slow or must be fixed: TTS re-voice,
+these three kinds are cheap (arrays already in memory, at most one log-mel of the window
+for ``reverse``; no decoding, no extra record reads), so the pipeline can draw a fresh lag,
+donor or window for every real clip at every epoch - unbounded variety from a few dozen
+real identities, the thing a small real-only training set lacks - and nothing is written
+to disk. Build time stays the home of what is slow or must be fixed: TTS re-voice,
 mouth re-rendering, and the evaluation sets (a test split's pseudo-fakes must be the same
 clips on every run).
 
