@@ -2,7 +2,10 @@
 
 Modes
   --mode=train (default)  train with periodic evaluation; a restarted job (same command)
-                          resumes from the latest checkpoint in DIR/checkpoints. On a
+                          resumes from the latest checkpoint in DIR/checkpoints. A method
+                          whose losses read teacher posteriors is refused at start-up on a
+                          dataset without both teacher sides (the error names the build
+                          command; ``avdetect.teachers.requirements``). On a
                           preemption notice (SIGTERM) the current step is saved and the
                           job exits with code 143; the same command continues it.
   --mode=eval             evaluate a checkpoint: ``--checkpoint`` = a step number, a
@@ -75,6 +78,12 @@ def main(argv: list[str]) -> None:
         init_distributed()
     from avdetect import train   # after distributed init: nothing may touch devices before it
     if _MODE.value == "train":
+        from avdetect.errors import ConfigError
+        from avdetect.teachers import requirements
+        try:   # before anything is built or written: a teacher-less dataset cannot train
+            requirements.check_training_data(_CONFIG.value)
+        except ConfigError as e:
+            sys.exit(f"error: {e}")
         result = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
         if result.get("preempted"):
             sys.exit(train.PREEMPTED_EXIT_CODE)

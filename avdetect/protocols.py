@@ -144,8 +144,8 @@ def bind_dataset(config: ml_collections.ConfigDict, name: str, data_dir: str | N
     """A copy of ``config`` reading dataset ``name`` under ``data_dir``.
 
     For training, a method that reads teacher posteriors gets ``model.teacher_classes``
-    = the dataset's stored teacher dimension, and a dataset built without a teacher is
-    refused. For evaluation (``for_training=False``) the teacher streams are dropped from
+    = the dataset's stored teacher dimension, and a dataset without the teacher sides its
+    losses need is refused (``avdetect.teachers.requirements``). For evaluation (``for_training=False``) the teacher streams are dropped from
     ``data.inputs``: scoring never reads them, and a test set need not have any."""
     config = copy.deepcopy(config)
     config.data.name = name
@@ -156,12 +156,13 @@ def bind_dataset(config: ml_collections.ConfigDict, name: str, data_dir: str | N
             config.data.inputs = tuple(s for s in inputs if s not in TEACHER_STREAMS)
         return config
     if any(s in inputs for s in TEACHER_STREAMS):
-        teacher = dataset_metadata(name, config.data.data_dir).get("teacher") or {}
-        if not teacher.get("name"):
-            raise ConfigError(f"method {config.method!r} reads teacher posteriors but "
-                              f"dataset {name!r} was built without a teacher: rebuild it "
-                              "with one (python -m avdetect.data.build ... --teacher ...)")
-        config.model.teacher_classes = int(teacher["dim"])
+        from avdetect.teachers import requirements
+        meta = dataset_metadata(name, config.data.data_dir)
+        teacher = meta.get("teacher") or {}
+        if teacher.get("name"):
+            config.model.teacher_classes = int(teacher["dim"])
+        # refuses a dataset without the teacher sides the losses need
+        requirements.check_dataset(config, name, meta)
     return config
 
 
