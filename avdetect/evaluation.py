@@ -355,9 +355,12 @@ def report_markdown(report: Mapping[str, Any]) -> str:
         lines[-1] += (" '(trimmed)': each video scored on its span without leading/trailing "
                       "digital silence (window row: counts are the as-is windows).")
         sil = report.get("silence") or {}
+        def frames(x):
+            return "–" if x is None else f"{x:.1f}"
         parts = [f"{k} {sil[k]['with_silence']}/{sil[k]['videos']} (mean lead "
-                 f"{_fmt(sil[k]['mean_lead_frames'])}, trail {_fmt(sil[k]['mean_trail_frames'])} "
-                 "frames)" for k in ("real", "fake") if k in sil]
+                 f"{frames(sil[k]['mean_lead_frames'])}, trail "
+                 f"{frames(sil[k]['mean_trail_frames'])} frames)"
+                 for k in ("real", "fake") if k in sil]
         if parts:
             lines += ["", "Videos with digital silence trimmed: " + ", ".join(parts)
                       + f"; silent throughout (kept whole): {len(sil.get('all_silent', []))}."]

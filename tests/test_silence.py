@@ -150,6 +150,7 @@ def test_trimmed_view_removes_a_silence_shortcut(silent_fakes):
     md = evaluation.report_markdown(rep)
     assert "| subset | #real | #fake | AUC | AUC (trimmed) | AP | AP (trimmed) |" in md
     assert "| method: rtvc | 4 | 4 | 1.0000 | 0.5000 |" in md
+    assert "fake 4/4 (mean lead " in md and "silent throughout (kept whole): 0" in md
     flat = evaluation.flat_scalars(rep, "eval/test")
     assert flat["eval/test/video_auc"] == 1.0 and flat["eval/test/video_auc_trimmed"] == 0.5
 
