@@ -173,3 +173,39 @@ def test_all_silent_clip_keeps_its_full_span():
     del ex["audio"]
     with pytest.raises(ValueError, match="trim_silence=False"):
         maker.eval_windows(ex, trim_silence=True)
+
+
+def test_trimmed_windows_split_over_hosts_cover_every_view_once():
+    from avdetect.data import pipeline as pl
+    from test_pipeline_grain import make_example
+
+    spans = [(0, 14, 0), (5, 9, 2), (0, 0, 11), (3, 20, 0), (0, 7, 6), (2, 2, 2)]
+    source = []
+    for v, (lead, body, trail) in enumerate(spans):
+        ex = make_example(v, lead + body + trail)
+        ex["audio"] = _clip(lead, body, trail, seed=v)
+        source.append(ex)
+    index = pl.SplitIndex.from_examples(source)
+    cfg = dict(name="unused", data_dir="unused", window=4, batch_size=4, read_threads=1,
+               inputs=("mouth",))
+
+    def keys(p, P):
+        return sorted((int(b["video_id"][i]), int(b["window_start"][i]), int(b["view"][i]),
+                       int(b["frame_mask"][i].sum()))
+                      for b in pl.eval_batches_from_source(source, index, cfg, process_index=p,
+                                                           process_count=P,
+                                                           local_batch_size=4,
+                                                           trim_silence=True)
+                      for i in np.flatnonzero(b["valid"]))
+
+    one = keys(0, 1)
+    assert sorted(keys(0, 2) + keys(1, 2)) == one
+    want = []
+    for v, (lead, body, trail) in enumerate(spans):
+        nf = lead + body + trail
+        both = body == 0 or lead + trail == 0           # silent throughout / nothing to trim
+        view = 3 if both else 1
+        want += [(v, s, view, min(4, nf - s)) for s in range(0, nf, 4)]
+        if not both:
+            want += [(v, s, 2, min(4, nf - trail - s)) for s in range(lead, nf - trail, 4)]
+    assert one == sorted(want)
