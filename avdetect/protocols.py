@@ -157,12 +157,8 @@ def bind_dataset(config: ml_collections.ConfigDict, name: str, data_dir: str | N
         return config
     if any(s in inputs for s in TEACHER_STREAMS):
         from avdetect.teachers import requirements
-        meta = dataset_metadata(name, config.data.data_dir)
-        teacher = meta.get("teacher") or {}
-        if teacher.get("name"):
-            config.model.teacher_classes = int(teacher["dim"])
-        # refuses a dataset without the teacher sides the losses need
-        requirements.check_dataset(config, name, meta)
+        # K from the dataset; refuses one without the teacher sides the losses need
+        requirements.bind_and_check(config, name, dataset_metadata(name, config.data.data_dir))
     return config
 
 

@@ -1,8 +1,13 @@
 r"""Correlation distillation (Yu et al., ICME 2024): TalkNet-layout student + ASR/VSR
 teacher correlation (BCE) + margin metric loss + per-frame detection loss.
 
-Run (CPU smoke run, a few minutes):
+Run (CPU smoke run, a few minutes; tiny trains on the oracle build of synthetic_av/tiny,
+which the first command writes as ``synthetic_av/tiny_oracle``):
+  python -m avdetect.data.build synthetic_av/tiny --data_dir ~/tensorflow_datasets --teacher oracle
   python -m avdetect.main --config=configs/corrdistill.py:tiny --workdir=/tmp/cd
+A dataset without both teacher sides is refused at start-up unless
+--config.loss.w_corr=0 --config.loss.w_metric=0 (avdetect.teachers.requirements), and
+model.teacher_classes is taken from the dataset's metadata.
 Full size (accelerator), FakeAVCeleb:
   python -m avdetect.main --config=configs/corrdistill.py --workdir=DIR
 Reference code exactly (quirky losses and raw-logit score):
@@ -16,7 +21,7 @@ Ablations are overrides, e.g. --config.loss.w_corr=0 (no correlation distillatio
 --config.loss.w_metric=0 (no metric loss), --config.model.fusion.cross_attention_query=source,
 --config.model.visual.stem=3d, --config.model.audio_features=mfcc.
 
-Expected result: tiny on synthetic_av/tiny - training loss falls within the run.
+Expected result: tiny on synthetic_av/tiny_oracle - training loss falls within the run.
 tiny,demo (300 steps of 8 x 25 frames on the 600-clip demo build with the oracle teacher),
 ``python -m avdetect.demo --out demo_out``, measured 2026-11-22 on the 2-core CPU machine,
 idle (load 0.2), cold XLA cache: whole demo 278 s (generate 104 s, build 75 s, train +
@@ -46,6 +51,7 @@ from configs import common
 
 STUDENT_ARGS = dict(common.COMMON_ARGS, features="logmel", mouth=0, demo=False)
 DEMO_DATA = "synthetic_av/demo_oracle"   # the demo's build: oracle teacher, K = 14 visemes
+TINY_DATA = "synthetic_av/tiny_oracle"   # `build synthetic_av/tiny --teacher oracle`
 DEMO_STEPS = 300
 
 
@@ -105,6 +111,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c, arg = student_config(
         "corrdistill", arg, ("mouth", "logmel", "teacher_audio", "teacher_video", "label"))
     tiny = common.variant(arg) == "tiny"
+    if tiny and not arg.data and not arg.demo:
+        c.data.name = TINY_DATA      # the synthetic benchmark WITH its teacher posteriors
     c.model.fusion = ml_collections.ConfigDict(dict(
         dim=32 if tiny else 128,
         heads=4 if tiny else 8,

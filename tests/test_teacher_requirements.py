@@ -74,7 +74,13 @@ def test_teacher_less_and_one_sided_builds_are_refused(builds):
     with pytest.raises(ConfigError, match="teacher_classes=3"):
         c = _config(names["both"], data_dir)
         c.model.teacher_classes = 40
-        requirements.check_training_data(c)
+        requirements.check_dataset(c, names["both"], protocols.dataset_metadata(
+            names["both"], str(data_dir)))
+    # avdetect.main's check takes K from the dataset (the config default is 40)
+    c = _config(names["both"], data_dir)
+    c.model.teacher_classes = 40
+    requirements.check_training_data(c)
+    assert c.model.teacher_classes == K
     # nothing to refuse: no teacher loss, or the trainer's random data
     requirements.check_training_data(_config(names["none"], data_dir, w_corr=0.0,
                                              w_metric=0.0))

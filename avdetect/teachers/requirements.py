@@ -87,12 +87,23 @@ def check_dataset(config: Any, name: str, meta: Mapping[str, Any]) -> None:
                           f"--config.model.teacher_classes={teacher['dim']}")
 
 
+def bind_and_check(config: Any, name: str, meta: Mapping[str, Any]) -> None:
+    """Set ``config.model.teacher_classes`` to the K dataset ``name`` stores (when it has a
+    teacher), then :func:`check_dataset`. Mutates ``config`` (an existing field, so a
+    locked ConfigDict accepts it)."""
+    teacher = meta.get("teacher") or {}
+    model = _get(config, "model")
+    if teacher.get("name") and teacher.get("dim") and model is not None:
+        model.teacher_classes = int(teacher["dim"])
+    check_dataset(config, name, meta)
+
+
 def check_training_data(config: Any) -> None:
-    """``check_dataset`` for the dataset a training config reads (nothing to check for
-    the trainer's random data or a method that reads no teacher)."""
+    """:func:`bind_and_check` for the dataset a training config reads, when its losses
+    read teacher posteriors (nothing to do for the trainer's random data)."""
     data = _get(config, "data")
     name = _get(data, "name")
     if not needed_sides(config) or not name or name == RANDOM_DATA:
         return
     from avdetect.protocols import dataset_metadata
-    check_dataset(config, name, dataset_metadata(name, _get(data, "data_dir")))
+    bind_and_check(config, name, dataset_metadata(name, _get(data, "data_dir")))
