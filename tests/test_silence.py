@@ -209,3 +209,30 @@ def test_trimmed_windows_split_over_hosts_cover_every_view_once():
         if not both:
             want += [(v, s, 2, min(4, nf - trail - s)) for s in range(lead, nf - trail, 4)]
     assert one == sorted(want)
+
+
+def test_silence_check_command_on_a_labelled_folder(tmp_path, capsys):
+    import media_factory as mf
+    from avdetect.data import silence_check
+
+    rows = ["file,label,method"]
+    for i, (label, start) in enumerate((("real", 0.0), ("real", 0.0), ("fake", 0.4),
+                                        ("fake", 0.6))):
+        name = f"sub/clip{i}.mp4"
+        (tmp_path / "sub").mkdir(exist_ok=True)
+        mf.make_video(tmp_path / name, seconds=1.2, size=(48, 32), tone_hz=300 + 50 * i,
+                      tone_start_s=start, seed=i)
+        rows.append(f"{name},{label},{'real' if label == 'real' else 'late_voice'}")
+        lead, trail, t = silence_check.clip_silence(tmp_path / name)
+        assert t == 30 and trail <= 1
+        assert abs(lead - start * contract.VIDEO_FPS) <= 1       # a lossy codec: +-1 frame
+    (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
+    assert silence_check.main([str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "4 clips under" in out
+    assert any(line.startswith("| class: fake | 2 | 2 |") and line.endswith("| 1.000 |")
+               for line in out.splitlines())
+    assert any(line.startswith("| method: late_voice | 2 | 2 |") for line in out.splitlines())
+    (tmp_path / "labels.csv").write_text("file,label\nsub/clip0.mp4,maybe\n")
+    assert silence_check.main([str(tmp_path)]) == 2
+    assert "line 2" in capsys.readouterr().err
