@@ -223,3 +223,20 @@ def test_init_from_with_the_wrong_model_names_the_file_and_the_mismatch(tmp_path
     steps = train.Steps(config, build_method(config), mesh, first, train=False)
     with pytest.raises(CheckpointError, match=r"wrong\.msgpack.*wrong shape.*classifier/kernel"):
         steps.load_init_from(steps.init(jax.random.PRNGKey(0), first), str(path))
+
+
+# ------------------------------------------------------------- same-run peer ratios --
+
+def test_peer_figures_are_ratios_of_the_two_sides_medians():
+    from avdetect.bench import peer_bench
+
+    side = dict(batch=4, window=50, infer_window=250, cpus=[0, 1], stem="per_frame")
+    ref = dict(side, train_s=[3.0, 2.0, 9.0], infer_s=[1.5, 1.6, 1.4], train_cpu=[6.0, 5.0, 7.0],
+               infer_cpu=[3.0, 3.0, 3.0], peak_rss=2 * 2**30)
+    ours = dict(side, train_s=[4.0, 3.5, 5.0], infer_s=[0.5, 0.7, 0.6], train_cpu=[8.0, 8.0, 8.0],
+                infer_cpu=[1.0, 1.0, 1.0], peak_rss=3 * 2**30)
+    train_fig, infer_fig, rss_fig = peer_bench.compare(ref, ours)
+    assert train_fig.value == pytest.approx(3.0 / 4.0) and train_fig.ok is False
+    assert "CPU-time ratio 0.75x" in train_fig.note
+    assert infer_fig.value == pytest.approx(1.5 / 0.6) and infer_fig.ok is True
+    assert rss_fig.value == pytest.approx(1.5) and rss_fig.ok is False

@@ -12,8 +12,9 @@ Sections (each in its own process, so peak memory is per section):
   train       train step examples/s per method and config (the trainer's own step on
               random data of the contract's shapes)
   devices     the tiny correlation-distillation step on 1/2/4/8 simulated CPU devices
-  peer        the reference PyTorch code's shapes (train step <= 2.7 s, 10 s inference
-              <= 1.44 s; ../shared/research/peer_baseline.md)
+  peer        our student vs the torch reference student (avdetect.bench.torch_ref), each
+              in its own process, same shapes / threads, in the same run: speed ratios
+              (train step >= 1x, 10 s inference >= 2x) and training peak RSS (<= 1x)
   detect      `avdetect detect` on a 10-second clip, default inference config
               (goal <= 2 s on 2 cores), cold and warm compile cache, per-stage times
 
@@ -68,9 +69,9 @@ def plan(sections: list[str], tiny: bool) -> list[tuple[str, list[str], dict[str
                 runs.append((f"devices={n}", argv, {
                     "XLA_FLAGS": f"--xla_force_host_platform_device_count={n}"}))
         elif s == "peer":
-            runs.append((s, ["-m", "avdetect.bench.train_bench", "--peer",
-                             *(["--steps", "1", "--warmup", "0"] if tiny else
-                               ["--steps", "3", "--warmup", "1"])], {}))
+            runs.append((s, ["-m", "avdetect.bench.peer_bench",
+                             *(["--tiny", "--steps", "1", "--warmup", "1"] if tiny else [])],
+                         {}))
         elif s == "detect":
             runs.append((s, ["-m", "avdetect.bench.detect_bench", *t], {}))
         elif s in EXTRAS:

@@ -23,7 +23,7 @@ Figures per model:
   wall, CPU, peak RSS.
 
 Goal (the issue): a 10-second clip in <= 2 s on 2 cores with the default inference
-config; the peer bar for the model alone is 1.44 s (``train_bench --peer``).
+config (the model alone against the reference: ``python -m avdetect.bench --only peer``).
 """
 
 from __future__ import annotations

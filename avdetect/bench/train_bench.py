@@ -1,10 +1,9 @@
-"""Train-step throughput through the real trainer, the peer comparison, and the loader.
+"""Train-step throughput through the real trainer, and the loader.
 
     python -m avdetect.bench.train_bench [--methods corrdistill,cad,baseline]
                                          [--configs tiny,full] [--steps 5] [--warmup 2]
     XLA_FLAGS=--xla_force_host_platform_device_count=4 \\
         python -m avdetect.bench.train_bench --methods corrdistill --configs tiny --devices 4
-    python -m avdetect.bench.train_bench --peer
     python -m avdetect.bench.train_bench --loader [--tiny]
 
 Train step: ``avdetect.train.Steps`` (the trainer's own jitted step: sharded over the
@@ -17,10 +16,8 @@ minutes per step on 2 CPU cores) x their own window (50; CAD 25) or ``--window``
 devices are visible (simulated CPU devices come from ``XLA_FLAGS``, which must be set
 before JAX starts: the benchmark command starts one process per device count).
 
-``--peer``: ``avdetect.bench.model_bench.peer`` (the correlation-distillation student at
-the reference PyTorch code's shapes: 112x112 gray, 13 MFCC, B=4 x T=50 train step with
-teacher posteriors given, and a 10-second T=250 inference), against the bars of
-/work/shared/research/peer_baseline.md (<= 2.7 s and <= 1.44 s).
+The comparison with the reference PyTorch student runs both in the same run:
+``avdetect.bench.peer_bench`` (``python -m avdetect.bench --only peer``).
 
 ``--loader``: builds ``realav/face112`` from the fixture clips (``data_bench.bench_build``)
 and times the Grain training loader (``data_bench.bench_loader``) on the correlation-
@@ -43,7 +40,6 @@ from avdetect.bench import common
 from avdetect.bench.common import Figure, emit
 
 METHODS = ("corrdistill", "cad", "baseline")
-PEER_TRAIN_S, PEER_INFER_S = 2.7, 1.44
 LOADER_GOAL = 5.0
 
 
@@ -131,23 +127,6 @@ def train_section(methods, variants, batch: int, window: int, steps: int, warmup
             print(f"done {m}:{variant} ({common.load_text()})", file=sys.stderr, flush=True)
 
 
-# ----------------------------------------------------------------------------- peer
-
-def peer_section(steps: int, warmup: int) -> None:
-    from avdetect.bench import model_bench
-
-    row = model_bench.peer(steps, warmup)
-    step_s, infer_s = row["step_ms"] / 1e3, row["infer_ms"] / 1e3
-    emit(Figure("peer", "train step, peer shapes (corrdistill full, 112x112 gray, MFCC 13, "
-                "B=4 x T=50)", step_s, "s", f"<= {PEER_TRAIN_S} s",
-                common.goal_at_most(step_s, PEER_TRAIN_S),
-                f"{row['frames_per_s']:.1f} frames/s; reference PyTorch 5.45 s; "
-                f"{row['params']:,} params; compile {row['compile_s']:.0f} s"))
-    emit(Figure("peer", "inference 10 s clip (T=250), peer shapes", infer_s, "s",
-                f"<= {PEER_INFER_S} s", common.goal_at_most(infer_s, PEER_INFER_S),
-                "model only, compiled; reference PyTorch 2.88 s"))
-
-
 # ----------------------------------------------------------------------------- loader
 
 def _fixture_subset(root: pathlib.Path, names: list[str]) -> pathlib.Path:
@@ -214,16 +193,13 @@ def main(argv: list[str] | None = None) -> int:
                     help="expected device count (simulated via XLA_FLAGS); named in the figures")
     ap.add_argument("--fast_compile", action="store_true",
                     help="config.train.fast_compile (unoptimised XLA: CI smoke runs only)")
-    ap.add_argument("--peer", action="store_true", help="the peer-baseline comparison only")
     ap.add_argument("--loader", action="store_true", help="the loader figures only")
     ap.add_argument("--loader_workers", default="0,2")
     ap.add_argument("--loader_batches", type=int, default=20)
     ap.add_argument("--tiny", action="store_true", help="loader: 2 clips, T=25, 5 batches")
     args = ap.parse_args(argv)
     print(f"train bench: {common.load_text()}", file=sys.stderr, flush=True)
-    if args.peer:
-        peer_section(args.steps, args.warmup)
-    elif args.loader:
+    if args.loader:
         workers = [int(x) for x in args.loader_workers.split(",")]
         loader_section(args.tiny, 5 if args.tiny else args.loader_batches,
                        [0] if args.tiny else workers)
