@@ -23,18 +23,23 @@ import numpy as np
 import pytest
 
 from avdetect import contract
+from avdetect.data import splits
 from avdetect.errors import ConfigError, FileMissingError
-from avdetect.media.decode import decode
+from avdetect.media.decode import decode, iter_frames
 from avdetect.preprocess.face_detect import detect_largest_face
 from avdetect.teachers import alphabet
 
-from datasets.synthetic_av import faces, generate as gen, plan as plan_lib, tts, visemes
+from datasets.synthetic_av import faces, generate as gen, plan as plan_lib, still_frames, tts
+from datasets.synthetic_av import visemes
 from datasets.synthetic_av.methods import CATEGORY_FOLDERS, FAKE_METHODS, METHODS
 
 SECONDS = 3.0
 SIZE = 160
 T = int(SECONDS * contract.VIDEO_FPS)            # 75 frames
 KW = dict(num_clips=15, real_fraction=0.4, seed=0, seconds=SECONDS)
+SHARED = pathlib.Path(__file__).resolve().parents[2] / "shared"
+REALTALK = SHARED / "realtalk"
+FIXTURES = SHARED / "fixtures" / "realav"
 
 
 @pytest.fixture(scope="session")
@@ -73,15 +78,23 @@ def by_method(rows, method: str) -> dict[str, str]:
 
 # --- measurements on decoded media --------------------------------------------------------
 
+def _crop(gray: np.ndarray, box) -> np.ndarray:
+    """Pixels of an (x, y, w, h) box, clipped to the image (a face framed near the top
+    edge has y < 0, which would otherwise slice from the bottom)."""
+    x, y, w, h = box
+    hh, ww = gray.shape
+    return gray[max(0, int(round(y))):min(hh, int(round(y + h))),
+                max(0, int(round(x))):min(ww, int(round(x + w)))]
+
+
 def mouth_darkness(frames: np.ndarray, truth: dict) -> np.ndarray:
-    """Per frame: fraction of the mouth box darker than half the face's median grey
-    (the open mouth is the only large dark area there)."""
+    """Per frame: 1 - mean grey of the mouth box / median grey of the face (the opening
+    darkens the box). A mean, not a count of pixels under a threshold: a beard or
+    moustache in the box then adds a constant instead of threshold flicker."""
     out = []
-    for f, (x, y, w, h), (fx, fy, fw, fh) in zip(frames, truth["mouth_box"], truth["face_box"]):
+    for f, mouth_box, face_box in zip(frames, truth["mouth_box"], truth["face_box"]):
         g = cv2.cvtColor(f, cv2.COLOR_RGB2GRAY).astype(np.float32)
-        face = g[int(fy):int(fy + fh), int(fx):int(fx + fw)]
-        mouth = g[int(round(y)):int(round(y + h)), int(round(x)):int(round(x + w))]
-        out.append(np.mean(mouth < 0.5 * np.median(face)))
+        out.append(1.0 - _crop(g, mouth_box).mean() / np.median(_crop(g, face_box)))
     return np.array(out)
 
 
@@ -411,6 +424,112 @@ def test_face_detector_finds_the_faces(clip, rows):
         assert np.median([_iou(b, truth) for b, truth in found if b is not None]) > 0.7, cid
 
 
+# --- face stills ----------------------------------------------------------------------------
+
+def _realtalk_manifest() -> dict[str, dict[str, str]]:
+    path = REALTALK / "manifest.csv"
+    if not path.is_file():
+        pytest.fail(f"realtalk corpus missing: {path} (expected beside the repository)")
+    with open(path, newline="") as f:
+        return {r["file"]: r for r in csv.DictReader(f)}
+
+
+def test_stills_come_from_realtalk_train_identities_not_the_fixtures():
+    """Every still but the astronaut is a real realtalk clip of its identity, and that
+    identity is in the train split by the realtalk builder's own rule (its fractions and
+    salt); no still file is a fixture clip."""
+    from datasets.realtalk.realtalk import Realtalk
+    assert (faces.REALTALK_FRACTIONS, faces.REALTALK_SALT) == (Realtalk.FRACTIONS, Realtalk.SALT)
+    manifest = _realtalk_manifest()
+    fixture_files = {p.name for p in FIXTURES.iterdir()}
+    sources = [s for s in faces.STILL_SOURCES if s.file]
+    assert 7 <= len({s.name for s in sources}) == len(sources) <= 10
+    assert {s.gender for s in sources} == {"m", "f"}
+    stills = faces.load_stills()
+    assert [s.name for s in stills] == [s.name for s in faces.STILL_SOURCES]
+    for src, still in zip(faces.STILL_SOURCES, stills):
+        if src.file is None:
+            assert still.source == "skimage.data.astronaut()"
+            continue
+        row = manifest[src.file]
+        assert row["label"] == "real" and row["identity"] == src.name
+        assert splits.split_of(src.name, Realtalk.FRACTIONS, Realtalk.SALT) == "train"
+        assert src.file not in fixture_files and "retalking" not in src.file
+        assert still.source.startswith(f"{src.file} frame ")
+        # face-mesh geometry: eyes above the mouth, the mouth between the eyes
+        (lx, ly), (rx, ry) = still.geometry.eyes
+        mx, my = still.geometry.mouth
+        assert lx < mx < rx and my > max(ly, ry) + 0.2 * still.geometry.size
+
+
+def test_a_still_from_another_split_or_a_fake_is_refused():
+    manifest = _realtalk_manifest()
+    held_out = next(r for r in manifest.values()
+                    if r["label"] == "real" and splits.split_of(r["identity"]) == "test")
+    with pytest.raises(ConfigError, match="test split"):
+        faces.check_source(faces.StillSource(held_out["identity"], held_out["file"], "m"),
+                           manifest, REALTALK / "manifest.csv")
+    fake = next(r for r in manifest.values()
+                if r["label"] == "fake" and splits.split_of(r["identity"]) == "train")
+    with pytest.raises(ConfigError, match="must be a real clip"):
+        faces.check_source(faces.StillSource(fake["identity"], fake["file"], "m"),
+                           manifest, REALTALK / "manifest.csv")
+
+
+def test_missing_realtalk_folder_or_manifest_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv(faces.REALTALK_ENV, str(tmp_path / "nowhere"))
+    assert faces.realtalk_dir() == tmp_path / "nowhere"
+    faces.load_stills.cache_clear()
+    with pytest.raises(FileMissingError, match="nowhere.*realtalk folder not found"):
+        faces.load_stills()
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileMissingError, match="manifest.csv"):
+        faces.load_stills(str(tmp_path / "empty"))
+    faces.load_stills.cache_clear()
+
+
+def test_picked_frame_is_the_most_closed_frontal_frame_every_time():
+    """pick_frame on a GRID clip: the same frame twice, the decoder's frame at that
+    index, and the frame of smallest mouth opening among the checked ones (a plain loop
+    over the landmark measures), in the clip's most closed tenth."""
+    path = REALTALK / "real_rizkiarm-LipNet_6.mp4"
+    k, frame = still_frames.pick_frame(path)
+    k2, frame2 = still_frames.pick_frame(path)
+    assert k == k2 and frame.tobytes() == frame2.tobytes()
+    np.testing.assert_array_equal(frame, list(iter_frames(path))[k])
+    m = still_frames.measure_clip(path)
+    c = still_frames.FrameChecks()
+    found = [i for i in range(len(m.index)) if m.presence[i] >= c.min_presence]
+    eye_median = np.median([m.eye[i] for i in found])
+    ok = [i for i in found if abs(m.yaw[i]) <= c.max_abs_yaw
+          and abs(m.roll_deg[i]) <= c.max_abs_roll_deg and m.eye[i] >= c.min_eye_ratio * eye_median]
+    best = min(ok, key=lambda i: (round(m.opening[i] / still_frames.OPENING_STEP), m.index[i]))
+    assert k == m.index[best]
+    assert m.opening[best] <= np.percentile(m.opening[found], 10)
+
+
+def test_landmark_measures_of_a_hand_made_face():
+    """Mouth opening, yaw, roll and eye opening of hand-placed mesh points, then of the
+    same points rotated by 8 degrees (roll follows, the ratios do not change)."""
+    pts = np.zeros((1, 468, 2))
+    pts[0, [61, 291]] = [(-20, 40), (20, 40)]            # mouth 40 wide
+    pts[0, [13, 14]] = [(0, 37), (0, 43)]                # inner lips 6 apart
+    pts[0, [33, 133, 362, 263]] = [(-40, 0), (-15, 0), (15, 0), (40, 0)]   # eyes 25 wide
+    pts[0, [159, 145, 386, 374]] = [(-28, -4), (-28, 4), (28, -3), (28, 3)]
+    pts[0, 1] = (8, 20)                                  # nose tip a little to the right
+    m = still_frames.measures_of(pts)
+    np.testing.assert_allclose(m["opening"], [6 / 40])
+    np.testing.assert_allclose(m["yaw"], [48 / 80 - 0.5])
+    np.testing.assert_allclose(m["roll_deg"], [0.0], atol=1e-12)
+    np.testing.assert_allclose(m["eye"], [0.5 * (8 / 25 + 6 / 25)])
+    a = np.radians(8.0)
+    rot = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+    turned = still_frames.measures_of(pts @ rot.T)
+    np.testing.assert_allclose(turned["roll_deg"], [8.0])
+    np.testing.assert_allclose(turned["opening"], m["opening"])
+    np.testing.assert_allclose(turned["eye"], m["eye"])
+
+
 # --- units ----------------------------------------------------------------------------------
 
 def test_tts_is_deterministic_and_segments_tile_the_audio():
@@ -453,7 +572,7 @@ def test_bad_arguments_are_clear_errors(tmp_path, capsys):
     with pytest.raises(ConfigError, match="unknown methods"):
         gen.plan(num_clips=20, method_weights={"deepfake9000": 1.0})
     faces.load_stills.cache_clear()
-    with pytest.raises(FileMissingError, match="real_video-retalking_1.mp4"):
+    with pytest.raises(FileMissingError, match="nowhere"):
         faces.load_stills(str(tmp_path / "nowhere"))
 
 

@@ -1,15 +1,51 @@
 """Real face stills and the synthetic identities built on them.
 
-Base stills: one frame of each distinct person among the real fixture clips
-(``../shared/fixtures/realav/real_video-retalking_{1..6}.mp4``; the fake_* clips reuse
-these people) and scikit-image's public-domain astronaut photo. The frame of each clip
-was picked by eye as one where the mouth is closed (``STILL_SOURCES``), because the
-renderer opens the mouth itself. Each still is located once with the project's Haar
-detector (``avdetect.preprocess.face_detect.detect_largest_face``), cropped to a square
-around the face and given a geometry: the mouth line is the darkest row (the lip
-junction) 0.72-0.90 face-box heights below the box top (for the smiling astronaut:
-the gap between her teeth), eye centres the darkest blobs near the usual
-proportions.
+Base stills: one frame of each of 8 people of the realtalk corpus (``../shared/realtalk``,
+or ``$AVDETECT_REALTALK_DIR``), taken from a real clip (manifest label ``real``) of an
+identity in realtalk's **train** split, by the realtalk builder's own rule
+(``avdetect.data.splits.split_of`` with its default fractions and salt, as
+``datasets/realtalk/realtalk.py`` calls it), plus scikit-image's public-domain astronaut
+photo. ``load_stills`` checks every source against the manifest and the rule and refuses
+any other (``check_source``), so no realtalk validation/test clip shows a person the
+synthetic benchmark trains on. The fixture clips (``../shared/fixtures/realav``) are no
+longer a source, and realtalk left out their people (its README).
+
+``STILL_SOURCES`` (identity tag, clip, frame the picker chooses, gender)::
+
+    akash_assign_bearded_man  real_darshithachinta-wav2lip-assignment_1.mp4          78  m
+    drishti_interview_woman   real_InternVoiceShop-data_1.mp4                       156  f
+    adapta_ceo_man            real_SOBANEJAZ-Mass_Deepfaker_API_1.mp4                80  m
+    yiranran_data31_woman     real_yiranran-Audio-driven-TalkingFace-HeadPose_1.mp4  42  f
+    grid_A                    real_rizkiarm-LipNet_1.mp4                              2  m
+    grid_F                    real_rizkiarm-LipNet_6.mp4                             70  f
+    vox_pcavs_00067           real_Hangz-nju-cuhk-Talking-Face_PC-AVS_7.mp4          82  m
+    grid_I                    real_rizkiarm-LipNet_9.mp4                             32  m
+
+Why these: of the 24 train-split identities with real clips, ones with a frontal,
+open-eyed, closed-mouth frame (``still_frames``), every woman the corpus offers that
+qualifies (genders from the tags, and by eye for the GRID/VoxCeleb tags; with the
+astronaut 4 f / 5 m), from several sources. Left out: himanshu_saffron_robe_man, trump,
+vox_pcavs_517600055 and the lrs2_* tags (heads turned in most or all frames; LRS2 crops
+are 160 px), vox_pcavs_796100172 (eyes cast down), mead_M030 (a crying expression), grid_E
+(cannot be told apart by eye from grid_B, a validation identity), vox_pcavs_00473 (a
+letterbox bar in the frame, which would move with the rendered head),
+dfdc_lynaeydofd_couch_man (gender unclear for the voice), vox_pcavs_00104 (tinted glasses
+under the rendered eyelids) and the remaining men (grid_C/G, vox_pcavs_620900105).
+The realtalk sources that also hold validation/test identities (GRID, VoxCeleb) tag each
+speaker separately; their other-split speakers were checked by eye to be other people.
+For an identity with several clips, the one with the largest face.
+(Reproduce the frame column: ``python -c "from datasets.synthetic_av import faces,
+still_frames as s; [print(x.name, s.pick_frame(faces.realtalk_dir() / x.file)[0]) for x
+in faces.STILL_SOURCES if x.file]"``.)
+
+The frame of each clip is picked automatically (``still_frames.pick_frame``: the frame of
+smallest mouth opening among frontal, open-eyed frames of the landmark stage,
+deterministic), because the renderer opens the mouth itself. Each still is located with
+the project's Haar detector (``avdetect.preprocess.face_detect.detect_largest_face``),
+cropped to a square around the face and given a geometry: the Haar box sets the scale,
+and the lip junction, mouth corners and eye centres come from the face mesh
+(``avdetect.preprocess.landmarks``) run on the crop (for the smiling astronaut the lip
+junction lies between her teeth).
 
 An identity is a base still plus an appearance (mirror flip, zoom/shift of the framing,
 colour grade, a tinted background) plus a voice (``tts.Voice``). Its base image is
@@ -18,18 +54,20 @@ rendered once at the output size; ``render.py`` animates it.
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import functools
 import os
 import pathlib
 
-import av
 import cv2
 import numpy as np
 
-from avdetect.errors import FileMissingError, NoFaceError
+from avdetect.data import splits as splits_lib
+from avdetect.errors import ConfigError, FileMissingError, NoFaceError
 from avdetect.preprocess.face_detect import detect_largest_face
 
+from datasets.synthetic_av import still_frames
 from datasets.synthetic_av.tts import Voice
 
 # Stills are kept at this resolution (square) before identities are framed from them.
@@ -38,26 +76,39 @@ STILL_SIDE = 288
 CROP_FACES = 2.2
 
 _REPO = pathlib.Path(__file__).resolve().parents[2]
+DEFAULT_REALTALK = _REPO.parent / "shared" / "realtalk"
+REALTALK_ENV = "AVDETECT_REALTALK_DIR"
+REALTALK_MANIFEST = "manifest.csv"
+# The realtalk builder's split rule (datasets/realtalk/realtalk.py: Realtalk.FRACTIONS,
+# Realtalk.SALT); imported from the rule's home, not from the builder, which pulls in TFDS.
+REALTALK_FRACTIONS = splits_lib.DEFAULT_FRACTIONS
+REALTALK_SALT = splits_lib.DEFAULT_SALT
+STILL_SPLIT = "train"
+
+# The fixture clips are no longer a still source; the demo still scores them and finds
+# them here (avdetect.demo).
 DEFAULT_FIXTURES = _REPO.parent / "shared" / "fixtures" / "realav"
 FIXTURES_ENV = "AVDETECT_REALAV_DIR"
 
 
 @dataclasses.dataclass(frozen=True)
 class StillSource:
-    name: str
-    file: str | None     # fixture clip file name; None = skimage.data.astronaut()
-    frame: int           # frame index with a closed mouth (checked by eye)
+    name: str            # the realtalk identity tag ("astronaut" for the photo)
+    file: str | None     # realtalk real clip of that identity; None = skimage astronaut
     gender: str          # "m" / "f": picks a matching voice family
 
 
 STILL_SOURCES: tuple[StillSource, ...] = (
-    StillSource("realav1", "real_video-retalking_1.mp4", 140, "m"),
-    StillSource("realav2", "real_video-retalking_2.mp4", 78, "m"),
-    StillSource("realav3", "real_video-retalking_3.mp4", 63, "f"),
-    StillSource("realav4", "real_video-retalking_4.mp4", 36, "f"),
-    StillSource("realav5", "real_video-retalking_5.mp4", 69, "f"),
-    StillSource("realav6", "real_video-retalking_6.mp4", 45, "f"),
-    StillSource("astronaut", None, 0, "f"),
+    StillSource("akash_assign_bearded_man", "real_darshithachinta-wav2lip-assignment_1.mp4", "m"),
+    StillSource("drishti_interview_woman", "real_InternVoiceShop-data_1.mp4", "f"),
+    StillSource("adapta_ceo_man", "real_SOBANEJAZ-Mass_Deepfaker_API_1.mp4", "m"),
+    StillSource("yiranran_data31_woman",
+                "real_yiranran-Audio-driven-TalkingFace-HeadPose_1.mp4", "f"),
+    StillSource("grid_A", "real_rizkiarm-LipNet_1.mp4", "m"),
+    StillSource("grid_F", "real_rizkiarm-LipNet_6.mp4", "f"),
+    StillSource("vox_pcavs_00067", "real_Hangz-nju-cuhk-Talking-Face_PC-AVS_7.mp4", "m"),
+    StillSource("grid_I", "real_rizkiarm-LipNet_9.mp4", "m"),
+    StillSource("astronaut", None, "f"),
 )
 
 
@@ -96,73 +147,94 @@ class Still:
     gender: str
     image: np.ndarray          # uint8 [STILL_SIDE, STILL_SIDE, 3] RGB
     geometry: FaceGeometry
+    source: str = ""           # where it was cut from: "<realtalk clip> frame <k>"
+
+
+def realtalk_dir() -> pathlib.Path:
+    """Folder of the realtalk corpus: $AVDETECT_REALTALK_DIR, else ../shared/realtalk
+    beside the repository."""
+    return pathlib.Path(os.environ.get(REALTALK_ENV, DEFAULT_REALTALK))
 
 
 def fixtures_dir() -> pathlib.Path:
-    """Folder of the real fixture clips: $AVDETECT_REALAV_DIR, else ../shared/fixtures/realav
-    beside the repository."""
+    """Folder of the real fixture clips (the demo scores them): $AVDETECT_REALAV_DIR, else
+    ../shared/fixtures/realav beside the repository."""
     return pathlib.Path(os.environ.get(FIXTURES_ENV, DEFAULT_FIXTURES))
 
 
-def _read_frame(path: pathlib.Path, index: int) -> np.ndarray:
+def _manifest(folder: pathlib.Path) -> dict[str, dict[str, str]]:
+    """The realtalk manifest's rows by file name (a plain CSV read: the builder module
+    that also reads it imports TFDS)."""
+    if not folder.is_dir():
+        raise FileMissingError(folder, f"realtalk folder not found; the face stills come from "
+                                       f"its real clips (set ${REALTALK_ENV} to another copy)")
+    path = folder / REALTALK_MANIFEST
     if not path.is_file():
-        raise FileMissingError(path, f"real fixture clip not found (set ${FIXTURES_ENV} to "
-                                     "the folder of the realav fixture clips)")
-    last = None
-    with av.open(str(path)) as c:
-        for k, frame in enumerate(c.decode(video=0)):
-            last = frame
-            if k == index:
-                break
-    if last is None:
-        raise NoFaceError(path, "has no decodable video frame")
-    return last.to_ndarray(format="rgb24")
+        raise FileMissingError(path, "realtalk manifest not found; expected the realtalk "
+                                     f"folder (manifest.csv + clips) at {folder}")
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    missing = {"file", "label", "identity"} - set(rows[0] if rows else ())
+    if missing:
+        raise ConfigError(f"{path}: lacks the column(s) {sorted(missing)}")
+    return {r["file"]: r for r in rows}
+
+
+def check_source(src: StillSource, manifest: dict[str, dict[str, str]], where: pathlib.Path
+                 ) -> None:
+    """A still must be a real clip of its identity, and that identity in realtalk's train
+    split (by the builder's rule), so no evaluation on realtalk shares a person with the
+    synthetic faces the model trains on."""
+    row = manifest.get(src.file or "")
+    if row is None:
+        raise ConfigError(f"{where}: still source {src.file} is not in the manifest")
+    if row["label"] != "real" or row["identity"] != src.name:
+        raise ConfigError(f"{where}: still source {src.file} must be a real clip of "
+                          f"{src.name}; the manifest says label {row['label']}, identity "
+                          f"{row['identity']}")
+    split = splits_lib.split_of(src.name, REALTALK_FRACTIONS, REALTALK_SALT)
+    if split != STILL_SPLIT:
+        raise ConfigError(f"{where}: still identity {src.name} is in realtalk's {split} "
+                          f"split; face stills may come from {STILL_SPLIT} identities only")
 
 
 def _gray(img: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)
 
 
-def _darkest_row(gray: np.ndarray, x0: float, x1: float, y0: float, y1: float) -> float:
-    """Row (image y) of minimum mean brightness in the band, smoothed over 3 rows."""
-    band = gray[int(y0):int(y1), int(x0):int(x1)].astype(np.float32).mean(axis=1)
-    band = np.convolve(np.pad(band, 1, mode="edge"), np.ones(3) / 3, mode="valid")
-    return float(int(y0) + int(np.argmin(band)))
-
-
-def _darkest_point(gray: np.ndarray, cx: float, cy: float, r: float) -> tuple[float, float]:
-    """Centre of the darkest blob (pupil / lashes) in a square of half-side r."""
-    x0, y0 = int(max(cx - r, 0)), int(max(cy - r, 0))
-    patch = cv2.GaussianBlur(gray[y0:int(cy + r), x0:int(cx + r)], (0, 0), r / 4)
-    iy, ix = np.unravel_index(int(np.argmin(patch)), patch.shape)
-    # Pull half-way back to the geometric guess: glasses frames and brows are dark too.
-    return (0.5 * (x0 + ix) + 0.5 * cx, 0.5 * (y0 + iy) + 0.5 * cy)
-
-
 def measure_geometry(image: np.ndarray, where: str) -> FaceGeometry:
-    """Face box, mouth line and eye centres of the largest face in ``image``."""
-    gray = _gray(image)
-    box = detect_largest_face(gray)
+    """Face box (Haar: the renderer's size unit) of the largest face in ``image``, and its
+    lip junction, mouth corners and eye centres from the face mesh (measured: the old
+    darkest-row guess took a moustache for the lip line)."""
+    box = detect_largest_face(_gray(image))
     if box is None:
         raise NoFaceError(where, "no face found in the still")
-    x, y, w, h = box
-    mouth_y = _darkest_row(gray, x + 0.38 * w, x + 0.62 * w, y + 0.72 * h, y + 0.90 * h)
-    eyes = (_darkest_point(gray, x + 0.31 * w, y + 0.40 * h, 0.09 * w),
-            _darkest_point(gray, x + 0.69 * w, y + 0.40 * h, 0.09 * w))
-    return FaceGeometry(box=(x, y, w, h), mouth=(x + 0.5 * w, mouth_y),
-                        mouth_width=0.40 * w, eyes=eyes)
+    pts = still_frames.mesh_points(image)
+    if pts is None:
+        raise NoFaceError(where, "the face mesh finds no face in the still")
+    lm = still_frames.geometry_points(pts)
+    return FaceGeometry(box=tuple(float(v) for v in box), mouth=lm["mouth"],
+                        mouth_width=lm["mouth_width"], eyes=lm["eyes"])
 
 
-def _load_still(src: StillSource, folder: pathlib.Path) -> Still:
+def _load_still(src: StillSource, folder: pathlib.Path,
+                manifest: dict[str, dict[str, str]]) -> Still:
     if src.file is None:
         import skimage.data
         image, where = skimage.data.astronaut(), "skimage.data.astronaut()"
+        source = where
     else:
-        where = str(folder / src.file)
-        image = _read_frame(folder / src.file, src.frame)
+        check_source(src, manifest, folder / REALTALK_MANIFEST)
+        path = folder / src.file
+        if not path.is_file():
+            raise FileMissingError(path, f"realtalk clip not found (set ${REALTALK_ENV} to "
+                                         "the folder of the realtalk corpus)")
+        index, image = still_frames.pick_frame(path)
+        where = f"{path} frame {index}"
+        source = f"{src.file} frame {index}"
     box = detect_largest_face(_gray(image))
     if box is None:
-        raise NoFaceError(where, f"no face found in frame {src.frame}")
+        raise NoFaceError(where, "no face found")
     x, y, w, h = box
     # The square to keep: CROP_FACES face widths, a little below the box centre (keep the
     # chin), shrunk and moved where needed to stay inside the image (no smeared borders).
@@ -175,14 +247,16 @@ def _load_still(src: StillSource, folder: pathlib.Path) -> Still:
     crop = cv2.warpAffine(image, m, (STILL_SIDE, STILL_SIDE), flags=cv2.INTER_AREA,
                           borderMode=cv2.BORDER_REPLICATE)
     return Still(name=src.name, gender=src.gender, image=crop,
-                 geometry=measure_geometry(crop, f"{where} (crop)"))
+                 geometry=measure_geometry(crop, f"{where} (crop)"), source=source)
 
 
 @functools.lru_cache(maxsize=4)
 def load_stills(folder: str | None = None) -> tuple[Still, ...]:
-    """All base stills (``STILL_SOURCES`` order), read from the fixture folder."""
-    root = pathlib.Path(folder) if folder else fixtures_dir()
-    return tuple(_load_still(src, root) for src in STILL_SOURCES)
+    """All base stills (``STILL_SOURCES`` order) from the realtalk folder (default
+    ``realtalk_dir()``)."""
+    root = pathlib.Path(folder) if folder else realtalk_dir()
+    manifest = _manifest(root)
+    return tuple(_load_still(src, root, manifest) for src in STILL_SOURCES)
 
 
 # --------------------------------------------------------------------------------------

@@ -74,7 +74,8 @@ META_COLUMNS = ("path", "clip_id", "split", "label", "category", "method", "iden
                 "video_fake", "audio_fake", "sync_fake", "source_identity", "audio_identity",
                 "desync_ms", "num_frames", "seed", "source_clip_id", "region", "base_still",
                 "voice", "transcript", "video_transcript", "crf")
-GENERATOR_VERSION = 1
+# 2: face stills from realtalk train-split identities (no longer from the fixture clips).
+GENERATOR_VERSION = 2
 
 # Worker state, set once per process by _init_worker (stills are large; send them once).
 _STATE: dict = {}
@@ -168,8 +169,8 @@ def generate(out_dir: str | os.PathLike, *, num_clips: int, seed: int = 0,
     ``real_fraction`` of the clips are real; the fakes are spread over the methods by
     ``method_weights`` (method name -> weight, default equal over ``FAKE_METHODS``).
     ``workers`` processes render clips (default: one per CPU); the result does not
-    depend on it. ``stills_dir`` is the folder of the real fixture clips the faces come
-    from (default ``faces.fixtures_dir()``).
+    depend on it. ``stills_dir`` is the realtalk folder the face stills come from
+    (default ``faces.realtalk_dir()``; see ``faces.STILL_SOURCES``).
     """
     if num_clips < 1:
         raise ConfigError(f"num_clips must be positive, got {num_clips}")
@@ -220,8 +221,8 @@ def generate(out_dir: str | os.PathLike, *, num_clips: int, seed: int = 0,
         "real_fraction": real_fraction,
         "method_weights": dict(method_weights) if method_weights else None,
         "reals_per_identity": reals_per_identity,
-        "stills": [{"name": s.name, "gender": s.gender, "box": s.geometry.box}
-                   for s in stills],
+        "stills": [{"name": s.name, "gender": s.gender, "box": s.geometry.box,
+                    "source": s.source} for s in stills],
         "identities": [dataclasses.asdict(i) for i in identities],
     })
     return meta
@@ -259,8 +260,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=None,
                         help="processes (default: one per CPU)")
     parser.add_argument("--stills_dir", default=None,
-                        help=f"folder of the real fixture clips (default ${faces.FIXTURES_ENV} "
-                             f"or {faces.DEFAULT_FIXTURES})")
+                        help=f"realtalk folder the face stills come from (default "
+                             f"${faces.REALTALK_ENV} or {faces.DEFAULT_REALTALK})")
     parser.add_argument("--no_progress", action="store_true")
     args = parser.parse_args(argv)
     kwargs = dict(PRESETS[args.preset])
