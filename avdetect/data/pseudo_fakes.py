@@ -58,6 +58,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import pathlib
 import tempfile
@@ -265,15 +266,17 @@ def _frame_db(x: np.ndarray) -> np.ndarray:
 
 
 def voiced_frames(x: np.ndarray, rel_db: float = 35.0) -> np.ndarray:
-    """bool [N // 320]: 20 ms frames within ``rel_db`` of the loudest (speech-level)
-    frames and well above the noise floor."""
+    """bool [N // 320]: the 20 ms frames louder than ``max(loud - 35 dB, min(floor +
+    10 dB, loud - 6 dB))``, where loud = the 95th percentile of the frame energies and
+    floor = the 10th percentile of the non-silent ones (a noisy clip whose floor is close
+    to its speech level still has voiced frames)."""
     db = _frame_db(x)
     if db.size == 0:
         return np.zeros(0, bool)
     loud = np.percentile(db, 95)
     nonzero = db[db > -90]
     floor = np.percentile(nonzero, 10) if nonzero.size else -100.0
-    return db > max(loud - rel_db, floor + 10.0)
+    return db > max(loud - rel_db, min(floor + 10.0, loud - 6.0))
 
 
 def voiced_span(audio: np.ndarray) -> tuple[int, int]:
@@ -366,15 +369,32 @@ def revoice(clip: Mapping[str, np.ndarray], speech: np.ndarray, rng: np.random.G
 
 
 def speak(text: str, voice_name: str, seconds: float, rng: np.random.Generator) -> np.ndarray:
-    """espeak-ng speech of ``text`` (float32 16 kHz) at a rate chosen to last about
-    ``seconds`` (one trial synthesis at 170 wpm, then the rate scaled to fit)."""
+    """espeak-ng speech of ``text`` (float32 16 kHz, leading/trailing pauses cut) at a
+    rate chosen to last about ``seconds`` (a trial at 170 wpm, then the rate scaled).
+    Uses the synthetic benchmark's deterministic espeak-ng server; the phone events are
+    not needed here, so any phoneme espeak-ng emits is fine."""
+    import scipy.signal
+
     from datasets.synthetic_av import tts
 
-    pitch, rng_range = int(rng.integers(35, 66)), int(rng.integers(35, 71))
-    trial = tts.synthesize(text, tts.Voice(voice_name, pitch=pitch, rate=170, range=rng_range))
-    rate = int(np.clip(round(170 * trial.seconds / max(seconds, 0.2)), 80, 450))
-    return tts.synthesize(text, tts.Voice(voice_name, pitch=pitch, rate=rate,
-                                          range=rng_range)).audio
+    pitch, pitch_range = int(rng.integers(35, 66)), int(rng.integers(35, 71))
+
+    def synth(rate: int) -> np.ndarray:
+        raw, _, sr_in = tts.synth_isolated(text, tts.Voice(voice_name, pitch=pitch, rate=rate,
+                                                           range=pitch_range))
+        if len(raw) == 0:
+            raise ValueError(f"espeak-ng produced no speech for {text!r}")
+        g = math.gcd(sr_in, contract.AUDIO_SR)
+        audio = scipy.signal.resample_poly(raw.astype(np.float64) / 32768.0,
+                                           contract.AUDIO_SR // g, sr_in // g)
+        v = np.flatnonzero(voiced_frames(audio))
+        if v.size == 0:
+            raise ValueError(f"espeak-ng produced silence for {text!r}")
+        return audio[v[0] * _VAD_FRAME:(v[-1] + 1) * _VAD_FRAME]
+
+    trial = synth(170)
+    rate = int(np.clip(round(170 * len(trial) / contract.AUDIO_SR / max(seconds, 0.2)), 80, 450))
+    return synth(rate)
 
 
 # ---------------------------------------------------------------------------------------

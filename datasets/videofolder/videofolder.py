@@ -23,7 +23,20 @@ Splits ``train`` / ``validation`` / ``test`` are identity-disjoint, by the same 
 hash of the identity as ``realtalk`` (:func:`avdetect.data.splits.split_of`; rule,
 fractions, salt and identity lists in the metadata under ``source.split``).
 
-Configs: ``face112`` (112x112 face crops).
+Configs:
+
+- ``face112``: 112x112 face crops; every real clip of every split also gives one
+  pseudo-fake of each kind (``pf_shift``, ``pf_swap``, ``pf_reverse``,
+  ``pf_other_sentence``, ``pf_tts``, ``pf_freeze``, ``pf_blend``;
+  :mod:`avdetect.data.pseudo_fakes`), in its own split only, donors from that split;
+  label fake, method = the kind, ``attributes`` = the source's plus ``pseudo_fake``,
+  ``pf_source``, ``pf_donor``, ``pf_params`` (k, voice, segment, ...). Pseudo-fakes
+  that a clip cannot give (too short for the shift, no other clip of the identity, no
+  speech for the TTS) are listed in the build report (notes or skipped files).
+- ``nopf``: the same without pseudo-fakes.
+
+Other counts or kinds: a config with ``pseudo_fakes=(...)``, ``pf_per_kind=N``,
+``pf_shift_frames=(lo, hi)`` (:class:`avdetect.data.build.AVBuilderConfig`).
 """
 
 from __future__ import annotations
