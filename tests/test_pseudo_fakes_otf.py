@@ -251,3 +251,9 @@ def test_config_checks_and_the_sync_negatives_alias(index):
     assert pl.train_method_names(cfg(), index) == index.method_names
     assert pl.train_method_names(cfg(pseudo_fakes={"swap": 0.1}), index) == (
         index.method_names + ("otf_shift", "otf_swap", "otf_reverse"))
+
+
+def test_pseudo_fakes_need_an_audio_input(index):
+    with pytest.raises(ConfigError, match="no audio stream"):
+        pl._maker(cfg(pseudo_fakes={"shift": 0.1}, inputs=("mouth", "face")), index)
+    pl._maker(cfg(inputs=("mouth", "face")), index)            # off: fine

@@ -558,6 +558,11 @@ def _maker(data_cfg: Any, index: SplitIndex) -> WindowMaker:
     streams = frozenset(s for s in STREAMS if not inputs or s in inputs) | frozenset(
         s for s in OPT_IN_STREAMS if s in inputs)
     otf = _otf_spec(data_cfg)
+    if otf.active and not streams & set(otf_fakes.AUDIO_STREAMS):
+        raise ConfigError(f"config.data.pseudo_fakes turns windows by their audio, but "
+                          f"config.data.inputs {inputs} has no audio stream "
+                          f"({', '.join(otf_fakes.AUDIO_STREAMS)}): the 'fakes' would be "
+                          "the real windows relabelled")
     return WindowMaker(window=window,
                        method_ids={m: i for i, m in enumerate(train_method_names(data_cfg,
                                                                                  index))},
