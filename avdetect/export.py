@@ -73,8 +73,8 @@ SCALE_TEXT = {
 }
 # The streams a method can read at inference time (teacher posteriors are train-only);
 # the raw waveform (e.g. CAD's Whisper front end) only when the config lists it.
-INFERENCE_STREAMS = ("mouth", "face", "logmel", "audio")
-OPT_IN_STREAMS = ("audio",)
+INFERENCE_STREAMS = ("mouth", "face", "logmel", "audio", "lips")
+OPT_IN_STREAMS = ("audio", "lips")
 # Platforms the pre-traced predict function is lowered for (lowering needs no device).
 EXPORT_PLATFORMS = ("cpu", "cuda", "tpu")
 
@@ -184,7 +184,8 @@ class LoadedModel:
         known = {"mouth": ((W, contract.MOUTH_SIZE, contract.MOUTH_SIZE), "uint8"),
                  "face": ((W, self.face_size, self.face_size, 3), "uint8"),
                  "logmel": ((m * W, contract.N_MELS), "float32"),
-                 "audio": ((contract.SAMPLES_PER_FRAME * W,), "float32")}
+                 "audio": ((contract.SAMPLES_PER_FRAME * W,), "float32"),
+                 "lips": ((W, contract.NUM_LIPS, 2), "float32")}
         return {**{k: known[k] for k in self.inputs}, "frame_mask": ((W,), "float32")}
 
     # ---- inference ----

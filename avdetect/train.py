@@ -114,7 +114,7 @@ class Preemption:
 RANDOM_METHODS = ("real", "random_a", "random_b")   # method vocabulary of the random data
 
 
-STREAMS = ("mouth", "face", "logmel", "teacher_audio", "teacher_video", "audio")
+STREAMS = ("mouth", "face", "logmel", "teacher_audio", "teacher_video", "audio", "lips")
 
 
 def _random_example(seed: int, key: tuple[int, ...], label: int, *, window: int, face_size: int,
@@ -146,6 +146,9 @@ def _random_example(seed: int, key: tuple[int, ...], label: int, *, window: int,
     if "audio" in streams:   # [640 T] waveform in [-1, 1]; fakes twice as loud
         out["audio"] = (rng("audio").uniform(-0.1, 0.1, contract.SAMPLES_PER_FRAME * t)
                         * (1.0 + label)).astype(np.float32)
+    if "lips" in streams:   # [T, 20, 2] lip points in the aligned face; fakes' mouths open wider
+        out["lips"] = (0.5 + 0.05 * rng("lips").standard_normal((t, contract.NUM_LIPS, 2))
+                       * (1.0 + label)).astype(np.float32)
     if "teacher_audio" in streams or "teacher_video" in streams:
         a_cls = rng("teacher_audio").integers(0, k, t)
         v_cls = rng("teacher_video").integers(0, k, t) if label else a_cls

@@ -149,6 +149,31 @@ def base_config(method: str, arg: ml_collections.ConfigDict, *, inputs: tuple[st
     return c
 
 
+# The real-footage recipe (config argument ``real``): realtalk's real clips, its generated
+# fakes and its build-time pseudo-fakes (datasets/realtalk: identity-disjoint splits), plus
+# on-the-fly audio pseudo-fakes of the real training windows.
+REAL_DATA = "realtalk/face112"
+REAL_PSEUDO_FAKES = {"shift": 0.2, "swap": 0.15, "reverse": 0.1}
+
+
+def real_overrides(c: ml_collections.ConfigDict, arg: ml_collections.ConfigDict) -> None:
+    """Point a config at the real-footage recipe's data (see REAL_DATA): validation split
+    for the threshold, on-the-fly pseudo-fakes, one whole-split evaluation at the end."""
+    c.data.name = arg.data or REAL_DATA
+    c.data.val_split = "validation"
+    c.data.pseudo_fakes = ml_collections.ConfigDict(dict(REAL_PSEUDO_FAKES))
+    c.train.eval_every = 0          # one evaluation of the whole test split, at the end
+    c.train.eval_batches = 0
+    c.train.ckpt_every = 100
+
+
+def lips_visual(tiny: bool) -> ml_collections.ConfigDict:
+    """The lip-landmark visual encoder (avdetect/models/lips.py) on the 'lips' stream."""
+    return ml_collections.ConfigDict(dict(
+        name="lips", input="lips", hidden=64 if tiny else 128, out_dim=32 if tiny else 128,
+        layers=3 if tiny else 5, kernel=5, dropout=0.1))
+
+
 def common_model(c: ml_collections.ConfigDict) -> None:
     """Model fields every method carries (read by data pipelines and benchmarks too)."""
     c.model.mouth_size = contract.MOUTH_SIZE

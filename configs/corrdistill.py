@@ -49,7 +49,8 @@ from avdetect.errors import ConfigError
 from configs import common
 
 
-STUDENT_ARGS = dict(common.COMMON_ARGS, features="logmel", mouth=0, demo=False)
+STUDENT_ARGS = dict(common.COMMON_ARGS, features="logmel", mouth=0, demo=False, real=False,
+                    visual="mouth")
 DEMO_DATA = "synthetic_av/demo_oracle"   # the demo's build: oracle teacher, K = 14 visemes
 TINY_DATA = "synthetic_av/tiny_oracle"   # `build synthetic_av/tiny --teacher oracle`
 DEMO_STEPS = 300
@@ -101,6 +102,13 @@ def student_config(method: str, arg: str | None, inputs: tuple[str, ...]
         layers=(1, 1, 1, 1) if tiny else (3, 4, 6, 3),
         widths=(8, 16, 32, 32) if tiny else (16, 32, 64, 128),
         reduction=8))
+    if arg.visual == "lips":
+        c.model.visual = common.lips_visual(tiny)
+        c.data.inputs = tuple("lips" if k == "mouth" else k for k in c.data.inputs)
+    elif arg.visual != "mouth":
+        raise ConfigError(f"config argument visual={arg.visual!r}: expected mouth or lips")
+    if arg.real:
+        common.real_overrides(c, arg)
     if arg.demo:
         demo_overrides(c, arg)
     return c, arg

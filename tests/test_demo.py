@@ -1,6 +1,7 @@
-"""The demo command, reduced (``--quick``): every stage runs for real (generation, build
-with face tracking and the oracle teacher, preprocessing of a real clip, training,
-evaluation, export and scoring of real fixture clips) and a second run reuses them all.
+"""The demo command, reduced (``--quick``): every stage runs for real (a realtalk subset
+built with landmarks and pseudo-fakes, preprocessing of a real clip, training of the
+real-footage recipe, evaluation on test identities, export and scoring of real fixture
+clips) and a second run reuses them all.
 """
 
 from __future__ import annotations
@@ -17,16 +18,18 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from avdetect import contract
+from avdetect.data import splits
 from avdetect.preprocess import contact_sheet
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
+REALTALK = REPO.parent / "shared" / "realtalk"
 
 
 def _demo(out: pathlib.Path) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONUNBUFFERED="1",
                AVDETECT_COMPILE_CACHE=str(out.parent / "jax_cache"))
     return subprocess.run([sys.executable, "-m", "avdetect.demo", "--quick", "--out", str(out)],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
 
 
 @pytest.fixture(scope="module")
@@ -39,25 +42,28 @@ def demo_run(tmp_path_factory):
 
 def test_quick_demo_runs_every_stage(demo_run, realav_dir):
     out, stdout = demo_run
-    for i, word in enumerate(("Generate", "Build", "Preprocess", "Train", "Evaluate",
-                              "Export"), start=1):
-        assert f"[{i}/6] {word}" in stdout
+    for i, word in enumerate(("Build", "Preprocess", "Train", "Evaluate", "Export"), start=1):
+        assert f"[{i}/5] {word}" in stdout
     summary = json.loads((out / "demo_summary.json").read_text())
-    assert [s["name"] for s in summary["stages"]] == ["generate", "build", "preprocess",
-                                                      "train", "evaluate", "detect"]
+    assert [s["name"] for s in summary["stages"]] == ["build", "preprocess", "train",
+                                                      "evaluate", "detect"]
     assert not any(s["reused"] for s in summary["stages"])
 
-    # 1: the generated benchmark; 2: its shards, with the oracle teacher's K = 14
-    gen = next((out / "generated").iterdir())
-    with open(gen / "meta_data.csv", newline="") as f:
+    # 1: the realtalk subset, split by identity as the builder's rule says; its shards
+    subset = next((out / "realtalk_subset").iterdir())
+    with open(subset / "manifest.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) == 40
-    build = summary["stages"][1]["info"]
-    assert build["teacher_classes"] == 14 and build["skipped"] == 0
-    assert sum(build["written"].values()) == 40
+    assert len(rows) == 13
+    for split in ("train", "validation", "test"):
+        mine = [r for r in rows if splits.split_of(r["identity"]) == split]
+        assert {r["label"] for r in mine} == {"real", "fake"}, split
+    build = summary["stages"][0]["info"]
+    reals = sum(r["label"] == "real" for r in rows)
+    # every clip, plus one pseudo-fake per kind and real clip (none skipped in the subset)
+    assert sum(build["written"].values()) + build["skipped"] == len(rows) + 4 * reals
 
-    # 3: the real clip's contact sheet has the size the renderer gives for its frames
-    pre = summary["stages"][2]["info"]
+    # 2: the real clip's contact sheet has the size the renderer gives for its frames
+    pre = summary["stages"][1]["info"]
     sheet = cv2.imread(pre["contact_sheet"])
     assert sheet is not None
     t = pre["frames"]
@@ -68,18 +74,22 @@ def test_quick_demo_runs_every_stage(demo_run, realav_dir):
     assert pre["mouth_shape"] == [t, contract.MOUTH_SIZE, contract.MOUTH_SIZE]
     assert f"frames (T)    {t}" in stdout
 
-    # 4-5: the trained run and the printed per-category / per-method table
-    workdir = next((out / "train").iterdir()) / "corrdistill"
+    # 3-4: the trained run and the printed per-method table of the test identities, with
+    # the silence-trimmed columns; the summary's AUCs are the report's
+    workdir = next((out / "train").iterdir()) / summary["config"].split("/")[1].split(".")[0]
     assert (workdir / "checkpoints" / "8").is_dir()
     report = json.loads((workdir / "eval_test.json").read_text())
     assert report["threshold"]["source"].startswith("chosen on split 'validation'")
-    for cat in contract.CATEGORIES:
-        assert f"| category: {cat} |" in stdout, cat
-    for method in report["video"]["per_method"]:
+    test_ids = {r["identity"] for r in rows if splits.split_of(r["identity"]) == "test"}
+    assert report["video"]["overall"]["n_real"] == sum(
+        r["label"] == "real" for r in rows if r["identity"] in test_ids)
+    for method, row in report["video"]["per_method"].items():
         assert f"| method: {method} |" in stdout
-    assert (out / "results.md").read_text().count("| category: ") == 4
+        assert summary["test_per_method_auc"][method] == row["auc"]
+    assert {"pf_shift", "pf_swap", "pf_reverse"} <= set(report["video"]["per_method"])
+    assert "AUC (trimmed)" in stdout
 
-    # 6: the exported model scored the fixture clips; the printed AUC is scikit-learn's
+    # 5: the exported model scored the fixture clips; the printed AUC is scikit-learn's
     assert next((out / "model").iterdir()).suffix == ".msgpack"
     scores = json.loads((out / "detect" / "realav_scores.json").read_text())
     entries = scores["entries"]
@@ -101,10 +111,10 @@ def test_second_run_reuses_every_stage(demo_run):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     summary = json.loads((out / "demo_summary.json").read_text())
     reused = {s["name"]: s["reused"] for s in summary["stages"]}
-    assert reused == {"generate": True, "build": True, "preprocess": True, "train": True,
+    assert reused == {"build": True, "preprocess": True, "train": True,
                       "evaluate": False, "detect": True}
     # the same table and scores come back
-    table = [line for line in first.splitlines() if line.startswith("| category: ")]
+    table = [line for line in first.splitlines() if line.startswith("| method: ")]
     assert table and all(line in proc.stdout for line in table)
 
 

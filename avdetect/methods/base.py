@@ -274,7 +274,9 @@ def example_batch(config: ml_collections.ConfigDict, batch_size: int | None = No
     q = np.where(label[:, None, None] == 0, p, rng.dirichlet(np.ones(k), size=(b, t)))
     # Raw 16 kHz waveform in [-1, 1] (the Whisper front end's input); fakes are louder.
     audio = rng.uniform(-0.1, 0.1, (b, contract.SAMPLES_PER_FRAME * t)) * (1.0 + 4.0 * label[:, None])
-    return dict(mouth=mouth.astype(np.uint8), face=face.astype(np.uint8),
+    # Lip points in the aligned face [T, 20, 2]; fakes' mouths move twice as much.
+    lips = 0.5 + 0.05 * rng.normal(size=(b, t, contract.NUM_LIPS, 2)) * (1.0 + label[:, None, None, None])
+    return dict(mouth=mouth.astype(np.uint8), face=face.astype(np.uint8), lips=lips.astype(np.float32),
                 logmel=logmel.astype(np.float32), audio=audio.astype(np.float32),
                 teacher_audio=p.astype(np.float32),
                 teacher_video=q.astype(np.float32), label=label,
