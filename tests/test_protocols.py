@@ -99,6 +99,22 @@ def test_lomo_one_run_per_held_out_method(built, tmp_path):
     assert again["table"] == out["table"]
 
 
+def test_lomo_runs_cad_with_its_pretrained_encoders(built, tmp_path):
+    """CAD's default config (Whisper tiny.en + face mesh, real weights) through LOMO: the
+    run trains without the held-out method and the row matches its own test report."""
+    out = protocols.run(_args("lomo", tmp_path, built, [CAD], data=NAME, methods=["lipsync"]),
+                        log=lambda *a: None)
+    row = out["results"]["cad:tiny"]["lipsync"]
+    wd = pathlib.Path(row["workdir"])
+    saved = json.loads((wd / "config.json").read_text())
+    assert saved["data"]["train_exclude_methods"] == ["lipsync"]
+    assert saved["model"]["audio"]["name"] == "whisper"
+    assert saved["model"]["visual"]["name"] == "face_mesh"
+    own = json.loads((wd / "eval_test.json").read_text())["video"]["per_method"]["lipsync"]
+    assert row["auc"] == pytest.approx(own["auc"], abs=1e-6)
+    assert row["n_fake"] == own["n_fake"] > 0 and row["n_real"] == own["n_real"] > 0
+
+
 def test_cross_trains_once_and_evaluates_each_split(built, tmp_path):
     tests = [f"{NAME}:test", f"{NAME}:validation"]
     out = protocols.run(_args("cross", tmp_path, built, [CAD], train_data=NAME, tests=tests),
