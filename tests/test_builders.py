@@ -324,7 +324,8 @@ def test_mixed_folder_keeps_every_good_clip_and_reports_the_broken(mixed_built):
     assert len(on_disk["skipped"]) == 6
     # the real preprocessing's parameters are recorded in the metadata
     meta = ds.dataset_info.metadata
-    assert meta["preprocessing"]["detector"].startswith("opencv-haar")
+    assert meta["preprocessing"]["detector"].startswith("mediapipe")
+    assert meta["preprocessing"]["alignment"]["ref_size"] == 256
     assert meta["encoding"]["face_size"] == 112 and meta["contract"]["n_mels"] == 80
 
 
