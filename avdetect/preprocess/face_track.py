@@ -1,5 +1,11 @@
 """Face tracking over a video, box smoothing / interpolation, and the per-frame crops.
 
+This is the *old* Haar path.  ``preprocess_video`` uses the landmark stage
+(``avdetect.preprocess.landmarks`` + ``align``) since it measured better on every clip of
+realtalk and the fixtures (``python -m avdetect.bench.landmark_bench``; BENCHMARKS.md);
+this module stays as the baseline that benchmark compares against, and its Haar detector
+picks faces for the synthetic generator's stills.
+
 Three layers, each usable on its own:
 
 1. ``FaceTracker`` -- a streaming single-face tracker over grayscale frames at a small
