@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from avdetect.models.layers import (PreLNBlock, SqueezeExcite, kaiming_fan_out,
-                                    sinusoidal_positions, torch_bn)
+                                    sinusoidal_positions, torch_bn, zero_padding)
 
 Array = jax.Array
 
@@ -60,19 +60,22 @@ def audio_input(features: Array, kind: str, n_mfcc: int) -> Array:
 
 class SEBasicBlock(nn.Module):
     """TalkNet's SE basic block on [N, time, freq, C]: conv -> ReLU -> BN -> conv -> BN ->
-    SE, plus the (1x1 conv + BN when the shape changes) shortcut, then ReLU."""
+    SE, plus the (1x1 conv + BN when the shape changes) shortcut, then ReLU. ``mask``
+    [N, T] (video frames): padded time steps are zeroed before each 3x3 conv and left
+    out of the SE pooling, so they change no valid step."""
 
     features: int
     stride: tuple[int, int] = (1, 1)
     reduction: int = 8
 
     @nn.compact
-    def __call__(self, x: Array, train: bool) -> Array:
+    def __call__(self, x: Array, train: bool, mask: Array | None = None) -> Array:
         conv = lambda s, name: nn.Conv(self.features, (3, 3), s, padding=((1, 1), (1, 1)),  # noqa: E731
                                        use_bias=False, kernel_init=kaiming_fan_out, name=name)
-        h = torch_bn(train, name="bn1")(nn.relu(conv(self.stride, "conv1")(x)))
-        h = torch_bn(train, name="bn2")(conv((1, 1), "conv2")(h))
-        h = SqueezeExcite(self.reduction, name="se")(h)
+        h = torch_bn(train, name="bn1")(nn.relu(conv(self.stride, "conv1")(
+            zero_padding(x, mask))))
+        h = torch_bn(train, name="bn2")(conv((1, 1), "conv2")(zero_padding(h, mask)))
+        h = SqueezeExcite(self.reduction, name="se")(h, mask)
         skip = x
         if self.stride != (1, 1) or x.shape[-1] != self.features:
             skip = nn.Conv(self.features, (1, 1), self.stride, use_bias=False,
@@ -88,6 +91,8 @@ class SEResNetAudio(nn.Module):
     ReLU, then four stages of :class:`SEBasicBlock` (``layers`` blocks each; stride 2 in
     both axes on stages 2 and 3, which turns 4T frames into T), then the mean over
     frequency. Defaults are the reference's SE-ResNet-34 ([3,4,6,3], 16/32/64/128).
+    ``mask`` [B, T]: padded frames change no valid frame's output (every conv's input and
+    the SE pooling are masked at their own time resolution).
     """
 
     layers: Sequence[int] = (3, 4, 6, 3)
@@ -99,6 +104,7 @@ class SEResNetAudio(nn.Module):
     @nn.compact
     def __call__(self, feats: Array, train: bool = False, mask: Array | None = None) -> Array:
         x = audio_input(feats, self.features, self.n_mfcc)[..., None]    # [B,4T,F,1]
+        x = zero_padding(x, mask)
         x = nn.Conv(self.widths[0], (7, 7), (1, 2), padding=((3, 3), (3, 3)), use_bias=False,
                     kernel_init=kaiming_fan_out, name="stem")(x)
         x = nn.relu(torch_bn(train, name="stem_bn")(x))
@@ -106,7 +112,7 @@ class SEResNetAudio(nn.Module):
         for i, (n, f) in enumerate(zip(self.layers, self.widths)):
             for j in range(n):
                 x = SEBasicBlock(f, strides[i] if j == 0 else (1, 1), self.reduction,
-                                 name=f"stage{i + 1}_{j}")(x, train)
+                                 name=f"stage{i + 1}_{j}")(x, train, mask)
         return jnp.mean(x, axis=2)                                        # [B,T,C]
 
 
@@ -126,8 +132,11 @@ class WhisperLikeAudio(nn.Module):
 
     @nn.compact
     def __call__(self, feats: Array, train: bool = False, mask: Array | None = None) -> Array:
-        x = nn.gelu(nn.Conv(self.dim, (3,), padding=((1, 1),), name="conv1")(feats))
-        x = nn.gelu(nn.Conv(self.dim, (3,), (2,), padding=((1, 1),), name="conv2")(x))
+        # padded frames zeroed before each time conv: they change no valid frame
+        x = nn.gelu(nn.Conv(self.dim, (3,), padding=((1, 1),), name="conv1")(
+            zero_padding(feats, mask)))
+        x = nn.gelu(nn.Conv(self.dim, (3,), (2,), padding=((1, 1),), name="conv2")(
+            zero_padding(x, mask)))
         x = x + jnp.asarray(sinusoidal_positions(x.shape[1], self.dim))   # [B,2T,D]
         # Each 50 Hz frame is valid iff its video frame is.
         m2 = None if mask is None else jnp.repeat(mask, 2, axis=1)[:, : x.shape[1]]

@@ -51,6 +51,31 @@ def masked_mean(x: Array, mask: Array | None, axis=None, keepdims: bool = False)
     return total / jnp.maximum(count, 1.0)
 
 
+def time_mask(mask: Array | None, length: int) -> Array | None:
+    """The frame mask [B, T] at another time resolution ``length`` = k * T (each video
+    frame's flag repeated k times: the 4 log-mel frames of a frame, the 2 frames of a
+    stride-2 stage), or None."""
+    if mask is None:
+        return None
+    t = mask.shape[1]
+    if length % t:
+        raise ValueError(f"time axis of {length} steps is not a multiple of the {t}-frame mask")
+    return jnp.repeat(mask, length // t, axis=1) if length != t else mask
+
+
+def zero_padding(x: Array, mask: Array | None) -> Array:
+    """``x`` [B, L, ...] with the time steps of padded frames set to 0.
+
+    Applied to the input of every convolution (and pooling) over time: a clip padded to a
+    longer window then gives the valid frames exactly what the unpadded clip's own zero
+    padding gives them, so padding changes no valid frame's output. ``where``, not a
+    product: a padded step holding inf/nan must not leak either."""
+    if mask is None:
+        return x
+    m = time_mask(mask, x.shape[1]) > 0
+    return jnp.where(m.reshape(m.shape + (1,) * (x.ndim - 2)), x, jnp.zeros((), x.dtype))
+
+
 class PReLU(nn.Module):
     """PReLU with one shared slope (``torch.nn.PReLU()`` default, slope 0.25)."""
 
@@ -84,14 +109,20 @@ class GlobalLayerNorm(nn.Module):
 
 
 class SqueezeExcite(nn.Module):
-    """Squeeze-and-excitation over the spatial axes of [N, H, W, C] (reduction r)."""
+    """Squeeze-and-excitation over the spatial axes of [N, H, W, C] (reduction r).
+    ``mask`` [N, T] (T dividing H, the time axis of an audio map) pools over the valid
+    time steps only, so padding does not change the excitation of a clip."""
 
     reduction: int = 8
 
     @nn.compact
-    def __call__(self, x: Array) -> Array:
+    def __call__(self, x: Array, mask: Array | None = None) -> Array:
         c = x.shape[-1]
-        s = jnp.mean(x, axis=(1, 2))                                      # [N, C]
+        if mask is None:
+            s = jnp.mean(x, axis=(1, 2))                                  # [N, C]
+        else:
+            m = time_mask(mask, x.shape[1])[:, :, None, None]              # [N, H, 1, 1]
+            s = masked_mean(x, m, axis=(1, 2))
         s = nn.relu(nn.Dense(max(c // self.reduction, 1), name="fc1")(s))
         s = nn.sigmoid(nn.Dense(c, name="fc2")(s))
         return x * s[:, None, None, :]

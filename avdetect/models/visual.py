@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from avdetect.models.layers import (GlobalLayerNorm, PReLU, PreLNBlock, to_float_image,
-                                    torch_bn)
+                                    torch_bn, zero_padding)
 
 Array = jax.Array
 
@@ -113,14 +113,15 @@ class MouthFrontend(nn.Module):
 
 class DSConvBlock(nn.Module):
     """Residual depthwise-separable temporal block of TalkNet's V-TCN on [B, T, C]:
-    ReLU -> BN -> depthwise conv(k=3) -> PReLU -> gLN -> pointwise conv, plus the input."""
+    ReLU -> BN -> depthwise conv(k=3) -> PReLU -> gLN -> pointwise conv, plus the input.
+    Padded frames (``mask`` 0) are zeroed before the temporal conv and left out of gLN."""
 
     kernel: int = 3
 
     @nn.compact
     def __call__(self, x: Array, train: bool, mask: Array | None = None) -> Array:
         c = x.shape[-1]
-        h = torch_bn(train, name="bn")(nn.relu(x))
+        h = zero_padding(torch_bn(train, name="bn")(nn.relu(x)), mask)
         h = nn.Conv(c, (self.kernel,), padding=((self.kernel // 2,) * 2,),
                     feature_group_count=c, use_bias=False, name="depthwise")(h)
         h = GlobalLayerNorm(name="gln")(PReLU(name="prelu")(h), mask)
@@ -133,6 +134,8 @@ class MouthEncoder(nn.Module):
 
     Front end (:class:`MouthFrontend`) -> ``tcn_blocks`` x :class:`DSConvBlock` ->
     conv head Conv1d(k=5, head_hidden) -> BN -> ReLU -> Conv1d(k=1, out_dim).
+    ``mask`` [B, T]: padded frames change no valid frame's output (zeroed before every
+    temporal conv, the '3d' stem's included).
     """
 
     stem_width: int = 64
@@ -146,11 +149,14 @@ class MouthEncoder(nn.Module):
     @nn.compact
     def __call__(self, mouth: Array, train: bool = False, mask: Array | None = None) -> Array:
         x = to_float_image(mouth, MOUTH_MEAN, MOUTH_STD)                 # [B,T,H,W]
+        if self.stem == "3d":           # the only front-end op that mixes frames
+            x = zero_padding(x, mask)
         x = MouthFrontend(self.stem_width, tuple(self.widths), blocks=self.blocks,
                           stem=self.stem, name="frontend")(x, train)      # [B,T,C]
         for i in range(self.tcn_blocks):
             x = DSConvBlock(name=f"tcn{i}")(x, train, mask)
-        x = nn.Conv(self.head_hidden, (5,), padding=((2, 2),), name="head_conv1")(x)
+        x = nn.Conv(self.head_hidden, (5,), padding=((2, 2),), name="head_conv1")(
+            zero_padding(x, mask))
         x = nn.relu(torch_bn(train, name="head_bn")(x))
         return nn.Conv(self.out_dim, (1,), name="head_conv2")(x)          # [B,T,D]
 
