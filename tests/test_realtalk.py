@@ -395,3 +395,16 @@ def test_videofolder_with_csv(folder, tmp_path):
 def test_videofolder_requires_a_manual_dir(tmp_path):
     with pytest.raises(ConfigError, match="needs --manual_dir"):
         build.build("videofolder/nopf", data_dir=str(tmp_path))
+
+
+def test_silence_table_of_the_build(built, examples):
+    data_dir, builder, _ = built
+    table = {r["method"]: r for r in pseudo_fakes.silence_table(
+        str(data_dir), "realtalk/face112", list(builder.info.splits))}
+    for method, r in table.items():
+        leads = [contract.digital_silence(ex["audio"])[0]
+                 for ex in _all(examples).values() if ex["method"] == method]
+        assert r["clips"] == len(leads) and r["lead_mean"] == pytest.approx(np.mean(leads))
+    assert table["pf_tts"]["max_silence_diff_to_source"] <= 1
+    assert table["pf_freeze"]["max_silence_diff_to_source"] == 0
+    assert table["pf_tts"]["mean_abs_db_to_source"] < 1.0
