@@ -408,3 +408,33 @@ def test_silence_table_of_the_build(built, examples):
     assert table["pf_tts"]["max_silence_diff_to_source"] <= 1
     assert table["pf_freeze"]["max_silence_diff_to_source"] == 0
     assert table["pf_tts"]["mean_abs_db_to_source"] < 1.0
+
+
+def test_teacher_posteriors_follow_the_streams():
+    """A derived clip keeps a teacher side only where its stream is a window of the
+    source's (or the donor's) stream, re-indexed; other sides are zeros, flagged absent."""
+    from avdetect.data.clips import _carry_teacher
+
+    rng = np.random.default_rng(0)
+    T, K = 40, 5
+
+    def entry():
+        return {"teacher_audio": rng.random((T, K), np.float32),
+                "teacher_video": rng.random((T, K), np.float32),
+                "has_teacher": np.bool_(True), "has_teacher_audio": np.bool_(True),
+                "has_teacher_video": np.bool_(True)}
+    src, donor = entry(), entry()
+    clip = {"audio": np.zeros(T * SPF, np.int16), "logmel": np.zeros((4 * T, 80), np.float32),
+            "face_found": np.ones(T, bool), "boxes": np.zeros((T, 4), np.float32)}
+    out, _ = _carry_teacher(src, None, pseudo_fakes.shift_audio(clip, 5))
+    np.testing.assert_array_equal(out["teacher_audio"], src["teacher_audio"][5:])
+    np.testing.assert_array_equal(out["teacher_video"], src["teacher_video"][:T - 5])
+    assert out["has_teacher"] and out["has_teacher_audio"]
+    donor_audio = np.zeros(30 * SPF, np.int16)
+    out, _ = _carry_teacher(src, donor, pseudo_fakes.replace_audio(clip, donor_audio))
+    np.testing.assert_array_equal(out["teacher_audio"], donor["teacher_audio"][:30])
+    out, _ = _carry_teacher(src, None, pseudo_fakes.reverse_audio(clip))
+    assert not out["has_teacher_audio"] and not out["teacher_audio"].any()
+    assert out["has_teacher_video"] and not out["has_teacher"]
+    out, _ = _carry_teacher(src, None, pseudo_fakes.freeze(clip, 3, 10))
+    assert out["has_teacher_audio"] and not out["has_teacher_video"]
