@@ -155,8 +155,12 @@ def test_synthetic_benchmark_with_the_oracle_through_the_build_command(
         build.build("synthetic_av", data_dir=str(tmp_path / "d"), manual_dir=str(gen),
                     workers=0, builder_kwargs={"config": same},
                     teacher=teachers.resolve_teacher("oracle:label_smoothing=0.2"))
-    # a bad spec is a clean usage error (exit status 2), before anything is built
-    assert build.main(argv[:-1] + ["vsr_self"]) == 2
+    # a teacher that refuses (e.g. vsr_self without weights) is a clean usage error
+    # (exit status 2), before anything is built
+    def untrained(**kw):
+        raise ConfigError("teacher 'untrained' is not trained yet")
+    monkeypatch.setitem(teachers.TEACHERS, "untrained", untrained)
+    assert build.main(argv[:-1] + ["untrained"]) == 2
     assert "not trained yet" in capsys.readouterr().err
 
 
