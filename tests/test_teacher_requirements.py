@@ -108,3 +108,32 @@ def test_main_stops_at_start_up_on_a_teacher_less_build(builds, tmp_path):
     assert proc.returncode != 0
     assert "built without a teacher" in proc.stderr and names["none"] in proc.stderr
     assert not workdir.exists()                   # refused before anything was written
+
+
+def test_corr_loss_counts_only_clips_with_both_teacher_sides():
+    """A clip stored without posteriors (has_teacher 0, zeros) adds nothing to the
+    correlation BCE: the loss equals the one of the other clip alone (NumPy reference)."""
+    import jax.numpy as jnp
+    from avdetect.methods.corrdistill import CorrDistill
+    c = corrdistill.get_config("tiny")
+    with c.unlocked():
+        c.model.teacher_classes = K
+    method = CorrDistill(c)
+    rng = np.random.default_rng(0)
+    t, d = 6, 4
+    out = {"audio": rng.normal(size=(2, t, d)), "visual": rng.normal(size=(2, t, d)),
+           "logits": rng.normal(size=(2, t, 2))}
+    p = rng.dirichlet(np.ones(K), size=(2, t)).astype(np.float32)
+    q = rng.dirichlet(np.ones(K), size=(2, t)).astype(np.float32)
+    p[1] = q[1] = 0.0                                     # clip 1: no teacher
+    batch = {"teacher_audio": p, "teacher_video": q, "label": np.array([0, 1]),
+             "has_teacher": np.array([1, 0])}
+    terms, _ = method.loss_terms({k: jnp.asarray(v, jnp.float32) for k, v in out.items()},
+                                 batch, jnp.ones((2, t)))
+    a, v = out["audio"][0], out["visual"][0]
+    s = (np.sum(a * v, -1) / np.linalg.norm(a, axis=-1) / np.linalg.norm(v, axis=-1) + 1) / 2
+    m = 0.5 * (p[0] + q[0])
+    js = 0.5 * (np.sum(p[0] * np.log(p[0] / m), -1) + np.sum(q[0] * np.log(q[0] / m), -1))
+    r = np.clip(1 - js / np.log(2), 0, 1)
+    bce = -np.mean(r * np.log(s) + (1 - r) * np.log(1 - s))
+    np.testing.assert_allclose(float(terms["corr"]), bce, rtol=1e-4)

@@ -11,6 +11,12 @@ correlation from the ASR / VSR posteriors in the batch ('teacher_audio', 'teache
 ``config.loss.paper_quirks`` switches every loss and the score to the reference code's
 exact formulas (see :mod:`avdetect.losses` and METHODS.md). A weight of 0 removes a term
 (and its teacher inputs are then not needed).
+
+The teacher terms count only the frames of clips whose posteriors are real on both sides
+(the batch's ``has_teacher`` flag, when present): a clip the teacher said nothing about
+(e.g. ``asr_align`` on a silent clip) is stored as zeros, and zeros would make r_t a
+constant. Datasets without a side at all are refused before training
+(``avdetect.teachers.requirements``).
 """
 
 from __future__ import annotations
@@ -21,6 +27,16 @@ import ml_collections
 from avdetect import losses
 from avdetect.methods.base import BatchError, TwoStreamMethod, build_two_stream, require
 from avdetect.models.fusion import StudentFusion
+
+
+def teacher_mask(batch, mask):
+    """The frame mask [B, T] restricted to clips with both teacher sides (``has_teacher``
+    [B]; a batch without the flag, e.g. the trainer's random data, has them all). A clip
+    without them then adds nothing to the correlation BCE, and a constant (no gradient)
+    to the metric loss."""
+    if "has_teacher" not in batch:
+        return mask
+    return mask * (batch["has_teacher"] > 0).astype(mask.dtype)[:, None]
 
 
 class CorrDistill(TwoStreamMethod):
@@ -55,9 +71,10 @@ class CorrDistill(TwoStreamMethod):
                                  f"not match [B, T, K={k}]")
             s = losses.student_similarity(out["audio"], out["visual"])   # [B,T]
             r = losses.teacher_soft_label(p, q, self.quirks)              # [B,T]
-            terms["corr"] = losses.correlation_bce(s, r, mask)
+            tmask = teacher_mask(batch, mask)
+            terms["corr"] = losses.correlation_bce(s, r, tmask)
             terms["metric"] = losses.margin_metric_loss(
-                s, r, batch["label"], mask, cfg.get("margin"), self.quirks)
+                s, r, batch["label"], tmask, cfg.get("margin"), self.quirks)
             terms = {k_: v for k_, v in terms.items() if k_ == "detect" or cfg["w_" + k_]}
             extra["student_sim"] = jnp.sum(s * mask) / jnp.maximum(jnp.sum(mask), 1.0)
             extra["teacher_corr"] = jnp.sum(r * mask) / jnp.maximum(jnp.sum(mask), 1.0)
