@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import pathlib
-import subprocess
 
 import av
 import cv2
@@ -19,6 +18,7 @@ import pytest
 from scipy.ndimage import uniform_filter1d
 
 from avdetect import contract
+from avdetect.bench import landmark_bench
 from avdetect.media import decode
 from avdetect.preprocess import align, landmarks, pipeline
 from avdetect.pretrained import tflite_models
@@ -69,18 +69,8 @@ def tight_clip(tmp_path_factory) -> pathlib.Path:
     src = REALTALK / REALTALK_CLIP
     if not src.is_file():
         pytest.fail(f"realtalk clip missing: {src} (expected beside the repository)")
-    first = next(iter(decode.iter_frames(src)))
-    pts, _ = landmarks.LandmarkTracker().update(first)
-    assert pts is not None
-    lo, hi = pts.min(0), pts.max(0)            # the mesh spans brows to chin
-    side = int(0.95 * (hi[1] - lo[1])) // 2 * 2
-    cx, cy = (lo + hi) / 2
-    x, y = int(cx - side / 2), int(cy - side / 2)
     out = tmp_path_factory.mktemp("tight") / "tight.mp4"
-    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(src), "-frames:v", "75", "-vf",
-                    f"crop={side}:{side}:{x}:{y},scale=160:160", "-an", "-c:v", "libx264",
-                    "-crf", "18", str(out)], check=True)
-    return out
+    return landmark_bench.tight_crop(src, out, size=160, max_frames=75)
 
 
 @pytest.mark.parametrize("name", ["real_video-retalking_2.mp4",

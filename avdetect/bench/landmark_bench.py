@@ -4,6 +4,8 @@ the per-frame cost.
 
     python -m avdetect.bench.landmark_bench [--out DIR] [--limit N] FILES_OR_DIRS...
     python -m avdetect.bench.landmark_bench --mean-face FILES...   # align.MEAN_FACE_UNITS
+    python -m avdetect.bench.landmark_bench --dlib [--every K] FILES_OR_DIRS...
+    python -m avdetect.bench.landmark_bench --tight DIR FILES...   # tight face crops first
 
 Per clip (every frame decoded once, both stages run on the same frames):
 
@@ -21,6 +23,16 @@ Per clip (every frame decoded once, both stages run on the same frames):
 * cost: ms per frame of each stage (tracker + smoothing, not decoding or crops).
 
 Writes ``DIR/landmark_rates.csv`` (one row per clip) and prints the distribution.
+
+``--tight DIR`` first writes a tight face crop of each file into DIR (``tight_crop``: the
+square spanning 95% of the face mesh's brow-to-chin height on the first frame, scaled to
+160x160, so the face fills the frame as in several generators' outputs) and measures
+those instead.
+
+``--dlib`` measures the alternative that was not picked, dlib's HOG frontal face detector
++ 68-point shape predictor (``dlib-bin`` + ``face-recognition-models``, not project
+dependencies: install them yourself), on every K-th frame of every clip (dlib has no
+tracker of its own; HOG runs per frame): share of frames with a face, ms per frame.
 """
 
 from __future__ import annotations
@@ -43,6 +55,26 @@ from avdetect.preprocess import align, face_track, landmarks, pipeline
 HAAR_MAX_SIDE = 320          # the old pipeline's tracking-image side
 HAAR_WINDOWS = (5, 11)       # the old pipeline's centre / size smoothing windows
 OFFSET = (contract.MOUTH_ROI - contract.MOUTH_SIZE) / 2
+
+
+def tight_crop(src: pathlib.Path, out: pathlib.Path, size: int = 160,
+               max_frames: int | None = None) -> pathlib.Path:
+    """Write ``src`` cropped to its face (see the module docstring) as ``out`` (ffmpeg)."""
+    import subprocess
+    first = next(iter(decode.iter_frames(src)))
+    pts, _ = landmarks.LandmarkTracker().update(first)
+    if pts is None:
+        raise ValueError(f"{src}: no face on the first frame to crop around")
+    lo, hi = pts.min(0), pts.max(0)                 # the mesh spans brows to chin
+    side = int(0.95 * (hi[1] - lo[1])) // 2 * 2
+    x, y = int((lo[0] + hi[0] - side) / 2), int((lo[1] + hi[1] - side) / 2)
+    cmd = ["ffmpeg", "-v", "error", "-y", "-i", str(src)]
+    if max_frames:
+        cmd += ["-frames:v", str(max_frames)]
+    cmd += ["-vf", f"crop={side}:{side}:{max(x, 0)}:{max(y, 0)},scale={size}:{size}", "-an",
+            "-c:v", "libx264", "-crf", "18", str(out)]
+    subprocess.run(cmd, check=True)
+    return out
 
 
 def old_stage(frames: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, float]:
@@ -147,6 +179,39 @@ def summarise(rows: list[dict]) -> str:
     return "\n".join(out)
 
 
+def dlib_rates(paths: list[pathlib.Path], every: int) -> list[dict]:
+    """Per clip: share of every ``every``-th frame where dlib's HOG detector (upsample 0,
+    then 1 when nothing is found) finds a face, and ms per frame of detector + 68 points."""
+    import importlib.util
+    try:
+        import dlib
+    except ImportError as e:
+        raise SystemExit(f"--dlib needs dlib-bin ({e})") from e
+    # face_recognition_models' own locator imports pkg_resources: find the file directly.
+    spec = importlib.util.find_spec("face_recognition_models")
+    if spec is None:
+        raise SystemExit("--dlib needs face-recognition-models")
+    model = os.path.join(list(spec.submodule_search_locations)[0], "models",
+                         "shape_predictor_68_face_landmarks.dat")
+    detector = dlib.get_frontal_face_detector()
+    shape = dlib.shape_predictor(model)
+    rows = []
+    for p in tqdm(paths, desc="dlib", unit="clip"):
+        hits, n, t0 = 0, 0, time.perf_counter()
+        for i, x in enumerate(decode.iter_frames(p)):
+            if i % every:
+                continue
+            gray = cv2.cvtColor(x, cv2.COLOR_RGB2GRAY)
+            dets = detector(gray, 0) or detector(gray, 1)
+            if dets:
+                shape(gray, max(dets, key=lambda r: r.area()))
+                hits += 1
+            n += 1
+        rows.append({"file": p.name, "dlib_rate": hits / max(n, 1),
+                     "dlib_ms": 1e3 * (time.perf_counter() - t0) / max(n, 1)})
+    return rows
+
+
 def mean_face(paths: list[pathlib.Path]) -> np.ndarray:
     """The mean of the stable + lip points over every 5th of the first 100 frames of each
     clip, Procrustes-aligned on the stable points, levelled and mirror-symmetrised: the
@@ -184,6 +249,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="demo_out/landmarks", help="folder for the CSV")
     ap.add_argument("--limit", type=int, default=0, help="only the first N files")
     ap.add_argument("--mean-face", action="store_true", help="print the measured mean face")
+    ap.add_argument("--dlib", action="store_true", help="measure dlib HOG + 68 points instead")
+    ap.add_argument("--every", type=int, default=5, help="--dlib: every K-th frame")
+    ap.add_argument("--tight", metavar="DIR", help="measure tight face crops written here")
     args = ap.parse_args(argv)
     files: list[pathlib.Path] = []
     for p in map(pathlib.Path, args.paths):
@@ -196,6 +264,18 @@ def main(argv: list[str] | None = None) -> int:
         print(np.round(mean_face(files), 4).tolist())
         return 0
     cv2.setNumThreads(1)
+    if args.tight:
+        os.makedirs(args.tight, exist_ok=True)
+        files = [tight_crop(p, pathlib.Path(args.tight) / f"tight_{p.name}") for p in files]
+    if args.dlib:
+        rows = dlib_rates(files, args.every)
+        r = np.array([x["dlib_rate"] for x in rows])
+        print(f"dlib: {int((r >= 0.98).sum())}/{len(r)} clips >= 98%, {int((r == 0).sum())} "
+              f"with none (min {r.min():.3f}, median {np.median(r):.3f}); "
+              f"{np.mean([x['dlib_ms'] for x in rows]):.1f} ms/frame")
+        low = sorted((x["dlib_rate"], x["file"]) for x in rows if x["dlib_rate"] < 0.98)
+        print("   below 98%: " + ", ".join(f"{n} {v:.2f}" for v, n in low))
+        return 0
     rows = []
     for p in tqdm(files, desc="clips", unit="clip"):
         try:
