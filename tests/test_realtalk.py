@@ -333,6 +333,16 @@ def test_planning_is_deterministic_and_skips_lonely_identities():
                for k in one.tasks if k.startswith("a1__pf_other_sentence"))
     ks = [one.tasks[k].derive["params"]["k"] for k in one.tasks if "pf_shift" in k]
     assert all(3 <= abs(k) <= 12 for k in ks)
+    # a clip that could not be preprocessed gives no pseudo-fake and is nobody's donor
+    lst = Listing()
+    for key, ident in (("a1", "A"), ("b1", "B"), ("c1", "C")):
+        lst.add(ClipTask(key=key, path=f"/x/{key}.mp4", rel_path=f"{key}.mp4", label=0,
+                         video_fake=False, audio_fake=False, method="real",
+                         identity=ident), "train")
+    pseudo_fakes.add_pseudo_fakes(lst, pseudo_fakes.Options(per_kind=3), usable={"a1", "b1"})
+    derived = [t for t in lst.tasks.values() if t.derive]
+    assert derived and {t.derive["source"] for t in derived} == {"a1", "b1"}
+    assert "c1" not in {t.derive["donor"] for t in derived}
 
 
 def test_missing_manifest_names_the_folder(tmp_path):

@@ -254,14 +254,23 @@ class AVClipBuilder(tfds.core.GeneratorBasedBuilder, abc.ABC, skip_registration=
 
     def _split_generators(self, dl_manager):
         listing = self._list_clips(dl_manager)
-        pf_options = self.builder_config.pseudo_fake_options
-        if pf_options is not None:
-            pseudo_fakes.add_pseudo_fakes(listing, pf_options)
-            listing.source_info["pseudo_fakes"] = dataclasses.asdict(pf_options)
         tasks = [listing.tasks[k] for k in sorted(listing.tasks)]
         t0 = time.perf_counter()
+        name = f"{self.name}/{self.builder_config.name}"
         outcomes = preprocess_all(tasks, self._spec(), self.cache_dir, workers=self._workers,
-                                  desc=f"preprocessing {self.name}/{self.builder_config.name}")
+                                  desc=f"preprocessing {name}")
+        pf_options = self.builder_config.pseudo_fake_options
+        if pf_options is not None:
+            # Planned over the usable reals only: a file that could not be preprocessed
+            # gives no pseudo-fakes and is nobody's donor.
+            usable = {k for k, o in outcomes.items() if o.status in ("done", "cached")}
+            listed = set(listing.tasks)
+            pseudo_fakes.add_pseudo_fakes(listing, pf_options, usable=usable)
+            listing.source_info["pseudo_fakes"] = dataclasses.asdict(pf_options)
+            derived = [listing.tasks[k] for k in sorted(set(listing.tasks) - listed)]
+            outcomes.update(preprocess_all(derived, self._spec(), self.cache_dir,
+                                           workers=self._workers, known=outcomes,
+                                           desc=f"pseudo-fakes {name}"))
         report = make_report(f"{self.name}/{self.builder_config.name}", listing, outcomes,
                              seconds=time.perf_counter() - t0, workers=self._workers,
                              cache_dir=self.cache_dir)

@@ -541,6 +541,8 @@ def derive_arrays(task: ClipTask, spec: PreprocessSpec, source_file: str,
     face_blobs = unpack_frames(src["face_data"], src["face_offsets"])
     clip = {"audio": src["audio"], "logmel": src["logmel"].astype(np.float32),
             "face_found": src["face_found"], "boxes": src["boxes"]}
+    if "lips" in src:
+        clip["lips"] = src["lips"]
     if info.needs_mouth:
         clip["mouth"] = codec.decode_frames(list(mouth_blobs), color=False)
     transcript = (pf.transcript_of(src["audio"], transcripts_dir) if kind == "pf_tts"
@@ -575,6 +577,7 @@ def derive_arrays(task: ClipTask, spec: PreprocessSpec, source_file: str,
         "face_data": face_data, "face_offsets": face_off,
         "logmel": np.asarray(out["logmel"], np.float16), "audio": out["audio"],
         "face_found": out["face_found"], "boxes": out["boxes"],
+        **({"lips": np.asarray(out["lips"], np.float32)} if "lips" in out else {}),
         "duration_s": np.float32(T / contract.VIDEO_FPS),
         "notes_json": np.array(json.dumps(notes)),
         "audio_source": np.array(d.get("donor") or (f"tts:{d['params'].get('voice')}"
@@ -617,14 +620,16 @@ def _worker_init() -> None:
 
 
 def preprocess_all(tasks: Sequence[ClipTask], spec: PreprocessSpec, cache_dir: str, *,
-                   workers: int, desc: str = "preprocessing") -> dict[str, Outcome]:
+                   workers: int, desc: str = "preprocessing",
+                   known: Mapping[str, Outcome] | None = None) -> dict[str, Outcome]:
     """Preprocess every task not already in the cache, in ``workers`` processes (0 = in
     this process), with a progress bar. Returns outcomes by task key.
 
     Cache lookups (hashing the files) happen here first, so a re-run whose clips are all
     cached starts no worker at all. Derived tasks (``task.derive``) run in a second pass,
-    from the cache entries of their source (and donor) clips; one whose source or donor
-    is unusable is skipped too, with that reason.
+    from the cache entries of their source (and donor) clips, looked up among these
+    tasks' outcomes and ``known`` (an earlier call's); one whose source or donor is
+    unusable is skipped too, with that reason.
     """
     spec_key = spec.key()
     outcomes: dict[str, Outcome] = {}
@@ -655,7 +660,7 @@ def preprocess_all(tasks: Sequence[ClipTask], spec: PreprocessSpec, cache_dir: s
             files = []
             for role in ("source", "donor"):
                 ref = t.derive.get(role) or ""
-                o = outcomes.get(ref) if ref else None
+                o = (outcomes.get(ref) or (known or {}).get(ref)) if ref else None
                 if ref and (o is None or o.status not in ("done", "cached")):
                     why = o.reason if o is not None else "not in the listing"
                     record(Outcome(t.key, "skipped", kind=f"{role}_unusable",

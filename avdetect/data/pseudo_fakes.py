@@ -62,7 +62,7 @@ import math
 import os
 import pathlib
 import tempfile
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Container, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -71,7 +71,9 @@ from avdetect.errors import AVDetectError, MediaError
 
 SPF = contract.SAMPLES_PER_FRAME
 INT16_SCALE = 32767.0                  # as avdetect.data.clips.to_int16
-PER_FRAME = ("mouth", "face", "face_found", "boxes", "mouth_src", "face_src")
+# Per-frame video streams: cut, frozen and re-indexed together (lips: the landmark
+# stream, [T, 20, 2], present when the preprocessing gave one).
+PER_FRAME = ("mouth", "face", "face_found", "boxes", "lips", "mouth_src", "face_src")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -248,6 +250,10 @@ def blend_mouth(clip: Mapping[str, np.ndarray], start: int, length: int, offset:
     other = (seg + offset) % t
     mouth[seg] = (1.0 - alpha) * mouth[seg] + alpha * np.asarray(clip["mouth"])[other]
     out["mouth"] = np.clip(np.round(mouth), 0, 255).astype(np.uint8)
+    if "lips" in clip:          # the lip points blend like the pixels they were read from
+        lips = np.array(clip["lips"], np.float32)
+        lips[seg] = (1.0 - alpha) * lips[seg] + alpha * np.asarray(clip["lips"], np.float32)[other]
+        out["lips"] = lips
     src = out["mouth_src"].copy()
     src[seg] = -1
     out["mouth_src"] = src
@@ -515,15 +521,16 @@ def _params(kind: str, rng: np.random.Generator, opts: Options, i: int,
     return p
 
 
-def add_pseudo_fakes(listing, opts: Options) -> None:
+def add_pseudo_fakes(listing, opts: Options, usable: Container[str] | None = None) -> None:
     """Add the planned pseudo-fakes of every real clip of every split to ``listing``
     (a :class:`avdetect.data.clips.Listing`), in the same split as their source, with a
-    note for every one that cannot be planned."""
+    note for every one that cannot be planned. ``usable``: the keys of the clips that
+    were preprocessed (the build plans after preprocessing); None = all."""
     from avdetect.data.clips import ClipTask
 
     for split, keys in list(listing.splits.items()):
         reals = [k for k in keys if listing.tasks[k].label == 0
-                 and listing.tasks[k].derive is None]
+                 and listing.tasks[k].derive is None and (usable is None or k in usable)]
         for key in reals:
             src = listing.tasks[key]
             rng = np.random.default_rng(seed_of(key, opts.salt))
