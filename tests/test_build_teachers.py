@@ -172,3 +172,22 @@ def test_teacher_row_names_the_files():
                                        "race": "x"}
     assert clips.teacher_row(task, "/data/o.mp4")["audio_path"] == "/data/o.mp4"
     assert contract.SAMPLES_PER_FRAME == 640       # _frame_rms reshapes by frame
+
+
+def test_an_old_format_build_is_rebuilt_not_reused(tmp_path):
+    """Shards of an older format cannot be read (float16 posteriors, no side flags): a
+    build over one rebuilds it (the preprocessing cache is kept) instead of reusing it."""
+    import json
+    src = tmp_path / "src"
+    _clip(src / "id0" / "a.mp4", seed=0)
+    kw = dict(data_dir=str(tmp_path / "d"), manual_dir=str(src), workers=0,
+              preprocess_fn=standin_preprocess)
+    builder, _ = build.build("videofolder/face112", **kw)
+    _, again = build.build("videofolder/face112", **kw)
+    assert again.get("reused_existing")
+    meta_file = pathlib.Path(builder.data_dir) / "metadata.json"
+    meta = json.loads(meta_file.read_text())
+    meta["shard_format_version"] = 2
+    meta_file.write_text(json.dumps(meta))
+    _, rebuilt = build.build("videofolder/face112", **kw)
+    assert not rebuilt.get("reused_existing") and rebuilt["from_cache"] > 0

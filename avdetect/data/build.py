@@ -427,6 +427,11 @@ def build(name_config: str, *, data_dir: str, manual_dir: str | None = None,
                    preprocess_fn=preprocess_fn, teacher=teacher, **kwargs)
 
     builder = make()
+    if not overwrite and _old_format(builder):
+        # shards of an older format cannot be read by this code: rebuild (cache kept)
+        print(f"{name_config}: the existing build in {builder.data_dir} has shard format "
+              f"{_old_format(builder)}, not {codec.SHARD_FORMAT_VERSION}: rebuilding it")
+        overwrite = True
     if not overwrite:
         _check_same_teacher(builder, teacher)
     if overwrite and os.path.isdir(os.fspath(builder.data_dir)):
@@ -490,6 +495,14 @@ def teacher_config(cls, config: Any, teacher: TeacherFn):
     return dataclasses.replace(
         base, name=f"{base.name}_{slug}", teacher_dim=int(k),
         description=f"{base.description} With the {slug} teacher's posteriors (K={k}).")
+
+
+def _old_format(builder) -> int | None:
+    """The shard format of an existing build when it is not this code's, else None."""
+    if not os.path.isdir(os.fspath(builder.data_dir)):
+        return None
+    version = dict(builder.info.metadata or {}).get("shard_format_version")
+    return version if version is not None and version != codec.SHARD_FORMAT_VERSION else None
 
 
 def _check_same_teacher(builder, teacher: TeacherFn | None) -> None:
