@@ -6,6 +6,7 @@ the per-frame cost.
     python -m avdetect.bench.landmark_bench --mean-face FILES...   # align.MEAN_FACE_UNITS
     python -m avdetect.bench.landmark_bench --dlib [--every K] FILES_OR_DIRS...
     python -m avdetect.bench.landmark_bench --tight DIR FILES...   # tight face crops first
+    python -m avdetect.bench.landmark_bench --cost FILE   # CPU ms: one mesh call, one frame
 
 Per clip (every frame decoded once, both stages run on the same frames):
 
@@ -212,6 +213,28 @@ def dlib_rates(paths: list[pathlib.Path], every: int) -> list[dict]:
     return rows
 
 
+def cpu_cost(path: pathlib.Path, calls: int = 300) -> str:
+    """CPU milliseconds (this process, every thread) of one face-mesh call on a random
+    input, and of ``LandmarkTracker.update`` per frame of ``path`` (decoding excluded)."""
+    from avdetect.pretrained import tflite_models
+    mesh = tflite_models.load(tflite_models.FACE_LANDMARK)
+    x = np.random.default_rng(0).random(mesh.input_shape, np.float32)
+    mesh(x)
+    c0 = time.process_time()
+    for _ in range(calls):
+        mesh(x)
+    per_call = 1e3 * (time.process_time() - c0) / calls
+    frames = list(decode.iter_frames(path))
+    tracker = landmarks.LandmarkTracker()
+    c0 = time.process_time()
+    for f in frames:
+        tracker.update(f)
+    per_frame = 1e3 * (time.process_time() - c0) / len(frames)
+    return (f"face mesh: {per_call:.2f} ms CPU per call ({calls} calls); tracker: "
+            f"{per_frame:.2f} ms CPU per frame ({len(frames)} frames of {path.name}, "
+            f"{frames[0].shape[1]}x{frames[0].shape[0]}; {dict(tracker.counts)})")
+
+
 def mean_face(paths: list[pathlib.Path]) -> np.ndarray:
     """The mean of the stable + lip points over every 5th of the first 100 frames of each
     clip, Procrustes-aligned on the stable points, levelled and mirror-symmetrised: the
@@ -252,6 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dlib", action="store_true", help="measure dlib HOG + 68 points instead")
     ap.add_argument("--every", type=int, default=5, help="--dlib: every K-th frame")
     ap.add_argument("--tight", metavar="DIR", help="measure tight face crops written here")
+    ap.add_argument("--cost", action="store_true", help="CPU ms per mesh call and per frame")
     args = ap.parse_args(argv)
     files: list[pathlib.Path] = []
     for p in map(pathlib.Path, args.paths):
@@ -264,6 +288,9 @@ def main(argv: list[str] | None = None) -> int:
         print(np.round(mean_face(files), 4).tolist())
         return 0
     cv2.setNumThreads(1)
+    if args.cost:
+        print(cpu_cost(files[0]))
+        return 0
     if args.tight:
         os.makedirs(args.tight, exist_ok=True)
         files = [tight_crop(p, pathlib.Path(args.tight) / f"tight_{p.name}") for p in files]

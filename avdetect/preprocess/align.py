@@ -12,13 +12,15 @@ frame (the LRS / AV-HuBERT convention):
 * the lip stream is the 20 lip landmarks divided by ``REF_SIZE`` (so [0, 1] spans the
   aligned face).
 
-The mean face was measured, not guessed: 363 face-mesh shapes (every 5th of the first
+The mean face was measured, not guessed: 349 face-mesh shapes (every 5th of the first
 100 frames of the 6 real fixture clips and of every 6th real realtalk clip), Procrustes-
-aligned on the stable points, averaged, levelled and mirrored-symmetrised; units are the
+aligned on the stable points, averaged, levelled and mirror-symmetrised; units are the
 distance between the outer eye corners, origin their midpoint.  On those clips the mouth
 corners are 0.579 of that distance apart, so ``REF_EYE_DIST = 96`` gives a 56 px wide
-mouth in the 96 px crop (58%, as the old Haar geometry and the LRS crops).
-(Reproduce: the script in ``avdetect/bench/landmark_bench.py --mean-face``.)
+mouth in the 96 px crop (58%, as the old Haar geometry and the LRS crops).  Reproduce:
+
+    python -m avdetect.bench.landmark_bench --mean-face ../shared/fixtures/realav/real_*.mp4 \
+        $(ls ../shared/realtalk/real_*.mp4 | awk 'NR%6==1')
 
 Coordinates are continuous: pixel i covers [i, i + 1).
 """
@@ -37,9 +39,9 @@ REF_EYE_DIST = 96.0               # outer eye corners apart in the reference fra
 REF_EYE_CENTRE = (128.0, 96.0)    # their midpoint: leaves ~90 px of forehead above
 # STABLE_POINTS of avdetect.preprocess.landmarks (33, 133, 362, 263, 168, 6), in units of
 # the outer eye-corner distance from their midpoint (x right, y down).
-MEAN_FACE_UNITS = np.array([[-0.5, 0.0], [-0.192, 0.0095], [0.192, 0.0095], [0.5, 0.0],
-                            [0.0, -0.0668], [0.0, 0.0162]])
-MEAN_MOUTH_UNITS = (0.0, 0.748)   # the 20 lip points' centre on the mean face (not used to
+MEAN_FACE_UNITS = np.array([[-0.5, 0.0], [-0.1919, 0.0099], [0.1919, 0.0099], [0.5, 0.0],
+                            [0.0, -0.0661], [0.0, 0.0171]])
+MEAN_MOUTH_UNITS = (0.0, 0.7485)   # the 20 lip points' centre on the mean face (not used to
                                   # place crops: each frame's own mouth centre is)
 MEAN_FACE = np.asarray(REF_EYE_CENTRE) + REF_EYE_DIST * MEAN_FACE_UNITS   # [6, 2] ref px
 

@@ -231,8 +231,8 @@ class LandmarkTracker:
 
     ``update`` -> (points [468, 2] float64 image pixels, presence) or (None, 0.0).
     ``last_event`` is "track" (ROI from the previous landmarks), "detect" or "miss";
-    ``counts`` tallies them.  While the face is lost, acquisition runs on every frame (the
-    detectors cost ~1-3 ms)."""
+    ``counts`` tallies them.  While the face is lost, acquisition runs on every frame, so a
+    face that comes back is found on its first frame."""
 
     def __init__(self, params: LandmarkParams = LandmarkParams()):
         self.params = params

@@ -60,8 +60,9 @@ class TFLiteModel:
     outputs (in the file's output order) as float32 arrays.
 
     The interpreter is single-threaded (``num_threads=1``): preprocessing already runs one
-    worker process per core, and these networks are small (~1-3 ms per call).  One
-    interpreter must not run in two threads at once, hence the lock."""
+    worker process per core, and these networks are small (the face mesh: 0.73 ms of CPU
+    per call, BENCHMARKS.md "Landmark stage").  One interpreter must not run in two
+    threads at once, hence the lock."""
 
     def __init__(self, name: str, num_threads: int = 1):
         try:
