@@ -115,7 +115,8 @@ def test_real_footage_builders_with_a_teacher(dataset, probe, tmp_path):
         for i, f in enumerate(files):
             w.writerow([f, "real" if i % 2 == 0 else "fake", "" if i % 2 == 0 else "wav2lip",
                         f"id{i}"])
-    name, report = _build(f"{dataset}/face112", src, tmp_path / "d", probe)
+    # config nopf: the real clips alone (face112 adds build-time pseudo-fakes)
+    name, report = _build(f"{dataset}/nopf", src, tmp_path / "d", probe)
     assert report["internal_errors"] == 0
     exs, meta = _examples(tmp_path / "d", name)
     assert len(exs) == len(files) and meta["teacher"]["sides"] == ["audio"]
