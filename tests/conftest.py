@@ -16,6 +16,13 @@ from absl import flags as _absl_flags  # noqa: E402
 _absl_flags.FLAGS.mark_as_parsed()
 
 
+@pytest.fixture(autouse=True)
+def _no_user_teacher_weights(tmp_path_factory, monkeypatch):
+    """Trained teacher weights (vsr_self) are looked up in $AVDETECT_TEACHER_DIR: point it
+    at an empty folder so no test depends on what the developer trained in ~/.cache."""
+    monkeypatch.setenv("AVDETECT_TEACHER_DIR", str(tmp_path_factory.mktemp("no_teachers")))
+
+
 @pytest.fixture(scope="session")
 def realav_dir() -> pathlib.Path:
     """The folder of 16 real and generated talking-face clips (../shared/fixtures/realav)."""

@@ -11,10 +11,11 @@ name           alphabet    sides      source of the posteriors
 =============  ==========  =========  =====================================================
 ``oracle``     VISEMES 14  both       the synthetic generator's ground-truth tracks
 ``asr_align``  VISEMES 14  audio      Whisper transcript + pocketsphinx forced alignment
-``vsr_self``   VISEMES 14  video      the project's own lip reader (placeholder that
-                                      refuses until its trained weights land)
-``deep_avsr``  CHARS 40    as loaded  the paper's ASR/VSR nets (converted checkpoints:
-                                      ``deep_avsr:DIR``)
+``vsr_self``   VISEMES 14  video      the project's own lip reader, distilled from
+                                      asr_align on real clips (``vsr_self.py``; weights
+                                      made by its train command, ``vsr_self:PATH``)
+``deep_avsr``  CHARS 40    as loaded  the paper's ASR/VSR nets + visual front end
+                                      (converted checkpoints: ``deep_avsr:DIR``)
 =============  ==========  =========  =====================================================
 
 ``--teacher`` forms: ``NAME``, ``NAME:VALUE`` (the teacher's positional option, e.g. the
@@ -144,15 +145,11 @@ def _deep_avsr(**kw) -> Teacher:
     return DeepAVSRTeacher(**kw)
 
 
-def _vsr_self_untrained(**kw) -> Teacher:
-    # Placeholder until the trained lip-reading teacher registers itself here
-    # (register_teacher('vsr_self', ...)); a build that names it must not silently store
-    # uniform video posteriors.
-    from avdetect.errors import ConfigError
-    raise ConfigError("teacher 'vsr_self' is not trained yet: no lip-reading weights ship "
-                      "with this checkout (run its training command once it lands; until "
-                      "then use --teacher oracle on synthetic data, or deep_avsr:DIR with "
-                      "converted deep_avsr checkpoints)")
+def _vsr_self(**kw) -> Teacher:
+    # Refuses (ConfigError naming the file and the retrain command) when no weights file
+    # is there: a build that names it must not silently store uniform video posteriors.
+    from avdetect.teachers.vsr_self import VsrSelfTeacher
+    return VsrSelfTeacher(**kw)
 
 
 TEACHERS: dict[str, Callable[..., Teacher]] = {}
@@ -174,7 +171,7 @@ def register_teacher(name: str, factory: Callable[..., Teacher], *,
 register_teacher("oracle", _oracle)
 register_teacher("asr_align", _asr_align)
 register_teacher("deep_avsr", _deep_avsr, positional="params_dir")
-register_teacher("vsr_self", _vsr_self_untrained, positional="weights")
+register_teacher("vsr_self", _vsr_self, positional="weights")
 
 
 def get_teacher(name: str, **kw: Any) -> Teacher:
