@@ -402,7 +402,9 @@ def prepare(data_dir, cache_dir=None, *, splits: Iterable[str] = ("train", "vali
     """The real clips of ``data_dir`` in ``splits`` (identity-disjoint, by
     ``avdetect.data.splits.split_of``) with mouth crops (``preprocess_video``) and
     ``asr_align`` posteriors, each computed once and cached as ``cache_dir/<file>.npz``.
-    Clips the tracker or the aligner cannot use are skipped with a log line."""
+    Clips the tracker or the aligner cannot use are skipped with a log line (and the
+    reason kept as ``<file>.skipped``, so later runs do not retry them). The cache is
+    keyed by file name: clear it when the clips or asr_align change."""
     from tqdm import tqdm
 
     from avdetect.data.splits import split_of
@@ -614,7 +616,8 @@ def _cmd_train(args) -> int:
     by_split = {s: [c for c in clips if c.split == s] for s in ("train", "validation", "test")}
     for s, cs in by_split.items():
         print(f"{s}: {_describe(cs)}")
-    cfg = TrainConfig(steps=args.steps, seed=args.seed, components=args.components)
+    cfg = TrainConfig(steps=args.steps, seed=args.seed, components=args.components,
+                      hidden=args.hidden, dropout=args.dropout)
     t0 = time.time()
     model, history = train(by_split["train"], cfg)
     seconds = time.time() - t0
@@ -666,6 +669,8 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--steps", type=int, default=TrainConfig.steps)
             p.add_argument("--components", type=int, default=TrainConfig.components,
                            help="eigenlip coefficients per frame besides the 3 motion ones")
+            p.add_argument("--hidden", type=int, default=TrainConfig.hidden)
+            p.add_argument("--dropout", type=float, default=TrainConfig.dropout)
             p.add_argument("--seed", type=int, default=0)
         else:
             p.add_argument("--weights", default=None)
