@@ -46,6 +46,8 @@ def category_of(video_fake: bool, audio_fake: bool) -> str:
 # around them), over whole 640-sample video frames. FakeAVCeleb-style fakes begin with it
 # and can be told apart on that alone (AVH-Align), so evaluation also reports every
 # figure with the leading/trailing run trimmed (avdetect.evaluation).
+# int16 PCM (the shards' 'audio' stream) <-> float in [-1, 1): x / INT16_SCALE.
+INT16_SCALE = 32768.0
 SILENCE_ABS_MAX = 2.0 / 32768.0
 _SILENCE_INT16_MAX = 2
 

@@ -261,3 +261,18 @@ def alignment_kl(a: Array, v: Array, labels: Array, mask: Array | None = None,
     else:
         raise ValueError(f"unknown alignment clips {clips!r} (real | all)")
     return jnp.sum(w * per_clip) / jnp.maximum(jnp.sum(w), 1.0)
+
+
+def sync_infonce(sims: Array, valid: Array, labels: Array, mask: Array | None = None,
+                 temperature: float = 0.1) -> Array:
+    """Offset-contrastive synchrony loss on *real* windows (SyncNet-style, dense): for every
+    real frame, a softmax over the audio offsets -K..K of its visual-audio cosine
+    similarities (``sims`` [B, T, 2K+1], ``valid`` marks offsets inside the window) must
+    put its mass on offset 0 (index K). Fake windows (label 1) do not contribute: their
+    audio is not the frame's own. Mean over the contributing frames (0 if none)."""
+    k = sims.shape[-1] // 2
+    logits = jnp.where(valid > 0, sims / temperature, -1e9)
+    logp0 = jax.nn.log_softmax(logits, axis=-1)[..., k]
+    frames = _frames_mask(mask, logp0.shape) * valid[..., k]
+    weight = frames * (1.0 - labels.astype(jnp.float32))[:, None]
+    return -jnp.sum(logp0 * weight) / jnp.maximum(jnp.sum(weight), 1.0)

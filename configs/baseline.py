@@ -26,8 +26,17 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     """The baseline config: corrdistill's encoders, concatenation fusion, detection loss."""
     c, arg = student_config("baseline", arg, ("mouth", "logmel", "label"))
     tiny = common.variant(arg) == "tiny"
-    c.model.fusion = ml_collections.ConfigDict(dict(hidden=32 if tiny else 256, dropout=0.1))
+    c.model.fusion = ml_collections.ConfigDict(dict(hidden=32 if tiny else 256, dropout=0.1,
+                                                    kind="concat"))
     c.loss = ml_collections.ConfigDict()
     c.loss.paper_quirks = arg.quirks     # only the score definition: raw fake logit
     c.loss.w_detect = 1.0
+    if arg.real:
+        # The real-footage recipe reads synchrony explicitly (SyncFusion: the per-frame
+        # audio-visual offset profile, +-max_offset frames) and trains the shared space
+        # with the offset-contrastive loss on real windows (avdetect/losses.py).
+        c.model.fusion.update(kind="sync", sync_dim=32 if tiny else 128, max_offset=15,
+                              hidden=64 if tiny else 256)
+        c.loss.w_sync = 1.0
+        c.loss.sync_temperature = 0.1
     return c

@@ -50,7 +50,7 @@ from configs import common
 
 
 STUDENT_ARGS = dict(common.COMMON_ARGS, features="logmel", mouth=0, demo=False, real=False,
-                    visual="mouth")
+                    visual="mouth", audio="logmel")
 DEMO_DATA = "synthetic_av/demo_oracle"   # the demo's build: oracle teacher, K = 14 visemes
 TINY_DATA = "synthetic_av/tiny_oracle"   # `build synthetic_av/tiny --teacher oracle`
 DEMO_STEPS = 300
@@ -107,6 +107,15 @@ def student_config(method: str, arg: str | None, inputs: tuple[str, ...]
         c.data.inputs = tuple("lips" if k == "mouth" else k for k in c.data.inputs)
     elif arg.visual != "mouth":
         raise ConfigError(f"config argument visual={arg.visual!r}: expected mouth or lips")
+    if arg.audio == "whisper":
+        # The frozen pretrained Whisper tiny.en encoder on the raw waveform (offline weights,
+        # avdetect/pretrained/whisper.py): speaker-independent speech features.
+        c.model.audio = ml_collections.ConfigDict(dict(name="whisper", input="audio",
+                                                       init_from=""))
+        c.model.freeze = ("^audio_encoder/",)
+        c.data.inputs = tuple("audio" if k == "logmel" else k for k in c.data.inputs)
+    elif arg.audio != "logmel":
+        raise ConfigError(f"config argument audio={arg.audio!r}: expected logmel or whisper")
     if arg.real:
         common.real_overrides(c, arg)
     if arg.demo:

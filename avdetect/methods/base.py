@@ -12,6 +12,7 @@ missing = all ones. uint8 -> float normalisation happens inside the models.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from typing import Any, Protocol
 
@@ -23,7 +24,7 @@ import ml_collections
 from flax import traverse_util
 
 from avdetect import contract
-from avdetect.errors import AVDetectError
+from avdetect.errors import AVDetectError, ConfigError
 from avdetect.models.detector import AVDetector
 from avdetect.models.encoders import build_audio_encoder, build_visual_encoder
 from avdetect.losses import clip_scores
@@ -145,6 +146,59 @@ def as_variables(pretrained) -> dict:
     return {"params": pretrained}
 
 
+def put_pretrained(variables: dict, pretrained: dict, method: str) -> dict:
+    """``variables`` with each pretrained submodule's random weights replaced by the real
+    ones (``pretrained``: submodule name -> variables or a zero-argument loader; shapes
+    and trees checked). The host-side hook every method's ``load_pretrained`` runs once
+    after init, so no weights become compiled constants of a jitted init."""
+    if not pretrained:
+        return variables
+    out = {c: dict(v) for c, v in variables.items()}
+    for name, loader in pretrained.items():
+        for col, tree in as_variables(loader).items():
+            have = out.get(col, {}).get(name)
+            if (have is None or jax.tree.structure(have) != jax.tree.structure(tree)
+                    or any(np.shape(a) != np.shape(b) for a, b in
+                           zip(jax.tree.leaves(have), jax.tree.leaves(tree)))):
+                raise ConfigError(f"{method}: pretrained {name} {col} do not match the "
+                                  "initialised encoder's tree / shapes")
+            out[col][name] = jax.tree.map(
+                lambda a, b: jnp.asarray(b, dtype=jnp.result_type(a)), have, tree)
+    return out
+
+
+def config_with_arch(config: ml_collections.ConfigDict, encoders: dict, pretrained: dict
+                     ) -> ml_collections.ConfigDict:
+    """The config an exported model file stores: each pretrained encoder's sizes recorded
+    as ``config.model.<key>.arch`` (``encoders``: submodule name -> (module, key)), so the
+    method rebuilds from the file alone - its weights are in the file's variables and no
+    pretrained source (Whisper package, CLIP or face-mesh file) is read on load."""
+    config = ml_collections.ConfigDict(config.to_dict())
+    for name, (module, key) in encoders.items():
+        module_cfg = getattr(module, "config", None)
+        if name in pretrained and dataclasses.is_dataclass(module_cfg):
+            with config.unlocked():
+                config.model[key].arch = dataclasses.asdict(module_cfg)
+    return config
+
+
+def audio_input(batch: Batch, key: str, t: int, method: str) -> jax.Array:
+    """The audio stream a method's audio encoder reads, checked against the contract:
+    'logmel' [B, 4T, F] or the raw waveform 'audio' [B, 640 T] (int16 PCM -> [-1, 1))."""
+    audio = batch[key]
+    if key == "logmel":
+        check_audio(batch, t, method)
+    elif key == "audio":
+        want = (audio.shape[0], t * contract.SAMPLES_PER_FRAME)
+        if tuple(audio.shape) != want:
+            raise BatchError(f"{method}: batch['audio'] has shape {tuple(audio.shape)}, "
+                             f"expected {want} ({contract.SAMPLES_PER_FRAME} samples per "
+                             "video frame)")
+        if audio.dtype == jnp.int16:
+            audio = audio.astype(jnp.float32) / contract.INT16_SCALE
+    return audio.astype(jnp.float32) if key in ("logmel", "audio") else audio
+
+
 def build_two_stream(config: ml_collections.ConfigDict, fusion: nn.Module,
                      fusion_dim: int | None) -> tuple[AVDetector, dict]:
     """The :class:`AVDetector` of ``config.model.visual`` / ``config.model.audio`` and
@@ -152,8 +206,9 @@ def build_two_stream(config: ml_collections.ConfigDict, fusion: nn.Module,
     m = config.model
     venc, vpre = build_visual_encoder(m, m.visual)
     aenc, apre = build_audio_encoder(m, m.audio)
-    pretrained = {k: as_variables(v) for k, v in
-                  (("visual_encoder", vpre), ("audio_encoder", apre)) if v is not None}
+    # name -> pretrained variables or their loader: read only when load_pretrained runs
+    pretrained = {k: v for k, v in (("visual_encoder", vpre), ("audio_encoder", apre))
+                  if v is not None}
     return AVDetector(venc, aenc, fusion, fusion_dim), pretrained
 
 
@@ -180,17 +235,21 @@ class TwoStreamMethod:
         """The batch key of the visual input ('mouth' for the student's encoder)."""
         return self.config.model.visual.get("input", "mouth")
 
+    @property
+    def audio_key(self) -> str:
+        """The batch key of the audio input ('logmel'; 'audio' for a Whisper encoder)."""
+        return self.config.model.audio.get("input", "logmel")
+
     def _inputs(self, batch: Batch, need_label: bool):
-        vkey = self.visual_key
-        keys = tuple(vkey if k == "mouth" else k for k in self.required_keys)
-        require(batch, *(keys if need_label else (vkey, "logmel")), method=self.name)
+        vkey, akey = self.visual_key, self.audio_key
+        keys = tuple({"mouth": vkey, "logmel": akey}.get(k, k) for k in self.required_keys)
+        require(batch, *(keys if need_label else (vkey, akey)), method=self.name)
         t = num_frames(batch, vkey)
-        check_audio(batch, t, self.name)
         if vkey == "mouth":
             check_image(batch, "mouth", self.config.model.get("mouth_size"), self.name)
         b = batch[vkey].shape[0]
         mask = jnp.broadcast_to(frame_mask(batch, t), (b, t))
-        return batch[vkey], batch["logmel"].astype(jnp.float32), mask
+        return batch[vkey], audio_input(batch, akey, t, self.name), mask
 
     # ---- Method API ----
     def init(self, rng: jax.Array, batch: Batch) -> dict:
@@ -203,13 +262,16 @@ class TwoStreamMethod:
     def trainable_mask(self, params):
         return path_mask(params, self.config.model.get("freeze", ()))
 
-    def _with_pretrained(self, variables: dict) -> dict:
-        """Put pretrained encoder variables (``self.pretrained``) in place of random ones."""
-        variables = {k: dict(v) for k, v in variables.items()}
-        for sub, pre in getattr(self, "pretrained", {}).items():
-            for col, tree in pre.items():
-                variables.setdefault(col, {})[sub] = tree
-        return variables
+    def load_pretrained(self, variables: dict) -> dict:
+        """Host-side hook the trainer runs once after init: pretrained encoder weights
+        (``self.pretrained``) in place of the random ones."""
+        return put_pretrained(variables, getattr(self, "pretrained", {}), self.name)
+
+    def export_config(self) -> ml_collections.ConfigDict:
+        """The config an exported file stores (pretrained encoders' sizes as ``arch``)."""
+        encoders = {"audio_encoder": (self.module.audio_encoder, "audio"),
+                    "visual_encoder": (self.module.visual_encoder, "visual")}
+        return config_with_arch(self.config, encoders, getattr(self, "pretrained", {}))
 
     def loss(self, variables: dict, batch: Batch, rng: jax.Array, train: bool = True):
         mouth, audio, mask = self._inputs(batch, need_label=True)

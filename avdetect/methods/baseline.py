@@ -1,15 +1,22 @@
 """The plain baseline: the student's encoders (mouth ResNet + SE-ResNet audio) with
 concatenation fusion, a per-frame MLP classifier and the detection loss only
 (``L = w_detect * L_DF``). It isolates what cross-attention and the correlation branch add.
+
+``config.model.fusion.kind = 'sync'`` (the real-footage recipe) swaps the concatenation
+for :class:`avdetect.models.fusion.SyncFusion` (the per-frame audio-visual offset profile)
+and adds its offset-contrastive loss on real windows, ``w_sync * L_sync``
+(:func:`avdetect.losses.sync_infonce`).
 """
 
 from __future__ import annotations
 
 import ml_collections
 
+from avdetect.errors import ConfigError
+
 from avdetect import losses
 from avdetect.methods.base import TwoStreamMethod, build_two_stream
-from avdetect.models.fusion import ConcatFusion
+from avdetect.models.fusion import ConcatFusion, SyncFusion
 
 
 class Baseline(TwoStreamMethod):
@@ -19,12 +26,20 @@ class Baseline(TwoStreamMethod):
 
     def __init__(self, config: ml_collections.ConfigDict):
         m = config.model
-        fusion = ConcatFusion(hidden=m.fusion.hidden, dropout=m.fusion.dropout)
+        kind = m.fusion.get("kind", "concat")
+        if kind == "concat":
+            fusion = ConcatFusion(hidden=m.fusion.hidden, dropout=m.fusion.dropout)
+        elif kind == "sync":
+            fusion = SyncFusion(dim=m.fusion.sync_dim, max_offset=m.fusion.max_offset,
+                                hidden=m.fusion.hidden, dropout=m.fusion.dropout)
+        else:
+            raise ConfigError(f"model.fusion.kind={kind!r}: expected concat or sync")
         module, self.pretrained = build_two_stream(config, fusion, None)
         super().__init__(config, module)
 
-    def init(self, rng, batch):
-        return self._with_pretrained(super().init(rng, batch))
-
     def loss_terms(self, out, batch, mask):
-        return {"detect": losses.frame_cross_entropy(out["logits"], batch["label"], mask)}, {}
+        terms = {"detect": losses.frame_cross_entropy(out["logits"], batch["label"], mask)}
+        if "sync" in out:
+            terms["sync"] = losses.sync_infonce(out["sync"], out["sync_valid"], batch["label"],
+                                                mask, self.config.loss.sync_temperature)
+        return terms, {}

@@ -32,7 +32,6 @@ Variables: params = {'audio_encoder', 'visual_encoder', 'lora': {'audio_encoder'
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 
 import jax
@@ -42,8 +41,9 @@ import numpy as np
 
 from avdetect import contract, losses
 from avdetect.errors import ConfigError
-from avdetect.methods.base import (Batch, as_variables, check_audio, clip_accuracy,
-                                   frame_mask, num_frames, path_mask, require, stop_frozen)
+from avdetect.methods.base import (Batch, audio_input, clip_accuracy, config_with_arch,
+                                   frame_mask, num_frames, path_mask, put_pretrained, require,
+                                   stop_frozen)
 from avdetect.models import lora as lora_lib
 from avdetect.models.cad import CADHead
 from avdetect.models.encoders import (build_audio_encoder, build_visual_encoder,
@@ -53,7 +53,7 @@ from avdetect.pretrained.face_mesh import FaceMeshEncoder
 from avdetect.pretrained.whisper import WhisperAudioEncoder
 
 ENCODERS = ("audio_encoder", "visual_encoder")
-INT16_SCALE = 32768.0      # int16 PCM -> [-1, 1)
+INT16_SCALE = contract.INT16_SCALE
 
 
 # ---- pretrained encoders behind the encoder interface (mask accepted, not needed:
@@ -182,21 +182,10 @@ class CAD:
         require(batch, *keys, method=self.name)
         vkey, akey = self.input_keys["visual_encoder"], self.input_keys["audio_encoder"]
         t = num_frames(batch, vkey)
-        if akey == "logmel":
-            check_audio(batch, t, self.name)
         b = batch[vkey].shape[0]
         mask = jnp.broadcast_to(frame_mask(batch, t), (b, t))
-        audio = batch[akey]
-        if akey == "audio":
-            want = (b, t * contract.SAMPLES_PER_FRAME)
-            if tuple(audio.shape) != want:
-                raise ValueError(f"{self.name}: batch['audio'] has shape {tuple(audio.shape)}, "
-                                 f"expected {want} ({contract.SAMPLES_PER_FRAME} samples per "
-                                 "video frame)")
-            if audio.dtype == jnp.int16:          # raw PCM -> [-1, 1)
-                audio = audio.astype(jnp.float32) / INT16_SCALE
-        x = {"audio_encoder": audio.astype(jnp.float32) if akey in ("logmel", "audio")
-             else audio, "visual_encoder": batch[vkey]}
+        audio = audio_input(batch, akey, t, self.name)
+        x = {"audio_encoder": audio, "visual_encoder": batch[vkey]}
         return x, mask
 
     # ---- encoders ----
@@ -278,34 +267,16 @@ class CAD:
         """Host-side hook run once after init: ``variables`` with each pretrained encoder's
         random weights replaced by the real ones (shapes checked). Identity when the
         config names no pretrained encoder. Not needed after a checkpoint restore."""
-        if not self.pretrained:
-            return variables
-        out = {c: dict(v) for c, v in variables.items()}
-        for name, loader in self.pretrained.items():
-            pre = as_variables(loader)
-            for col, tree in pre.items():
-                have = out.get(col, {}).get(name)
-                if (have is None or jax.tree.structure(have) != jax.tree.structure(tree)
-                        or any(np.shape(a) != np.shape(b) for a, b in
-                               zip(jax.tree.leaves(have), jax.tree.leaves(tree)))):
-                    raise ConfigError(f"cad: pretrained {name} {col} do not match the "
-                                      "initialised encoder's tree / shapes")
-                out[col][name] = jax.tree.map(
-                    lambda a, b: jnp.asarray(b, dtype=jnp.result_type(a)), have, tree)
-        return out
+        return put_pretrained(variables, self.pretrained, self.name)
 
     def export_config(self) -> ml_collections.ConfigDict:
         """The config an exported model file stores: each pretrained encoder's sizes
         recorded as ``arch``, so the method rebuilds from the file alone (its weights are
         in the file's variables; the Whisper package / CLIP / face-mesh files are not
         needed, and load_pretrained never runs on load)."""
-        config = ml_collections.ConfigDict(self.config.to_dict())
-        for name, key in (("audio_encoder", "audio"), ("visual_encoder", "visual")):
-            module_cfg = getattr(self.encoders[name], "config", None)
-            if name in self.pretrained and dataclasses.is_dataclass(module_cfg):
-                with config.unlocked():
-                    config.model[key].arch = dataclasses.asdict(module_cfg)
-        return config
+        encoders = {"audio_encoder": (self.encoders["audio_encoder"], "audio"),
+                    "visual_encoder": (self.encoders["visual_encoder"], "visual")}
+        return config_with_arch(self.config, encoders, self.pretrained)
 
     def trainable_mask(self, params):
         mask = path_mask(params, self.config.model.get("freeze", ()))

@@ -55,9 +55,6 @@ class CorrDistill(TwoStreamMethod):
         if self.uses_teachers:
             self.required_keys = ("mouth", "logmel", "label", "teacher_audio", "teacher_video")
 
-    def init(self, rng, batch):
-        return self._with_pretrained(super().init(rng, batch))
-
     def loss_terms(self, out, batch, mask):
         cfg = self.config.loss
         terms = {"detect": losses.frame_cross_entropy(out["logits"], batch["label"], mask)}
