@@ -227,3 +227,21 @@ def test_realtalk_build_with_asr_align_plus_vsr_self(trained, tmp_path, monkeypa
             np.testing.assert_allclose(pv, model.predict(mouth), atol=1e-5)
             assert np.ptp(pa.argmax(1)) > 0            # the aligner found several visemes
     assert seen == len(rows)
+
+
+def test_correlation_check_matches_scipy_js(trained):
+    """r_t = 1 - JS(p, q) in bits (scipy's jensenshannon is its square root); the real
+    pairs of the toy clips agree more than their audio moved by 8 frames."""
+    from scipy.spatial.distance import jensenshannon
+
+    clips, model, _ = trained
+    out = vsr_self.correlation_check(model, clips[:4])
+    r = []
+    for c in clips[:4]:
+        q = model.predict(c.mouth)
+        r.append([1 - jensenshannon(a, b, base=2) ** 2 for a, b in zip(c.target, q)])
+    r = np.concatenate(r)
+    assert out["frames"] == r.size == 160 and out["clips"] == 4
+    assert out["real"]["mean"] == pytest.approx(r.mean(), abs=1e-5)
+    assert out["real"]["std"] == pytest.approx(r.std(), abs=1e-5)
+    assert out["shift8"]["mean"] < out["real"]["mean"] and out["shift8"]["real_higher_in"] == 4

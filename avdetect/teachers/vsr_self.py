@@ -42,7 +42,8 @@ retrain it with::
 
 which runs ``asr_align`` and the face tracker over the real clips once (cached in
 ``~/.cache/avdetect/vsr_self_data``), trains, then prints the per-frame agreement with the
-audio teacher on the validation and test identities next to chance.
+audio teacher on the validation and test identities next to chance; ``evaluate`` also
+prints the correlation target r_t of real pairs against audio shifted or swapped.
 """
 
 from __future__ import annotations
@@ -604,6 +605,37 @@ def teacher_prior(clips: Sequence[Clip]) -> np.ndarray:
     return np.concatenate([c.target for c in clips]).mean(axis=0)
 
 
+def correlation_check(model: LipReader, clips: Sequence[Clip], shift: int = 8
+                      ) -> dict[str, Any]:
+    """Does the pair (asr_align audio side, this video side) carry a sync signal? The
+    correlation target r_t (``losses.teacher_soft_label``, default form) of each real
+    clip with its own audio side, against the same clip with the audio side rolled by
+    ``shift`` frames and with another clip's audio side (the next clip in the list):
+    mean r_t over frames, its spread on the real pairs, and in how many clips the real
+    pair's mean r_t is the higher (paired)."""
+    import jax.numpy as jnp
+
+    from avdetect.losses import teacher_soft_label
+
+    def r(p, q):
+        return np.asarray(teacher_soft_label(jnp.asarray(p)[None], jnp.asarray(q)[None]))[0]
+
+    qs = [model.predict(c.mouth) for c in clips]
+    real = [r(c.target, q) for c, q in zip(clips, qs)]
+    out: dict[str, Any] = {"clips": len(clips), "frames": int(sum(len(x) for x in real))}
+    allr = np.concatenate(real)
+    out["real"] = {"mean": float(allr.mean()), "std": float(allr.std()),
+                   "p10_p50_p90": [float(x) for x in np.percentile(allr, [10, 50, 90])]}
+    others = {
+        f"shift{shift}": [r(np.roll(c.target, shift, axis=0), q) for c, q in zip(clips, qs)],
+        "swap": [r(posteriors.fit_length(clips[(i + 1) % len(clips)].target, len(q)), q)
+                 for i, q in enumerate(qs)]}
+    for name, rs in others.items():
+        wins = sum(a.mean() > b.mean() for a, b in zip(real, rs))
+        out[name] = {"mean": float(np.concatenate(rs).mean()), "real_higher_in": int(wins)}
+    return out
+
+
 # --- command line -------------------------------------------------------------------------
 
 def _describe(clips: Sequence[Clip]) -> dict[str, Any]:
@@ -647,8 +679,9 @@ def _cmd_evaluate(args) -> int:
     clips = prepare(args.data_dir, args.cache_dir, limit=args.limit)
     prior = teacher_prior([c for c in clips if c.split == "train"])
     for s in args.splits:
-        m = evaluate(model, [c for c in clips if c.split == s], prior)
-        print(f"{s}: {json.dumps(m)}")
+        held = [c for c in clips if c.split == s]
+        print(f"{s}: agreement {json.dumps(evaluate(model, held, prior))}")
+        print(f"{s}: r_t real vs audio moved {json.dumps(correlation_check(model, held))}")
     return 0
 
 
