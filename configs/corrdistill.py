@@ -93,7 +93,7 @@ def student_config(method: str, arg: str | None, inputs: tuple[str, ...]
         stem_width=8 if tiny else 64,
         widths=(8, 16, 32, 64) if tiny else (64, 128, 256, 512),
         blocks=1 if tiny else 2,
-        stem="per_frame",                       # TalkNet: the 3D stem sees one frame; '3d'
+        stem="per_frame",                       # centre temporal tap only; '3d' = TalkNet's function
         tcn_blocks=1 if tiny else 5,
         head_hidden=32 if tiny else 256,
         out_dim=32 if tiny else 128))
