@@ -87,8 +87,8 @@ class DepthwiseConv3x3(nn.Module):
 
 class FaceMeshTrunk(nn.Module):
     """The shared trunk: float RGB [N, H, W, 3] in [0, 1] -> [N, H/32, W/32, 128]
-    (6x6 at the file's 192x192). Parameters: ``stem/{conv, prelu}``,
-    ``block{k}/{dw, pw, prelu}`` for k = 1..14."""
+    (6x6 at the file's 192x192). Parameters: ``stem_conv``, ``stem_prelu``,
+    ``block{k}_dw`` / ``_pw`` / ``_prelu`` for k = 1..14."""
 
     dtype: Any = jnp.float32
     precision: Any = None
