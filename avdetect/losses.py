@@ -264,14 +264,20 @@ def alignment_kl(a: Array, v: Array, labels: Array, mask: Array | None = None,
 
 
 def sync_infonce(sims: Array, valid: Array, labels: Array, mask: Array | None = None,
-                 temperature: float = 0.1) -> Array:
+                 temperature: float = 0.1, cross: Array | None = None,
+                 cross_valid: Array | None = None) -> Array:
     """Offset-contrastive synchrony loss on *real* windows (SyncNet-style, dense): for every
     real frame, a softmax over the audio offsets -K..K of its visual-audio cosine
-    similarities (``sims`` [B, T, 2K+1], ``valid`` marks offsets inside the window) must
-    put its mass on offset 0 (index K). Fake windows (label 1) do not contribute: their
-    audio is not the frame's own. Mean over the contributing frames (0 if none)."""
+    similarities (``sims`` [B, T, 2K+1], ``valid`` marks offsets inside the window) - and,
+    when given, over the other clips' audio at the same frame (``cross`` [B, T, B'],
+    ``cross_valid``) - must put its mass on offset 0 (index K). Fake windows (label 1) do
+    not contribute: their audio is not the frame's own. Mean over the contributing frames
+    (0 if none)."""
     k = sims.shape[-1] // 2
     logits = jnp.where(valid > 0, sims / temperature, -1e9)
+    if cross is not None:
+        logits = jnp.concatenate(
+            [logits, jnp.where(cross_valid > 0, cross / temperature, -1e9)], axis=-1)
     logp0 = jax.nn.log_softmax(logits, axis=-1)[..., k]
     frames = _frames_mask(mask, logp0.shape) * valid[..., k]
     weight = frames * (1.0 - labels.astype(jnp.float32))[:, None]

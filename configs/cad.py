@@ -52,7 +52,8 @@ VISUAL_CHOICES = ("face_mesh", "vit")
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     """The CAD config; ``arg`` as in the module docstring."""
     arg = common.parse_arg(arg, **common.COMMON_ARGS, face=0, rank=-1, whisper=False,
-                           clip="", encoders="pretrained", visual="face_mesh")
+                           clip="", encoders="pretrained", visual="face_mesh",
+                           real=False)
     for key, choices in (("encoders", ENCODER_CHOICES), ("visual", VISUAL_CHOICES)):
         if arg[key] not in choices:
             raise ConfigError(f"configs/cad.py: {key}={arg[key]!r}; choose one of {choices}")
@@ -131,4 +132,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.loss.align_target = "diagonal"   # 'diagonal' | 'mutual'
     c.loss.align_clips = "real"        # 'real' | 'all'
     c.loss.simsiam_modalities = ("audio", "visual")
+    if arg.real:
+        common.real_overrides(c, arg)   # realtalk + on-the-fly audio pseudo-fakes
     return c

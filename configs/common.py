@@ -153,13 +153,20 @@ def base_config(method: str, arg: ml_collections.ConfigDict, *, inputs: tuple[st
 # fakes and its build-time pseudo-fakes (datasets/realtalk: identity-disjoint splits), plus
 # on-the-fly audio pseudo-fakes of the real training windows.
 REAL_DATA = "realtalk/face112"
+# The same corpus built with the teacher pair (correlation distillation needs both sides):
+#   python -m avdetect.data.build realtalk/face112 --teacher asr_align+vsr_self
+REAL_TEACHER_DATA = "realtalk/face112_asr_align_vsr_self"
 REAL_PSEUDO_FAKES = {"shift": 0.2, "swap": 0.15, "reverse": 0.1}
+REAL_STEPS = 3000           # tiny: chosen on the validation split (METHODS.md "Real footage")
 
 
-def real_overrides(c: ml_collections.ConfigDict, arg: ml_collections.ConfigDict) -> None:
+def real_overrides(c: ml_collections.ConfigDict, arg: ml_collections.ConfigDict,
+                   data: str = REAL_DATA) -> None:
     """Point a config at the real-footage recipe's data (see REAL_DATA): validation split
     for the threshold, on-the-fly pseudo-fakes, one whole-split evaluation at the end."""
-    c.data.name = arg.data or REAL_DATA
+    c.data.name = arg.data or data
+    if variant(arg) == "tiny":
+        c.train.steps = arg.steps or REAL_STEPS
     c.data.val_split = "validation"
     c.data.pseudo_fakes = ml_collections.ConfigDict(dict(REAL_PSEUDO_FAKES))
     c.train.eval_every = 0          # one evaluation of the whole test split, at the end

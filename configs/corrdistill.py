@@ -50,7 +50,7 @@ from configs import common
 
 
 STUDENT_ARGS = dict(common.COMMON_ARGS, features="logmel", mouth=0, demo=False, real=False,
-                    visual="mouth", audio="logmel")
+                    visual="", audio="")
 DEMO_DATA = "synthetic_av/demo_oracle"   # the demo's build: oracle teacher, K = 14 visemes
 TINY_DATA = "synthetic_av/tiny_oracle"   # `build synthetic_av/tiny --teacher oracle`
 DEMO_STEPS = 300
@@ -102,6 +102,10 @@ def student_config(method: str, arg: str | None, inputs: tuple[str, ...]
         layers=(1, 1, 1, 1) if tiny else (3, 4, 6, 3),
         widths=(8, 16, 32, 32) if tiny else (16, 32, 64, 128),
         reduction=8))
+    # The real-footage recipe reads lip landmarks and frozen Whisper features by default
+    # (inputs that transfer across faces and voices; METHODS.md "Real footage").
+    arg.visual = arg.visual or ("lips" if arg.real else "mouth")
+    arg.audio = arg.audio or ("whisper" if arg.real else "logmel")
     if arg.visual == "lips":
         c.model.visual = common.lips_visual(tiny)
         c.data.inputs = tuple("lips" if k == "mouth" else k for k in c.data.inputs)
@@ -117,7 +121,8 @@ def student_config(method: str, arg: str | None, inputs: tuple[str, ...]
     elif arg.audio != "logmel":
         raise ConfigError(f"config argument audio={arg.audio!r}: expected logmel or whisper")
     if arg.real:
-        common.real_overrides(c, arg)
+        common.real_overrides(c, arg, common.REAL_TEACHER_DATA if "teacher_audio" in inputs
+                              else common.REAL_DATA)
     if arg.demo:
         demo_overrides(c, arg)
     return c, arg
@@ -128,7 +133,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c, arg = student_config(
         "corrdistill", arg, ("mouth", "logmel", "teacher_audio", "teacher_video", "label"))
     tiny = common.variant(arg) == "tiny"
-    if tiny and not arg.data and not arg.demo:
+    if tiny and not arg.data and not arg.demo and not arg.real:
         c.data.name = TINY_DATA      # the synthetic benchmark WITH its teacher posteriors
     c.model.fusion = ml_collections.ConfigDict(dict(
         dim=32 if tiny else 128,

@@ -109,3 +109,33 @@ def test_lip_encoder_same_clip_with_and_without_padding():
     long = np.asarray(enc.apply(params, jnp.asarray(padded), mask=jnp.asarray(mask)))
     np.testing.assert_allclose(long[:, :8], short, atol=1e-5)
     assert np.all(long[:, 8:] == 0)
+
+
+def test_sync_infonce_cross_clip_negatives_join_the_softmax():
+    rng = np.random.default_rng(5)
+    sims = rng.uniform(-1, 1, (2, 4, 3))
+    valid = np.ones((2, 4, 3))
+    cross = rng.uniform(-1, 1, (2, 4, 2))
+    cross_valid = np.array([[0.0, 1.0], [1.0, 0.0]])[:, None, :].repeat(4, 1)  # not itself
+    labels = np.array([0, 0])
+    got = float(losses.sync_infonce(jnp.asarray(sims), jnp.asarray(valid), jnp.asarray(labels),
+                                    None, 0.5, jnp.asarray(cross), jnp.asarray(cross_valid)))
+    terms = []
+    for i in range(2):
+        for s in range(4):
+            x = np.concatenate([sims[i, s], cross[i, s][cross_valid[i, s] > 0]]) / 0.5
+            terms.append(-(x[1] - np.log(np.sum(np.exp(x)))))
+    assert got == pytest.approx(np.mean(terms), rel=1e-5)
+
+
+def test_sync_fusion_cross_similarities_pair_other_clips_only():
+    rng = np.random.default_rng(6)
+    a = rng.normal(size=(3, 5, 8)).astype(np.float32)
+    v = rng.normal(size=(3, 5, 8)).astype(np.float32)
+    fusion = SyncFusion(dim=4, max_offset=2, hidden=8)
+    params = fusion.init(jax.random.PRNGKey(0), a, v)
+    out = fusion.apply(params, a, v)
+    za, zv = np.asarray(out["audio"]), np.asarray(out["visual"])
+    want = np.einsum("btd,ctd->btc", zv, za) * (1 - np.eye(3))[:, None, :]
+    np.testing.assert_allclose(np.asarray(out["sync_cross"]), want, atol=1e-5)
+    np.testing.assert_array_equal(np.asarray(out["sync_cross_valid"])[:, 0], 1 - np.eye(3))

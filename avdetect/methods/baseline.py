@@ -31,7 +31,8 @@ class Baseline(TwoStreamMethod):
             fusion = ConcatFusion(hidden=m.fusion.hidden, dropout=m.fusion.dropout)
         elif kind == "sync":
             fusion = SyncFusion(dim=m.fusion.sync_dim, max_offset=m.fusion.max_offset,
-                                hidden=m.fusion.hidden, dropout=m.fusion.dropout)
+                                hidden=m.fusion.hidden, dropout=m.fusion.dropout,
+                                stream_dropout=m.fusion.get("stream_dropout", 0.0))
         else:
             raise ConfigError(f"model.fusion.kind={kind!r}: expected concat or sync")
         module, self.pretrained = build_two_stream(config, fusion, None)
@@ -40,6 +41,7 @@ class Baseline(TwoStreamMethod):
     def loss_terms(self, out, batch, mask):
         terms = {"detect": losses.frame_cross_entropy(out["logits"], batch["label"], mask)}
         if "sync" in out:
-            terms["sync"] = losses.sync_infonce(out["sync"], out["sync_valid"], batch["label"],
-                                                mask, self.config.loss.sync_temperature)
+            terms["sync"] = losses.sync_infonce(
+                out["sync"], out["sync_valid"], batch["label"], mask,
+                self.config.loss.sync_temperature, out["sync_cross"], out["sync_cross_valid"])
         return terms, {}

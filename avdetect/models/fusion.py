@@ -129,6 +129,7 @@ class SyncFusion(nn.Module):
     hidden: int = 64
     kernel: int = 5
     dropout: float = 0.1
+    stream_dropout: float = 0.0   # dropout on the raw streams the classifier also reads
     num_classes: int = 2
 
     @nn.compact
@@ -149,7 +150,11 @@ class SyncFusion(nn.Module):
         s_in = jax.lax.stop_gradient(sims)
         count = jnp.maximum(valid.sum(1, keepdims=True), 1.0)
         profile = jnp.broadcast_to(s_in.sum(1, keepdims=True) / count, sims.shape)
-        feats = jnp.concatenate([s_in, profile, valid, a, v], axis=-1)
+        # The raw streams carry single-modality cues (a TTS voice, a frozen mouth) but also
+        # whatever identifies the training people; stream_dropout makes the classifier
+        # lean on the synchrony evidence as well.
+        drop_streams = nn.Dropout(self.stream_dropout, deterministic=not train)
+        feats = jnp.concatenate([s_in, profile, valid, drop_streams(a), drop_streams(v)], -1)
         m = mask[..., None]
         h = nn.relu(nn.Dense(self.hidden, name="hidden")(feats)) * m
         h = nn.Dropout(self.dropout, deterministic=not train)(h)
@@ -157,4 +162,10 @@ class SyncFusion(nn.Module):
         # A direct, low-capacity path from the window's mean profile to the logits.
         logits = (nn.Dense(self.num_classes, name="classifier")(h)
                   + nn.Dense(self.num_classes, name="profile_classifier")(profile))
-        return dict(audio=za, visual=zv, fused=h, sync=sims, sync_valid=valid, logits=logits)
+        # Other clips' audio at the same frame: the negatives that teach "not this person's
+        # speech" (swapped audio), beside the in-clip offsets that teach timing.
+        cross = jnp.einsum("btd,ctd->btc", zv, za)
+        cross_valid = (mask[:, :, None] * mask.T[None, :, :]
+                       * (1.0 - jnp.eye(b, dtype=mask.dtype))[:, None, :])
+        return dict(audio=za, visual=zv, fused=h, sync=sims, sync_valid=valid, logits=logits,
+                    sync_cross=cross * cross_valid, sync_cross_valid=cross_valid)
