@@ -218,3 +218,28 @@ def to_float_image(x: Array, mean, std) -> Array:
     """uint8 (or float in [0,255]) pixels -> float32 ``(x/255 - mean) / std``."""
     x = x.astype(jnp.float32) / 255.0
     return (x - jnp.asarray(mean, jnp.float32)) / jnp.asarray(std, jnp.float32)
+
+
+# ------------------------------------------------------------------ CPU speed helpers --
+# XLA:CPU computes max-pool's gradient (select-and-scatter) about 14x slower than its
+# forward pass: 1.1 of ~7 CPU seconds of a train step at the reference's shapes
+# (BENCHMARKS.md, "peer"). The helper below computes the same function with a cheaper
+# backward pass.
+
+def max_pool_slices(x: Array, window: int, stride: int, pad: int) -> Array:
+    """``nn.max_pool(x, (window,)*2, (stride,)*2, padding=((pad, pad),)*2)`` on
+    [N, H, W, C] as the max of window*window strided slices of the (-inf) padded input.
+    Same values; its gradient is a few selects instead of a select-and-scatter (about 3x
+    cheaper on CPU). Only where two inputs of a window tie for the max does the gradient
+    differ: split evenly between them instead of all to the first."""
+    n, h, w, c = x.shape
+    ho, wo = (h + 2 * pad - window) // stride + 1, (w + 2 * pad - window) // stride + 1
+    xp = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)), constant_values=-jnp.inf)
+    out = None
+    for i in range(window):
+        for j in range(window):
+            sl = jax.lax.slice(xp, (0, i, j, 0),
+                               (n, i + (ho - 1) * stride + 1, j + (wo - 1) * stride + 1, c),
+                               (1, stride, stride, 1))
+            out = sl if out is None else jnp.maximum(out, sl)
+    return out

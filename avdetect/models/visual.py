@@ -19,8 +19,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from avdetect.models.layers import (GlobalLayerNorm, PReLU, PreLNBlock, to_float_image,
-                                    torch_bn, zero_padding)
+from avdetect.models.layers import (GlobalLayerNorm, PReLU, PreLNBlock, max_pool_slices,
+                                    to_float_image, torch_bn, zero_padding)
 
 Array = jax.Array
 
@@ -69,12 +69,12 @@ class ResNetStage(nn.Module):
 class MouthFrontend(nn.Module):
     """Conv stem + ResNet trunk: mouth crops [B, T, H, W] (normalised float) -> [B, T, C].
 
-    ``stem``: ``'per_frame'`` reproduces TalkNet, which reshapes the clip to B*T one-frame
-    "videos" before its (5,7,7) Conv3d, so only the centre temporal tap ever touches data:
-    computed here as a 2-D 7x7 conv with the centre slice of the same (5,7,7) kernel (same
-    numbers, 5x fewer FLOPs; the kernel keeps the reference shape so TalkNet/deep_avsr
-    weights load as-is). ``'3d'`` uses the kernel as a real spatio-temporal conv over
-    neighbouring frames (the deep_avsr lip-reading front end's intent).
+    ``stem``: ``'3d'`` uses the (5,7,7) kernel as a spatio-temporal conv over +-2
+    neighbouring frames of each clip - TalkNet's function (its Conv3d runs over all B*T
+    frames of a batch as one sequence; per clip, the two are the same; METHODS.md "Stem").
+    ``'per_frame'`` uses only the kernel's centre temporal slice as a 2-D 7x7 conv per
+    frame (5x fewer FLOPs). The kernel keeps the reference shape either way, so
+    TalkNet / deep_avsr weights load as-is.
     The trunk ends with a global spatial mean (== the reference's AvgPool(4) on 112 px
     input, where the map is 4x4; also valid for 88 px input whose map is 3x3).
     """
@@ -104,7 +104,7 @@ class MouthFrontend(nn.Module):
         else:
             raise ValueError(f"unknown visual stem {self.stem!r} (per_frame | 3d)")
         y = nn.relu(torch_bn(train, **_FRONT_BN, name="stem_bn")(y))
-        y = nn.max_pool(y, (3, 3), (2, 2), padding=((1, 1), (1, 1)))     # [BT,H/4,W/4,C]
+        y = max_pool_slices(y, 3, 2, 1)                                   # [BT,H/4,W/4,C]
         for i, (f, s) in enumerate(zip(self.widths, self.strides)):
             y = ResNetStage(f, s, self.blocks, name=f"stage{i + 1}")(y, train)
         y = jnp.mean(y, axis=(1, 2))                                      # [BT, C]
