@@ -41,7 +41,9 @@ class Baseline(TwoStreamMethod):
     def loss_terms(self, out, batch, mask):
         terms = {"detect": losses.frame_cross_entropy(out["logits"], batch["label"], mask)}
         if "sync" in out:
+            cross = self.config.loss.get("sync_cross_negatives", True)
             terms["sync"] = losses.sync_infonce(
                 out["sync"], out["sync_valid"], batch["label"], mask,
-                self.config.loss.sync_temperature, out["sync_cross"], out["sync_cross_valid"])
+                self.config.loss.sync_temperature,
+                out["sync_cross"] if cross else None, out["sync_cross_valid"] if cross else None)
         return terms, {}
