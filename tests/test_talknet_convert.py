@@ -257,3 +257,17 @@ def test_slice_max_pool_equals_flax_max_pool_values_and_gradient(shape):
     g_ours = jax.grad(lambda z: jnp.sum(max_pool_slices(z, 3, 2, 1) * w))(x)
     g_ref = jax.grad(lambda z: jnp.sum(ref(z) * w))(x)
     np.testing.assert_allclose(g_ours, g_ref, rtol=1e-6, atol=1e-6)
+
+
+def test_convert_command_dispatches_subcommands():
+    import subprocess
+    import sys
+
+    repo = pathlib.Path(__file__).resolve().parents[1]
+    bare = subprocess.run([sys.executable, "-m", "avdetect.convert"], cwd=repo,
+                          capture_output=True, text=True, timeout=120)
+    assert bare.returncode == 2 and "talknet CKPT --out" in bare.stderr
+    missing = subprocess.run([sys.executable, "-m", "avdetect.convert", "talknet",
+                              "/nonexistent/student.model", "--out", "/tmp/unused.msgpack"],
+                             cwd=repo, capture_output=True, text=True, timeout=300)
+    assert missing.returncode == 2 and "/nonexistent/student.model" in missing.stderr

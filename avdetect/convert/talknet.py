@@ -48,7 +48,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from avdetect.errors import CheckpointError
+from avdetect.errors import AVDetectError, CheckpointError
 
 DEFAULT_CONFIG = "configs/corrdistill.py:full,mouth=112,features=mfcc"
 # The submodules of TalkNet's talkNetModel (a state dict saved from that module alone has
@@ -337,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         path, report = convert_file(args.ckpt, args.out, target_config(args.config))
-    except CheckpointError as e:
+    except AVDetectError as e:      # missing / unreadable file, key or shape mismatch
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(format_report(report))
