@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import itertools
 import math
 from typing import Iterable
 
@@ -47,6 +46,7 @@ import numpy as np
 
 from avdetect import contract
 from avdetect.preprocess import face_detect
+from avdetect.preprocess.landmarks import TrackSmoother, _check_window
 
 # ----------------------------------------------------------------------------------------
 # Small box helpers
@@ -336,11 +336,6 @@ def interpolate_boxes(boxes: np.ndarray, found: np.ndarray) -> np.ndarray:
     return out
 
 
-def _check_window(window: int) -> None:
-    if window < 1 or window % 2 == 0:
-        raise ValueError(f"smoothing window must be odd and >= 1, got {window}")
-
-
 def smooth_boxes(boxes: np.ndarray, window: int, size_window: int | None = None) -> np.ndarray:
     """Centred moving average of the box centre over ``window`` frames and of its size
     over ``size_window`` frames (default: ``window``; both odd), edges padded by repeating
@@ -360,9 +355,11 @@ def smooth_boxes(boxes: np.ndarray, window: int, size_window: int | None = None)
     return _from_centre(out)
 
 
-class BoxSmoother:
+class BoxSmoother(TrackSmoother):
     """``smooth_boxes(interpolate_boxes(boxes, found), window, size_window)`` computed on a
-    stream.
+    stream: :class:`avdetect.preprocess.landmarks.TrackSmoother` over centre-form boxes
+    (cx, cy, w, h), the centre smoothed over ``window`` frames and the size over
+    ``size_window``.
 
     ``push(box_or_None)`` returns the (frame index, final box) pairs that became final;
     ``finish()`` returns the rest.  A frame's box is final once the next found frame (or
@@ -373,67 +370,19 @@ class BoxSmoother:
 
     def __init__(self, window: int, size_window: int | None = None):
         size_window = window if size_window is None else size_window
-        _check_window(window)
-        _check_window(size_window)
+        super().__init__([window, window, size_window, size_window])
         self.window, self.size_window = window, size_window
-        self._half = max(window, size_window) // 2
-        # weights[j + half, coord]: moving-average weight of frame t + j for coordinate
-        # coord of (cx, cy, w, h); zero outside that coordinate's own window.
-        offs = np.abs(np.arange(-self._half, self._half + 1))[:, None]          # [2H+1, 1]
-        wins = np.array([window, window, size_window, size_window])[None, :]    # [1, 4]
-        self._weights = np.where(offs <= wins // 2, 1.0 / wins, 0.0)            # [2H+1, 4]
-        self._n = 0                    # frames pushed
-        self._last: tuple[int, np.ndarray] | None = None  # (index, centre box) last found
-        self._gap = 0                  # missed frames since the last found one (or start)
-        # Interpolated centre boxes, preceded by `half` copies of frame 0's box (the edge
-        # padding) and, after finish(), followed by `half` copies of the last one.
-        self._interp: collections.deque[np.ndarray] = collections.deque()
-        self._next_out = 0             # next frame index to emit
-
-    @property
-    def any_found(self) -> bool:
-        return self._last is not None
 
     def push(self, box: np.ndarray | None) -> list[tuple[int, np.ndarray]]:
         """Add the next frame's box (None: missed) -> boxes that became final."""
-        i = self._n
-        self._n += 1
-        if box is None:
-            self._gap += 1
-            return []
-        c = _to_centre(np.asarray(box, np.float64))
-        if self._last is None:
-            filled = [c] * (self._half + self._gap)    # edge padding + hold before first
-        else:
-            j0, c0 = self._last
-            filled = [c0 + (c - c0) * (m / (i - j0)) for m in range(1, self._gap + 1)]
-        self._interp.extend(filled)
-        self._interp.append(c)
-        self._last = (i, c)
-        self._gap = 0
-        return self._emit()
+        row = None if box is None else _to_centre(np.asarray(box, np.float64))
+        return [(i, _from_centre(c)) for i, c in super().push(row)]
 
     def finish(self) -> list[tuple[int, np.ndarray]]:
         """Flush at the end of the stream.  Raises ValueError if no box was ever found."""
-        if self._last is None:
-            if self._n == 0:
-                return []
+        if not self.any_found and self._n:
             raise ValueError("BoxSmoother: no frame had a box")
-        # Hold after the last found frame, then the edge padding.
-        self._interp.extend([self._last[1]] * (self._gap + self._half))
-        self._gap = 0
-        return self._emit()
-
-    def _emit(self) -> list[tuple[int, np.ndarray]]:
-        out = []
-        span = 2 * self._half + 1
-        # The deque starts at frame next_out - half: emit while it holds a whole window.
-        while len(self._interp) >= span:
-            window = np.array(list(itertools.islice(self._interp, span)))  # [2H+1, 4]
-            out.append((self._next_out, _from_centre((window * self._weights).sum(axis=0))))
-            self._next_out += 1
-            self._interp.popleft()
-        return out
+        return [(i, _from_centre(c)) for i, c in super().finish()]
 
 
 # ----------------------------------------------------------------------------------------
