@@ -51,7 +51,7 @@ from avdetect.errors import AVDetectError
 
 # The demo's recipe: see the config's docstring for what it trains and what it measured.
 CONFIG_MODULE = "configs.baseline"
-CONFIG_ARG = "tiny,real,steps=1000"
+CONFIG_ARG = "tiny,real"
 DATASET = "realtalk"
 DEMO_CLIP = "real_video-retalking_1.mp4"   # the real fixture clip of stage 2
 QUICK_KINDS = ("pf_shift", "pf_swap", "pf_reverse", "pf_freeze")

@@ -26,6 +26,8 @@ from fractions import Fraction
 import av
 import numpy as np
 
+from avdetect import contract
+
 FRAME_BITS = 10                      # indices 0..1023
 _STRIPES_FRACTION = 0.75             # top part of the frame that holds the stripes
 
@@ -396,3 +398,18 @@ def looped(src: str | os.PathLike, dst: str | os.PathLike, seconds: float) -> pa
     keep the cut at ``seconds`` clean."""
     ffmpeg("-stream_loop", "-1", "-i", str(src), "-t", f"{seconds}", "-c", "copy", str(dst))
     return pathlib.Path(dst)
+
+
+def write_frames(path: str | os.PathLike, frames: list[np.ndarray], crf: int = 10) -> pathlib.Path:
+    """Encode RGB uint8 frames [H, W, 3] (even H, W) as a 25 fps H.264 mp4, no audio."""
+    h, w = frames[0].shape[:2]
+    with av.open(str(path), mode="w") as out:
+        vs = out.add_stream("libx264", rate=contract.VIDEO_FPS)
+        vs.width, vs.height, vs.pix_fmt = w, h, "yuv420p"
+        vs.options = {"preset": "ultrafast", "crf": str(crf)}
+        for f in frames:
+            for pkt in vs.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24")):
+                out.mux(pkt)
+        for pkt in vs.encode(None):
+            out.mux(pkt)
+    return pathlib.Path(path)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 import pathlib
 
-import av
 import cv2
 import numpy as np
 import pytest
@@ -22,6 +21,8 @@ from avdetect.bench import landmark_bench
 from avdetect.media import decode
 from avdetect.preprocess import align, landmarks, pipeline
 from avdetect.pretrained import tflite_models
+
+import media_factory
 
 REALTALK = pathlib.Path(__file__).resolve().parents[2] / "shared" / "realtalk"
 REALTALK_CLIP = "real_Hangz-nju-cuhk-Talking-Face_PC-AVS_1.mp4"
@@ -43,17 +44,7 @@ def test_face_models_are_installed():
 
 
 def _write_clip(path: pathlib.Path, frames: list[np.ndarray]) -> pathlib.Path:
-    h, w = frames[0].shape[:2]
-    with av.open(str(path), mode="w") as out:
-        vs = out.add_stream("libx264", rate=contract.VIDEO_FPS)
-        vs.width, vs.height, vs.pix_fmt = w, h, "yuv420p"
-        vs.options = {"preset": "ultrafast", "crf": "12"}
-        for f in frames:
-            for pkt in vs.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24")):
-                out.mux(pkt)
-        for pkt in vs.encode(None):
-            out.mux(pkt)
-    return path
+    return media_factory.write_frames(path, frames, crf=12)
 
 
 def _found_ratio(path) -> float:

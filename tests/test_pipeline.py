@@ -21,22 +21,13 @@ from avdetect.errors import MediaError, NoFaceError, NotMediaError, NoVideoStrea
 from avdetect.media import decode
 from avdetect.preprocess import align, contact_sheet, landmarks, logmel, pipeline
 
+import media_factory
+
 # ---------------------------------------------------------------------------- helpers
 
 
 def write_clip(path: pathlib.Path, frames: list[np.ndarray]) -> pathlib.Path:
-    """Encode RGB uint8 frames [H, W, 3] (even H, W) as a 25 fps H.264 mp4, no audio."""
-    h, w = frames[0].shape[:2]
-    with av.open(str(path), mode="w") as out:
-        vs = out.add_stream("libx264", rate=contract.VIDEO_FPS)
-        vs.width, vs.height, vs.pix_fmt = w, h, "yuv420p"
-        vs.options = {"preset": "ultrafast", "crf": "10"}
-        for f in frames:
-            for pkt in vs.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24")):
-                out.mux(pkt)
-        for pkt in vs.encode(None):
-            out.mux(pkt)
-    return path
+    return media_factory.write_frames(path, frames, crf=10)
 
 
 def write_wav(path: pathlib.Path, seconds: float = 1.0) -> pathlib.Path:

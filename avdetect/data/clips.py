@@ -442,21 +442,17 @@ def locate(task: ClipTask, cache_dir: str, spec_key: str) -> tuple[str, Outcome 
     return path, _read_cached(task.key, path, t0)
 
 
-def process_clip(task: ClipTask, spec: PreprocessSpec, path: str) -> Outcome:
-    """Preprocess one clip into cache file ``path``. Never raises for bad input: a
-    ``MediaError`` becomes a 'skipped' outcome, anything else an 'error' outcome."""
+def _make_entry(task: ClipTask, path: str, make: Callable[[], tuple[dict, list[str]]]
+                ) -> Outcome:
+    """Write the cache entry ``make()`` returns (arrays, notes) to ``path`` unless another
+    build made it meanwhile. Never raises for bad input: a ``MediaError`` becomes a
+    'skipped' outcome, anything else an 'error' outcome."""
     t0 = time.perf_counter()
     try:
         hit = _read_cached(task.key, path, t0)   # another build may have made it meanwhile
         if hit is not None:
             return hit
-        clip = (spec.preprocess or default_preprocess)(task, spec.face_size)
-        audio_source, audio_file = "", None
-        if task.audio_path and not (task.audio_if_missing and _get(clip, "has_audio", True)):
-            num_frames = int(np.asarray(_get(clip, "mouth")).shape[0])
-            clip = _with_audio(clip, *borrowed_audio(task.audio_path, num_frames))
-            audio_source, audio_file = task.audio_source or task.audio_path, task.audio_path
-        arrays, notes = _encode_clip(task, clip, spec, audio_source, audio_file)
+        arrays, notes = make()
         _write_npz_atomic(path, arrays)
         return Outcome(task.key, "done", path, num_frames=len(arrays["mouth_offsets"]) - 1,
                        params=json.loads(str(arrays["params_json"])), notes=tuple(notes),
@@ -468,6 +464,19 @@ def process_clip(task: ClipTask, spec: PreprocessSpec, path: str) -> Outcome:
         tb = traceback.format_exception_only(type(e), e)[-1].strip()
         return Outcome(task.key, "error", kind="internal_error", reason=tb,
                        seconds=time.perf_counter() - t0)
+
+
+def process_clip(task: ClipTask, spec: PreprocessSpec, path: str) -> Outcome:
+    """Preprocess one clip into cache file ``path`` (see :func:`_make_entry`)."""
+    def make():
+        clip = (spec.preprocess or default_preprocess)(task, spec.face_size)
+        audio_source, audio_file = "", None
+        if task.audio_path and not (task.audio_if_missing and _get(clip, "has_audio", True)):
+            num_frames = int(np.asarray(_get(clip, "mouth")).shape[0])
+            clip = _with_audio(clip, *borrowed_audio(task.audio_path, num_frames))
+            audio_source, audio_file = task.audio_source or task.audio_path, task.audio_path
+        return _encode_clip(task, clip, spec, audio_source, audio_file)
+    return _make_entry(task, path, make)
 
 
 # ---------------------------------------------------------------------------------------
@@ -591,23 +600,8 @@ def process_derived(task: ClipTask, spec: PreprocessSpec, path: str, source_file
     """Make one derived clip into cache file ``path``; never raises for bad input (as
     :func:`process_clip`: a MediaError, e.g. a clip too short for the shift, becomes a
     'skipped' outcome)."""
-    t0 = time.perf_counter()
-    try:
-        hit = _read_cached(task.key, path, t0)
-        if hit is not None:
-            return hit
-        arrays, notes = derive_arrays(task, spec, source_file, donor_file, transcripts_dir)
-        _write_npz_atomic(path, arrays)
-        return Outcome(task.key, "done", path, num_frames=len(arrays["mouth_offsets"]) - 1,
-                       params=json.loads(str(arrays["params_json"])), notes=tuple(notes),
-                       seconds=time.perf_counter() - t0)
-    except MediaError as e:
-        return Outcome(task.key, "skipped", kind=e.kind, reason=e.reason,
-                       seconds=time.perf_counter() - t0)
-    except Exception as e:  # a bug or an unforeseen library failure: report, don't lose the build
-        tb = traceback.format_exception_only(type(e), e)[-1].strip()
-        return Outcome(task.key, "error", kind="internal_error", reason=tb,
-                       seconds=time.perf_counter() - t0)
+    return _make_entry(task, path, lambda: derive_arrays(task, spec, source_file, donor_file,
+                                                         transcripts_dir))
 
 
 def _worker_init() -> None:
