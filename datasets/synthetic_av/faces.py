@@ -85,10 +85,6 @@ REALTALK_FRACTIONS = splits_lib.DEFAULT_FRACTIONS
 REALTALK_SALT = splits_lib.DEFAULT_SALT
 STILL_SPLIT = "train"
 
-# The fixture clips are no longer a still source; the demo still scores them and finds
-# them here (avdetect.demo).
-DEFAULT_FIXTURES = _REPO.parent / "shared" / "fixtures" / "realav"
-FIXTURES_ENV = "AVDETECT_REALAV_DIR"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,12 +150,6 @@ def realtalk_dir() -> pathlib.Path:
     """Folder of the realtalk corpus: $AVDETECT_REALTALK_DIR, else ../shared/realtalk
     beside the repository."""
     return pathlib.Path(os.environ.get(REALTALK_ENV, DEFAULT_REALTALK))
-
-
-def fixtures_dir() -> pathlib.Path:
-    """Folder of the real fixture clips (the demo scores them): $AVDETECT_REALAV_DIR, else
-    ../shared/fixtures/realav beside the repository."""
-    return pathlib.Path(os.environ.get(FIXTURES_ENV, DEFAULT_FIXTURES))
 
 
 def _manifest(folder: pathlib.Path) -> dict[str, dict[str, str]]:
