@@ -181,6 +181,31 @@ class AVBuilderConfig(tfds.core.BuilderConfig):
                                    jpeg_quality=self.jpeg_quality)
 
 
+def pseudo_fake_configs() -> list[AVBuilderConfig]:
+    """The builder configs of the real-footage builders (``realtalk``, ``videofolder``):
+
+    - ``face112``: 112x112 face crops; every real clip of every split also gives one
+      pseudo-fake of each kind (``pf_shift``, ``pf_swap``, ``pf_reverse``,
+      ``pf_other_sentence``, ``pf_tts``, ``pf_freeze``, ``pf_blend``;
+      :mod:`avdetect.data.pseudo_fakes`), in its own split only, donors from that split;
+      label fake, method = the kind, ``attributes`` = the source's plus ``pseudo_fake``,
+      ``pf_source``, ``pf_donor``, ``pf_params`` (k, voice, segment, ...). Pseudo-fakes
+      that a clip cannot give (too short for the shift, no other clip of the identity, no
+      speech for the TTS) are listed in the build report (notes or skipped files).
+    - ``nopf``: the same without pseudo-fakes.
+
+    Other counts or kinds: a config with ``pseudo_fakes=(...)``, ``pf_per_kind=N``,
+    ``pf_shift_frames=(lo, hi)`` (:class:`AVBuilderConfig`).
+    """
+    return [
+        AVBuilderConfig(name="face112", face_size=112, pseudo_fakes=pseudo_fakes.ALL_KINDS,
+                        description="112x112 face crops; every split's reals also give one "
+                                    "pseudo-fake of each kind (pf_*), in the same split."),
+        AVBuilderConfig(name="nopf", face_size=112,
+                        description="112x112 face crops, no pseudo-fakes."),
+    ]
+
+
 def manual_dir_of(dl_manager) -> pathlib.Path | None:
     """The manual dir given to the build (``--manual_dir``), or None when none was given or
     it does not exist (TFDS's own ``dl_manager.manual_dir`` raises instead)."""

@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import ml_collections
 
-from avdetect.errors import ConfigError
-
 from avdetect import losses
+from avdetect.errors import ConfigError
 from avdetect.methods.base import TwoStreamMethod, build_two_stream
 from avdetect.models.fusion import ConcatFusion, SyncFusion
 

@@ -23,20 +23,8 @@ manifest's identity tag; the other manifest fields are kept in ``attributes``, a
 split index in the metadata has a ``source`` column (``source_repo``) for
 leave-one-source-out runs.
 
-Configs:
-
-- ``face112``: 112x112 face crops; every real clip of every split also gives one
-  pseudo-fake of each kind (``pf_shift``, ``pf_swap``, ``pf_reverse``,
-  ``pf_other_sentence``, ``pf_tts``, ``pf_freeze``, ``pf_blend``;
-  :mod:`avdetect.data.pseudo_fakes`), in its own split only, donors from that split;
-  label fake, method = the kind, ``attributes`` = the source's plus ``pseudo_fake``,
-  ``pf_source``, ``pf_donor``, ``pf_params`` (k, voice, segment, ...). Pseudo-fakes
-  that a clip cannot give (too short for the shift, no other clip of the identity, no
-  speech for the TTS) are listed in the build report (notes or skipped files).
-- ``nopf``: the same without pseudo-fakes.
-
-Other counts or kinds: a config with ``pseudo_fakes=(...)``, ``pf_per_kind=N``,
-``pf_shift_frames=(lo, hi)`` (:class:`avdetect.data.build.AVBuilderConfig`).
+Configs ``face112`` (with build-time pseudo-fakes) and ``nopf``:
+:func:`avdetect.data.build.pseudo_fake_configs`.
 """
 
 from __future__ import annotations
@@ -47,10 +35,9 @@ import re
 
 import tensorflow_datasets as tfds
 
-from avdetect.data import pseudo_fakes
 from avdetect.data import splits as splits_lib
-from avdetect.data.build import (AVBuilderConfig, AVClipBuilder, ClipTask, Listing, Problem,
-                                 manual_dir_of)
+from avdetect.data.build import (AVClipBuilder, ClipTask, Listing, Problem,
+                                 manual_dir_of, pseudo_fake_configs)
 from avdetect.errors import ConfigError
 
 DEFAULT_DIR = pathlib.Path(__file__).resolve().parents[2].parent / "shared" / "realtalk"
@@ -89,14 +76,8 @@ class Realtalk(AVClipBuilder):
     VERSION = tfds.core.Version("1.1.0")
     RELEASE_NOTES = {"1.0.0": "Real clips and realtalk's generated fakes.",
                      "1.1.0": "Pseudo-fakes of every split's reals (config face112); nopf."}
-    BUILDER_CONFIGS = [
-        AVBuilderConfig(name="face112", face_size=112, pseudo_fakes=pseudo_fakes.ALL_KINDS,
-                        description="112x112 face crops; every split's reals also give one "
-                                    "pseudo-fake of each kind (pf_*), in the same split."),
-        AVBuilderConfig(name="nopf", face_size=112,
-                        description="112x112 face crops, no pseudo-fakes."),
-    ]
-    DESCRIPTION = __doc__
+    BUILDER_CONFIGS = pseudo_fake_configs()
+    DESCRIPTION = __doc__ + pseudo_fake_configs.__doc__
     MANUAL_DOWNLOAD_INSTRUCTIONS = (
         "Optional: pass --manual_dir to a folder laid out like ../shared/realtalk "
         "(manifest.csv + the listed .mp4 files, flat); the default is that folder.")
