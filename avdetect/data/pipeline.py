@@ -111,7 +111,6 @@ STREAMS = ("mouth", "face", "logmel", "teacher_audio", "teacher_video")
 # Cut only when config.data.inputs names it (shards older than format 2 lack 'audio',
 # older than format 4 'lips').
 OPT_IN_STREAMS = ("audio", "lips")
-AUDIO_INT16_SCALE = 32768.0     # int16 PCM in the shards -> float32 in [-1, 1)
 LOGMEL_SILENCE = float(np.log(contract.LOG_FLOOR))   # log-mel value of a silent frame
 _REQUIRED = ("name", "data_dir", "window", "batch_size")
 
@@ -360,7 +359,7 @@ class WindowMaker:
                                  "shards (built before shard format 2): rebuild the dataset")
             spf = contract.SAMPLES_PER_FRAME
             wave = np.asarray(ex["audio"][spf * a:spf * (a + n)], np.float32)
-            out["audio"] = pad(wave / AUDIO_INT16_SCALE, spf * T, np.float32)  # [640 T]
+            out["audio"] = pad(wave / contract.INT16_SCALE, spf * T, np.float32)  # [640 T]
         if "lips" in self.streams:
             # Lip landmarks in the aligned face (x, y in [0, 1]); not augmented: they
             # describe mouth shape, which flips / crops of the images do not change.
