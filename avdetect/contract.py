@@ -28,6 +28,26 @@ MOUTH_SIZE = 88
 FACE_SIZE_DEFAULT = 112             # RGB face crop side (224 for CLIP encoders)
 NUM_LIPS = 20                       # lip landmarks per frame (the 'lips' stream, [T, 20, 2])
 
+# Streams: the per-window arrays a batch may carry (shapes in avdetect/data/features.py).
+# The default ones are cut when config.data.inputs lists nothing; the opt-in ones only
+# when it names them (shards older than format 2 lack 'audio', older than format 4 'lips').
+# Teacher posteriors exist only in training data, never at inference.
+TEACHER_STREAMS = ("teacher_audio", "teacher_video")
+DEFAULT_STREAMS = ("mouth", "face", "logmel") + TEACHER_STREAMS
+OPT_IN_STREAMS = ("audio", "lips")
+ALL_STREAMS = DEFAULT_STREAMS + OPT_IN_STREAMS
+INFERENCE_STREAMS = tuple(s for s in ALL_STREAMS if s not in TEACHER_STREAMS)
+
+
+def streams_for(inputs, among: tuple[str, ...] = ALL_STREAMS) -> tuple[str, ...]:
+    """The streams of ``among`` a method reads, given ``config.data.inputs``: those it
+    names, or every default stream when it names none; in ``among``'s order."""
+    inputs = tuple(inputs or ())
+    if not inputs:
+        return tuple(s for s in among if s not in OPT_IN_STREAMS)
+    return tuple(s for s in among if s in inputs)
+
+
 # Labels. Categories follow FakeAVCeleb: R/F = real/fake, V/A = video/audio.
 CATEGORIES = ("RVRA", "RVFA", "FVRA", "FVFA")
 LABEL_NAMES = ("real", "fake")

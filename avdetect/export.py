@@ -73,8 +73,6 @@ SCALE_TEXT = {
 }
 # The streams a method can read at inference time (teacher posteriors are train-only);
 # the raw waveform (e.g. CAD's Whisper front end) only when the config lists it.
-INFERENCE_STREAMS = ("mouth", "face", "logmel", "audio", "lips")
-OPT_IN_STREAMS = ("audio", "lips")
 # Platforms the pre-traced predict function is lowered for (lowering needs no device).
 EXPORT_PLATFORMS = ("cpu", "cuda", "tpu")
 
@@ -163,10 +161,7 @@ class LoadedModel:
     def inputs(self) -> tuple[str, ...]:
         """The batch streams the method reads at inference (from ``config.data.inputs``;
         all of mouth, face, logmel when the config lists none)."""
-        listed = tuple(self.config.data.get("inputs", ()) or ())
-        if not listed:
-            return tuple(s for s in INFERENCE_STREAMS if s not in OPT_IN_STREAMS)
-        return tuple(s for s in INFERENCE_STREAMS if s in listed)
+        return contract.streams_for(self.config.data.get("inputs", ()), contract.INFERENCE_STREAMS)
 
     @property
     def face_size(self) -> int:

@@ -58,10 +58,10 @@ from typing import Any, Sequence
 
 import ml_collections
 
+from avdetect import contract
 from avdetect.errors import AVDetectError, ConfigError
 
 MODES = ("lomo", "cross")
-TEACHER_STREAMS = ("teacher_audio", "teacher_video")
 REAL_METHOD = "real"
 RESULT_FILE = "result.json"
 METRICS = ("auc", "ap", "eer", "acc", "bacc", "n_real", "n_fake")
@@ -153,9 +153,9 @@ def bind_dataset(config: ml_collections.ConfigDict, name: str, data_dir: str | N
     inputs = tuple(config.data.get("inputs", ()) or ())
     if not for_training:
         if inputs:
-            config.data.inputs = tuple(s for s in inputs if s not in TEACHER_STREAMS)
+            config.data.inputs = tuple(s for s in inputs if s not in contract.TEACHER_STREAMS)
         return config
-    if any(s in inputs for s in TEACHER_STREAMS):
+    if any(s in inputs for s in contract.TEACHER_STREAMS):
         from avdetect.teachers import requirements
         # K from the dataset; refuses one without the teacher sides the losses need
         requirements.bind_and_check(config, name, dataset_metadata(name, config.data.data_dir))

@@ -113,8 +113,7 @@ class Preemption:
 
 RANDOM_METHODS = ("real", "random_a", "random_b")   # method vocabulary of the random data
 
-
-STREAMS = ("mouth", "face", "logmel", "teacher_audio", "teacher_video", "audio", "lips")
+STREAMS = contract.ALL_STREAMS   # the index of a stream seeds its generator: order fixed
 
 
 def _random_example(seed: int, key: tuple[int, ...], label: int, *, window: int, face_size: int,
@@ -167,7 +166,7 @@ def _random_shape_args(config: ml_collections.ConfigDict) -> dict[str, Any]:
             "face_size": int(config.data.get("face_size", contract.FACE_SIZE_DEFAULT) or contract.FACE_SIZE_DEFAULT),
             "teacher_classes": int(config.get("model", {}).get("teacher_classes", 40)),
             "mouth_size": int(config.get("model", {}).get("mouth_size", contract.MOUTH_SIZE)),
-            "streams": tuple(s for s in STREAMS if not inputs or s in inputs)}
+            "streams": contract.streams_for(inputs)}
 
 
 class RandomBatches:

@@ -262,7 +262,7 @@ def test_lips_stream_goes_through_cache_shard_example_and_window_cutter(realav_c
     np.testing.assert_array_equal(win["lips"][:5], feats.lips[T - 5:])
     assert not win["lips"][5:].any()
     # 'lips' is opt-in: default streams do not include it; a dataset without it fails clearly.
-    assert "lips" not in data_pipeline.STREAMS and "lips" in data_pipeline.OPT_IN_STREAMS
+    assert "lips" not in contract.DEFAULT_STREAMS and "lips" in contract.OPT_IN_STREAMS
     with pytest.raises(ValueError, match="no 'lips' landmark stream"):
         maker.cut({**ex, "has_lips": False}, start=0)
     model = types.SimpleNamespace(preprocess={"encoding": {}}, inputs=("lips",))

@@ -107,10 +107,6 @@ _DEFAULTS: dict[str, Any] = {
     "pf_shift_min": 2,
     "pf_shift_max": 12,
 }
-STREAMS = ("mouth", "face", "logmel", "teacher_audio", "teacher_video")
-# Cut only when config.data.inputs names it (shards older than format 2 lack 'audio',
-# older than format 4 'lips').
-OPT_IN_STREAMS = ("audio", "lips")
 LOGMEL_SILENCE = float(np.log(contract.LOG_FLOOR))   # log-mel value of a silent frame
 _REQUIRED = ("name", "data_dir", "window", "batch_size")
 
@@ -300,7 +296,7 @@ class WindowMaker:
     window: int
     method_ids: Mapping[str, int]
     face_size: int | None = None
-    streams: frozenset[str] = frozenset(STREAMS)    # heavy streams to decode and emit
+    streams: frozenset[str] = frozenset(contract.DEFAULT_STREAMS)    # heavy streams to decode and emit
     aug_ops: tuple[str, ...] = aug_lib.AUG_OPS
     aug_crop_min: float = 0.7
     aug_max_rotate_deg: float = 15.0
@@ -554,8 +550,7 @@ def _maker(data_cfg: Any, index: SplitIndex) -> WindowMaker:
     if window <= 0:
         raise ConfigError(f"config.data.window must be positive, got {window}")
     inputs = tuple(cfg_get(data_cfg, "inputs") or ())
-    streams = frozenset(s for s in STREAMS if not inputs or s in inputs) | frozenset(
-        s for s in OPT_IN_STREAMS if s in inputs)
+    streams = frozenset(contract.streams_for(inputs))
     otf = _otf_spec(data_cfg)
     if otf.active and not streams & set(otf_fakes.AUDIO_STREAMS):
         raise ConfigError(f"config.data.pseudo_fakes turns windows by their audio, but "

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
+from avdetect import contract
 from avdetect.errors import ConfigError
 
-TEACHER_STREAMS = ("teacher_audio", "teacher_video")
 BOTH_SIDES = ("audio", "video")      # r_t compares the two sides: a loss needs both
 RANDOM_DATA = "random"               # the trainer's synthetic batches carry both sides
 
@@ -35,7 +35,7 @@ def needed_sides(config: Any) -> tuple[str, ...]:
     list a teacher stream, unless every teacher-loss weight is 0 (correlation
     distillation with ``loss.w_corr = loss.w_metric = 0`` reads none); else ()."""
     inputs = tuple(_get(_get(config, "data"), "inputs", ()) or ())
-    if not any(s in inputs for s in TEACHER_STREAMS):
+    if not any(s in inputs for s in contract.TEACHER_STREAMS):
         return ()
     loss = _get(config, "loss")
     weights = [w for w in ("w_corr", "w_metric") if _get(loss, w) is not None]
