@@ -114,6 +114,9 @@ def base_config(method: str, arg: ml_collections.ConfigDict, *, inputs: tuple[st
     # (avdetect.protocols sets train_exclude_methods per held-out method).
     c.data.train_include_methods = ()
     c.data.train_exclude_methods = ()
+    # Leave-one-source-out: never train on clips (and their build-time pseudo-fakes) from
+    # these sources (index column 'source'; training split only, never val / test).
+    c.data.train_exclude_sources = ()
     c.data.eval_batch_size = config_dict.placeholder(int)   # None = data.batch_size
     c.data.random_eval_videos = 16  # eval videos of the 'random' dataset (benchmarks, tests)
 

@@ -48,7 +48,10 @@ optional, with defaults: ``face_size`` None (= as stored; otherwise resized),
 ``aug_ops`` ('orig', 'flip', 'crop', 'rotate'), ``aug_crop_min`` 0.7,
 ``aug_max_rotate_deg`` 15.0, ``train_include_methods`` () and ``train_exclude_methods`` ()
 (leave-one-method-out: e.g. exclude ('wav2lip',) from 'train', evaluate on
-'method_wav2lip'), ``pseudo_fakes`` {} (kind -> probability), ``pf_shift_min`` 2,
+'method_wav2lip'), ``train_exclude_sources`` () (leave-one-source-out: drops the training
+records whose index ``source`` - realtalk's source repository, inherited by the build-time
+pseudo-fakes of its clips - is listed; the training split only, validation and test are
+never filtered), ``pseudo_fakes`` {} (kind -> probability), ``pf_shift_min`` 2,
 ``pf_shift_max`` 12, and the older ``sync_negatives`` 0.0 / ``sync_min_shift`` 3 (below).
 
 On-the-fly pseudo-fakes (training only, :mod:`avdetect.data.otf_fakes`): with the
@@ -100,6 +103,7 @@ _DEFAULTS: dict[str, Any] = {
     "aug_max_rotate_deg": 15.0,
     "train_include_methods": (),
     "train_exclude_methods": (),
+    "train_exclude_sources": (),
     "inputs": (),
     "sync_negatives": 0.0,
     "sync_min_shift": 3,
@@ -137,6 +141,9 @@ class SplitIndex:
     method: tuple[str, ...]
     identity: tuple[str, ...]
     method_names: tuple[str, ...]   # the dataset-wide method vocabulary (batch 'method' ids)
+    # where each clip comes from (the builder's optional 'source' column: a repository,
+    # a sub-corpus; '' when the dataset records none), for leave-one-source-out runs
+    source: tuple[str, ...] = ()
 
     def __len__(self) -> int:
         return len(self.video_id)
@@ -161,7 +168,8 @@ class SplitIndex:
                    category=np.asarray(cols["category"], np.int64),
                    method=methods,
                    identity=tuple(str(v) for v in cols["identity"]),
-                   method_names=names)
+                   method_names=names,
+                   source=_source_column(cols, len(methods)))
 
     @classmethod
     def from_examples(cls, source: Sequence[Mapping[str, Any]],
@@ -176,18 +184,38 @@ class SplitIndex:
         return cls.from_columns(cols, method_names)
 
     def select(self, include_methods: Sequence[str] = (),
-               exclude_methods: Sequence[str] = ()) -> np.ndarray:
-        """Record indices kept by a method filter (int64 [M], ascending)."""
+               exclude_methods: Sequence[str] = (),
+               exclude_sources: Sequence[str] = ()) -> np.ndarray:
+        """Record indices kept by a method / source filter (int64 [M], ascending)."""
         unknown = (set(include_methods) | set(exclude_methods)) - set(self.method_names)
         if unknown:
             raise ConfigError(f"method filter names {sorted(unknown)} which this dataset does "
                               f"not have; its methods are {list(self.method_names)}")
+        # A dataset that records no sources cannot honour the filter: refuse rather than
+        # train on everything under a leave-one-source-out label.
+        if exclude_sources and not any(self.source):
+            raise ConfigError("train_exclude_sources is set but this dataset records no "
+                              "clip sources (rebuild it with a builder that fills 'source')")
         keep = np.ones(len(self), bool)
+        if exclude_sources:
+            absent = sorted(set(exclude_sources) - set(self.source))
+            if absent:   # a typo would otherwise silently exclude nothing
+                log.warning("train_exclude_sources: no record of this split comes from %s",
+                            absent)
+            keep &= ~np.isin(np.array(self.source, dtype=object), list(exclude_sources))
         if include_methods:
             keep &= np.isin(np.array(self.method, dtype=object), list(include_methods))
         if exclude_methods:
             keep &= ~np.isin(np.array(self.method, dtype=object), list(exclude_methods))
         return np.flatnonzero(keep)
+
+
+def _source_column(cols: Mapping[str, Sequence[Any]], n: int) -> tuple[str, ...]:
+    """The optional ``source`` column ('' for every record when the index has none)."""
+    values = tuple(str(v) for v in cols.get("source", ()))
+    if values and len(values) != n:
+        raise ConfigError(f"split index: 'source' has {len(values)} entries for {n} records")
+    return values or ("",) * n
 
 
 _PLAIN_SPLITS = re.compile(r"^\w+(\+\w+)*$")
@@ -201,6 +229,8 @@ def _index_from_metadata(meta: Mapping[str, Any], split: str) -> SplitIndex | No
     if any(p not in index for p in parts):
         return None
     cols = {k: [v for p in parts for v in index[p][k]] for k in codec.INDEX_FIELDS}
+    if all("source" in index[p] for p in parts):     # optional column (older builds lack it)
+        cols["source"] = [v for p in parts for v in index[p]["source"]]
     return SplitIndex.from_columns(cols, meta.get("method_names"))
 
 
@@ -595,7 +625,8 @@ def build_train_dataset(source: Sequence[Mapping[str, Any]], index: SplitIndex, 
 
     bs = _local_batch(data_cfg, process_count, local_batch_size)
     records = index.select(tuple(cfg_get(data_cfg, "train_include_methods")),
-                           tuple(cfg_get(data_cfg, "train_exclude_methods")))
+                           tuple(cfg_get(data_cfg, "train_exclude_methods")),
+                           tuple(cfg_get(data_cfg, "train_exclude_sources")))
     mine = host_records(records, process_index, process_count)
     if len(mine) == 0:
         raise ConfigError(f"host {process_index}/{process_count} has no training videos "
