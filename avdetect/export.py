@@ -268,7 +268,8 @@ def score_scale(config: ml_collections.ConfigDict, method: Any) -> str:
         return declared
     from avdetect.methods import METHODS
     if str(config.method) in METHODS:
-        return "logit" if bool(config.get("loss", {}).get("paper_quirks", False)) else "log_odds"
+        from avdetect.methods.base import paper_quirks
+        return "logit" if paper_quirks(config) else "log_odds"
     return "unknown"
 
 

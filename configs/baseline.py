@@ -7,7 +7,8 @@ Full size (accelerator), FakeAVCeleb:
   python -m avdetect.main --config=configs/baseline.py --workdir=DIR
 
 Arguments: tiny | full, window=T, batch=B, steps=N, quirks (raw-logit score), data=NAME,
-features=logmel|mfcc, mouth=SIZE. Overrides as --config.model.fusion.hidden=512 etc.
+features=logmel|mfcc, mouth=SIZE (as in configs/corrdistill.py). Overrides as
+--config.model.fusion.hidden=512 etc.
 
 Expected result: tiny on synthetic_av/tiny - training loss falls within the run; AUC to be
 measured. Full on FakeAVCeleb: AUC to be measured (the reference point that shows what
@@ -37,17 +38,15 @@ from __future__ import annotations
 import ml_collections
 
 from configs import common
-from configs.corrdistill import student_config
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     """The baseline config: corrdistill's encoders, concatenation fusion, detection loss."""
-    c, arg = student_config("baseline", arg, ("mouth", "logmel", "label"))
+    c, arg = common.student_config("baseline", arg, ("mouth", "logmel", "label"))
     tiny = common.variant(arg) == "tiny"
     c.model.fusion = ml_collections.ConfigDict(dict(hidden=32 if tiny else 256, dropout=0.1,
                                                     kind="concat"))
     c.loss = ml_collections.ConfigDict()
-    c.loss.paper_quirks = arg.quirks     # only the score definition: raw fake logit
     c.loss.w_detect = 1.0
     if arg.real:
         # The real-footage recipe reads synchrony explicitly (SyncFusion: the per-frame

@@ -123,7 +123,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         dropout=0.1, proj_dim=32 if tiny else 256, pred_hidden=16 if tiny else 64))
 
     c.loss = ml_collections.ConfigDict()
-    c.loss.paper_quirks = arg.quirks   # only the score definition (raw fake logit)
     c.loss.w_detect = 1.0
     c.loss.w_align = 1.0
     c.loss.w_simsiam = 1.0

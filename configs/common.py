@@ -1,4 +1,5 @@
-"""Defaults shared by every method's config, and the config-argument parser.
+"""Defaults shared by every method's config, the config-argument parser, and the pieces
+the correlation-distillation student and the baseline share (:func:`student_config`).
 
 ``parse_arg("tiny,window=25,batch=8", tiny=False, window=50, batch=0)`` ->
 ConfigDict(tiny=True, window=25, batch=8): a bare word sets a boolean to True,
@@ -60,7 +61,7 @@ COMMON_ARGS = dict(
     window=0,          # T, video frames per training window (0 = the variant's default)
     batch=0,           # global batch size (0 = the variant's default)
     steps=0,           # training steps (0 = the variant's default)
-    quirks=False,      # config.loss.paper_quirks
+    quirks=False,      # config.paper_quirks
     data="",           # config.data.name ('' = the variant's default)
 )
 
@@ -81,8 +82,12 @@ def base_config(method: str, arg: ml_collections.ConfigDict, *, inputs: tuple[st
     c = ml_collections.ConfigDict()
     c.method = method
     c.seed = 0
+    # The reference code's formulas: the score (raw fake logit, every method) and, for
+    # corrdistill, its loss formulas (METHODS.md 1.2). Exported models made before this key
+    # moved here carry it as loss.paper_quirks (avdetect.methods.base.paper_quirks reads both).
+    c.paper_quirks = arg.quirks
     # A variables file (python -m avdetect.convert ...) to start training from instead of
-    # random weights; its shapes must equal the configured model's (avdetect/train.py).
+    # random weights; its shapes must equal the configured model's (avdetect/steps.py).
     c.init_from = config_dict.placeholder(str)
 
     c.data = ml_collections.ConfigDict()
@@ -189,3 +194,84 @@ def common_model(c: ml_collections.ConfigDict) -> None:
     c.model.mouth_size = contract.MOUTH_SIZE
     c.model.teacher_classes = 40    # the deep_avsr teachers' alphabet (A-Z, 0-9, ', space, blank, EOS)
     c.model.freeze = ()             # regexes over parameter paths to freeze
+
+
+# ---- the correlation-distillation student's config, shared with the baseline ----
+
+STUDENT_ARGS = dict(COMMON_ARGS, features="logmel", mouth=0, demo=False, real=False,
+                    visual="", audio="")
+DEMO_DATA = "synthetic_av/demo_oracle"   # the demo's build: oracle teacher, K = 14 visemes
+DEMO_STEPS = 300
+
+
+def demo_overrides(c: ml_collections.ConfigDict, arg: ml_collections.ConfigDict) -> None:
+    """The 'demo' variant (``tiny,demo``): the tiny student on the demo build of the
+    synthetic benchmark, the earlier synthetic demo's recipe (``make demo`` now trains
+    configs/baseline.py:tiny,real; see avdetect/demo.py)."""
+    if variant(arg) != "tiny":
+        raise ConfigError("config argument demo: use it with tiny ('tiny,demo')")
+    c.data.name = arg.data or DEMO_DATA
+    c.model.teacher_classes = 14       # the oracle teacher's viseme alphabet
+    c.train.steps = arg.steps or DEMO_STEPS
+    c.train.eval_every = 0             # one full evaluation at the end, none in between
+    c.train.ckpt_every = 50            # an interrupted demo resumes from here
+
+
+def student_config(method: str, arg: str | None, inputs: tuple[str, ...]
+                   ) -> tuple[ml_collections.ConfigDict, ml_collections.ConfigDict]:
+    """(config without fusion / loss, parsed arg): everything the correlation-distillation
+    student (configs/corrdistill.py) and the baseline (configs/baseline.py) share - data,
+    optim, train, and the two encoders; arguments as in those configs' docstrings."""
+    arg = parse_arg(arg, **STUDENT_ARGS)
+    tiny = variant(arg) == "tiny"
+    c = base_config(
+        method, arg, inputs=inputs,
+        window=25 if tiny else 50,
+        # 40 x 50 = 2000 frames per step, the reference's dynamic-batch frame budget.
+        batch=8 if tiny else 40,
+        steps=300 if tiny else 50_000,
+        lr=1e-3 if tiny else 1e-4)
+
+    c.model = ml_collections.ConfigDict()
+    common_model(c)
+    if arg.mouth:
+        c.model.mouth_size = arg.mouth
+    c.model.audio_features = arg.features     # 'logmel' | 'mfcc' (13 DCT coefficients)
+    c.model.n_mfcc = 13
+    c.model.visual = ml_collections.ConfigDict(dict(
+        name="mouth_resnet", input="mouth",
+        stem_width=8 if tiny else 64,
+        widths=(8, 16, 32, 64) if tiny else (64, 128, 256, 512),
+        blocks=1 if tiny else 2,
+        stem="per_frame",                       # centre temporal tap only; '3d' = TalkNet's function
+        tcn_blocks=1 if tiny else 5,
+        head_hidden=32 if tiny else 256,
+        out_dim=32 if tiny else 128))
+    c.model.audio = ml_collections.ConfigDict(dict(
+        name="seresnet", input="logmel",
+        layers=(1, 1, 1, 1) if tiny else (3, 4, 6, 3),
+        widths=(8, 16, 32, 32) if tiny else (16, 32, 64, 128),
+        reduction=8))
+    # The real-footage recipe reads lip landmarks and frozen Whisper features by default
+    # (inputs that transfer across faces and voices; METHODS.md "Real footage").
+    arg.visual = arg.visual or ("lips" if arg.real else "mouth")
+    arg.audio = arg.audio or ("whisper" if arg.real else "logmel")
+    if arg.visual == "lips":
+        c.model.visual = lips_visual(tiny)
+        c.data.inputs = tuple("lips" if k == "mouth" else k for k in c.data.inputs)
+    elif arg.visual != "mouth":
+        raise ConfigError(f"config argument visual={arg.visual!r}: expected mouth or lips")
+    if arg.audio == "whisper":
+        # The frozen pretrained Whisper tiny.en encoder on the raw waveform (offline weights,
+        # avdetect/pretrained/whisper.py): speaker-independent speech features.
+        c.model.audio = ml_collections.ConfigDict(dict(name="whisper", input="audio",
+                                                       init_from=""))
+        c.model.freeze = ("^audio_encoder/",)
+        c.data.inputs = tuple("audio" if k == "logmel" else k for k in c.data.inputs)
+    elif arg.audio != "logmel":
+        raise ConfigError(f"config argument audio={arg.audio!r}: expected logmel or whisper")
+    if arg.real:
+        real_overrides(c, arg, REAL_TEACHER_DATA if "teacher_audio" in inputs else REAL_DATA)
+    if arg.demo:
+        demo_overrides(c, arg)
+    return c, arg

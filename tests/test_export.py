@@ -207,19 +207,18 @@ def _hide_pretrained_sources(monkeypatch):
     raise, and the loaders' caches are emptied (so a cached load cannot hide a re-read).
     (The face-mesh .tflite file itself stays: detect's preprocessing tracks landmarks
     with it, avdetect.preprocess.landmarks; only the encoder's path to it is cut.)"""
-    from avdetect.methods import cad as cad_method
-    from avdetect.pretrained import face_mesh, whisper
+    from avdetect.pretrained import clip, face_mesh, whisper
     from avdetect.pretrained.errors import WeightFileError
 
     def gone(*_a, **_k):
         raise WeightFileError("hidden", "pretrained source hidden by the test")
-    for fn in (cad_method._load_whisper, cad_method._load_face_mesh, cad_method._load_clip):
+    for fn in (whisper._load_whisper, face_mesh._load_face_mesh, clip._load_clip):
         fn.cache_clear()
     monkeypatch.setattr(whisper, "default_tiny_en_dir", gone)
     monkeypatch.setattr(face_mesh, "default_face_mesh_path", gone)
     monkeypatch.setattr(face_mesh, "load_face_mesh_params", gone)
-    monkeypatch.setattr(cad_method, "_load_whisper", gone)
-    monkeypatch.setattr(cad_method, "_load_face_mesh", gone)
+    monkeypatch.setattr(whisper, "_load_whisper", gone)
+    monkeypatch.setattr(face_mesh, "_load_face_mesh", gone)
 
 
 def test_exported_cad_scores_with_the_pretrained_sources_hidden(realav_clips, tmp_path,

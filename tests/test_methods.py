@@ -13,6 +13,10 @@ from __future__ import annotations
 
 import functools
 import importlib
+import json
+import pathlib
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -223,6 +227,46 @@ def test_unknown_method_and_encoder_raise_config_error():
         build_method(c)
 
 
+def test_paper_quirks_is_top_level_and_old_model_configs_still_read():
+    """config.paper_quirks switches every method's score; a config exported before the key
+    moved (config.loss.paper_quirks) still turns the quirks on, and the default is off."""
+    from avdetect.methods.base import paper_quirks
+    for mod in (baseline, cad, corrdistill):
+        for quirks in (False, True):
+            c = mod.get_config("tiny,quirks" if quirks else "tiny")
+            assert paper_quirks(c) is quirks and build_method(c).quirks is quirks
+            old = c.to_dict()
+            old["loss"]["paper_quirks"] = old.pop("paper_quirks")
+            old = ml_collections.ConfigDict(old)
+            assert "paper_quirks" not in old
+            assert paper_quirks(old) is quirks and build_method(old).quirks is quirks
+            del old.loss["paper_quirks"]
+            assert paper_quirks(old) is False
+
+
+def test_the_registry_alone_knows_every_encoder_the_configs_name():
+    """Importing only avdetect.models.encoders (fresh process, no method module) is enough
+    to build every encoder that a config variant names - pretrained ones included."""
+    named = {"audio": set(), "visual": set()}
+    variants = {cad: ["tiny", "tiny,encoders=random", "tiny,visual=vit", "tiny,clip=/x"],
+                baseline: ["tiny", "tiny,real"], corrdistill: ["tiny", "tiny,real", "tiny,audio=whisper"]}
+    for mod, args in variants.items():
+        for arg in args:
+            model = mod.get_config(arg).model
+            named["audio"].add(model.audio.name)
+            named["visual"].add(model.visual.name)
+    code = ("import json, sys; from avdetect.models import encoders; "
+            "print(json.dumps([encoders.registered_encoders(), "
+            "sorted(m for m in sys.modules if m.startswith('avdetect.methods'))]))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, cwd=pathlib.Path(__file__).parents[1])
+    registry, methods_loaded = json.loads(out.stdout.strip().splitlines()[-1])
+    assert methods_loaded == []
+    for kind in ("audio", "visual"):
+        assert named[kind] <= set(registry[kind]), (kind, named[kind], registry[kind])
+    assert {"whisper", "clip", "face_mesh"} <= set(registry["audio"]) | set(registry["visual"])
+
+
 # ------------------------------------------------------------------ configs
 
 SCHEMA = {
@@ -246,7 +290,8 @@ def test_configs_follow_the_schema_and_build(module, arg):
         assert keys <= set(c[section].keys()), (section, keys - set(c[section].keys()))
     assert c.mesh == [("data", -1), ("model", 1)]
     assert c.sharding_strategy == [(".*", "replicate")]
-    assert c.loss.paper_quirks == bool(arg and "quirks" in arg)
+    assert c.paper_quirks == bool(arg and "quirks" in arg)
+    assert "paper_quirks" not in c.loss       # one home: top level
     if arg and "window=10" in arg:
         assert (c.data.window, c.data.batch_size) == (10, 2)
     # the method builds; at tiny size also trace its init (shapes only, no compile)

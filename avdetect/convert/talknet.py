@@ -1,7 +1,7 @@
 """TalkNet / CMDFD student checkpoint -> our Flax correlation-distillation student.
 
     python -m avdetect.convert talknet CKPT --out FILE.msgpack [--config CONFIG_ARG]
-    python -m avdetect.main --config=configs/corrdistill.py:full,mouth=112,features=mfcc \
+    python -m avdetect.main --config=configs/corrdistill.py:full,features=mfcc \
         --config.model.visual.stem=3d --config.init_from=FILE.msgpack --workdir=DIR
 
 CKPT is a PyTorch state dict as TalkNet-ASD (``pretrain_TalkSet.model``) or the CMDFD

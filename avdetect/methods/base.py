@@ -61,6 +61,15 @@ class BatchError(AVDetectError, ValueError):
 # Batch helpers
 # --------------------------------------------------------------------------------------
 
+def paper_quirks(config: ml_collections.ConfigDict) -> bool:
+    """The reference code's formulas on? ``config.paper_quirks`` (top level: it switches
+    the score of every method, and corrdistill's losses); model files exported before it
+    moved there carry it as ``config.loss.paper_quirks``, still read here."""
+    if "paper_quirks" in config:
+        return bool(config.paper_quirks)
+    return bool(config.get("loss", {}).get("paper_quirks", False))
+
+
 def require(batch: Batch, *keys: str, method: str) -> None:
     """Raise BatchError naming every missing key."""
     missing = [k for k in keys if k not in batch]
@@ -227,7 +236,7 @@ class TwoStreamMethod:
     def __init__(self, config: ml_collections.ConfigDict, module: nn.Module):
         self.config = config
         self.module = module
-        self.quirks = bool(config.loss.get("paper_quirks", False))
+        self.quirks = paper_quirks(config)
 
     # ---- inputs ----
     @property

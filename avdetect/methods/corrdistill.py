@@ -8,7 +8,7 @@ attention A<->V, self-attention, per-frame logits). Loss:
 
 with s_t the student's audio-visual similarity after cross-attention and r_t the teachers'
 correlation from the ASR / VSR posteriors in the batch ('teacher_audio', 'teacher_video').
-``config.loss.paper_quirks`` switches every loss and the score to the reference code's
+``config.paper_quirks`` switches every loss and the score to the reference code's
 exact formulas (see :mod:`avdetect.losses` and METHODS.md). A weight of 0 removes a term
 (and its teacher inputs are then not needed).
 

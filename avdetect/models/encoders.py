@@ -11,8 +11,13 @@ pretrained factories; ``arch`` - a pretrained module's sizes (its config datacla
 dict), so the module can be rebuilt without its weight file (exported models carry it).
 A factory returns ``(module, params or None)``; None means "initialise randomly", params
 (or a zero-argument function returning them, so the file is read only when needed) means
-pretrained weights that the method puts in place of the random ones. Pretrained encoders (Whisper, CLIP: :mod:`avdetect.pretrained`) plug in with
-:func:`register_audio_encoder` / :func:`register_visual_encoder`.
+pretrained weights that the method puts in place of the random ones.
+
+This module is the one list of built-in encoders: the trainable ones of
+:mod:`avdetect.models`, and the pretrained ones, whose factories live next to their
+modules (``encoder_factory`` in :mod:`avdetect.pretrained.whisper` / ``.clip`` /
+``.face_mesh``). Importing it is enough to build any of them; other code adds encoders
+with :func:`register_audio_encoder` / :func:`register_visual_encoder`.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from avdetect.errors import ConfigError
 from avdetect.models.audio import SEResNetAudio, WhisperLikeAudio
 from avdetect.models.lips import LipEncoder
 from avdetect.models.visual import FaceViT, MouthEncoder
+from avdetect.pretrained import clip, face_mesh, whisper
 
 Factory = Callable[[ml_collections.ConfigDict, dict], tuple[nn.Module, Any]]
 RESERVED = ("name", "input", "init_from", "arch")
@@ -42,6 +48,11 @@ def register_audio_encoder(name: str, factory: Factory) -> None:
 def register_visual_encoder(name: str, factory: Factory) -> None:
     """Visual twin of :func:`register_audio_encoder`."""
     _VISUAL[name] = factory
+
+
+def registered_encoders() -> dict[str, tuple[str, ...]]:
+    """The names ``config.model.<audio|visual>.name`` may take: {'audio': ..., 'visual': ...}."""
+    return {"audio": tuple(sorted(_AUDIO)), "visual": tuple(sorted(_VISUAL))}
 
 
 def encoder_kwargs(enc_cfg: ml_collections.ConfigDict) -> dict:
@@ -89,3 +100,7 @@ register_audio_encoder("whisper_like", lambda model_cfg, kw: (WhisperLikeAudio(*
 register_visual_encoder("mouth_resnet", lambda model_cfg, kw: (MouthEncoder(**kw), None))
 register_visual_encoder("face_vit", lambda model_cfg, kw: (FaceViT(**kw), None))
 register_visual_encoder("lips", lambda model_cfg, kw: (LipEncoder(**kw), None))
+# Pretrained (frozen by default): the factory defers reading weight files to the loader.
+register_audio_encoder("whisper", whisper.encoder_factory)
+register_visual_encoder("clip", clip.encoder_factory)
+register_visual_encoder("face_mesh", face_mesh.encoder_factory)

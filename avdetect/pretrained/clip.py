@@ -19,6 +19,7 @@ CLIP's own preprocessing resizes too.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 import pathlib
@@ -29,6 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from avdetect.errors import ConfigError
 from avdetect.pretrained import layout, safetensors_io
 from avdetect.pretrained.errors import WeightFileError
 from avdetect.pretrained.transformer import ACTIVATIONS, PreLNBlock, layer_norm
@@ -111,7 +113,8 @@ def clip_normalize(frames: jax.Array, config: ClipVisionConfig) -> jax.Array:
 
 
 class ClipVisionEncoder(nn.Module):
-    """Frozen visual encoder behind CAD's interface: ``module(frames, train) -> [B, T, D]``.
+    """Frozen visual encoder behind the encoder interface (:mod:`avdetect.models.encoders`):
+    ``module(frames, train, mask=None) -> [B, T, D]``.
 
     ``frames``: uint8 RGB face crops [B, T, S, S, 3] (float input is taken as [0, 1]).
     Normalisation with CLIP's mean/std happens inside; crops are resized to the
@@ -127,7 +130,8 @@ class ClipVisionEncoder(nn.Module):
     precision: Any = None
 
     @nn.compact
-    def __call__(self, frames: jax.Array, train: bool = False) -> jax.Array:
+    def __call__(self, frames: jax.Array, train: bool = False, mask=None) -> jax.Array:
+        del mask    # the encoder interface's padding mask: per-frame model, nothing to mask
         if frames.ndim != 5 or frames.shape[-1] != 3:
             raise ValueError(f"expected face crops [B, T, S, S, 3], got {frames.shape}")
         b, t = frames.shape[:2]
@@ -244,3 +248,26 @@ def load_clip_vision(path: str | os.PathLike, **module_kwargs: Any
         cfg = dataclasses.replace(cfg, image_mean=tuple(pre["image_mean"]),
                                   image_std=tuple(pre["image_std"]))
     return ClipVisionEncoder(cfg, **module_kwargs), jax.tree.map(jnp.asarray, params)
+
+
+# --------------------------------------------------------------- encoder registry factory
+
+@functools.lru_cache(maxsize=2)
+def _load_clip(path: str) -> tuple[ClipVisionConfig, dict]:
+    """(config, host-side params) of a checkpoint; cached so one process reads it once."""
+    module, params = load_clip_vision(path)
+    return module.config, jax.tree.map(np.asarray, params)
+
+
+def encoder_factory(model_cfg, kw: dict) -> tuple[ClipVisionEncoder, Any]:
+    """The ``'clip'`` visual encoder (registered in :mod:`avdetect.models.encoders`):
+    Hugging Face CLIP weights from ``config.model.visual.init_from`` (required: no CLIP
+    weights ship offline). Returns (module, loader), read as for Whisper
+    (:func:`avdetect.pretrained.whisper.encoder_factory`)."""
+    visual = model_cfg.visual
+    path = str(visual.get("init_from", "") or "")
+    if not path:
+        raise ConfigError("config.model.visual.name='clip' needs config.model.visual.init_from "
+                          "(a Hugging Face CLIP safetensors file or folder)")
+    cfg = layout.config_from_arch(ClipVisionConfig, visual.get("arch")) or _load_clip(path)[0]
+    return ClipVisionEncoder(cfg, **kw), lambda: _load_clip(path)[1]

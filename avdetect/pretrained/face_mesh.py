@@ -22,6 +22,7 @@ crop and compares ``p_re_lu_14`` with this port (max abs difference in METHODS.m
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import flax.linen as nn
@@ -113,7 +114,8 @@ class FaceMeshTrunk(nn.Module):
 
 
 class FaceMeshEncoder(nn.Module):
-    """Frozen visual encoder behind CAD's interface: ``module(frames, train) -> [B, T, D]``.
+    """Frozen visual encoder behind the encoder interface (:mod:`avdetect.models.encoders`):
+    ``module(frames, train, mask=None) -> [B, T, D]``.
 
     ``frames``: uint8 RGB face crops [B, T, S, S, 3] (float input is taken as [0, 1]),
     resized (bilinear, antialiased) to ``image_size`` when S differs. The trunk output is
@@ -131,7 +133,8 @@ class FaceMeshEncoder(nn.Module):
         return self.grid * self.grid * TRUNK_WIDTH
 
     @nn.compact
-    def __call__(self, frames: jax.Array, train: bool = False) -> jax.Array:
+    def __call__(self, frames: jax.Array, train: bool = False, mask=None) -> jax.Array:
+        del mask    # the encoder interface's padding mask: per-frame model, nothing to mask
         if frames.ndim != 5 or frames.shape[-1] != 3:
             raise ValueError(f"face mesh encoder: expected face crops [B, T, S, S, 3], "
                              f"got {frames.shape}")
@@ -225,3 +228,19 @@ def load_face_mesh(**module_kwargs: Any) -> tuple[FaceMeshEncoder, dict]:
     """(:class:`FaceMeshEncoder` (``image_size``, ``grid``, ``dtype``, ``precision``),
     params) to call as ``module.apply({"params": params}, frames, train)``."""
     return FaceMeshEncoder(**module_kwargs), jax.tree.map(jnp.asarray, load_face_mesh_params())
+
+
+# --------------------------------------------------------------- encoder registry factory
+
+@functools.lru_cache(maxsize=1)
+def _load_face_mesh() -> dict:
+    """Host-side params of the packaged file; cached so one process reads it once."""
+    return jax.tree.map(np.asarray, load_face_mesh_params())
+
+
+def encoder_factory(model_cfg, kw: dict) -> tuple[FaceMeshEncoder, Any]:
+    """The ``'face_mesh'`` visual encoder (registered in :mod:`avdetect.models.encoders`):
+    fixed architecture, weights from the packaged face_landmark.tflite, read only when the
+    returned loader runs (the method's load_pretrained)."""
+    del model_cfg       # nothing to size: the architecture is the file's
+    return FaceMeshEncoder(**kw), lambda: _load_face_mesh()

@@ -1,10 +1,12 @@
 """PyTorch-layout weights -> flax param dicts (one home for the transposes every
-converter needs), and reading a checkpoint's optional JSON side files."""
+converter needs), reading a checkpoint's optional JSON side files, and rebuilding a
+module's config from the sizes an exported model recorded."""
 
 from __future__ import annotations
 
 import json
 import pathlib
+from typing import Any
 
 import numpy as np
 
@@ -57,3 +59,12 @@ def count_layers(names, prefix: str, sep: str, path: pathlib.Path | str) -> int:
         raise WeightFileError(path, f"layer indices under {prefix!r} are not 0..n-1: "
                               f"{sorted(ids)}", kind="bad_format")
     return len(ids)
+
+
+def config_from_arch(cls: type, arch: Any):
+    """``cls(**arch)`` for the module sizes an exported model's config records as
+    ``config.model.<encoder>.arch`` (lists back to tuples: configs store JSON lists), or
+    None when no sizes are recorded - the caller then reads them from the weight file."""
+    if not arch:
+        return None
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in dict(arch).items()})

