@@ -249,7 +249,8 @@ def test_the_registry_alone_knows_every_encoder_the_configs_name():
     to build every encoder that a config variant names - pretrained ones included."""
     named = {"audio": set(), "visual": set()}
     variants = {cad: ["tiny", "tiny,encoders=random", "tiny,visual=vit", "tiny,clip=/x"],
-                baseline: ["tiny", "tiny,real"], corrdistill: ["tiny", "tiny,real", "tiny,audio=whisper"]}
+                baseline: ["tiny", "tiny,real"],
+                corrdistill: ["tiny", "tiny,real", "tiny,audio=whisper"]}
     for mod, args in variants.items():
         for arg in args:
             model = mod.get_config(arg).model

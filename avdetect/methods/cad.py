@@ -16,9 +16,9 @@ with its reason in METHODS.md. Summary:
   the (jitted) random init, never traced into it as constants; checkpoints and exports
   then carry them. The encoder factories (registered in :mod:`avdetect.models.encoders`,
   living next to each encoder in :mod:`avdetect.pretrained`) only *defer* reading the
-  weight files (a loader called by load_pretrained), and :meth:`CAD.export_config` records each pretrained module's
-  sizes (``arch``) in an exported file's config, so an exported model rebuilds without
-  the Whisper package or the face-mesh / CLIP files.
+  weight files (a loader called by load_pretrained), and :meth:`CAD.export_config`
+  records each pretrained module's sizes (``arch``) in an exported file's config, so an
+  exported model rebuilds without the Whisper package or the face-mesh / CLIP files.
 * Alignment path: the frozen features a0, v0 -> :class:`~avdetect.models.cad.CADHead`
   cross-attention; loss :func:`avdetect.losses.alignment_kl`.
 * Distillation path: LoRA adapters (:mod:`avdetect.models.lora`) on the encoders listed in
