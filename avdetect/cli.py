@@ -56,8 +56,12 @@ validation report the threshold is the midpoint of the score's scale (0 for log-
 and every output says so; --threshold overrides it.
 
 Flags in the JSON: no_face_frames (count, fraction, time ranges), no_audio,
-silent_audio_frames, too_short (shorter than one window), corrupt_frames,
+silent_audio_frames, too_short (shorter than one window: scored from one window with
+the missing frames masked; files under 3 frames cannot be scored), corrupt_frames,
 corrupt_audio_packets.
+
+Output names: <name> is the file's stem; inputs sharing a stem keep their extension
+(a.mp4, a.webm); names that still clash get -2, -3, ... (never a name another input has).
 
 Exit codes:
   0  every file was scored (whatever the verdicts)
@@ -198,7 +202,7 @@ def run_detect(args: argparse.Namespace) -> int:
         return detect.EXIT_USAGE
 
     enable_compile_cache()
-    from avdetect.export import load_model
+    from avdetect.inference import load_model
     t0 = time.perf_counter()
     try:
         model = load_model(args.model, step=args.step)
@@ -261,7 +265,8 @@ def run_detect(args: argparse.Namespace) -> int:
     n_ok = sum(e["status"] == "scored" for e in entries)
     n_bad = len(entries) - n_ok
     code = detect.exit_code(n_ok, n_bad)
-    summary = {"schema_version": detect.SCHEMA_VERSION, "model": model.describe(),
+    from avdetect.result import SCHEMA_VERSION
+    summary = {"schema_version": SCHEMA_VERSION, "model": model.describe(),
                "model_load_s": round(load_s, 3),
                "counts": {"files": len(entries), "scored": n_ok, "failed": n_bad},
                "exit_code": code,
@@ -300,7 +305,8 @@ def _add_export_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from avdetect.export import SUFFIX, export_model, load_workdir
+    from avdetect.export import export_model
+    from avdetect.inference import SUFFIX, load_workdir
     try:
         model = load_workdir(args.source, args.step)
     except Exception as e:   # a workdir is user input: say why it is unusable

@@ -361,10 +361,10 @@ def score_fixture_clips(model_path: pathlib.Path, fixtures: pathlib.Path,
     """Score every listed fixture clip; a clip that cannot be scored gets its error."""
     from tqdm import tqdm
 
-    from avdetect import detect, export
+    from avdetect import detect, inference
     from avdetect.errors import MediaError
 
-    model = export.load_model(str(model_path))
+    model = inference.load_model(str(model_path))
     out = []
     for row in tqdm(rows, desc="scoring fixture clips", unit="clip"):
         entry = {"file": row["file"], "label": row["label"], "category": row.get("category", "")}

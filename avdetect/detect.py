@@ -1,4 +1,5 @@
-"""Scoring videos with a trained model: the library behind ``avdetect detect``.
+"""Scoring with a trained model: files (the library behind ``avdetect detect``) and
+dataset splits (``score_split``, the notebook's and the protocols' evaluation).
 
 ``score_video(path, model)`` runs, for one file:
 
@@ -8,14 +9,17 @@
                                            log-mel through float16, exactly as stored)
   -> windows of T = config.data.window    (``avdetect.data.pipeline.WindowMaker.cut``:
                                            the evaluation pipeline's own cutter)
-  -> batches -> ``method.predict``        (``LoadedModel.predict``)
-  -> video score, verdict, flags.
+  -> batches -> ``method.predict``        (``avdetect.inference.LoadedModel.predict``)
+  -> video score, verdict, flags          (``avdetect.result.DetectResult``: the JSON
+                                           document, its schema and the flags' meaning)
 
 Windows. Default stride = T: the windows tile the video exactly as the evaluation
-pipeline does (``window_starts``), the last partial window zero-padded and masked, so a
+pipeline does (``window_starts``), the last partial window padded and masked, so a
 file scores as it would inside an evaluated dataset and the threshold chosen on the
 validation split applies unchanged. ``stride < T`` gives overlapping windows (a finer
-timeline); the last window is the first one that reaches the end of the video.
+timeline); the last window is the first one that reaches the end of the video. A clip
+shorter than one window (down to ``result.MIN_FRAMES`` = 3 frames) is one padded window,
+flagged ``too_short``.
 
 Aggregation. Window score = the method's clip score over the window's valid frames;
 video score = the mean of the window scores weighted by their valid frames
@@ -24,24 +28,14 @@ timeline) = the method's per-frame scores averaged over the windows covering the
 Verdict: 'fake' when score >= threshold (the threshold of the model's validation report,
 or an explicit override; a default threshold is always named as such).
 
-Flags (nothing is hidden; frames are still scored as they are):
-  no_face_frames        frames where the face detector/tracker found no face (their crops
-                        come from interpolated / held boxes): count, fraction, time ranges
-  no_audio              the file has no usable audio track (the audio input is silence)
-  silent_audio_frames   frames whose audio is digital silence (every mel band within 10x
-                        of the log floor): count, fraction, time ranges
-  too_short             shorter than one model window (scored from one padded window)
-  corrupt_frames        undecodable video frames (the previous frame was repeated)
-  corrupt_audio_packets undecodable audio packets (replaced by silence)
-
 Files that cannot be scored (missing, empty, not media, no video stream, truncated,
-shorter than ``pipeline.MIN_FRAMES`` frames, no face in any frame) raise the typed
+fewer than ``result.MIN_FRAMES`` frames, no face in any frame) raise the typed
 ``avdetect.errors.MediaError`` of their problem.
 """
 
 from __future__ import annotations
 
-import contextlib
+import collections
 import dataclasses
 import glob
 import math
@@ -49,7 +43,7 @@ import os
 import re
 import time
 import warnings
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 from tqdm import tqdm
@@ -58,325 +52,24 @@ from avdetect import contract, evaluation
 from avdetect.data import clips, codec
 from avdetect.data.pipeline import WindowMaker, window_starts
 from avdetect.errors import AVDetectError, FileMissingError, MediaError
-from avdetect.export import LoadedModel
+from avdetect.inference import LoadedModel
 from avdetect.media import decode
-from avdetect.preprocess import align, landmarks, logmel, pipeline
+from avdetect.preprocess import landmarks, pipeline
+from avdetect.result import MIN_FRAMES, DetectResult, WindowScore
+from avdetect.timing import StageTimer
 
-SCHEMA_VERSION = 1
 # Exit codes of `avdetect detect` (documented in its --help).
 EXIT_OK, EXIT_USAGE, EXIT_PARTIAL, EXIT_NONE = 0, 2, 3, 4
 VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg",
                     ".ts", ".mts", ".m2ts", ".flv", ".wmv", ".3gp", ".ogv")
 # A frame's audio is "digital silence" when every mel band of its 4 log-mel frames is
-# within 10x of the log floor: ~90 dB below a full-scale tone, far under any room noise
-# (the real fixture clips never go below log-mel -8).
+# within 10x of the log floor ln(LOG_FLOOR) = -13.8: ~90 dB below a full-scale tone, far
+# under any room noise (the real fixture clips never go below log-mel -8). Log-mel 0 is
+# a loud frame (mel energy 1), never silence.
 SILENCE_LOGMEL = math.log(10 * contract.LOG_FLOOR)
 _UNREAD_FACE_SIZE = 8        # preprocess_video's smallest face crop side
 _CORRUPT_VIDEO = re.compile(r"(\d+) corrupt video frame")
 _CORRUPT_AUDIO = re.compile(r"(\d+) corrupt audio packet")
-
-
-# ----------------------------------------------------------------------------------
-# Result
-# ----------------------------------------------------------------------------------
-
-def frame_ranges(mask: np.ndarray) -> list[tuple[int, int]]:
-    """Runs of True in a bool [T] array as ``(start, stop)`` frame pairs (stop exclusive)."""
-    m = np.asarray(mask, bool).astype(np.int8)
-    edges = np.diff(np.r_[0, m, 0])
-    return list(zip(np.flatnonzero(edges == 1).tolist(), np.flatnonzero(edges == -1).tolist()))
-
-
-def _seconds(ranges: Sequence[tuple[int, int]]) -> list[list[float]]:
-    fps = contract.VIDEO_FPS
-    return [[round(a / fps, 3), round(b / fps, 3)] for a, b in ranges]
-
-
-def _frame_flag(mask: np.ndarray) -> dict[str, Any]:
-    mask = np.asarray(mask, bool)
-    n = int(mask.sum())
-    return {"count": n, "fraction": round(n / max(len(mask), 1), 4),
-            "ranges_s": _seconds(frame_ranges(mask))}
-
-
-@dataclasses.dataclass
-class WindowScore:
-    """One scored window: frames [start, start + num_frames) of the video."""
-
-    start: int                # first frame
-    num_frames: int           # valid (non-padding) frames
-    score: float
-    face_fraction: float      # share of its frames with a detected / tracked face
-    audio_fraction: float     # share of its frames with non-silent audio
-
-    def to_json(self) -> dict[str, Any]:
-        fps = contract.VIDEO_FPS
-        return {"start_frame": self.start, "num_frames": self.num_frames,
-                "start_s": round(self.start / fps, 3),
-                "end_s": round((self.start + self.num_frames) / fps, 3),
-                "score": float(self.score), "face_fraction": round(self.face_fraction, 4),
-                "audio_fraction": round(self.audio_fraction, 4)}
-
-
-@dataclasses.dataclass
-class DetectResult:
-    """Everything ``score_video`` found out about one file (see the module docstring).
-
-    Per-frame arrays are [T] at ``contract.VIDEO_FPS``: ``frame_scores`` float32,
-    ``face_found`` and ``audio_present`` bool."""
-
-    path: str
-    score: float
-    verdict: str                          # 'fake' | 'real'
-    threshold: float
-    threshold_source: str
-    threshold_origin: str                 # 'report' | 'default' | 'override'
-    score_scale: str
-    window: int
-    stride: int
-    windows: list[WindowScore]
-    frame_scores: np.ndarray
-    face_found: np.ndarray
-    audio_present: np.ndarray
-    has_audio: bool
-    corrupt_frames: int = 0
-    corrupt_audio_packets: int = 0
-    media: dict[str, Any] = dataclasses.field(default_factory=dict)
-    model: dict[str, Any] = dataclasses.field(default_factory=dict)
-    timings: dict[str, float] = dataclasses.field(default_factory=dict)
-
-    @property
-    def num_frames(self) -> int:
-        return int(len(self.frame_scores))
-
-    @property
-    def duration_s(self) -> float:
-        return self.num_frames / contract.VIDEO_FPS
-
-    @property
-    def too_short(self) -> bool:
-        return self.num_frames < self.window
-
-    @property
-    def flags(self) -> dict[str, Any]:
-        return {"no_face_frames": _frame_flag(~self.face_found),
-                "no_audio": not self.has_audio,
-                "silent_audio_frames": _frame_flag(~self.audio_present),
-                "too_short": self.too_short,
-                "corrupt_frames": int(self.corrupt_frames),
-                "corrupt_audio_packets": int(self.corrupt_audio_packets)}
-
-    @property
-    def warnings(self) -> list[str]:
-        """Sentences for people about everything that weakens this verdict."""
-        out = []
-        f = self.flags
-        nf = f["no_face_frames"]
-        if nf["count"]:
-            out.append(f"no face in {nf['count']} of {self.num_frames} frames "
-                       f"({100 * nf['fraction']:.0f}%); their crops come from interpolated or "
-                       "held face boxes")
-        if f["no_audio"]:
-            out.append("no audio track: the model heard silence, the verdict rests on the "
-                       "video alone")
-        elif f["silent_audio_frames"]["count"]:
-            s = f["silent_audio_frames"]
-            out.append(f"digital silence in {100 * s['fraction']:.0f}% of frames")
-        if f["too_short"]:
-            out.append(f"shorter than one model window ({self.num_frames} < {self.window} "
-                       "frames): scored from one padded window")
-        if f["corrupt_frames"] or f["corrupt_audio_packets"]:
-            out.append(f"{f['corrupt_frames']} corrupt video frame(s), "
-                       f"{f['corrupt_audio_packets']} corrupt audio packet(s) replaced")
-        if self.threshold_origin == "default":
-            out.append("threshold is a default, not chosen on validation data: "
-                       + self.threshold_source)
-        return out
-
-    def to_json(self) -> dict[str, Any]:
-        """The JSON document of ``RESULT_SCHEMA``."""
-        return {
-            "schema_version": SCHEMA_VERSION,
-            "file": self.path,
-            "status": "scored",
-            "score": float(self.score),
-            "verdict": self.verdict,
-            "threshold": {"value": float(self.threshold), "source": self.threshold_source,
-                          "origin": self.threshold_origin},
-            "score_scale": self.score_scale,
-            "num_frames": self.num_frames,
-            "duration_s": round(self.duration_s, 3),
-            "fps": contract.VIDEO_FPS,
-            "window": {"frames": self.window, "stride": self.stride},
-            "windows": [w.to_json() for w in self.windows],
-            "frame_scores": [round(float(s), 5) for s in self.frame_scores],
-            "face_found": [int(v) for v in self.face_found],
-            "audio_present": [int(v) for v in self.audio_present],
-            "flags": self.flags,
-            "warnings": self.warnings,
-            "media": self.media,
-            "model": self.model,
-            "timings_s": {k: round(v, 4) for k, v in self.timings.items()},
-        }
-
-    @classmethod
-    def from_json(cls, doc: Mapping[str, Any]) -> "DetectResult":
-        """Inverse of :meth:`to_json` (per-frame scores are rounded to 5 decimals there)."""
-        windows = [WindowScore(int(w["start_frame"]), int(w["num_frames"]), float(w["score"]),
-                               float(w["face_fraction"]), float(w["audio_fraction"]))
-                   for w in doc["windows"]]
-        return cls(path=doc["file"], score=float(doc["score"]), verdict=doc["verdict"],
-                   threshold=float(doc["threshold"]["value"]),
-                   threshold_source=doc["threshold"]["source"],
-                   threshold_origin=doc["threshold"]["origin"],
-                   score_scale=doc["score_scale"], window=int(doc["window"]["frames"]),
-                   stride=int(doc["window"]["stride"]), windows=windows,
-                   frame_scores=np.asarray(doc["frame_scores"], np.float32),
-                   face_found=np.asarray(doc["face_found"], bool),
-                   audio_present=np.asarray(doc["audio_present"], bool),
-                   has_audio=not doc["flags"]["no_audio"],
-                   corrupt_frames=int(doc["flags"]["corrupt_frames"]),
-                   corrupt_audio_packets=int(doc["flags"]["corrupt_audio_packets"]),
-                   media=dict(doc.get("media", {})), model=dict(doc.get("model", {})),
-                   timings=dict(doc.get("timings_s", {})))
-
-
-def _range_list() -> dict[str, Any]:
-    return {"type": "array", "items": {"type": "array", "items": {"type": "number"},
-                                       "minItems": 2, "maxItems": 2}}
-
-
-def _frame_flag_schema() -> dict[str, Any]:
-    return {"type": "object", "required": ["count", "fraction", "ranges_s"],
-            "properties": {"count": {"type": "integer", "minimum": 0},
-                           "fraction": {"type": "number", "minimum": 0, "maximum": 1},
-                           "ranges_s": _range_list()}}
-
-
-# JSON Schema (draft 2020-12) of one file's result document.
-RESULT_SCHEMA: dict[str, Any] = {
-    "$schema": "https://json-schema.org/draft/2020-12/schema",
-    "title": "avdetect detect result",
-    "type": "object",
-    "required": ["schema_version", "file", "status", "score", "verdict", "threshold",
-                 "score_scale", "num_frames", "duration_s", "fps", "window", "windows",
-                 "frame_scores", "face_found", "audio_present", "flags", "warnings", "media",
-                 "model", "timings_s"],
-    "properties": {
-        "schema_version": {"const": SCHEMA_VERSION},
-        "file": {"type": "string"},
-        "status": {"const": "scored"},
-        "score": {"type": "number"},
-        "verdict": {"enum": ["real", "fake"]},
-        "threshold": {"type": "object", "required": ["value", "source", "origin"],
-                      "properties": {"value": {"type": "number"},
-                                     "source": {"type": "string", "minLength": 1},
-                                     "origin": {"enum": ["report", "default", "override"]}}},
-        "score_scale": {"enum": ["log_odds", "logit", "probability", "unknown"]},
-        "num_frames": {"type": "integer", "minimum": 1},
-        "duration_s": {"type": "number", "exclusiveMinimum": 0},
-        "fps": {"const": contract.VIDEO_FPS},
-        "window": {"type": "object", "required": ["frames", "stride"],
-                   "properties": {"frames": {"type": "integer", "minimum": 1},
-                                  "stride": {"type": "integer", "minimum": 1}}},
-        "windows": {"type": "array", "minItems": 1, "items": {
-            "type": "object",
-            "required": ["start_frame", "num_frames", "start_s", "end_s", "score",
-                         "face_fraction", "audio_fraction"],
-            "properties": {"start_frame": {"type": "integer", "minimum": 0},
-                           "num_frames": {"type": "integer", "minimum": 1},
-                           "start_s": {"type": "number", "minimum": 0},
-                           "end_s": {"type": "number", "exclusiveMinimum": 0},
-                           "score": {"type": "number"},
-                           "face_fraction": {"type": "number", "minimum": 0, "maximum": 1},
-                           "audio_fraction": {"type": "number", "minimum": 0, "maximum": 1}}}},
-        "frame_scores": {"type": "array", "items": {"type": "number"}},
-        "face_found": {"type": "array", "items": {"enum": [0, 1]}},
-        "audio_present": {"type": "array", "items": {"enum": [0, 1]}},
-        "flags": {"type": "object",
-                  "required": ["no_face_frames", "no_audio", "silent_audio_frames", "too_short",
-                               "corrupt_frames", "corrupt_audio_packets"],
-                  "properties": {"no_face_frames": _frame_flag_schema(),
-                                 "no_audio": {"type": "boolean"},
-                                 "silent_audio_frames": _frame_flag_schema(),
-                                 "too_short": {"type": "boolean"},
-                                 "corrupt_frames": {"type": "integer", "minimum": 0},
-                                 "corrupt_audio_packets": {"type": "integer", "minimum": 0}}},
-        "warnings": {"type": "array", "items": {"type": "string"}},
-        "media": {"type": "object"},
-        "model": {"type": "object"},
-        "timings_s": {"type": "object", "additionalProperties": {"type": "number"}},
-    },
-}
-
-
-# ----------------------------------------------------------------------------------
-# Stage timing (--timings)
-# ----------------------------------------------------------------------------------
-
-class _TimedFrames:
-    """Wraps a frame generator, adding the time spent inside ``next`` to a stage."""
-
-    def __init__(self, it: Iterator, add: Callable[[float], None]):
-        self._it, self._add = it, add
-
-    def __iter__(self) -> "_TimedFrames":
-        return self
-
-    def __next__(self):
-        t0 = time.perf_counter()
-        try:
-            return next(self._it)
-        finally:
-            self._add(time.perf_counter() - t0)
-
-    def close(self) -> None:
-        self._it.close()
-
-
-@contextlib.contextmanager
-def stage_timer(timings: dict[str, float]):
-    """Times the stages inside ``preprocess_video`` (probe, video decoding, face
-    tracking, cropping, audio decoding, log-mel) by wrapping those functions for the
-    duration of the block; adds seconds into ``timings``. Instrumentation only: the
-    wrapped functions return exactly what they return unwrapped."""
-
-    def add(stage: str, dt: float) -> None:
-        timings[stage] = timings.get(stage, 0.0) + dt
-
-    def timed(stage: str, fn: Callable) -> Callable:
-        def wrapper(*args, **kwargs):
-            t0 = time.perf_counter()
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                add(stage, time.perf_counter() - t0)
-        return wrapper
-
-    def timed_frames(fn: Callable) -> Callable:
-        def wrapper(*args, **kwargs):
-            t0 = time.perf_counter()
-            it = fn(*args, **kwargs)
-            add("decode_video", time.perf_counter() - t0)
-            return _TimedFrames(it, lambda dt: add("decode_video", dt))
-        return wrapper
-
-    patches = [(decode, "probe", timed("probe", decode.probe)),
-               (decode, "iter_frames", timed_frames(decode.iter_frames)),
-               (decode, "load_audio", timed("decode_audio", decode.load_audio)),
-               (logmel, "log_mel", timed("logmel", logmel.log_mel)),
-               (landmarks.LandmarkTracker, "update",
-                timed("face_track", landmarks.LandmarkTracker.update)),
-               (align, "mouth_crop", timed("crop", align.mouth_crop)),
-               (align, "face_crop", timed("crop", align.face_crop))]
-    originals = [(obj, name, getattr(obj, name)) for obj, name, _ in patches]
-    try:
-        for obj, name, new in patches:
-            setattr(obj, name, new)
-        yield timings
-    finally:
-        for obj, name, old in originals:
-            setattr(obj, name, old)
 
 
 # ----------------------------------------------------------------------------------
@@ -392,7 +85,7 @@ def preprocess_kwargs(model: LoadedModel) -> dict[str, Any]:
         # The model never reads face crops: ask for the smallest the pipeline makes
         # rather than holding [T, S, S, 3] of them (a 10-minute video: 560 MiB at S=112).
         face_size = _UNREAD_FACE_SIZE
-    kw: dict[str, Any] = {"face_size": face_size}
+    kw: dict[str, Any] = {"face_size": face_size, "min_frames": MIN_FRAMES}
     if "decode_max_side" in rec:
         kw["decode_max_side"] = rec["decode_max_side"]
     if isinstance(rec.get("landmarks"), Mapping):
@@ -405,10 +98,11 @@ def preprocess_kwargs(model: LoadedModel) -> dict[str, Any]:
     return kw
 
 
-def preprocess_file(path: str, model: LoadedModel
+def preprocess_file(path: str, model: LoadedModel, timer: StageTimer | None = None
                     ) -> tuple[pipeline.ClipFeatures, int, int]:
-    """(features, corrupt video frames, corrupt audio packets) of one file. Raises the
-    typed MediaError of an unusable file."""
+    """(features, corrupt video frames, corrupt audio packets) of one file; ``timer``
+    receives the preprocessing stages' seconds. Raises the typed MediaError of an
+    unusable file (``TooShortError`` under ``MIN_FRAMES`` frames)."""
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileMissingError(path, "does not exist")
@@ -421,7 +115,8 @@ def preprocess_file(path: str, model: LoadedModel
             if info.has_video:
                 model.warm_up(1)
 
-        feats = pipeline.preprocess_video(path, **preprocess_kwargs(model), on_probe=on_probe)
+        feats = pipeline.preprocess_video(path, **preprocess_kwargs(model), on_probe=on_probe,
+                                          timer=timer)
     bad_video = bad_audio = 0
     for w in caught:
         if issubclass(w.category, decode.CorruptFrameWarning):
@@ -480,6 +175,20 @@ def clip_example(feats: pipeline.ClipFeatures, model: LoadedModel) -> dict[str, 
     return ex
 
 
+def cut_windows(feats: pipeline.ClipFeatures, model: LoadedModel, starts: Sequence[int]
+                ) -> list[dict[str, np.ndarray]]:
+    """The model's input windows starting at ``starts``, cut by the evaluation
+    pipeline's own ``WindowMaker`` from the shard-format example (:func:`clip_example`):
+    the streams of ``model.inputs`` + 'frame_mask'. A window reaching past the end is
+    padded (silence for the log-mel, zeros elsewhere) and its padded frames have
+    ``frame_mask`` 0, which the methods honour."""
+    ex = clip_example(feats, model)
+    maker = WindowMaker(window=model.window, method_ids={"unknown": 0},
+                        face_size=model.face_size, streams=frozenset(model.inputs))
+    keys = (*model.inputs, "frame_mask")
+    return [{k: v for k, v in maker.cut(ex, s).items() if k in keys} for s in starts]
+
+
 def window_plan(num_frames: int, window: int, stride: int) -> list[int]:
     """Window start frames: the evaluation tiling for ``stride == window``; otherwise
     every ``stride`` frames up to the first window that reaches the end."""
@@ -531,25 +240,20 @@ def score_video(path: str | os.PathLike, model: LoadedModel, *, batch_size: int 
     path = os.fspath(path)
     if batch_size <= 0:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
-    times: dict[str, float] = {}
     t_start = time.perf_counter()
-    with stage_timer(times) if timings else contextlib.nullcontext():
-        feats, bad_video, bad_audio = preprocess_file(path, model)
-    times["preprocess"] = time.perf_counter() - t_start
+    stages = StageTimer()             # the preprocessing's own stages (--timings)
+    feats, bad_video, bad_audio = preprocess_file(path, model, stages)
+    timer = StageTimer()              # detect's stages, always recorded
+    timer.add("preprocess", time.perf_counter() - t_start)
     if timings:
-        inner = sum(v for k, v in times.items() if k != "preprocess")
-        times["preprocess_other"] = max(times["preprocess"] - inner, 0.0)
+        timer.seconds.update(stages.seconds)
+        timer.add("preprocess_other", max(timer.seconds["preprocess"] - sum(stages.seconds.values()), 0.0))
 
-    t0 = time.perf_counter()
     T, W = feats.num_frames, model.window
     stride = int(stride or W)
-    ex = clip_example(feats, model)
-    maker = WindowMaker(window=W, method_ids={"unknown": 0}, face_size=model.face_size,
-                        streams=frozenset(model.inputs))
     starts = window_plan(T, W, stride)
-    keys = (*model.inputs, "frame_mask")
-    windows = [{k: v for k, v in maker.cut(ex, s).items() if k in keys} for s in starts]
-    times["windows"] = time.perf_counter() - t0
+    with timer("windows"):
+        windows = cut_windows(feats, model, starts)
 
     t0 = time.perf_counter()
     compile0 = model.compile_seconds
@@ -563,22 +267,12 @@ def score_video(path: str | os.PathLike, model: LoadedModel, *, batch_size: int 
         frame_parts.extend(out["frame_score"][:n])
         bar.update(n)
     bar.close()
-    times["model_compile"] = model.compile_seconds - compile0
-    times["model"] = time.perf_counter() - t0 - times["model_compile"]
+    timer.add("model_compile", model.compile_seconds - compile0)
+    timer.add("model", time.perf_counter() - t0 - timer.seconds["model_compile"])
 
     t0 = time.perf_counter()
-    masks = [w["frame_mask"] for w in windows]
-    n_valid = np.array([int(m.sum()) for m in masks])
-    video = evaluation.aggregate_videos({"score": np.asarray(scores, np.float64),
-                                         "n_frames": n_valid.astype(np.float64),
-                                         "video_id": np.zeros(len(scores), np.int64),
-                                         "label": np.zeros(len(scores), np.int64)})
-    score = float(video["score"][0])
-    frame_sum, frame_cnt = np.zeros(T, np.float64), np.zeros(T, np.float64)
-    for s, fs, n in zip(starts, frame_parts, n_valid):
-        frame_sum[s:s + n] += fs[:n]
-        frame_cnt[s:s + n] += 1
-    frame_scores = (frame_sum / np.maximum(frame_cnt, 1)).astype(np.float32)
+    n_valid = np.array([int(w["frame_mask"].sum()) for w in windows])
+    score, frame_scores = aggregate(T, starts, n_valid, scores, frame_parts)
     audio = audio_presence(feats)
     face = np.asarray(feats.face_found, bool)
     window_scores = [WindowScore(int(s), int(n), float(sc), float(face[s:s + n].mean()),
@@ -588,21 +282,41 @@ def score_video(path: str | os.PathLike, model: LoadedModel, *, batch_size: int 
         thr, thr_source, thr_origin = model.threshold, model.threshold_source, model.threshold_origin
     else:
         thr, thr_source, thr_origin = float(threshold), "given on the command line", "override"
-    info = feats.info
-    media = {"container": info.container, "duration_s": round(float(info.duration_s), 3),
-             "src_fps": info.src_fps, "width": info.width, "height": info.height,
-             "video_codec": info.video_codec, "audio_codec": info.audio_codec,
-             "src_sample_rate": info.src_sample_rate, "vfr": bool(info.vfr),
-             "rotation": int(info.rotation)}
-    times["aggregate"] = time.perf_counter() - t0
-    times["total"] = time.perf_counter() - t_start
+    timer.add("aggregate", time.perf_counter() - t0)
+    timer.add("total", time.perf_counter() - t_start)
     return DetectResult(
         path=path, score=score, verdict="fake" if score >= thr else "real", threshold=thr,
         threshold_source=thr_source, threshold_origin=thr_origin, score_scale=model.score_scale,
         window=W, stride=stride, windows=window_scores, frame_scores=frame_scores,
         face_found=face, audio_present=audio, has_audio=bool(feats.has_audio),
-        corrupt_frames=bad_video, corrupt_audio_packets=bad_audio, media=media,
-        model=model.describe(), timings=times)
+        corrupt_frames=bad_video, corrupt_audio_packets=bad_audio,
+        media=media_record(feats.info), model=model.describe(), timings=timer.seconds)
+
+
+def aggregate(num_frames: int, starts: Sequence[int], n_valid: np.ndarray,
+              scores: Sequence[float], frame_parts: Sequence[np.ndarray]
+              ) -> tuple[float, np.ndarray]:
+    """(video score, float32 [T] per-frame scores) of scored windows: the evaluator's
+    frame-weighted mean of the window scores (``evaluation.aggregate_videos``) and, per
+    frame, the mean of the per-frame scores of the windows covering it."""
+    video = evaluation.aggregate_videos({"score": np.asarray(scores, np.float64),
+                                         "n_frames": np.asarray(n_valid, np.float64),
+                                         "video_id": np.zeros(len(scores), np.int64),
+                                         "label": np.zeros(len(scores), np.int64)})
+    frame_sum, frame_cnt = np.zeros(num_frames, np.float64), np.zeros(num_frames, np.float64)
+    for s, fs, n in zip(starts, frame_parts, n_valid):
+        frame_sum[s:s + n] += fs[:n]
+        frame_cnt[s:s + n] += 1
+    return float(video["score"][0]), (frame_sum / np.maximum(frame_cnt, 1)).astype(np.float32)
+
+
+def media_record(info: decode.MediaInfo) -> dict[str, Any]:
+    """The source file's container facts, as the result's ``media`` object."""
+    return {"container": info.container, "duration_s": round(float(info.duration_s), 3),
+            "src_fps": info.src_fps, "width": info.width, "height": info.height,
+            "video_codec": info.video_codec, "audio_codec": info.audio_codec,
+            "src_sample_rate": info.src_sample_rate, "vfr": bool(info.vfr),
+            "rotation": int(info.rotation)}
 
 
 # ----------------------------------------------------------------------------------
@@ -647,14 +361,26 @@ def expand_paths(args: Sequence[str], recursive: bool = False) -> tuple[list[str
 
 
 def output_names(paths: Sequence[str]) -> list[str]:
-    """A distinct output base name per input file (its stem; ``-2``, ``-3`` on clashes)."""
-    used: dict[str, int] = {}
+    """A distinct output base name per input file, deterministic for the list: the
+    file's stem; where two inputs share a stem, their file names (``a.mp4``,
+    ``a.webm``); where even those clash (``x/a.mp4``, ``y/a.mp4``), ``-2``, ``-3``...
+    appended, skipping every name another input already takes (``a-2.mp4`` is its own
+    name). Names are compared case-insensitively: the outputs may land on a
+    case-insensitive file system."""
+    bases = [os.path.basename(os.path.normpath(p)) or "video" for p in paths]
+    stems = [os.path.splitext(b)[0] or b for b in bases]
+    stem_count = collections.Counter(s.casefold() for s in stems)
+    wanted = [s if stem_count[s.casefold()] == 1 else b for s, b in zip(stems, bases)]
+    reserved = {w.casefold() for w in wanted}       # nobody's suffix may take these
+    taken: set[str] = set()
     names = []
-    for p in paths:
-        stem = os.path.splitext(os.path.basename(os.path.normpath(p)))[0] or "video"
-        k = used.get(stem, 0) + 1
-        used[stem] = k
-        names.append(stem if k == 1 else f"{stem}-{k}")
+    for w in wanted:
+        name, k = w, 1
+        while name.casefold() in taken or (k > 1 and name.casefold() in reserved):
+            k += 1
+            name = f"{w}-{k}"
+        taken.add(name.casefold())
+        names.append(name)
     return names
 
 
@@ -688,14 +414,14 @@ def score_split(model: LoadedModel, split: str, *, data_dir: str | None = None,
     this process: the input of ``evaluation.evaluate_records`` / ``aggregate_videos``.
     The data come from ``model.config.data`` ('random' needs no dataset; ``data_dir``
     overrides the config's)."""
-    from avdetect import train
     from avdetect.data import pipeline as data_pipeline
+    from avdetect.data.random_batches import random_eval_batches
 
     config = model.config
     b = int(batch_size or config.data.get("eval_batch_size", None) or config.data.batch_size)
     if config.data.name == "random":
-        it = train.random_eval_batches(config, split, process_index=0, process_count=1,
-                                       local_batch_size=b)
+        it = random_eval_batches(config, split, process_index=0, process_count=1,
+                                 local_batch_size=b)
     else:
         data_cfg = config.data.to_dict()
         if data_dir:

@@ -20,7 +20,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from avdetect import contract
-from avdetect.detect import DetectResult, frame_ranges
+from avdetect.result import DetectResult, frame_ranges
 
 COLORS = {"present": "#2ca02c", "missing": "#d62728", "silent": "#9e9e9e",
           "fake": "#d62728", "real": "#2ca02c", "frame": "#4c72b0", "threshold": "#333333"}

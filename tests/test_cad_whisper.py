@@ -196,13 +196,13 @@ def test_detect_feeds_the_raw_waveform_to_a_model_that_reads_audio(realav_clips)
 def test_detect_scores_a_clip_with_a_model_that_reads_the_waveform(realav_clips, tmp_path):
     """End to end through an export file: a CAD model whose audio encoder is Whisper gets
     the raw 'audio' stream from detect, through the pre-traced function and when traced."""
-    from avdetect import detect, export
+    from avdetect import detect, export, inference
     from avdetect.bench import common
 
     model = common.random_model("cad:tiny,whisper")
     assert model.inputs == ("face", "audio")
     path = export.export_model(model, str(tmp_path / "cadw.msgpack"))
-    pre, traced = export.load_model(path), export.load_model(path)
+    pre, traced = inference.load_model(path), inference.load_model(path)
     traced._traced_predict = None
     a = detect.score_video(realav_clips[0], pre)
     b = detect.score_video(realav_clips[0], traced)

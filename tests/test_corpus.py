@@ -37,7 +37,7 @@ import tensorflow_datasets as tfds
 
 import media_factory as mf
 import tiny_checkpoint
-from avdetect import cli, contract, detect, errors
+from avdetect import cli, contract, detect, errors, result
 from avdetect.data import build
 from avdetect.preprocess import pipeline
 
@@ -298,7 +298,7 @@ def test_detect_on_each_kind(kind, corpus, detected):
         return
     assert entry["status"] == "scored", entry
     doc = detected.docs[str(path)]
-    jsonschema.validate(doc, detect.RESULT_SCHEMA)
+    jsonschema.validate(doc, result.RESULT_SCHEMA)
     assert np.isfinite(doc["score"]) and doc["verdict"] in ("real", "fake")
     k.check(doc, detected)
 

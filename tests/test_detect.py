@@ -15,6 +15,7 @@ import pathlib
 import shutil
 import subprocess
 import sys
+import types
 
 import cv2
 import jax
@@ -26,10 +27,10 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 
 import media_factory as mf
 import tiny_checkpoint
-from avdetect import cli, contract, detect, errors, timeline
+from avdetect import cli, contract, detect, errors, result, timeline
 from avdetect.checkpointing import load_state_numpy
 from avdetect.data.pipeline import window_starts
-from avdetect.export import load_model
+from avdetect.inference import load_model
 from avdetect.preprocess.pipeline import preprocess_video
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -80,7 +81,15 @@ def edited(clip, tmp_path_factory):
     mjpeg = root / "clean.avi"
     _ffmpeg("-i", str(clip), "-c:v", "mjpeg", "-q:v", "3", "-c:a", "pcm_s16le", str(mjpeg))
     mf.corrupt_frame(mjpeg, root / "corrupt.avi", 40)
-    return {"masked": masked, "silent": silent, "short": short, "corrupt": root / "corrupt.avi"}
+    # 2 s of the clip's video with its sound replaced: full-scale white noise (log-mel
+    # near 0 and above: loud) and exact digital silence (PCM zeros).
+    loud, hushed = root / "loud.mkv", root / "hushed.mkv"
+    for out, src in ((loud, "anoisesrc=a=0.9:c=white:r=16000:seed=1"), (hushed, "anullsrc=r=16000:cl=mono")):
+        _ffmpeg("-i", str(clip), "-f", "lavfi", "-i", src, "-map", "0:v", "-map", "1:a", "-t", "2",
+                "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "pcm_s16le", str(out))
+    return {"masked": masked, "silent": silent, "short": short, "corrupt": root / "corrupt.avi",
+            "loud": loud, "hushed": hushed,
+            "tiny": mf.transcode(clip, root / "tiny.mp4", frames=7)}      # 0.28 s
 
 
 # ----------------------------------------------------------------------------------
@@ -111,7 +120,7 @@ def test_frame_ranges_against_a_loop():
             elif not v and start is not None:
                 runs.append((start, i))
                 start = None
-        assert detect.frame_ranges(mask) == runs
+        assert result.frame_ranges(mask) == runs
 
 
 def test_expand_paths_and_output_names(tmp_path):
@@ -134,7 +143,25 @@ def test_expand_paths_and_output_names(tmp_path):
     (tmp_path / "empty").mkdir()
     _, problems = detect.expand_paths([str(tmp_path / "empty")])
     assert "no video files" in problems[0]
-    assert detect.output_names(["a/x.mp4", "b/x.mp4", "x.mov", "y.mp4"]) == ["x", "x-2", "x-3", "y"]
+    assert detect.output_names(["a/x.mp4", "b/x.mp4", "x.mov", "y.mp4"]) == [
+        "x.mp4", "x.mp4-2", "x.mov", "y"]
+
+
+def test_output_names_never_collide():
+    # The reported bug: a-2.mp4's own name was also the suffix given to the second 'a'.
+    assert detect.output_names(["a.mp4", "a.webm", "a-2.mp4"]) == ["a.mp4", "a.webm", "a-2"]
+    assert detect.output_names(["d1/a.mp4", "d2/a.mp4", "a.mp4-2"]) == ["a.mp4", "a.mp4-3", "a.mp4-2"]
+    rng = np.random.default_rng(0)
+    parts = ["a", "A", "a-2", "a-3", "b", "a.mp4"]
+    for _ in range(500):
+        paths = [f"{rng.choice(['', 'x/', 'y/'])}{rng.choice(parts)}{rng.choice(['.mp4', '.webm', '.MP4', ''])}"
+                 for _ in range(rng.integers(1, 9))]
+        names = detect.output_names(paths)
+        # Unique even on a case-insensitive file system; the same list gives the same names.
+        assert len({n.casefold() for n in names}) == len(paths), (paths, names)
+        assert detect.output_names(list(paths)) == names
+        for p, n in zip(paths, names):                   # each name comes from its own file
+            assert n.startswith(pathlib.PurePath(p).stem or "video"), (p, n)
 
 
 def test_exit_code_rule():
@@ -274,6 +301,7 @@ def test_no_audio_short_and_corrupt_clips(toy_model, edited, tmp_path):
     assert res.flags["too_short"] and res.num_frames == 30
     assert [(w.start, w.num_frames) for w in res.windows] == [(0, 30)]
     assert res.score == pytest.approx(res.windows[0].score)
+    assert any("20 missing frames are masked out" in s for s in res.warnings)
 
     with pytest.warns() as record:                                   # nothing re-emitted
         res = detect.score_video(edited["corrupt"], toy_model)
@@ -300,7 +328,7 @@ def test_detect_command_on_two_fixture_clips(toy_workdir, realav_clips, tmp_path
     assert summary["counts"] == {"files": 2, "scored": 2, "failed": 0} and summary["exit_code"] == 0
     for clip_path in clips:
         doc = json.loads((out / f"{clip_path.stem}.json").read_text())
-        jsonschema.Draft202012Validator(detect.RESULT_SCHEMA).validate(doc)
+        jsonschema.Draft202012Validator(result.RESULT_SCHEMA).validate(doc)
         assert doc["threshold"]["value"] == pytest.approx(report["threshold"]["value"])
         assert doc["threshold"]["origin"] == "report"
         assert doc["verdict"] == ("fake" if doc["score"] >= doc["threshold"]["value"] else "real")
@@ -311,8 +339,8 @@ def test_detect_command_on_two_fixture_clips(toy_workdir, realav_clips, tmp_path
         assert doc["windows"][-1]["end_s"] == pytest.approx(doc["num_frames"] / FPS)
         png = out / f"{clip_path.stem}.timeline.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and mpimg.imread(png).ndim == 3
-        back = detect.DetectResult.from_json(doc)                   # JSON round trip
-        assert back.to_json()["flags"] == doc["flags"] and back.score == doc["score"]
+        assert doc["file"] == str(clip_path) and doc["status"] == "scored"
+        assert not doc["flags"]["too_short"] and doc["window"]["frames"] == tiny_checkpoint.TOY_WINDOW
         assert clip_path.name in stdout
         for stage in ("decode_video", "face_track", "logmel", "model", "total"):
             assert doc["timings_s"][stage] >= 0
@@ -373,8 +401,7 @@ def test_default_threshold_is_named(toy_workdir, clip, tmp_path):
 def bad_files(tmp_path_factory, clip):
     """name -> (path, expected MediaError class) for files detect cannot score."""
     root = tmp_path_factory.mktemp("bad")
-    short = root / "tiny.mp4"
-    _ffmpeg("-i", str(clip), "-t", "0.6", "-c:v", "libx264", "-preset", "ultrafast", str(short))
+    short = mf.transcode(clip, root / "two_frames.mp4", frames=2)      # < detect.MIN_FRAMES
     return {
         "missing": (root / "missing.mp4", errors.FileMissingError),
         "empty": (mf.make_empty_file(root / "empty.mp4"), errors.EmptyFileError),
@@ -444,3 +471,61 @@ def test_python_m_avdetect_help_documents_exit_codes():
     for line in ("0  every file was scored", "2  usage error", "3  some files could not be scored",
                  "4  no file could be scored"):
         assert line in out
+
+
+# ----------------------------------------------------------------------------------
+# Silence is silence (log-mel 0 is loud); short clips are scored
+# ----------------------------------------------------------------------------------
+
+def test_audio_presence_reads_log_mel_zero_as_loud():
+    t, m = 6, contract.MEL_PER_FRAME
+    floor = np.log(contract.LOG_FLOOR)                       # the log-mel of digital silence
+    logmel = np.zeros((m * t, contract.N_MELS), np.float32)  # mel energy 1: loud
+    logmel[m * 2:m * 4] = floor                              # frames 2, 3 silent
+    logmel[m * 4:m * 5] = floor
+    logmel[m * 4 + 1, 7] = floor + np.log(20.0)              # frame 4: one band 20x the floor
+    logmel[m * 5:] = floor + np.log(5.0)                     # frame 5: within 10x, silence
+    feats = types.SimpleNamespace(num_frames=t, has_audio=True, logmel=logmel)
+    np.testing.assert_array_equal(detect.audio_presence(feats), [1, 1, 0, 0, 1, 0])
+    feats.has_audio = False                                  # no track: nothing is heard
+    assert not detect.audio_presence(feats).any()
+
+
+def test_silence_warnings_follow_the_sound(toy_model, edited):
+    loud = detect.score_video(edited["loud"], toy_model)
+    feats = preprocess_video(edited["loud"], face_size=8)
+    assert feats.logmel.reshape(loud.num_frames, -1).max(axis=1).min() > -1.0   # loud throughout
+    assert loud.audio_present.all() and not loud.flags["no_audio"]
+    assert not any("silence" in w or "audio track" in w for w in loud.warnings), loud.warnings
+
+    hushed = detect.score_video(edited["hushed"], toy_model)     # a track of digital silence
+    assert not hushed.flags["no_audio"] and not hushed.audio_present.any()
+    assert "digital silence in 100% of frames" in hushed.warnings
+    assert not any("no audio track" in w for w in hushed.warnings)
+
+    none = detect.score_video(edited["silent"], toy_model)       # no track at all
+    msg, = [w for w in none.warnings if w.startswith("no audio track")]
+    assert "silence" not in msg                    # the model is fed log-mel 0, not silence
+
+
+def test_a_clip_under_one_second_is_scored_from_a_masked_window(toy_model, edited):
+    res = detect.score_video(edited["tiny"], toy_model)
+    w = toy_model.window
+    assert res.num_frames == 7 and res.flags["too_short"]
+    assert [(x.start, x.num_frames) for x in res.windows] == [(0, 7)]
+    doc = res.to_json()
+    jsonschema.Draft202012Validator(result.RESULT_SCHEMA).validate(doc)
+    assert doc["flags"]["too_short"] and len(doc["frame_scores"]) == 7
+    # The padded frames do not count: any content there gives the same score.
+    feats, _, _ = detect.preprocess_file(str(edited["tiny"]), toy_model)
+    window, = detect.cut_windows(feats, toy_model, [0])
+    np.testing.assert_array_equal(window["frame_mask"], np.r_[np.ones(7), np.zeros(w - 7)])
+    rng = np.random.default_rng(0)
+    noisy = {k: v.copy() for k, v in window.items()}
+    noisy["mouth"][7:] = rng.integers(0, 256, noisy["mouth"][7:].shape, dtype=np.uint8)
+    noisy["logmel"][4 * 7:] = rng.normal(0, 3, noisy["logmel"][4 * 7:].shape)
+    a, b = (toy_model.predict({k: v[None] for k, v in x.items()}) for x in (window, noisy))
+    np.testing.assert_allclose(b["score"], a["score"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(b["frame_score"][0, :7], a["frame_score"][0, :7], rtol=1e-5, atol=1e-6)
+    assert res.score == pytest.approx(float(a["score"][0]), rel=1e-5, abs=1e-6)
+

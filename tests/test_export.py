@@ -1,4 +1,5 @@
-"""Params-only export (avdetect.export, `avdetect export`) and load_model.
+"""Params-only export (avdetect.export, `avdetect export`) and its reader
+(avdetect.inference.load_model).
 
 The round trip is checked leaf by leaf against the orbax checkpoint read independently
 (``checkpointing.load_state_numpy``); the file is parsed with the plain ``msgpack``
@@ -18,7 +19,7 @@ import numpy as np
 import pytest
 
 import tiny_checkpoint
-from avdetect import cli, detect, export
+from avdetect import cli, detect, export, inference
 from avdetect.checkpointing import CheckpointError, load_state_numpy
 
 
@@ -41,13 +42,13 @@ def test_round_trip_equals_the_checkpoint(workdir, exported):
     state = load_state_numpy(workdir / "checkpoints")
     expected = _leaves({"params": state["params"], **state["model_state"]})
     assert any("batch_stats" in k for k in expected)             # the toy net has BatchNorm
-    model = export.load_model(exported)
+    model = inference.load_model(exported)
     got = _leaves(model.variables)
     assert sorted(got) == sorted(expected)
     for k, v in expected.items():
         assert got[k].dtype == v.dtype and got[k].shape == v.shape, k
         np.testing.assert_array_equal(got[k], v, err_msg=k)
-    from_dir = export.load_model(workdir)
+    from_dir = inference.load_model(workdir)
     assert model.config.to_dict() == from_dir.config.to_dict()
     report = json.loads((workdir / "eval_validation.json").read_text())
     assert model.threshold == from_dir.threshold == report["threshold"]["value"]
@@ -96,7 +97,7 @@ def test_export_command_and_steps(workdir, tmp_path, capsys):
     out = tmp_path / "m2.msgpack"
     assert cli.main(["export", str(workdir), "--step", "2", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    m2 = export.load_model(out)
+    m2 = inference.load_model(out)
     assert m2.step == 2
     state2 = load_state_numpy(workdir / "checkpoints", 2)
     np.testing.assert_array_equal(m2.variables["params"]["head"]["kernel"], state2["params"]["head"]["kernel"])
@@ -104,15 +105,15 @@ def test_export_command_and_steps(workdir, tmp_path, capsys):
     assert any("step 4" in n and "step 2" in n for n in m2.notes)
     assert "note:" in printed
     # A step folder and the checkpoints folder work as sources too.
-    assert export.load_model(workdir / "checkpoints" / "2").step == 2
-    assert export.load_model(workdir / "checkpoints").step == 4
+    assert inference.load_model(workdir / "checkpoints" / "2").step == 2
+    assert inference.load_model(workdir / "checkpoints").step == 4
     assert cli.main(["export", str(tmp_path / "nowhere")]) == 2
     assert "cannot load" in capsys.readouterr().err
 
 
 def test_detect_gives_the_same_result_from_the_export(workdir, exported, realav_clips):
     clip = next(p for p in realav_clips if p.name == "real_video-retalking_6.mp4")
-    traced, pre = export.load_model(workdir), export.load_model(exported)
+    traced, pre = inference.load_model(workdir), inference.load_model(exported)
     a = detect.score_video(clip, traced)
     b = detect.score_video(clip, pre)
     # The workdir is traced here; the file's pre-traced (jax.export) function is used.
@@ -126,9 +127,9 @@ def test_detect_gives_the_same_result_from_the_export(workdir, exported, realav_
 
 def test_pretraced_predict_takes_any_batch_and_falls_back_when_unreadable(exported, tmp_path,
                                                                          caplog):
-    model = export.load_model(exported)
+    model = inference.load_model(exported)
     rng, w = np.random.default_rng(1), model.window
-    reference = export.load_model(exported)
+    reference = inference.load_model(exported)
     reference._traced_predict = None                 # force the tracing path
     for n in (1, 3):                                  # one export serves every batch size
         batch = {"mouth": rng.integers(0, 256, (n, w, 88, 88), dtype=np.uint8),
@@ -144,7 +145,7 @@ def test_pretraced_predict_takes_any_batch_and_falls_back_when_unreadable(export
     top["traced_predict"] = b"not a serialized module"
     damaged = tmp_path / "damaged.msgpack"
     damaged.write_bytes(msgpack.packb(top, use_bin_type=True))
-    broken = export.load_model(damaged)
+    broken = inference.load_model(damaged)
     with caplog.at_level("WARNING"):
         out = broken.predict(batch)
     assert "pre-traced model cannot be used" in caplog.text and str(damaged) in caplog.text
@@ -153,7 +154,7 @@ def test_pretraced_predict_takes_any_batch_and_falls_back_when_unreadable(export
 
 
 def test_warm_up_compiles_in_the_background(exported):
-    model = export.load_model(exported)
+    model = inference.load_model(exported)
     model.warm_up(1)
     model._warmup.join(timeout=120)
     assert model.warmup_seconds > 0 and len(model.compile_paths) == 1
@@ -187,16 +188,16 @@ def test_bad_model_files_name_the_file(exported, tmp_path):
     (tmp_path / "half.msgpack").write_bytes(data[: len(data) // 2])
     for name, (path, words) in cases.items():
         with pytest.raises(CheckpointError) as info:
-            export.load_model(path)
+            inference.load_model(path)
         assert str(path) in str(info.value) and words in str(info.value), (name, info.value)
     with pytest.raises(CheckpointError, match="workdirs only"):
-        export.load_model(exported, step=2)
+        inference.load_model(exported, step=2)
 
 
 def test_config_json_restores_tuples():
     from configs import corrdistill
     config = corrdistill.get_config("tiny")
-    back = export.config_from_json(config.to_json_best_effort())
+    back = inference.config_from_json(config.to_json_best_effort())
     assert back.model.visual.widths == config.model.visual.widths            # a tuple again
     assert isinstance(back.data.inputs, tuple) and back.data.inputs == tuple(config.data.inputs)
     assert back.mesh == tuple(tuple(x) for x in config.mesh)
@@ -235,12 +236,12 @@ def test_exported_cad_scores_with_the_pretrained_sources_hidden(realav_clips, tm
     path = export.export_model(model, str(tmp_path / "cad.msgpack"))
     header = json.loads(msgpack.unpackb(pathlib.Path(path).read_bytes(), raw=False)["header"])
     assert header["config"]["model"]["audio"]["arch"]["d_model"] == 384     # tiny.en sizes
-    before = detect.score_video(realav_clips[0], export.load_model(path))
+    before = detect.score_video(realav_clips[0], inference.load_model(path))
 
     _hide_pretrained_sources(monkeypatch)
     with pytest.raises(AVDetectError):              # the hiding works: a fresh config fails
         build_method(model.config)
-    loaded = export.load_model(path)
+    loaded = inference.load_model(path)
     after = detect.score_video(realav_clips[0], loaded)
     assert np.isfinite(before.score)
     assert after.score == pytest.approx(before.score, abs=1e-6)

@@ -70,8 +70,8 @@ def test_lomo_one_run_per_held_out_method(built, tmp_path):
 
         # Independent reference: re-score the test split with the run's model, take every
         # real video and m's fakes, and let scikit-learn compute the AUC.
-        from avdetect import detect, export
-        model = export.load_model(str(wd))
+        from avdetect import detect, inference
+        model = inference.load_model(str(wd))
         records = detect.score_split(model, "test", progress=False)
         videos = evaluation.aggregate_videos(records)
         names = np.array(model.method_names)[videos["method"]]

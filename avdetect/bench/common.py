@@ -254,7 +254,7 @@ def random_model(config_ref: str, seed: int = 0):
     preprocessing record, as ``avdetect detect`` would load it from an export."""
     import importlib
 
-    from avdetect import contract, export
+    from avdetect import contract, inference
 
     method_name, _, arg = config_ref.partition(":")
     config = importlib.import_module(f"configs.{method_name}").get_config(arg or None)
@@ -262,12 +262,12 @@ def random_model(config_ref: str, seed: int = 0):
     variables = random_variables(config, seed)
     from avdetect.methods import build_method
     method = build_method(config)
-    scale = export.score_scale(config, method)
-    return export.LoadedModel(
+    scale = inference.score_scale(config, method)
+    return inference.LoadedModel(
         config=config, method=method, variables=variables,
-        threshold=export.DEFAULT_THRESHOLDS[scale],
+        threshold=inference.DEFAULT_THRESHOLDS[scale],
         threshold_source="benchmark model with random weights (default threshold)",
         threshold_origin="default", score_scale=scale,
         category_names=tuple(contract.CATEGORIES), method_names=None,
-        preprocess=export.preprocess_record(config),
+        preprocess=inference.preprocess_record(config),
         source={"kind": "export", "path": f"random:{config_ref}", "step": 0})

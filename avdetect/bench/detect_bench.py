@@ -133,7 +133,7 @@ def bench_model(config_ref: str, clip: pathlib.Path, work: pathlib.Path, repeats
                     None, _stages(t)))
     if repeats <= 0:
         return
-    from avdetect.export import load_model
+    from avdetect.inference import load_model
     t0 = time.perf_counter()
     model = load_model(model_file)
     load_s = time.perf_counter() - t0

@@ -14,7 +14,7 @@ first two real clips scaled to that height inside a 16:9 frame (720p, 1080p: pho
 camera sizes), made with ffmpeg into a temporary folder. Times are the best of
 ``--repeats`` runs (wall clock, and CPU time of this process with every thread, the
 steadier figure on a shared machine). A stage breakdown per frame (one extra run with
-``avdetect.detect.stage_timer``) shows where the time goes.
+``preprocess_video(timer=avdetect.timing.StageTimer())``) shows where the time goes.
 """
 
 from __future__ import annotations
@@ -56,8 +56,8 @@ def decode_only(path) -> int:
 
 def bench_group(label: str, paths: list[pathlib.Path], repeats: int) -> None:
     """Figures for one group of files: floor, preprocessing, ratio, stage breakdown."""
-    from avdetect import detect
     from avdetect.preprocess import pipeline
+    from avdetect.timing import StageTimer
 
     frames = dec_wall = dec_cpu = pre_wall = pre_cpu = 0.0
     for p in paths:
@@ -66,10 +66,10 @@ def bench_group(label: str, paths: list[pathlib.Path], repeats: int) -> None:
         frames += d.result
         dec_wall, dec_cpu = dec_wall + d.wall, dec_cpu + d.cpu
         pre_wall, pre_cpu = pre_wall + r.wall, pre_cpu + r.cpu
-    stages: dict[str, float] = {}
-    with detect.stage_timer(stages):
-        for p in paths:
-            pipeline.preprocess_video(p)
+    timer = StageTimer()
+    for p in paths:
+        pipeline.preprocess_video(p, timer=timer)
+    stages = timer.seconds
     ratio, ratio_cpu = dec_wall / pre_wall, dec_cpu / pre_cpu
     what = f"{len(paths)} file(s), {int(frames)} frames, best of {repeats}"
     emit(Figure(SECTION, f"preprocessing / decode, {label}", ratio, "ratio", f">= {GOAL}",

