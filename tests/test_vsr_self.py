@@ -17,7 +17,7 @@ import scipy.stats
 
 from avdetect import teachers
 from avdetect.errors import ConfigError
-from avdetect.teachers import alphabet, posteriors, vsr_self
+from avdetect.teachers import alphabet, posteriors, vsr_self, vsr_self_train
 from avdetect.teachers.errors import CheckpointError
 
 REALTALK = pathlib.Path(__file__).resolve().parents[2] / "shared" / "realtalk"
@@ -42,14 +42,14 @@ def _mouth_for(labels: np.ndarray, seed: int, size: int = 32) -> np.ndarray:
     return np.clip(out, 0, 255).astype(np.uint8)
 
 
-def _toy_clips(n=6, t=40, classes=(0, 1, 5, 11)) -> list[vsr_self.Clip]:
+def _toy_clips(n=6, t=40, classes=(0, 1, 5, 11)) -> list[vsr_self_train.Clip]:
     """Clips whose audio-teacher posterior is the (smoothed) class the mouth shows."""
     rng = np.random.default_rng(0)
     clips = []
     for i in range(n):
         labels = np.repeat(rng.choice(classes, size=t // 4), 4)
         target = posteriors.soften(np.eye(K, dtype=np.float32)[labels], eps=0.1, sigma=0.6)
-        clips.append(vsr_self.Clip(f"c{i}.mp4", f"id{i}", "train", _mouth_for(labels, i),
+        clips.append(vsr_self_train.Clip(f"c{i}.mp4", f"id{i}", "train", _mouth_for(labels, i),
                                    target))
     return clips
 
@@ -57,8 +57,8 @@ def _toy_clips(n=6, t=40, classes=(0, 1, 5, 11)) -> list[vsr_self.Clip]:
 @pytest.fixture(scope="module")
 def trained():
     clips = _toy_clips()
-    cfg = vsr_self.TrainConfig(steps=80, batch=8, window=16, lr=5e-3, augment=False, **SMALL)
-    model, history = vsr_self.train(clips, cfg, progress=False, log_every=16)
+    cfg = vsr_self_train.TrainConfig(steps=80, batch=8, window=16, lr=5e-3, augment=False, **SMALL)
+    model, history = vsr_self_train.train(clips, cfg, progress=False, log_every=16)
     return clips, model, history
 
 
@@ -66,7 +66,7 @@ def test_training_lowers_the_loss_and_beats_the_prior(trained):
     clips, model, history = trained
     assert len(history) == 5
     assert history[-1] < 0.6 * history[0], history
-    m = vsr_self.evaluate(model, clips, vsr_self.teacher_prior(clips))
+    m = vsr_self_train.evaluate(model, clips, vsr_self_train.teacher_prior(clips))
     assert m["frames"] == sum(c.mouth.shape[0] for c in clips) and m["clips"] == len(clips)
     assert m["top1"] > m["chance_top1"] + 0.3 and m["kl"] < m["chance_kl"], m
 
@@ -110,7 +110,7 @@ def test_agreement_matches_independent_formulas():
     p = [rng.dirichlet(np.ones(K), size=n).astype(np.float32) for n in (5, 9)]
     q = [rng.dirichlet(np.ones(K), size=n).astype(np.float32) for n in (5, 9)]
     prior = rng.dirichlet(np.ones(K))
-    m = vsr_self.agreement(q, p, prior)
+    m = vsr_self_train.agreement(q, p, prior)
     P, Q = np.concatenate(p), np.concatenate(q)
     assert m["frames"] == 14 and m["clips"] == 2
     assert m["top1"] == pytest.approx(np.mean(P.argmax(1) == Q.argmax(1)))
@@ -235,7 +235,7 @@ def test_correlation_check_matches_scipy_js(trained):
     from scipy.spatial.distance import jensenshannon
 
     clips, model, _ = trained
-    out = vsr_self.correlation_check(model, clips[:4])
+    out = vsr_self_train.correlation_check(model, clips[:4])
     r = []
     for c in clips[:4]:
         q = model.predict(c.mouth)
