@@ -26,9 +26,14 @@ Conventions (one place, used everywhere):
   ``silence.all_silent``), at the same threshold; ``silence`` says how much was trimmed
   from reals and fakes. The Markdown table puts the two side by side.
 * Breakdowns (FakeAVCeleb practice): for each fake category (RVFA, FVRA, FVFA) and each
-  generation method, metrics on all real videos plus that group's fakes. A group made of
+  manipulation (the generation method: ``per_method`` in the report, ``manipulation:`` rows
+  in its table), metrics on all real videos plus that group's fakes. A group made of
   real videos only (RVRA, or the 'real' method) has no AUC/AP/EER (one class), only its
   accuracy (the share of real videos called real).
+* Per-video scores: the report's ``videos`` lists every video's id (the eval batches'
+  ``video_id``: the record index in the split), as-is score and label, so a subset the
+  tables do not break out (a source repository, an identity) can be scored afterwards
+  (``avdetect.loso``).
 """
 
 from __future__ import annotations
@@ -307,6 +312,7 @@ def evaluate_records(records: Mapping[str, np.ndarray], *, threshold: float, thr
         "threshold": {"value": float(threshold), "source": threshold_source},
         "window": window,
         "video": video,
+        "videos": _video_rows(as_is),
     }
     trimmed = view_records(records, trimmed=True)
     if trimmed is not None:
@@ -314,6 +320,15 @@ def evaluate_records(records: Mapping[str, np.ndarray], *, threshold: float, thr
         report["trimmed"] = {"window": t_window, "video": t_video}
         report["silence"] = silence_summary(as_is)
     return report
+
+
+def _video_rows(records: Mapping[str, np.ndarray]) -> dict[str, list]:
+    """The report's ``videos`` section: per-video id, score and label (JSON lists)."""
+    videos = aggregate_videos(records)
+    ids = [v.item() if hasattr(v, "item") else v for v in videos["video_id"]]
+    ids = [v.decode() if isinstance(v, bytes) else v for v in ids]   # int record or name
+    return {"video_id": ids, "score": [float(x) for x in videos["score"]],
+            "label": [int(x) for x in videos["label"]]}
 
 
 def video_threshold(records: Mapping[str, np.ndarray], rule: str = "eer") -> float:
@@ -336,7 +351,7 @@ _TITLES = {"n_real": "#real", "n_fake": "#fake", "auc": "AUC", "ap": "AP", "acc"
 
 
 def report_markdown(report: Mapping[str, Any]) -> str:
-    """A Markdown table of a report (video level, then per category / method, then the
+    """A Markdown table of a report (video level, then per category / manipulation, then the
     window-level overall row); with a trimmed view, AUC, AP and EER each get a
     '(trimmed)' column beside them."""
     trimmed = report.get("trimmed")
@@ -375,7 +390,8 @@ def report_markdown(report: Mapping[str, Any]) -> str:
         lines.append("| " + name + " | " + " | ".join(cells) + " |")
 
     row("video: overall", "video", ("overall",))
-    for section, title in (("per_category", "category"), ("per_method", "method")):
+    # 'per_method' is the stored key; its rows are manipulations (README's glossary).
+    for section, title in (("per_category", "category"), ("per_method", "manipulation")):
         for name in report["video"].get(section, {}):
             row(f"{title}: {name}", "video", (section, name))
     row("window: overall", "window", ("overall",))
