@@ -160,12 +160,6 @@ class Checkpointer:
         self.close()
 
 
-def abstract_like(tree: Any) -> Any:
-    """ShapeDtypeStructs (with shardings) of a tree of arrays, for ``restore``."""
-    return jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=getattr(a, "sharding", None)),
-                        tree)
-
-
 def resolve_checkpoint(path_or_step: str | int | None, default_dir: str) -> tuple[str, int]:
     """``(checkpoints_dir, step)`` from ``--checkpoint``: None (latest in ``default_dir``),
     a step number, a checkpoints directory (latest) or one step directory."""

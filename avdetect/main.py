@@ -86,7 +86,8 @@ def main(argv: list[str]) -> None:
             sys.exit(f"error: {e}")
         result = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
         if result.get("preempted"):
-            sys.exit(train.PREEMPTED_EXIT_CODE)
+            from avdetect.preemption import PREEMPTED_EXIT_CODE
+            sys.exit(PREEMPTED_EXIT_CODE)
     else:
         train.evaluate_checkpoint(_CONFIG.value, _WORKDIR.value, _CHECKPOINT.value)
 

@@ -288,7 +288,11 @@ def evaluate_tests(config: ml_collections.ConfigDict, workdir: str, tests: Seque
     """Reports of the latest checkpoint in ``workdir`` on every test ``NAME:SPLIT``
     (written as ``<workdir>/cross/eval_<name>_<split>.json/.md``)."""
     import jax
-    from avdetect import checkpointing, evaluation, sharding, train
+    from avdetect import checkpointing, evaluation, sharding
+    from avdetect.evaluators import predict_split
+    from avdetect.input_pipeline import label_vocabularies, make_eval_iterator
+    from avdetect.methods import build_method
+    from avdetect.steps import Steps
 
     mesh = sharding.make_mesh(config.get("mesh", None) or [("data", -1)])
     # The threshold: the training run's own validation report (the trainer chose it).
@@ -308,13 +312,13 @@ def evaluate_tests(config: ml_collections.ConfigDict, workdir: str, tests: Seque
         cfg = bind_dataset(config, name, data_dir, for_training=False)
         cfg.data.eval_split = split
         if steps is None:   # one model for every test (the streams' shapes are shared)
-            example = next(train.make_eval_iterator(cfg, mesh, split))
-            steps = train.Steps(cfg, train.build_method(cfg), mesh,
+            example = next(make_eval_iterator(cfg, mesh, split))
+            steps = Steps(cfg, build_method(cfg), mesh,
                                 sharding.host_to_global(example, mesh), train=False)
             with checkpointing.Checkpointer(directory, read_only=True, asynchronous=False) as ck:
                 state = ck.restore_state(step, steps.abstract_state)
-        records = train.predict_split(steps, state, cfg, split, desc=f"eval {t}")
-        cats, methods = train.label_vocabularies(cfg)
+        records = predict_split(steps, state, cfg, split, desc=f"eval {t}")
+        cats, methods = label_vocabularies(cfg)
         rep = evaluation.evaluate_records(records, threshold=threshold, threshold_source=source,
                                           split=split, category_names=cats, method_names=methods)
         rep["dataset"] = name

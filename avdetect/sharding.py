@@ -229,19 +229,3 @@ def host_to_global(local_batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict[st
         value = np.asarray(value)
         out[key] = jax.make_array_from_process_local_data(sharding, value)
     return out
-
-
-def local_rows(array: jax.Array) -> np.ndarray:
-    """This process's rows of a batch-sharded global array, in local-batch order.
-
-    For an array made by ``host_to_global`` these are exactly the rows this process fed.
-    """
-    shards = sorted(array.addressable_shards, key=lambda s: s.index[0].start or 0)
-    seen, parts = set(), []
-    for s in shards:
-        start = s.index[0].start or 0
-        if start in seen:          # replicas over non-data axes hold the same rows
-            continue
-        seen.add(start)
-        parts.append(np.asarray(s.data))
-    return np.concatenate(parts, axis=0)

@@ -20,6 +20,9 @@ import jax  # noqa: E402
 
 import toy_method  # noqa: E402
 from avdetect import sharding, train  # noqa: E402
+from avdetect.input_pipeline import make_train_iterator  # noqa: E402
+from avdetect.methods import build_method  # noqa: E402
+from avdetect.steps import Steps  # noqa: E402
 
 MODEL_RULES = [(r"visual/kernel", 'shard_dim(-1, "model")'), (".*", "replicate")]
 
@@ -35,9 +38,9 @@ def main(out_dir: str) -> None:
     # Where the rules put the visual kernel and its optimizer moments.
     config = toy_method.toy_config(mesh=runs["data4_model2"][0], sharding_strategy=MODEL_RULES)
     mesh_obj = sharding.make_mesh(config.mesh)
-    it = train.make_train_iterator(config, mesh_obj)
-    steps = train.Steps(config, train.build_method(config), mesh_obj,
-                        sharding.host_to_global(next(it), mesh_obj))
+    it = make_train_iterator(config, mesh_obj)
+    steps = Steps(config, build_method(config), mesh_obj,
+                  sharding.host_to_global(next(it), mesh_obj))
     specs = {}
     for path, sh in jax.tree_util.tree_leaves_with_path(steps.state_sharding):
         name = sharding.path_str(path)

@@ -16,7 +16,10 @@ import jax
 import numpy as np
 import pytest
 
-from avdetect import contract, sharding, train
+from avdetect import contract, sharding
+from avdetect.data.random_batches import RandomBatches
+from avdetect.methods import build_method
+from avdetect.steps import Steps
 from avdetect.pretrained import face_mesh as FM
 from avdetect.pretrained import whisper as W
 from avdetect.pretrained.errors import WeightFileError
@@ -48,10 +51,10 @@ def run():
     tiny_dir = _tiny_en_dir()
     config = _config()
     mesh = sharding.make_mesh([("data", -1)])
-    local = next(train.RandomBatches(config, seed=0, process_index=0, local_batch_size=BATCH))
+    local = next(RandomBatches(config, seed=0, process_index=0, local_batch_size=BATCH))
     batch = sharding.host_to_global(local, mesh)
-    method = train.build_method(config)
-    steps = train.Steps(config, method, mesh, batch)
+    method = build_method(config)
+    steps = Steps(config, method, mesh, batch)
     random_state = steps.init(jax.random.PRNGKey(0), batch)
     random_whisper = jax.device_get(random_state["params"]["audio_encoder"])
     state = steps.load_pretrained(random_state)

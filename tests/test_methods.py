@@ -29,7 +29,7 @@ from scipy.spatial.distance import jensenshannon
 
 from avdetect.errors import ConfigError
 from avdetect.methods import BatchError, build_method
-from avdetect.methods.base import example_batch
+from avdetect.data.random_batches import example_batch
 from configs import baseline, cad, common, corrdistill
 
 B, T, STEPS = 4, 4, 5

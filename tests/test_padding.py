@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from avdetect import train
+from avdetect.data.random_batches import RandomBatches
 from avdetect.methods import build_method
 from avdetect.models import audio as audio_lib
 from avdetect.models import layers, visual
@@ -56,7 +56,7 @@ def _config(method: str, arg: str):
 def test_padded_window_scores_equal_the_unpadded_clip(method, arg):
     config = _config(method, arg)
     m = build_method(config)
-    batch = next(train.RandomBatches(config, seed=0, process_index=0, local_batch_size=1))
+    batch = next(RandomBatches(config, seed=0, process_index=0, local_batch_size=1))
     batch["frame_mask"] = np.ones((1, N), np.float32)
     variables = m.init(jax.random.PRNGKey(0), batch)
     # non-trivial BatchNorm statistics, so eval-mode BN is not the identity

@@ -21,12 +21,14 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from avdetect import checkpointing, sharding, train  # noqa: E402
+from avdetect.input_pipeline import make_train_iterator  # noqa: E402
 from avdetect.bench import torch_ref  # noqa: E402
 from avdetect.convert import talknet  # noqa: E402
 from avdetect.convert.variables_file import load_variables, save_variables  # noqa: E402
 from avdetect.errors import CheckpointError  # noqa: E402
 from avdetect.methods import build_method  # noqa: E402
 from avdetect.models.audio import mfcc_from_logmel  # noqa: E402
+from avdetect.steps import Steps  # noqa: E402
 
 TSV = pathlib.Path(__file__).resolve().parents[2] / "shared" / "research" / "talknet_state_dict.tsv"
 
@@ -190,9 +192,9 @@ def test_converted_checkpoint_fine_tunes_through_the_trainer(tmp_path):
 
     # The trainer's starting state is exactly the file: its logits are the reference's.
     mesh = sharding.make_mesh(config.mesh)
-    first = sharding.host_to_global(next(train.make_train_iterator(config, mesh)), mesh)
+    first = sharding.host_to_global(next(make_train_iterator(config, mesh)), mesh)
     method = build_method(config)
-    steps = train.Steps(config, method, mesh, first, train=False)
+    steps = Steps(config, method, mesh, first, train=False)
     state = steps.load_init_from(steps.init(jax.random.PRNGKey(0), first), str(path))
     out = method.predict({"params": state["params"], **state["model_state"]}, first)
     mfcc = np.array(mfcc_from_logmel(jnp.asarray(first["logmel"])))
@@ -219,8 +221,8 @@ def test_init_from_with_the_wrong_model_names_the_file_and_the_mismatch(tmp_path
     path = save_variables(tmp_path / "wrong.msgpack", variables)
     mesh = sharding.make_mesh(config.mesh)
     config.data.name = "random"
-    first = sharding.host_to_global(next(train.make_train_iterator(config, mesh)), mesh)
-    steps = train.Steps(config, build_method(config), mesh, first, train=False)
+    first = sharding.host_to_global(next(make_train_iterator(config, mesh)), mesh)
+    steps = Steps(config, build_method(config), mesh, first, train=False)
     with pytest.raises(CheckpointError, match=r"wrong\.msgpack.*wrong shape.*classifier/kernel"):
         steps.load_init_from(steps.init(jax.random.PRNGKey(0), first), str(path))
 

@@ -231,7 +231,7 @@ def random_variables(config, seed: int = 0) -> dict[str, Any]:
     import jax
     import numpy as np
 
-    from avdetect.methods.base import example_batch
+    from avdetect.data.random_batches import example_batch
     from avdetect.methods import build_method
 
     method = build_method(config)

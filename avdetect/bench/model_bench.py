@@ -40,7 +40,7 @@ import optax
 from tqdm import tqdm
 
 from avdetect.methods import build_method
-from avdetect.methods.base import example_batch
+from avdetect.data.random_batches import example_batch
 
 METHODS = ("corrdistill", "cad", "baseline")
 

@@ -41,7 +41,7 @@ def profile_ours(repeats: int) -> None:
 
     from avdetect.bench import model_bench
     from avdetect.methods import build_method
-    from avdetect.methods.base import example_batch
+    from avdetect.data.random_batches import example_batch
     from avdetect.models.visual import MOUTH_MEAN, MOUTH_STD, MouthFrontend, to_float_image
 
     cfg = model_bench.get_config("corrdistill", "full,mouth=112,features=mfcc")

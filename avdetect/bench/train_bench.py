@@ -6,7 +6,7 @@
         python -m avdetect.bench.train_bench --methods corrdistill --configs tiny --devices 4
     python -m avdetect.bench.train_bench --loader [--tiny]
 
-Train step: ``avdetect.train.Steps`` (the trainer's own jitted step: sharded over the
+Train step: ``avdetect.steps.Steps`` (the trainer's own jitted step: sharded over the
 config's mesh, state donated, metrics collected) on the trainer's ``'random'`` data
 (``config.data.name = 'random'``: batches of the data contract's shapes), median of
 ``--steps`` steps after ``--warmup`` (the first includes compilation, reported apart).
@@ -64,14 +64,17 @@ def bench_train_step(config, steps: int, warmup: int) -> dict:
     import jax
     import numpy as np
 
-    from avdetect import sharding, train
+    from avdetect import sharding
+    from avdetect.input_pipeline import make_train_iterator
+    from avdetect.methods import build_method
+    from avdetect.steps import Steps
 
     mesh = sharding.make_mesh(config.get("mesh", None) or [("data", -1)])
-    it = train.make_train_iterator(config, mesh)
+    it = make_train_iterator(config, mesh)
     batches = [sharding.host_to_global(next(it), mesh) for _ in range(2)]
-    method = train.build_method(config)
+    method = build_method(config)
     t0 = time.perf_counter()
-    s = train.Steps(config, method, mesh, batches[0])
+    s = Steps(config, method, mesh, batches[0])
     # The state the trainer's init would make, from random weights drawn in NumPy: the
     # init program's compilation (seconds to a minute) is not what is measured here.
     variables = common.random_variables(config)

@@ -305,7 +305,7 @@ def template_of(config) -> dict:
     import jax.numpy as jnp
 
     from avdetect.methods import build_method
-    from avdetect.methods.base import example_batch
+    from avdetect.data.random_batches import example_batch
 
     method = build_method(config)
     dim = config.model.get("n_mfcc", 13) if config.model.get("audio_features") == "mfcc" else 80

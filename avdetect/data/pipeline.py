@@ -506,7 +506,9 @@ def _padding_window(template: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]
     return out
 
 
-def _stack(items: Sequence[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
+def stack_examples(items: Sequence[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """One batch from examples of equal keys and shapes (every key stacked on a new
+    leading axis); also the random data's batcher."""
     return {k: np.stack([it[k] for it in items]) for k in items[0]}
 
 
@@ -713,7 +715,7 @@ def _eval_batch_stream(source, records, maker: WindowMaker, bs: int, num_batches
             template = template or windows[0]
             pending.extend(windows)
             while len(pending) >= bs:
-                yield _stack(pending[:bs])
+                yield stack_examples(pending[:bs])
                 pending = pending[bs:]
                 emitted += 1
     if template is None:
@@ -724,7 +726,7 @@ def _eval_batch_stream(source, records, maker: WindowMaker, bs: int, num_batches
         if template is None:
             raise ConfigError("cannot evaluate an empty split")
         pad = _padding_window(template)
-        yield _stack(pending + [pad] * (bs - len(pending)))
+        yield stack_examples(pending + [pad] * (bs - len(pending)))
         pending = []
         emitted += 1
 

@@ -316,39 +316,3 @@ class TwoStreamMethod:
 
     def loss_terms(self, out, batch, mask):  # pragma: no cover - abstract
         raise NotImplementedError
-
-
-# --------------------------------------------------------------------------------------
-# Synthetic batches (benchmarks, tests, shape-only initialisation)
-# --------------------------------------------------------------------------------------
-
-def example_batch(config: ml_collections.ConfigDict, batch_size: int | None = None,
-                  window: int | None = None, seed: int = 0,
-                  audio_dim: int = contract.N_MELS) -> dict[str, np.ndarray]:
-    """A random batch with every key of the data contract, shaped by ``config``.
-
-    Learnable on purpose: a fake clip (label 1) has its mouth / face pixels shifted up and
-    its log-mel shifted down, and its teacher posteriors disagree, so a few optimiser steps
-    can lower the loss. ``audio_dim`` = 13 with ``audio_features='mfcc'`` gives
-    precomputed MFCCs (the reference's input) instead of an 80-bin log-mel.
-    """
-    b = batch_size or config.data.batch_size
-    t = window or config.data.window
-    rng = np.random.default_rng(seed)
-    label = (np.arange(b) % 2).astype(np.int32)                    # alternate real / fake
-    shift = label[:, None, None, None].astype(np.float32)
-    ms, fs, k = config.model.mouth_size, config.data.face_size, config.model.teacher_classes
-    mouth = rng.integers(0, 160, (b, t, ms, ms)) + 80 * shift
-    face = rng.integers(0, 160, (b, t, fs, fs, 3)) + 80 * shift[..., None]
-    logmel = rng.normal(size=(b, contract.MEL_PER_FRAME * t, audio_dim)) - 2.0 * shift[:, :, :, 0]
-    p = rng.dirichlet(np.ones(k), size=(b, t))
-    q = np.where(label[:, None, None] == 0, p, rng.dirichlet(np.ones(k), size=(b, t)))
-    # Raw 16 kHz waveform in [-1, 1] (the Whisper front end's input); fakes are louder.
-    audio = rng.uniform(-0.1, 0.1, (b, contract.SAMPLES_PER_FRAME * t)) * (1.0 + 4.0 * label[:, None])
-    # Lip points in the aligned face [T, 20, 2]; fakes' mouths move twice as much.
-    lips = 0.5 + 0.05 * rng.normal(size=(b, t, contract.NUM_LIPS, 2)) * (1.0 + label[:, None, None, None])
-    return dict(mouth=mouth.astype(np.uint8), face=face.astype(np.uint8), lips=lips.astype(np.float32),
-                logmel=logmel.astype(np.float32), audio=audio.astype(np.float32),
-                teacher_audio=p.astype(np.float32),
-                teacher_video=q.astype(np.float32), label=label,
-                frame_mask=np.ones((b, t), np.float32))

@@ -1,0 +1,110 @@
+"""The evaluation loop: score every window of a split with the eval step, gather the
+records from every process, and turn them into reports.
+
+The validation split (``config.data.val_split``) chooses the decision threshold
+(``config.eval.threshold``: 'eer' or 'max_bacc' on video scores); the eval split
+(``config.data.eval_split``) is scored at that threshold. The metrics and the report
+format are :mod:`avdetect.evaluation`'s.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import jax
+import ml_collections
+import numpy as np
+from absl import logging
+from jax.experimental import multihost_utils
+
+from avdetect import evaluation, sharding
+from avdetect.errors import ConfigError
+from avdetect.input_pipeline import label_vocabularies, make_eval_iterator
+from avdetect.steps import State, Steps
+
+
+def predict_split(steps: Steps, state: State, config: ml_collections.ConfigDict, split: str,
+                  max_batches: int | None = None, desc: str | None = None) -> dict[str, np.ndarray]:
+    """Window records (valid windows only) of ``split`` gathered from every process.
+
+    All processes run the same number of eval steps (a collective program): a process
+    whose own batches run out feeds a padding batch (``valid = 0``) until all are done.
+    """
+    it = make_eval_iterator(config, steps.mesh, split)
+    collector = evaluation.Collector()
+    multi = jax.process_count() > 1
+    template, n = None, 0
+    bar = progress(desc or f"eval {split}", None)
+    while max_batches is None or n < max_batches:
+        local = next(it, None)
+        if multi:
+            alive = multihost_utils.process_allgather(np.asarray(local is not None, np.int32))
+            if not np.any(alive):
+                break
+            if local is None:
+                if template is None:
+                    raise ConfigError(f"split {split!r}: process {jax.process_index()} has no eval data at all")
+                local = {**template, "valid": np.zeros_like(template["valid"])}
+        elif local is None:
+            break
+        if "label" not in local:
+            raise ConfigError(f"split {split!r}: eval batches carry no 'label'")
+        local = dict(local)
+        local.setdefault("valid", np.ones(len(local["label"]), np.int32))
+        template = template or local
+        host_fields = {k: local[k] for k in ("video_id", "category", "method")
+                       if k in local and not sharding.is_device_field(local[k])}
+        if host_fields and multi:
+            raise ConfigError(f"split {split!r}: eval fields {sorted(host_fields)} are strings; "
+                              "multi-process evaluation needs integer ids")
+        out = jax.device_get(steps.eval_step(state, sharding.host_to_global(local, steps.mesh)))
+        if "video_id" not in out and "video_id" not in host_fields:
+            raise ConfigError(f"split {split!r}: eval batches carry no 'video_id'")
+        collector.add({**{k: np.asarray(v) for k, v in out.items()}, **host_fields})
+        n += 1
+        bar.update(1)
+    bar.close()
+    return collector.records()
+
+
+def evaluate_state(steps: Steps, state: State, config: ml_collections.ConfigDict, *,
+                   max_batches: int | None = None) -> dict[str, dict]:
+    """Reports for the validation split (where the threshold is chosen) and the eval
+    split (scored at that threshold): ``{split_name: report}``."""
+    eval_cfg = config.get("eval", ml_collections.ConfigDict())
+    rule = eval_cfg.get("threshold", "eer")
+    fixed = float(eval_cfg.get("fixed_threshold", 0.5))
+    cats, methods = label_vocabularies(config)
+    test_split, val_split = config.data.eval_split, config.data.get("val_split", None)
+    reports = {}
+    threshold, source = fixed, "fixed (config.eval.fixed_threshold; no validation split)"
+    if val_split and val_split != test_split:
+        val = predict_split(steps, state, config, val_split, max_batches)
+        try:
+            threshold = evaluation.video_threshold(val, rule)
+            source = f"chosen on split '{val_split}' video scores by rule '{rule}'"
+        except ValueError as e:   # one class only in the validation split
+            logging.warning("threshold: %s; using the fixed threshold %s", e, fixed)
+            source = f"fixed (validation split '{val_split}' unusable: {e})"
+        reports[val_split] = evaluation.evaluate_records(val, threshold=threshold, threshold_source=source,
+                                                         split=val_split, category_names=cats,
+                                                         method_names=methods)
+    test = predict_split(steps, state, config, test_split, max_batches)
+    reports[test_split] = evaluation.evaluate_records(test, threshold=threshold, threshold_source=source,
+                                                      split=test_split, category_names=cats,
+                                                      method_names=methods)
+    return reports
+
+
+class _NullBar:
+    def update(self, n: int = 1) -> None: ...
+    def close(self) -> None: ...
+    def set_postfix_str(self, s: str) -> None: ...
+
+
+def progress(desc: str, total: int | None, initial: int = 0):
+    """A tqdm bar on interactive runs (process 0, stdout a terminal), else a no-op."""
+    if jax.process_index() == 0 and sys.stdout.isatty():
+        from tqdm import tqdm
+        return tqdm(total=total, initial=initial, desc=desc, dynamic_ncols=True)
+    return _NullBar()
