@@ -26,7 +26,8 @@ Conventions (one place, used everywhere):
   ``silence.all_silent``), at the same threshold; ``silence`` says how much was trimmed
   from reals and fakes. The Markdown table puts the two side by side.
 * Breakdowns (FakeAVCeleb practice): for each fake category (RVFA, FVRA, FVFA) and each
-  generation method, metrics on all real videos plus that group's fakes. A group made of
+  manipulation (the generation method: ``per_method`` in the report, ``manipulation:`` rows
+  in its table), metrics on all real videos plus that group's fakes. A group made of
   real videos only (RVRA, or the 'real' method) has no AUC/AP/EER (one class), only its
   accuracy (the share of real videos called real).
 * Per-video scores: the report's ``videos`` lists every video's id (the eval batches'
@@ -350,7 +351,7 @@ _TITLES = {"n_real": "#real", "n_fake": "#fake", "auc": "AUC", "ap": "AP", "acc"
 
 
 def report_markdown(report: Mapping[str, Any]) -> str:
-    """A Markdown table of a report (video level, then per category / method, then the
+    """A Markdown table of a report (video level, then per category / manipulation, then the
     window-level overall row); with a trimmed view, AUC, AP and EER each get a
     '(trimmed)' column beside them."""
     trimmed = report.get("trimmed")
@@ -389,7 +390,8 @@ def report_markdown(report: Mapping[str, Any]) -> str:
         lines.append("| " + name + " | " + " | ".join(cells) + " |")
 
     row("video: overall", "video", ("overall",))
-    for section, title in (("per_category", "category"), ("per_method", "method")):
+    # 'per_method' is the stored key; its rows are manipulations (README's glossary).
+    for section, title in (("per_category", "category"), ("per_method", "manipulation")):
         for name in report["video"].get(section, {}):
             row(f"{title}: {name}", "video", (section, name))
     row("window: overall", "window", ("overall",))

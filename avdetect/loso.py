@@ -50,8 +50,9 @@ import ml_collections
 import numpy as np
 
 from avdetect import evaluation, protocols
+from avdetect.config_specs import apply_overrides, load_config
 from avdetect.data.pseudo_fakes import KINDS as PSEUDO_FAKE_KINDS
-from avdetect.errors import AVDetectError, ConfigError
+from avdetect.errors import ConfigError
 
 SPLITS = ("train", "validation", "test")
 TEST = "test"
@@ -272,24 +273,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--set", dest="overrides", action="append", default=[],
                    metavar="KEY=VALUE", help="config override (repeatable)")
     a = p.parse_args(argv)
-    from absl import flags, logging
-    if not flags.FLAGS.is_parsed():
-        flags.FLAGS.mark_as_parsed()        # Grain workers read absl flags
-    logging.set_verbosity(logging.WARNING)
-    try:
-        config = protocols.apply_overrides(protocols.load_config(a.config), a.overrides)
+
+    def run_from_args() -> dict[str, Any]:
+        config = apply_overrides(load_config(a.config), a.overrides)
         if a.steps:
             config.train.steps = int(a.steps)
         sources = [s.strip() for s in a.sources.split(",") if s.strip()] if a.sources else None
-        out = run(config, a.data, a.data_dir, os.path.abspath(os.path.expanduser(a.workdir)),
-                  sources, a.top)
-    except AVDetectError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print()
-    print(out["table"])
-    print(f"written: {out['paths'][0]}, {out['paths'][1]}")
-    return 0
+        return run(config, a.data, a.data_dir, os.path.abspath(os.path.expanduser(a.workdir)),
+                   sources, a.top)
+    return protocols.run_command(run_from_args)
 
 
 if __name__ == "__main__":

@@ -1,10 +1,11 @@
 r"""Evaluation protocols: leave-one-method-out (LOMO) and cross-dataset runs.
 
-Leave-one-method-out, for every fake method m of the dataset: train with
-``config.data.train_exclude_methods = (m,)`` and evaluate on the test split. The test
-report's per-method breakdown row for m (all real test videos + the test fakes of m,
+Leave-one-method-out, for every manipulation m of the dataset (a fake entry of its
+``method`` vocabulary: "method" there means how a fake was made, README's glossary): train
+with ``config.data.train_exclude_methods = (m,)`` and evaluate on the test split. The test
+report's per-manipulation breakdown row for m (all real test videos + the test fakes of m,
 ``avdetect.evaluation.breakdown``) is then exactly the held-out number: a model that never
-saw m, scored on m's fakes against the reals. The synthetic benchmark has no per-method
+saw m, scored on m's fakes against the reals. The synthetic benchmark has no per-manipulation
 test splits, so this filter-by-breakdown is how m's test clips are selected::
 
     python -m avdetect.protocols lomo --config=configs/corrdistill.py:tiny \
@@ -12,7 +13,7 @@ test splits, so this filter-by-breakdown is how m's test clips are selected::
     python -m avdetect.protocols lomo \
         --configs=configs/baseline.py:tiny,configs/corrdistill.py:tiny,configs/cad.py:tiny \
         --data=synthetic_av/demo_oracle --data_dir=demo_out/tfds --workdir=/tmp/lomo \
-        [--methods=lipsync,voiceclone] [--steps=150]
+        [--manipulations=lipsync,voiceclone] [--steps=150]
 
 Cross-dataset: train once on ``--train`` (its 'train' split; the decision threshold is
 chosen on its 'validation' split), then evaluate every ``--test`` split::
@@ -40,6 +41,10 @@ Teacher posteriors: a method reading ``teacher_audio``/``teacher_video`` gets
 ``config.model.teacher_classes`` set to the dataset's stored teacher dimension
 (:func:`bind_dataset`), so one config works on datasets built with different teachers
 (the synthetic oracle's 14 visemes, the deep_avsr 40 characters).
+
+Size (a little over 450 lines): the two protocols share every part here - binding a config
+to a dataset, reusable runs, the table and the command; config specs and overrides live in
+:mod:`avdetect.config_specs`.
 """
 
 from __future__ import annotations
@@ -47,96 +52,31 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
-import importlib
-import importlib.util
 import json
 import os
-import pathlib
 import sys
 import time
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import ml_collections
 
 from avdetect import contract
+from avdetect.config_specs import apply_overrides, config_label, folder_name, load_config
 from avdetect.errors import AVDetectError, ConfigError
 
 MODES = ("lomo", "cross")
-REAL_METHOD = "real"
+REAL_MANIPULATION = "real"     # the manipulation name of real clips
 RESULT_FILE = "result.json"
 METRICS = ("auc", "ap", "eer", "acc", "bacc", "n_real", "n_fake")
 TRIMMED_METRICS = ("auc", "ap", "eer")   # also reported with digital silence trimmed
 TRIMMED = "_trimmed"
 
 
-# ----------------------------------------------------------------------------------
-# Configs
-# ----------------------------------------------------------------------------------
-
-def load_config(spec: str) -> ml_collections.ConfigDict:
-    """``'configs/<m>.py[:arg]'`` -> ``get_config(arg)`` of that file (as ``--config`` of
-    ``avdetect.main`` reads it)."""
-    path, _, arg = spec.partition(":")
-    file = pathlib.Path(path).expanduser()
-    if not file.is_file():
-        raise ConfigError(f"config file {path!r} does not exist (from {spec!r})")
-    name = f"_avdetect_protocol_config_{file.stem}"
-    module_spec = importlib.util.spec_from_file_location(name, file)
-    module = importlib.util.module_from_spec(module_spec)
-    sys.modules[name] = module          # dataclasses (flax modules) look their module up
-    module_spec.loader.exec_module(module)
-    if not hasattr(module, "get_config"):
-        raise ConfigError(f"{path}: has no get_config()")
-    return module.get_config(arg or None)
-
-
-def config_label(spec: str) -> str:
-    """A short column / folder name for a config spec: 'corrdistill:tiny'."""
-    path, _, arg = spec.partition(":")
-    stem = pathlib.Path(path).stem
-    return f"{stem}:{arg}" if arg else stem
-
-
-def _folder(label: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in label)
-
-
-def apply_overrides(config: ml_collections.ConfigDict, overrides: Sequence[str]
-                    ) -> ml_collections.ConfigDict:
-    """``['train.steps=50', 'optim.lr=3e-4']`` applied to existing keys only (values
-    parsed as Python literals, else kept as strings), as ``--config.x=y`` would."""
-    import ast
-    for item in overrides:
-        key, sep, text = item.partition("=")
-        if not sep:
-            raise ConfigError(f"override {item!r}: expected KEY=VALUE")
-        *parents, leaf = key.strip().split(".")
-        node = config
-        for p in parents:
-            if p not in node:
-                raise ConfigError(f"override {item!r}: config has no section {p!r}")
-            node = node[p]
-        if leaf not in node:
-            raise ConfigError(f"override {item!r}: config has no key {key!r}")
-        try:
-            value = ast.literal_eval(text)
-        except (ValueError, SyntaxError):
-            value = text
-        if isinstance(value, list):
-            value = tuple(value)
-        node[leaf] = value
-    return config
-
-
 def dataset_metadata(name: str, data_dir: str | None) -> dict[str, Any]:
-    """The avdetect metadata of a built dataset (``{}`` for none)."""
-    import tensorflow_datasets as tfds
-    try:
-        return dict(tfds.builder(name, data_dir=data_dir).info.metadata or {})
-    except Exception as e:   # TFDS raises assorted errors for an unbuilt dataset
-        raise ConfigError(f"cannot open dataset {name!r} under {data_dir}: {e}. Build it "
-                          f"first: python -m avdetect.data.build {name} --data_dir "
-                          f"{data_dir}") from e
+    """The avdetect metadata of a built dataset (``{}`` for none; ConfigError when it
+    cannot be opened): :func:`avdetect.data.metadata.dataset_metadata`."""
+    from avdetect.data import metadata
+    return metadata.dataset_metadata(name, data_dir)
 
 
 def bind_dataset(config: ml_collections.ConfigDict, name: str, data_dir: str | None,
@@ -162,13 +102,14 @@ def bind_dataset(config: ml_collections.ConfigDict, name: str, data_dir: str | N
     return config
 
 
-def fake_methods(name: str, data_dir: str | None) -> tuple[str, ...]:
-    """The dataset's generation methods other than 'real', sorted."""
+def fake_manipulations(name: str, data_dir: str | None) -> tuple[str, ...]:
+    """The dataset's manipulations (its ``method_names`` vocabulary) other than 'real'."""
     names = dataset_metadata(name, data_dir).get("method_names")
     if not names:
-        raise ConfigError(f"dataset {name!r} has no method vocabulary in its metadata "
+        raise ConfigError(f"dataset {name!r} has no manipulation (method_names) vocabulary in "
+                          "its metadata "
                           "(not built by avdetect.data.build?)")
-    return tuple(m for m in names if m != REAL_METHOD)
+    return tuple(m for m in names if m != REAL_MANIPULATION)
 
 
 def parse_test(spec: str) -> tuple[str, str]:
@@ -238,22 +179,22 @@ def train_once(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, b
                                           "seconds": round(time.perf_counter() - t0, 1)}), False
 
 
-def lomo_runs(config: ml_collections.ConfigDict, workdir: str, methods: Sequence[str],
+def lomo_runs(config: ml_collections.ConfigDict, workdir: str, manipulations: Sequence[str],
               log=print) -> dict[str, dict[str, Any]]:
-    """One training per held-out method; ``{method: metrics of its breakdown row on the
+    """One training per held-out manipulation; ``{manipulation: metrics of its breakdown row on the
     test split, plus 'seconds', 'reused', 'workdir'}``."""
     split = config.data.eval_split
     out = {}
-    for i, m in enumerate(methods):
+    for i, m in enumerate(manipulations):
         cfg = copy.deepcopy(config)
         cfg.data.train_exclude_methods = (m,)
-        wd = os.path.join(workdir, f"holdout_{_folder(m)}")
-        log(f"  [{i + 1}/{len(methods)}] hold out {m!r}: train on the other methods -> {wd}")
+        wd = os.path.join(workdir, f"holdout_{folder_name(m)}")
+        log(f"  [{i + 1}/{len(manipulations)}] hold out {m!r}: train without it -> {wd}")
         result, reused = train_once(cfg, wd)
         rows = result["reports"][split]["video"].get("per_method", {})
         if m not in rows:
             raise ConfigError(f"split {split!r} of {config.data.name} has no test fakes of "
-                              f"method {m!r}: nothing to evaluate it on")
+                              f"manipulation {m!r}: nothing to evaluate it on")
         trimmed = _trimmed_section(result["reports"][split], "video", "per_method", m)
         out[m] = {**_metrics(rows[m], trimmed), "seconds": result.get("seconds"),
                   "reused": reused, "workdir": wd}
@@ -325,7 +266,7 @@ def evaluate_tests(config: ml_collections.ConfigDict, workdir: str, tests: Seque
         rep["checkpoint"] = {"directory": directory, "step": step}
         if jax.process_index() == 0:
             evaluation.write_report(rep, os.path.join(workdir, "cross"),
-                                    name=f"eval_{_folder(name)}_{_folder(split)}")
+                                    name=f"eval_{folder_name(name)}_{folder_name(split)}")
         reports[t] = rep
     return reports
 
@@ -341,7 +282,7 @@ def _fmt(x: Any) -> str:
 def markdown_table(results: dict[str, dict[str, dict[str, Any]]], *, row_title: str,
                    metric: str = "auc") -> str:
     """``results[config label][row] -> metrics`` as a Markdown table: a row per held-out
-    method / test split, a column per config, cells = ``metric``; a last row with the
+    manipulation / test split, a column per config, cells = ``metric``; a last row with the
     mean over rows. A config whose rows carry ``<metric>_trimmed`` (the silence-trimmed
     view) gets a second column '<label> (trimmed)' beside its own."""
     labels = list(results)
@@ -387,7 +328,7 @@ class ProtocolArgs:
     workdir: str
     data: str | None = None
     data_dir: str | None = None
-    methods: list[str] | None = None
+    manipulations: list[str] | None = None   # lomo: held out ones (None: every fake one)
     train_data: str | None = None
     tests: list[str] | None = None
     steps: int | None = None
@@ -434,21 +375,21 @@ def run(args: ProtocolArgs, log=print) -> dict[str, Any]:
     if args.mode == "lomo":
         if not args.data:
             raise ConfigError("lomo needs --data (the dataset to train and test on)")
-        available = fake_methods(args.data, args.data_dir)
-        methods = list(args.methods or available)
-        unknown = sorted(set(methods) - set(available))
+        available = fake_manipulations(args.data, args.data_dir)
+        held_out = list(args.manipulations or available)
+        unknown = sorted(set(held_out) - set(available))
         if unknown:
-            raise ConfigError(f"--methods {unknown} are not methods of {args.data} "
+            raise ConfigError(f"--manipulations {unknown} are not manipulations of {args.data} "
                               f"(it has {list(available)})")
         for spec in args.configs:
             label = config_label(spec)
-            log(f"LOMO {label} on {args.data}: {len(methods)} held-out methods")
+            log(f"LOMO {label} on {args.data}: {len(held_out)} held-out manipulations")
             config = prepare_config(spec, args, args.data)
-            results[label] = lomo_runs(config, os.path.join(workdir, _folder(label)), methods,
-                                       log)
+            results[label] = lomo_runs(config, os.path.join(workdir, folder_name(label)),
+                                       held_out, log)
         title = (f"Leave-one-method-out on `{args.data}` (video AUC on the test split: all "
-                 "real videos + the held-out method's fakes; (#real+#fake))")
-        table = f"{title}\n\n" + markdown_table(results, row_title="held-out method")
+                 "real videos + the held-out manipulation's fakes; (#real+#fake))")
+        table = f"{title}\n\n" + markdown_table(results, row_title="held-out manipulation")
     else:
         if not args.train_data or not args.tests:
             raise ConfigError("cross needs --train and --test")
@@ -457,7 +398,7 @@ def run(args: ProtocolArgs, log=print) -> dict[str, Any]:
             log(f"cross-dataset {label}: train on {args.train_data}, test on "
                 f"{', '.join(args.tests)}")
             config = prepare_config(spec, args, args.train_data)
-            results[label] = cross_runs(config, os.path.join(workdir, _folder(label)),
+            results[label] = cross_runs(config, os.path.join(workdir, folder_name(label)),
                                         args.tests, args.data_dir, log)
         title = (f"Cross-dataset: trained on `{args.train_data}`, video AUC on each test split "
                  "(#real+#fake)")
@@ -481,8 +422,10 @@ def parse_args(argv: Sequence[str] | None = None) -> ProtocolArgs:
     p.add_argument("--workdir", required=True, help="folder of every run and the tables")
     p.add_argument("--data", help="lomo: dataset NAME[/CONFIG] to train and test on")
     p.add_argument("--data_dir", default=None, help="TFDS data dir of the datasets")
-    p.add_argument("--methods", default=None,
-                   help="lomo: comma-separated methods to hold out (default: every fake one)")
+    p.add_argument("--manipulations", "--methods", dest="manipulations", default=None,
+                   help="lomo: comma-separated manipulations (the dataset's fake 'method' "
+                   "names) to hold out (default: every fake one; --methods is the older "
+                   "spelling)")
     p.add_argument("--train", dest="train_data", help="cross: dataset NAME[/CONFIG] to train on")
     p.add_argument("--test", dest="tests", default=None,
                    help="cross: comma-separated NAME[/CONFIG]:SPLIT to evaluate")
@@ -493,12 +436,16 @@ def parse_args(argv: Sequence[str] | None = None) -> ProtocolArgs:
     a = p.parse_args(argv)
     return ProtocolArgs(mode=a.mode, configs=_configs_arg(a.config + a.configs),
                         workdir=a.workdir, data=a.data, data_dir=a.data_dir,
-                        methods=_split_list(a.methods) or None, train_data=a.train_data,
+                        manipulations=_split_list(a.manipulations) or None,
+                        train_data=a.train_data,
                         tests=_split_list(a.tests) or None, steps=a.steps,
                         overrides=list(a.overrides))
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def run_command(run_fn: Callable[[], dict[str, Any]]) -> int:
+    """The shared tail of the protocol commands (this module's and :mod:`avdetect.loso`'s):
+    absl flags marked parsed (Grain workers read them), quiet library logging, the XLA
+    compile cache; then ``run_fn()`` and its table and files printed, or the error (exit 2)."""
     from absl import flags, logging
     if not flags.FLAGS.is_parsed():
         flags.FLAGS.mark_as_parsed()        # Grain workers read absl flags
@@ -506,8 +453,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from avdetect import cli
     cli.enable_compile_cache()              # every run of a config compiles the same steps
     try:
-        args = parse_args(argv)
-        out = run(args)
+        out = run_fn()
     except AVDetectError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -515,6 +461,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(out["table"])
     print(f"written: {out['paths'][0]}, {out['paths'][1]}")
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_command(lambda: run(parse_args(argv)))
 
 
 if __name__ == "__main__":

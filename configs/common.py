@@ -106,7 +106,7 @@ def base_config(method: str, arg: ml_collections.ConfigDict, *, inputs: tuple[st
     # probability that a real training window has its audio streams shifted by
     # pf_shift_min..pf_shift_max frames (both signs; 2..12 = 80-480 ms), swapped with
     # another identity's (a donor from the same batch) or reversed in time; the window is
-    # labelled fake under method 'otf_<kind>'. Build-time kinds (TTS, other sentence,
+    # labelled fake under manipulation 'otf_<kind>'. Build-time kinds (TTS, other sentence,
     # visual): avdetect/data/pseudo_fakes.py.
     c.data.pseudo_fakes = ml_collections.ConfigDict({"shift": 0.0, "swap": 0.0, "reverse": 0.0})
     c.data.pf_shift_min = 2
@@ -115,8 +115,9 @@ def base_config(method: str, arg: ml_collections.ConfigDict, *, inputs: tuple[st
     # >= sync_min_shift frames away, anywhere in the clip (set one of the two).
     c.data.sync_negatives = 0.0
     c.data.sync_min_shift = 3
-    # Leave-one-method-out: train only on / never on these generation methods
-    # (avdetect.protocols sets train_exclude_methods per held-out method).
+    # Leave-one-method-out: train only on / never on these manipulations (how the fakes
+    # were made: the dataset's `method` column, whose on-disk name the keys keep; README's
+    # glossary). avdetect.protocols sets train_exclude_methods per held-out manipulation.
     c.data.train_include_methods = ()
     c.data.train_exclude_methods = ()
     # Leave-one-source-out: never train on clips (and their build-time pseudo-fakes) from

@@ -84,7 +84,7 @@ def test_quick_demo_runs_every_stage(demo_run, realav_dir):
     assert report["video"]["overall"]["n_real"] == sum(
         r["label"] == "real" for r in rows if r["identity"] in test_ids)
     for method, row in report["video"]["per_method"].items():
-        assert f"| method: {method} |" in stdout
+        assert f"| manipulation: {method} |" in stdout
         assert summary["test_per_method_auc"][method] == row["auc"]
     assert {"pf_shift", "pf_swap", "pf_reverse"} <= set(report["video"]["per_method"])
     assert "AUC (trimmed)" in stdout
@@ -114,26 +114,26 @@ def test_second_run_reuses_every_stage(demo_run):
     assert reused == {"build": True, "preprocess": True, "train": True,
                       "evaluate": False, "detect": True}
     # the same table and scores come back
-    table = [line for line in first.splitlines() if line.startswith("| method: ")]
+    table = [line for line in first.splitlines() if line.startswith("| manipulation: ")]
     assert table and all(line in proc.stdout for line in table)
 
 
 def test_clip_selection_and_metrics_match_sklearn():
-    from avdetect import demo
+    from avdetect import demo_stages
 
     rows = [{"file": f"{lab}_{i}.mp4", "label": lab} for i, lab in
             enumerate(["real", "real", "fake", "real", "fake", "fake"])]
-    assert demo.pick_clips(rows, None) == rows
-    picked = demo.pick_clips(rows, 4)
+    assert demo_stages.pick_clips(rows, None) == rows
+    picked = demo_stages.pick_clips(rows, 4)
     assert [r["file"] for r in picked] == ["real_0.mp4", "real_1.mp4", "fake_2.mp4", "fake_4.mp4"]
     entries = [{"status": "scored", "label": r["label"], "score": s,
                 "verdict": "fake" if s >= 0.5 else "real"}
                for r, s in zip(rows, [0.1, 0.7, 0.9, 0.3, 0.6, 0.2])]
     entries.append({"status": "error", "label": "fake", "error": "no_face: ..."})
-    m = demo.clip_metrics(entries)
+    m = demo_stages.clip_metrics(entries)
     y = [int(r["label"] == "fake") for r in rows]
     assert m["auc"] == pytest.approx(roc_auc_score(y, [0.1, 0.7, 0.9, 0.3, 0.6, 0.2]))
     assert (m["scored"], m["failed"], m["n_real"], m["n_fake"]) == (6, 1, 3, 3)
     assert m["acc"] == pytest.approx(4 / 6)       # 0.7 (real) and 0.2 (fake) are wrong
-    one_class = demo.clip_metrics([e for e in entries[:2]])
+    one_class = demo_stages.clip_metrics([e for e in entries[:2]])
     assert one_class["auc"] is None

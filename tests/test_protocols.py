@@ -3,7 +3,7 @@ benchmark built for real (face tracking + oracle teacher), with very few trainin
 
 The held-out numbers are checked against an independent computation: the run's model
 re-scores the test split through the inference path (``detect.score_split``), and
-scikit-learn's ``roc_auc_score`` on all reals + the held-out method's fakes must give
+scikit-learn's ``roc_auc_score`` on all reals + the held-out manipulation's fakes must give
 the table's AUC.
 """
 
@@ -16,11 +16,11 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from avdetect import evaluation, protocols
+from avdetect import config_specs, evaluation, protocols
 from avdetect.errors import ConfigError
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-METHODS = ("lipsync", "voiceclone")
+MANIPULATIONS = ("lipsync", "voiceclone")
 NAME = "synthetic_av/ptest_oracle"
 CAD = f"{REPO}/configs/cad.py:tiny"
 CAD_NO_LORA = f"{REPO}/configs/cad.py:tiny,rank=0"
@@ -34,7 +34,7 @@ FAST = ["train.fast_compile=True", "train.eval_every=0", "train.ckpt_every=0"]
 @pytest.fixture(scope="session")
 def built(tmp_path_factory):
     """14 generated 1.2-second clips (real, lipsync, voiceclone; every split has both
-    fake methods), built with the oracle teacher (K = 14) under its own config name."""
+    fake manipulations), built with the oracle teacher (K = 14) under its own config name."""
     from avdetect.data import build
     from avdetect.teachers import build_teacher
     from datasets.synthetic_av import generate
@@ -42,7 +42,7 @@ def built(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("protocols")
     generate.generate(root / "gen", num_clips=14, seed=0, seconds=1.2, size=128, workers=2,
-                      progress=False, method_weights={m: 1.0 for m in METHODS})
+                      progress=False, method_weights={m: 1.0 for m in MANIPULATIONS})
     cfg = SyntheticAvConfig(name=NAME.split("/")[1], preset="tiny", face_size=32,
                             teacher_dim=14)
     build.build("synthetic_av", data_dir=str(root / "tfds"), manual_dir=str(root / "gen"),
@@ -60,8 +60,8 @@ def test_lomo_one_run_per_held_out_method(built, tmp_path):
     label = "toy_method"
     assert set(out["results"]) == {label}
     rows = out["results"][label]
-    assert set(rows) == set(METHODS)
-    for m in METHODS:
+    assert set(rows) == set(MANIPULATIONS)
+    for m in MANIPULATIONS:
         wd = pathlib.Path(rows[m]["workdir"])
         assert wd == tmp_path / "toy_method" / f"holdout_{m}"
         saved = json.loads((wd / "config.json").read_text())
@@ -82,15 +82,15 @@ def test_lomo_one_run_per_held_out_method(built, tmp_path):
         assert (rows[m]["n_real"], rows[m]["n_fake"]) == (int((names == "real").sum()),
                                                           int((names == m).sum()))
 
-    # The table: a row per held-out method (+ the mean), a column per config.
+    # The table: a row per held-out manipulation (+ the mean), a column per config.
     lines = out["table"].splitlines()
-    assert "| held-out method | toy_method |" in lines
-    for m in METHODS:
+    assert "| held-out manipulation | toy_method |" in lines
+    for m in MANIPULATIONS:
         assert any(line.startswith(f"| {m} (") for line in lines), m
-    mean = np.mean([rows[m]["auc"] for m in METHODS])
+    mean = np.mean([rows[m]["auc"] for m in MANIPULATIONS])
     assert f"| mean | {mean:.4f} |" in lines
     stored = json.loads(pathlib.Path(out["paths"][0]).read_text())
-    assert stored["results"][label][METHODS[0]]["auc"] == rows[METHODS[0]]["auc"]
+    assert stored["results"][label][MANIPULATIONS[0]]["auc"] == rows[MANIPULATIONS[0]]["auc"]
     assert pathlib.Path(out["paths"][1]).read_text() == out["table"]
 
     # The same command again reuses every finished run.
@@ -101,8 +101,9 @@ def test_lomo_one_run_per_held_out_method(built, tmp_path):
 
 def test_lomo_runs_cad_with_its_pretrained_encoders(built, tmp_path):
     """CAD's default config (Whisper tiny.en + face mesh, real weights) through LOMO: the
-    run trains without the held-out method and the row matches its own test report."""
-    out = protocols.run(_args("lomo", tmp_path, built, [CAD], data=NAME, methods=["lipsync"]),
+    run trains without the held-out manipulation and the row matches its own test report."""
+    out = protocols.run(_args("lomo", tmp_path, built, [CAD], data=NAME,
+                              manipulations=["lipsync"]),
                         log=lambda *a: None)
     row = out["results"]["cad:tiny"]["lipsync"]
     wd = pathlib.Path(row["workdir"])
@@ -144,8 +145,8 @@ def test_table_has_a_column_per_config_and_a_mean_row():
                                  "desync": {"auc": 0.75, "n_real": 3, "n_fake": 2}},
                "cad:tiny": {"lipsync": {"auc": 1.0, "n_real": 3, "n_fake": 1},
                             "desync": {"auc": None, "n_real": 3, "n_fake": 2}}}
-    assert protocols.markdown_table(results, row_title="held-out method").splitlines() == [
-        "| held-out method | baseline:tiny | cad:tiny |", "|---|---|---|",
+    assert protocols.markdown_table(results, row_title="held-out manipulation").splitlines() == [
+        "| held-out manipulation | baseline:tiny | cad:tiny |", "|---|---|---|",
         "| lipsync (3+1) | 0.5000 | 1.0000 |", "| desync (3+2) | 0.7500 | – |",
         "| mean | 0.6250 | 1.0000 |"]
 
@@ -156,29 +157,38 @@ def test_configs_and_tests_parse(built, tmp_path):
         "configs/cad.py:tiny,steps=5", "configs/baseline.py"]
     assert protocols.parse_test("cmdfd/face112:w2l") == ("cmdfd/face112", "w2l")
     assert protocols.parse_test("fakeavceleb") == ("fakeavceleb", "test")
-    assert protocols.config_label("configs/corrdistill.py:tiny") == "corrdistill:tiny"
+    assert config_specs.config_label("configs/corrdistill.py:tiny") == "corrdistill:tiny"
 
-    c = protocols.load_config(f"{REPO}/configs/corrdistill.py:tiny")
-    protocols.apply_overrides(c, ["optim.lr=3e-4", "data.train_exclude_methods=['a']"])
+    c = config_specs.load_config(f"{REPO}/configs/corrdistill.py:tiny")
+    config_specs.apply_overrides(c, ["optim.lr=3e-4", "data.train_exclude_methods=['a']"])
     assert c.optim.lr == 3e-4 and c.data.train_exclude_methods == ("a",)
     with pytest.raises(ConfigError, match="no key 'optim.nope'"):
-        protocols.apply_overrides(c, ["optim.nope=1"])
+        config_specs.apply_overrides(c, ["optim.nope=1"])
 
     # The teacher dimension comes from the dataset (oracle: 14 visemes, not 40).
     assert c.model.teacher_classes == 40
     bound = protocols.bind_dataset(c, NAME, str(built))
     assert bound.model.teacher_classes == 14 and c.model.teacher_classes == 40
-    assert protocols.fake_methods(NAME, str(built)) == METHODS
+    assert protocols.fake_manipulations(NAME, str(built)) == MANIPULATIONS
 
 
 def test_bad_requests_raise_typed_errors(built, tmp_path):
-    with pytest.raises(ConfigError, match="not methods of"):
-        protocols.run(_args("lomo", tmp_path, built, [CAD], data=NAME, methods=["faceswap"]),
-                      log=lambda *a: None)
+    with pytest.raises(ConfigError, match="not manipulations of"):
+        protocols.run(_args("lomo", tmp_path, built, [CAD], data=NAME,
+                            manipulations=["faceswap"]), log=lambda *a: None)
     with pytest.raises(ConfigError, match="cannot open dataset"):
         protocols.run(_args("lomo", tmp_path, built, [CAD], data="synthetic_av/nothing_here"),
                       log=lambda *a: None)
     with pytest.raises(ConfigError, match="does not exist"):
-        protocols.load_config("configs/no_such_method.py:tiny")
+        config_specs.load_config("configs/no_such_method.py:tiny")
     assert protocols.main(["lomo", f"--config={CAD}", f"--workdir={tmp_path}",
                            f"--data_dir={built}"]) == 2            # lomo needs --data
+
+
+def test_manipulations_flag_and_its_older_spelling():
+    """--manipulations names the held-out manipulations; --methods still parses the same."""
+    for flag in ("--manipulations", "--methods"):
+        args = protocols.parse_args(["lomo", "--config=configs/baseline.py:tiny",
+                                     "--workdir=w", f"{flag}=lipsync, voiceclone"])
+        assert args.manipulations == ["lipsync", "voiceclone"]
+    assert protocols.parse_args(["lomo", "--config=a.py", "--workdir=w"]).manipulations is None

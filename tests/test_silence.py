@@ -149,7 +149,7 @@ def test_trimmed_view_removes_a_silence_shortcut(silent_fakes):
     assert rep["silence"]["fake"]["mean_lead_frames"] >= 10
     md = evaluation.report_markdown(rep)
     assert "| subset | #real | #fake | AUC | AUC (trimmed) | AP | AP (trimmed) |" in md
-    assert "| method: rtvc | 4 | 4 | 1.0000 | 0.5000 |" in md
+    assert "| manipulation: rtvc | 4 | 4 | 1.0000 | 0.5000 |" in md
     assert "fake 4/4 (mean lead " in md and "silent throughout (kept whole): 0" in md
     flat = evaluation.flat_scalars(rep, "eval/test")
     assert flat["eval/test/video_auc"] == 1.0 and flat["eval/test/video_auc_trimmed"] == 0.5
@@ -232,7 +232,8 @@ def test_silence_check_command_on_a_labelled_folder(tmp_path, capsys):
     assert "4 clips under" in out
     assert any(line.startswith("| class: fake | 2 | 2 |") and line.endswith("| 1.000 |")
                for line in out.splitlines())
-    assert any(line.startswith("| method: late_voice | 2 | 2 |") for line in out.splitlines())
+    assert any(line.startswith("| manipulation: late_voice | 2 | 2 |")
+               for line in out.splitlines())
     (tmp_path / "labels.csv").write_text("file,label\nsub/clip0.mp4,maybe\n")
     assert silence_check.main([str(tmp_path)]) == 2
     assert "line 2" in capsys.readouterr().err

@@ -7,9 +7,9 @@ FakeAVCeleb's fakes begin with digital silence and separate from its reals on th
 trailing silence per class. Every video's audio is decoded as the dataset build decodes it
 (16 kHz mono on the video's time axis, fitted to its 25 fps frames, int16), and
 :func:`avdetect.contract.digital_silence` gives its leading/trailing silent frames. The
-table: per class and per fake method, how many clips have leading / trailing silence and
-the mean run, and the AUC of ``lead + trail`` frames used as the fake score (a fake
-method's row: all reals + its fakes). 0.5 = no silence shortcut.
+table: per class and per manipulation (the ``method`` column), how many clips have
+leading / trailing silence and the mean run, and the AUC of ``lead + trail`` frames used
+as the fake score (a manipulation's row: all reals + its fakes). 0.5 = no silence shortcut.
 
 The CSV (default ``FOLDER/labels.csv``, else ``FOLDER/manifest.csv``) has columns
 ``file`` (relative to FOLDER), ``label`` (real/fake or 0/1) and optionally ``method``;
@@ -67,11 +67,12 @@ def read_labels(folder: pathlib.Path, csv_path: pathlib.Path | None
 
 def summarize(labels: np.ndarray, methods: np.ndarray, lead: np.ndarray, trail: np.ndarray
               ) -> list[dict]:
-    """One row per class and per fake method (see the module docstring)."""
+    """One row per class and per manipulation (the labels' ``method`` column; see the
+    module docstring)."""
     rows = []
     real = labels == 0
     groups = [("class: real", real), ("class: fake", ~real)] + [
-        (f"method: {m}", ~real & (methods == m)) for m in sorted(set(methods[~real]))]
+        (f"manipulation: {m}", ~real & (methods == m)) for m in sorted(set(methods[~real]))]
     for name, members in groups:
         keep = real | members
         both = members.any() and (~real & keep).any() and real.any()
