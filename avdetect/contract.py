@@ -68,8 +68,47 @@ def category_of(video_fake: bool, audio_fake: bool) -> str:
 # figure with the leading/trailing run trimmed (avdetect.evaluation).
 # int16 PCM (the shards' 'audio' stream) <-> float in [-1, 1): x / INT16_SCALE.
 INT16_SCALE = 32768.0
-SILENCE_ABS_MAX = 2.0 / 32768.0
+SILENCE_ABS_MAX = 2.0 / INT16_SCALE
 _SILENCE_INT16_MAX = 2
+
+
+def to_int16(audio):
+    """float waveform in [-1, 1] -> int16 PCM: ``round(x * INT16_SCALE)`` clipped to the
+    int16 range (so +1.0 becomes 32767 and every int16 value survives a round trip
+    through :func:`from_int16`)."""
+    import numpy as np
+
+    x = np.asarray(audio, np.float64) * INT16_SCALE
+    return np.clip(np.round(x), -32768, 32767).astype(np.int16)
+
+
+def from_int16(pcm):
+    """int16 PCM -> float32 waveform in [-1, 1)."""
+    import numpy as np
+
+    return np.asarray(pcm).astype(np.float32) / np.float32(INT16_SCALE)
+
+
+def fit_length(x, length: int, mode: str = "constant"):
+    """``x`` cut or padded along its first axis to exactly ``length`` rows: how every
+    stream is brought to the contract's length (640 T samples, T frames).
+
+    ``mode`` is how missing rows are made (``numpy.pad`` modes), which depends on what
+    the rows are: ``"constant"`` zeros (audio: missing samples are silence),
+    ``"edge"`` the last row repeated (a per-frame track a frame or two short of the
+    decoded video: the frame would most plausibly show the same), ``"wrap"`` rows from
+    the start again (the Deep-AVSR reference loader's convention)."""
+    import numpy as np
+
+    x = np.asarray(x)
+    if length < 0:
+        raise ValueError(f"fit_length: length must be >= 0, got {length}")
+    if x.shape[0] >= length:
+        return x[:length]
+    if x.shape[0] == 0 and mode != "constant":
+        raise ValueError(f"fit_length: cannot extend an empty array in {mode!r} mode")
+    pad = [(0, length - x.shape[0])] + [(0, 0)] * (x.ndim - 1)
+    return np.pad(x, pad, mode=mode)
 
 
 def digital_silence(audio) -> tuple[int, int]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import jax
 import librosa
 import numpy as np
 import pytest
@@ -96,20 +95,3 @@ def test_chunked_fft_matches_librosa(monkeypatch):
 def test_rejects_non_mono():
     with pytest.raises(ValueError, match="mono"):
         L.log_mel(np.zeros((2, 640), np.float32))
-
-
-def test_jax_batch_matches_numpy_and_librosa():
-    t = 5
-    batch = np.stack([chirp_noise(t * 640, seed=s) for s in range(3)])     # [3, 3200]
-    out = jax.jit(L.log_mel_batch_jax)(batch)
-    assert out.shape == (3, 4 * t, 80) and out.dtype == np.float32
-    for b in range(3):
-        np.testing.assert_allclose(np.asarray(out[b]), L.log_mel(batch[b]), atol=2e-3)
-    # N not a multiple of 160: N // 160 frames, still librosa's frames.
-    odd = chirp_noise(1000, seed=9)[None]
-    got = np.asarray(L.log_mel_batch_jax(odd))
-    assert got.shape == (1, 6, 80)
-    ref = librosa_mel(odd[0])[:6]
-    np.testing.assert_allclose(got[0], np.log(ref + contract.LOG_FLOOR), atol=2e-3)
-    with pytest.raises(ValueError):
-        L.log_mel_batch_jax(np.zeros(640, np.float32))

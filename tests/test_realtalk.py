@@ -423,7 +423,7 @@ def test_silence_table_of_the_build(built, examples):
 def test_teacher_posteriors_follow_the_streams():
     """A derived clip keeps a teacher side only where its stream is a window of the
     source's (or the donor's) stream, re-indexed; other sides are zeros, flagged absent."""
-    from avdetect.data.clips import _carry_teacher
+    from avdetect.data.derived_clips import _carry_teacher
 
     rng = np.random.default_rng(0)
     T, K = 40, 5

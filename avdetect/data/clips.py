@@ -8,6 +8,9 @@ parameter (:meth:`PreprocessSpec.key`: face size, encoding, teacher, contract co
 and for the default preprocessing the source code of ``avdetect/media`` and
 ``avdetect/preprocess``). Entries are written atomically, so an interrupted build leaves
 no half-written file and a re-run skips every clip already done.
+
+What an entry holds: :mod:`avdetect.data.cache_entry`; derived clips (pseudo-fakes),
+made from their source's entry in a second pass: :mod:`avdetect.data.derived_clips`.
 """
 
 from __future__ import annotations
@@ -19,9 +22,7 @@ import json
 import multiprocessing
 import os
 import pathlib
-import tempfile
 import time
-import traceback
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -29,6 +30,10 @@ import tqdm
 
 from avdetect import contract
 from avdetect.data import codec
+# The entry format lives in cache_entry; these names are also importable from here.
+from avdetect.data.cache_entry import (Outcome, TeacherFn, callable_id,  # noqa: F401
+                                       clip_field, clip_waveform, encode_clip, make_entry,
+                                       read_cached, run_teacher, teacher_row, unpack_frames)
 from avdetect.errors import FileMissingError, MediaError
 
 CACHE_FORMAT_VERSION = 4   # 2: int16 waveform "audio"; 3: float32 posteriors, per-side flags;
@@ -127,7 +132,6 @@ class Listing:
 # ---------------------------------------------------------------------------------------
 
 PreprocessFn = Callable[[ClipTask, int], Any]
-TeacherFn = Callable[[Any, Mapping[str, Any]], "tuple[np.ndarray, np.ndarray] | None"]
 
 # Source files whose content is part of the cache key of the default preprocessing: any
 # change to decoding, face tracking, cropping or the log-mel invalidates cached results.
@@ -154,64 +158,27 @@ def default_preprocess(task: ClipTask, face_size: int):
     return preprocess_video(task.path, face_size=face_size)
 
 
-def borrowed_logmel(audio_path: str, num_frames: int) -> np.ndarray:
-    """Log-mel float32 [4T, 80] of another file's audio, fitted to ``num_frames`` frames."""
-    return borrowed_audio(audio_path, num_frames)[0]
-
-
 def borrowed_audio(audio_path: str, num_frames: int) -> tuple[np.ndarray, np.ndarray]:
-    """(log-mel float32 [4T, 80], int16 waveform [640 T]) of another file's audio, fitted
-    to ``num_frames`` frames."""
+    """(log-mel float32 [4T, 80], float32 waveform [640 T]) of another file's audio,
+    fitted to ``num_frames`` frames (the waveform goes on to the teacher and, as int16,
+    into the cache entry: decoded once)."""
     from avdetect.media.decode import load_audio
     from avdetect.preprocess.logmel import log_mel
 
     audio = load_audio(audio_path, num_frames=num_frames)
-    return np.asarray(log_mel(audio, num_frames=num_frames), np.float32), to_int16(audio)
+    return np.asarray(log_mel(audio, num_frames=num_frames), np.float32), audio
 
 
-def to_int16(audio: np.ndarray) -> np.ndarray:
-    """float waveform in [-1, 1] -> int16 PCM (the shards' 'audio' stream)."""
-    return np.round(np.clip(audio, -1.0, 1.0) * 32767.0).astype(np.int16)
-
-
-def clip_waveform(path: str, num_frames: int) -> np.ndarray:
-    """The clip's own audio as int16 [640 T] (zeros when the file has no audio stream)."""
-    from avdetect.media.decode import load_audio
-
-    try:
-        return to_int16(load_audio(path, num_frames=num_frames))
-    except MediaError:
-        return np.zeros(num_frames * contract.SAMPLES_PER_FRAME, np.int16)
-
-
-def _with_audio(clip, logmel: np.ndarray, waveform: np.ndarray | None = None):
-    extra = {} if waveform is None else {"audio": waveform}
-    if dataclasses.is_dataclass(clip) and not extra:
-        return dataclasses.replace(clip, logmel=logmel, has_audio=True)
+def _with_audio(clip, logmel: np.ndarray, waveform: np.ndarray):
+    """``clip`` carrying another file's audio: its log-mel and its waveform."""
+    new = {"logmel": logmel, "has_audio": True, "audio": waveform}
     if dataclasses.is_dataclass(clip):
+        if {f.name for f in dataclasses.fields(clip)} >= set(new):
+            return dataclasses.replace(clip, **new)
         clip = {f.name: getattr(clip, f.name) for f in dataclasses.fields(clip)}
     clip = dict(clip) if isinstance(clip, Mapping) else dict(vars(clip))
-    clip.update(logmel=logmel, has_audio=True, **extra)
+    clip.update(new)
     return clip
-
-
-def _get(clip: Any, name: str, default: Any = None) -> Any:
-    if isinstance(clip, Mapping):
-        return clip.get(name, default)
-    return getattr(clip, name, default)
-
-
-def callable_id(fn: Callable | None) -> str | None:
-    """A stable name of a preprocess/teacher callable for cache keys and metadata: its
-    ``cache_key`` attribute when it has one, else its qualified name."""
-    if fn is None:
-        return None
-    key = getattr(fn, "cache_key", None)
-    if key:
-        return str(key)
-    target = getattr(fn, "func", fn)                     # functools.partial
-    name = getattr(target, "__qualname__", type(target).__qualname__)
-    return f"{getattr(target, '__module__', '?')}.{name}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -245,21 +212,6 @@ def file_sha256(path: str, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-@dataclasses.dataclass
-class Outcome:
-    """What happened to one clip in the preprocessing pass."""
-
-    key: str
-    status: str                    # 'done' | 'cached' | 'skipped' | 'error'
-    cache_file: str = ""
-    kind: str = ""
-    reason: str = ""
-    num_frames: int = 0
-    params: dict | None = None
-    notes: tuple[str, ...] = ()
-    seconds: float = 0.0
-
-
 def cache_path(cache_dir: str, task: ClipTask, spec_key: str) -> str:
     """Cache file of a task: content hash of its file(s) + the parameter hash."""
     if not os.path.isfile(task.path):
@@ -272,165 +224,6 @@ def cache_path(cache_dir: str, task: ClipTask, spec_key: str) -> str:
     return os.path.join(cache_dir, digest[:2], f"{digest}-{spec_key}.npz")
 
 
-def _pack(blobs: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray]:
-    offsets = np.zeros(len(blobs) + 1, np.int64)
-    offsets[1:] = np.cumsum([len(b) for b in blobs])
-    data = np.frombuffer(b"".join(blobs), np.uint8) if blobs else np.zeros(0, np.uint8)
-    return data, offsets
-
-
-def unpack_frames(data: np.ndarray, offsets: np.ndarray) -> np.ndarray:
-    raw = data.tobytes()
-    return np.array([raw[offsets[i]:offsets[i + 1]] for i in range(len(offsets) - 1)],
-                    dtype=object)
-
-
-def teacher_row(task: ClipTask, audio_file: str | None = None) -> dict[str, Any]:
-    """The row a teacher sees: the listing row with ``path`` = the absolute video file and
-    ``audio_path`` = the file whose audio the clip carries (the borrowed file, else the
-    video). Listing rows may name files relative to a CSV (FakeAVCeleb) or not at all
-    (CMDFD); a teacher reading the audio needs the real file."""
-    row = dict(task.row)
-    row["path"] = task.path
-    row["audio_path"] = audio_file or task.path
-    return row
-
-
-def run_teacher(teacher: TeacherFn, clip: Any, row: Mapping[str, Any], num_frames: int,
-                teacher_dim: int) -> tuple[np.ndarray, np.ndarray, bool, bool]:
-    """(audio [T, K], video [T, K], audio filled, video filled) of one clip.
-
-    Posteriors are kept in float32: float16 flushes probabilities below 6e-8 to 0 and
-    rounds confident rows (a teacher's 1 - 1e-4 becomes 1), which makes divergence
-    targets infinite. A side the teacher does not fill (``sides``) or a clip it says
-    nothing about (None) is stored as zeros with its flag False, never as a uniform row
-    that would pass for real evidence."""
-    from avdetect.teachers import teacher_sides
-
-    shape = (num_frames, teacher_dim)
-    zeros = np.zeros(shape, np.float32)
-    post = teacher(clip, row)
-    if post is None:
-        return zeros, zeros.copy(), False, False
-    pa, pv = (np.asarray(p, np.float32) for p in post)
-    if pa.shape != shape or pv.shape != shape:
-        raise ValueError(f"teacher {callable_id(teacher)} returned shapes {pa.shape}, "
-                         f"{pv.shape}; expected {shape}")
-    sides = teacher_sides(teacher)
-    has_a, has_v = "audio" in sides, "video" in sides
-    return (pa if has_a else zeros), (pv if has_v else zeros.copy()), has_a, has_v
-
-
-def _encode_clip(task: ClipTask, clip: Any, spec: PreprocessSpec,
-                 audio_source: str = "", audio_file: str | None = None
-                 ) -> tuple[dict, list[str]]:
-    """ClipFeatures (or an equivalent mapping) -> the arrays stored in the cache."""
-    mouth = np.asarray(_get(clip, "mouth"))
-    face = np.asarray(_get(clip, "face"))
-    T = mouth.shape[0]
-    logmel = np.asarray(_get(clip, "logmel"), np.float32)
-    face_found = np.asarray(_get(clip, "face_found"), bool)
-    boxes = np.asarray(_get(clip, "boxes"), np.float32)
-    lips = _get(clip, "lips", None)       # None: a preprocessing without landmarks
-    has_lips = lips is not None
-    lips = (np.asarray(lips, np.float32) if has_lips
-            else np.zeros((T, contract.NUM_LIPS, 2), np.float32))
-    m = contract.MEL_PER_FRAME
-    checks = [(mouth.shape == (T, contract.MOUTH_SIZE, contract.MOUTH_SIZE), "mouth", mouth.shape),
-              (face.shape == (T, spec.face_size, spec.face_size, 3), "face", face.shape),
-              (logmel.shape == (m * T, contract.N_MELS), "logmel", logmel.shape),
-              (face_found.shape == (T,), "face_found", face_found.shape),
-              (boxes.shape == (T, 4), "boxes", boxes.shape),
-              (lips.shape == (T, contract.NUM_LIPS, 2), "lips", lips.shape)]
-    for ok, name, shape in checks:
-        if not ok:
-            raise ValueError(f"preprocessing returned {name} of shape {shape} for a {T}-frame "
-                             f"clip (face_size={spec.face_size})")
-    if T == 0:
-        raise ValueError("preprocessing returned 0 frames")
-    notes = []
-    has_audio = bool(_get(clip, "has_audio", True))
-    if not has_audio:
-        notes.append("no usable audio: logmel is zeros, has_audio=False")
-    if audio_source:
-        notes.append(f"audio taken from {audio_source}")
-    found = float(face_found.mean())
-    if found < 0.5:
-        notes.append(f"face found in only {100 * found:.0f}% of frames")
-    teacher_a = np.zeros((T, spec.teacher_dim), np.float32)
-    teacher_v = np.zeros((T, spec.teacher_dim), np.float32)
-    has_a = has_v = False
-    if spec.teacher is not None:
-        teacher_a, teacher_v, has_a, has_v = run_teacher(
-            spec.teacher, clip, teacher_row(task, audio_file), T, spec.teacher_dim)
-    info = _get(clip, "info")
-    enc = spec.encoding
-    mouth_data, mouth_off = _pack(codec.encode_frames(mouth, enc.mouth_codec,
-                                                     jpeg_quality=enc.jpeg_quality,
-                                                     png_compression=enc.png_compression))
-    face_data, face_off = _pack(codec.encode_frames(face, enc.face_codec,
-                                                   jpeg_quality=enc.jpeg_quality,
-                                                   png_compression=enc.png_compression))
-    # The raw waveform (Whisper's input): from the preprocessing when it kept one, else
-    # decoded again from the clip's file (audio decoding is cheap next to face tracking).
-    wave = _get(clip, "audio")
-    if wave is None:
-        wave = (clip_waveform(task.path, T) if has_audio
-                else np.zeros(T * contract.SAMPLES_PER_FRAME, np.int16))
-    wave = np.asarray(wave)
-    if wave.dtype != np.int16:
-        wave = to_int16(wave)
-    if wave.shape != (T * contract.SAMPLES_PER_FRAME,):
-        raise ValueError(f"audio waveform of shape {wave.shape} for a {T}-frame clip")
-    params = _get(clip, "params") or {}
-    arrays = {
-        "mouth_data": mouth_data, "mouth_offsets": mouth_off,
-        "face_data": face_data, "face_offsets": face_off,
-        "logmel": logmel.astype(np.float16), "audio": wave, "face_found": face_found, "boxes": boxes,
-        "lips": lips, "has_lips": np.bool_(has_lips),
-        "has_audio": np.bool_(has_audio),
-        "teacher_audio": teacher_a, "teacher_video": teacher_v,
-        "has_teacher": np.bool_(has_a and has_v),
-        "has_teacher_audio": np.bool_(has_a), "has_teacher_video": np.bool_(has_v),
-        "src_fps": np.float32(_get(info, "src_fps", 0.0) or 0.0),
-        "src_sample_rate": np.int32(_get(info, "src_sample_rate", 0) or 0),
-        "duration_s": np.float32(_get(info, "duration_s", T / contract.VIDEO_FPS) or 0.0),
-        "params_json": np.array(json.dumps(params, sort_keys=True, default=str)),
-        "notes_json": np.array(json.dumps(notes)),
-        "audio_source": np.array(audio_source),
-    }
-    return arrays, notes
-
-
-def _write_npz_atomic(path: str, arrays: Mapping[str, np.ndarray]) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)           # a crash never leaves a half-written cache entry
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
-def _read_cached(key: str, path: str, t0: float) -> Outcome | None:
-    """The outcome of a cache hit, or None if the entry is missing or unreadable."""
-    if not os.path.exists(path):
-        return None
-    try:
-        with np.load(path) as z:
-            return Outcome(key, "cached", path, num_frames=len(z["mouth_offsets"]) - 1,
-                           params=json.loads(str(z["params_json"])),
-                           notes=tuple(json.loads(str(z["notes_json"]))),
-                           seconds=time.perf_counter() - t0)
-    except Exception:
-        # A damaged entry (disk full, foreign file): drop it and recompute.
-        os.remove(path)
-        return None
-
-
 def locate(task: ClipTask, cache_dir: str, spec_key: str) -> tuple[str, Outcome | None]:
     """Hash the clip's file(s): (cache file path, the outcome if already decided: a cache
     hit, or a missing file)."""
@@ -439,169 +232,20 @@ def locate(task: ClipTask, cache_dir: str, spec_key: str) -> tuple[str, Outcome 
         path = cache_path(cache_dir, task, spec_key)
     except MediaError as e:
         return "", Outcome(task.key, "skipped", kind=e.kind, reason=e.reason)
-    return path, _read_cached(task.key, path, t0)
-
-
-def _make_entry(task: ClipTask, path: str, make: Callable[[], tuple[dict, list[str]]]
-                ) -> Outcome:
-    """Write the cache entry ``make()`` returns (arrays, notes) to ``path`` unless another
-    build made it meanwhile. Never raises for bad input: a ``MediaError`` becomes a
-    'skipped' outcome, anything else an 'error' outcome."""
-    t0 = time.perf_counter()
-    try:
-        hit = _read_cached(task.key, path, t0)   # another build may have made it meanwhile
-        if hit is not None:
-            return hit
-        arrays, notes = make()
-        _write_npz_atomic(path, arrays)
-        return Outcome(task.key, "done", path, num_frames=len(arrays["mouth_offsets"]) - 1,
-                       params=json.loads(str(arrays["params_json"])), notes=tuple(notes),
-                       seconds=time.perf_counter() - t0)
-    except MediaError as e:
-        return Outcome(task.key, "skipped", kind=e.kind, reason=e.reason,
-                       seconds=time.perf_counter() - t0)
-    except Exception as e:  # a bug or an unforeseen library failure: report, don't lose the build
-        tb = traceback.format_exception_only(type(e), e)[-1].strip()
-        return Outcome(task.key, "error", kind="internal_error", reason=tb,
-                       seconds=time.perf_counter() - t0)
+    return path, read_cached(task.key, path, t0)
 
 
 def process_clip(task: ClipTask, spec: PreprocessSpec, path: str) -> Outcome:
-    """Preprocess one clip into cache file ``path`` (see :func:`_make_entry`)."""
+    """Preprocess one clip into cache file ``path`` (see :func:`avdetect.data.cache_entry.make_entry`)."""
     def make():
         clip = (spec.preprocess or default_preprocess)(task, spec.face_size)
         audio_source, audio_file = "", None
-        if task.audio_path and not (task.audio_if_missing and _get(clip, "has_audio", True)):
-            num_frames = int(np.asarray(_get(clip, "mouth")).shape[0])
+        if task.audio_path and not (task.audio_if_missing and clip_field(clip, "has_audio", True)):
+            num_frames = int(np.asarray(clip_field(clip, "mouth")).shape[0])
             clip = _with_audio(clip, *borrowed_audio(task.audio_path, num_frames))
             audio_source, audio_file = task.audio_source or task.audio_path, task.audio_path
-        return _encode_clip(task, clip, spec, audio_source, audio_file)
-    return _make_entry(task, path, make)
-
-
-# ---------------------------------------------------------------------------------------
-# Derived clips (pseudo-fakes): made from the source's cache entry, never from the video
-# ---------------------------------------------------------------------------------------
-
-def derived_cache_path(cache_dir: str, task: ClipTask, spec_key: str, source_file: str,
-                       donor_file: str = "") -> str:
-    """Cache file of a derived task: hash of the derivation spec, the source's (and the
-    donor's) cache entry names (content + parameters) and the derivation code."""
-    from avdetect.data import pseudo_fakes
-
-    blob = json.dumps({"derive": task.derive, "source": os.path.basename(source_file),
-                       "donor": os.path.basename(donor_file) if donor_file else "",
-                       "code": pseudo_fakes.code_hash()}, sort_keys=True, default=str)
-    digest = hashlib.sha256(blob.encode()).hexdigest()
-    return os.path.join(cache_dir, "derived", digest[:2], f"{digest}-{spec_key}.npz")
-
-
-def _load_npz(path: str) -> dict[str, np.ndarray]:
-    with np.load(path) as z:
-        return {k: z[k] for k in z.files}
-
-
-def _is_window(index: np.ndarray) -> bool:
-    """True when a frame map is a contiguous window of its source (t -> s0 + t)."""
-    return bool(index.size and index[0] >= 0 and np.all(np.diff(index) == 1))
-
-
-def _carry_teacher(src: Mapping[str, np.ndarray], donor: Mapping[str, np.ndarray] | None,
-                   out: Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarray], str]:
-    """Teacher posteriors of a derived clip without running the teacher again: a side is
-    kept where the derived stream is a contiguous window of the source's (or, for the
-    audio, the donor's) stream, re-indexed to it; any other side is zeros, flagged
-    absent (a frozen, blended, reversed or re-voiced stream has no posteriors)."""
-    T = len(out["face_found"])
-    res: dict[str, np.ndarray] = {}
-    valid = {}
-    for side, index_key in (("audio", "audio_src"), ("video", "face_src")):
-        index = np.asarray(out[index_key])
-        ok = _is_window(index) and (side != "video" or _is_window(np.asarray(out["mouth_src"])))
-        origin = donor if (side == "audio" and out.get("audio_from") == "donor") else src
-        flag = f"has_teacher_{side}"
-        had = bool(origin[flag]) if flag in origin else bool(origin["has_teacher"])
-        arr = origin[f"teacher_{side}"]
-        valid[side] = ok and had
-        res[f"teacher_{side}"] = (arr[index] if valid[side]
-                                  else np.zeros((T,) + arr.shape[1:], arr.dtype))
-        if flag in src:
-            res[flag] = np.bool_(valid[side])
-    res["has_teacher"] = np.bool_(valid["audio"] and valid["video"])
-    kept = [s for s in ("audio", "video") if valid[s]]
-    note = ("teacher posteriors carried over: " + (", ".join(kept) or "none")
-            if "has_teacher" in src and (bool(src["has_teacher"]) or any(
-                bool(src.get(f"has_teacher_{s}", False)) for s in ("audio", "video")))
-            else "")
-    return res, note
-
-
-def derive_arrays(task: ClipTask, spec: PreprocessSpec, source_file: str,
-                  donor_file: str = "", transcripts_dir: str = "") -> tuple[dict, list[str]]:
-    """The cache arrays of a derived task: the source's entry with the derivation applied.
-    Frames the derivation copies keep the source's encoded bytes (no re-encoding)."""
-    from avdetect.data import pseudo_fakes as pf
-
-    d = task.derive
-    kind, info = d["kind"], pf.KINDS[d["kind"]]
-    src = _load_npz(source_file)
-    donor = _load_npz(donor_file) if donor_file else None
-    mouth_blobs = unpack_frames(src["mouth_data"], src["mouth_offsets"])
-    face_blobs = unpack_frames(src["face_data"], src["face_offsets"])
-    clip = {"audio": src["audio"], "logmel": src["logmel"].astype(np.float32),
-            "face_found": src["face_found"], "boxes": src["boxes"]}
-    if "lips" in src:
-        clip["lips"] = src["lips"]
-    if info.needs_mouth:
-        clip["mouth"] = codec.decode_frames(list(mouth_blobs), color=False)
-    transcript = (pf.transcript_of(src["audio"], transcripts_dir) if kind == "pf_tts"
-                  else "")
-    out = pf.apply(kind, d["params"], clip,
-                   donor_audio=None if donor is None else donor["audio"],
-                   transcript=transcript, min_frames=int(d.get("min_frames", 1)),
-                   path=task.path)
-    enc = spec.encoding
-
-    def blobs_of(name: str, source_blobs: np.ndarray, codec_name: str) -> list[bytes]:
-        src_index = np.asarray(out[f"{name}_src"])
-        new = np.flatnonzero(src_index < 0)
-        made = (codec.encode_frames(out[name][new], codec_name, jpeg_quality=enc.jpeg_quality,
-                                    png_compression=enc.png_compression) if new.size else [])
-        made_at = dict(zip(new.tolist(), made))
-        return [made_at[i] if s < 0 else source_blobs[s] for i, s in enumerate(src_index)]
-
-    T = len(out["face_found"])
-    mouth_data, mouth_off = _pack(blobs_of("mouth", mouth_blobs, enc.mouth_codec))
-    face_data, face_off = _pack(blobs_of("face", face_blobs, enc.face_codec))
-    teacher, teacher_note = _carry_teacher(src, donor, out)
-    notes = []                  # kind, source and donor are in the example's attributes
-    if kind == "pf_tts":
-        notes.append(f"transcript: {transcript[:80]!r}")
-    if teacher_note:
-        notes.append(teacher_note)
-    arrays = dict(src)          # every other field (params, source info) is the source's
-    arrays.update(teacher)
-    arrays.update({
-        "mouth_data": mouth_data, "mouth_offsets": mouth_off,
-        "face_data": face_data, "face_offsets": face_off,
-        "logmel": np.asarray(out["logmel"], np.float16), "audio": out["audio"],
-        "face_found": out["face_found"], "boxes": out["boxes"],
-        **({"lips": np.asarray(out["lips"], np.float32)} if "lips" in out else {}),
-        "duration_s": np.float32(T / contract.VIDEO_FPS),
-        "notes_json": np.array(json.dumps(notes)),
-        "audio_source": np.array(d.get("donor") or (f"tts:{d['params'].get('voice')}"
-                                                    if kind == "pf_tts" else "")),
-    })
-    return arrays, notes
-
-
-def process_derived(task: ClipTask, spec: PreprocessSpec, path: str, source_file: str,
-                    donor_file: str = "", transcripts_dir: str = "") -> Outcome:
-    """Make one derived clip into cache file ``path``; never raises for bad input (as
-    :func:`process_clip`: a MediaError, e.g. a clip too short for the shift, becomes a
-    'skipped' outcome)."""
-    return _make_entry(task, path, lambda: derive_arrays(task, spec, source_file, donor_file,
-                                                         transcripts_dir))
+        return encode_clip(task, clip, spec, audio_source, audio_file)
+    return make_entry(task, path, make)
 
 
 def _worker_init() -> None:
@@ -625,6 +269,9 @@ def preprocess_all(tasks: Sequence[ClipTask], spec: PreprocessSpec, cache_dir: s
     tasks' outcomes and ``known`` (an earlier call's); one whose source or donor is
     unusable is skipped too, with that reason.
     """
+    # imported here: derived_clips builds on this module
+    from avdetect.data.derived_clips import derived_cache_path, process_derived
+
     spec_key = spec.key()
     outcomes: dict[str, Outcome] = {}
     bar = tqdm.tqdm(total=len(tasks), desc=desc, unit="clip", dynamic_ncols=True)
@@ -663,7 +310,7 @@ def preprocess_all(tasks: Sequence[ClipTask], spec: PreprocessSpec, cache_dir: s
                 files.append(o.cache_file if o is not None else "")
             else:
                 path = derived_cache_path(cache_dir, t, spec_key, *files)
-                done = _read_cached(t.key, path, time.perf_counter())
+                done = read_cached(t.key, path, time.perf_counter())
                 if done is not None:
                     record(done)
                 else:

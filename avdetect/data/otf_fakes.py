@@ -163,7 +163,7 @@ def window_waveform(audio_int16: np.ndarray, a: int, n: int, context: int = 0) -
     src = np.asarray(audio_int16)
     s0, s1 = max(lo, 0), min(hi, len(src))
     if s1 > s0:
-        out[s0 - lo:s1 - lo] = src[s0:s1].astype(np.float32) / contract.INT16_SCALE
+        out[s0 - lo:s1 - lo] = contract.from_int16(src[s0:s1])
     return out
 
 

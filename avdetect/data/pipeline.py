@@ -1,4 +1,6 @@
-"""Grain input pipelines over the video-level shards.
+"""Grain input pipelines over the video-level shards (the windows themselves are cut by
+:mod:`avdetect.data.windows`; split indices and metadata come from
+:mod:`avdetect.data.metadata`).
 
 Training: ``tfds.data_source`` -> per-host shard (host ``p`` of ``P`` reads records
 ``p, p+P, ...`` of the selected records) -> seeded shuffle, reshuffled every epoch
@@ -69,25 +71,22 @@ holds ``desync`` out should keep it at 0.
 
 from __future__ import annotations
 
-import dataclasses
-import logging
 import math
-import re
 from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
 
-import cv2
 import numpy as np
 
 from avdetect import contract
 from avdetect.data import augment as aug_lib
-from avdetect.data import codec
+from avdetect.data import metadata
 from avdetect.data import otf_fakes
+from avdetect.data.metadata import SplitIndex   # also importable from here, as before
+# Window cutting lives in avdetect.data.windows; these names are also importable here.
+from avdetect.data.windows import LOGMEL_SILENCE, WindowMaker, window_starts  # noqa: F401
 from avdetect.errors import ConfigError
 
 if TYPE_CHECKING:       # grain is imported where a pipeline is built (see _TrainWindow)
     import grain
-
-log = logging.getLogger(__name__)
 
 _DEFAULTS: dict[str, Any] = {
     "face_size": None,
@@ -111,7 +110,6 @@ _DEFAULTS: dict[str, Any] = {
     "pf_shift_min": 2,
     "pf_shift_max": 12,
 }
-LOGMEL_SILENCE = float(np.log(contract.LOG_FLOOR))   # log-mel value of a silent frame
 _REQUIRED = ("name", "data_dir", "window", "batch_size")
 
 
@@ -127,166 +125,19 @@ def cfg_get(cfg: Any, key: str) -> Any:
 
 
 # ---------------------------------------------------------------------------------------
-# Split index
+# Split index (read from the dataset metadata: avdetect.data.metadata)
 # ---------------------------------------------------------------------------------------
 
-@dataclasses.dataclass(frozen=True)
-class SplitIndex:
-    """Per-record summary of one split, in record order (from the dataset metadata)."""
-
-    video_id: tuple[str, ...]
-    num_frames: np.ndarray          # int64 [N]
-    label: np.ndarray               # int64 [N]
-    category: np.ndarray            # int64 [N], index into contract.CATEGORIES
-    method: tuple[str, ...]
-    identity: tuple[str, ...]
-    method_names: tuple[str, ...]   # the dataset-wide method vocabulary (batch 'method' ids)
-    # where each clip comes from (the builder's optional 'source' column: a repository,
-    # a sub-corpus; '' when the dataset records none), for leave-one-source-out runs
-    source: tuple[str, ...] = ()
-
-    def __len__(self) -> int:
-        return len(self.video_id)
-
-    @property
-    def method_id(self) -> np.ndarray:
-        lookup = {m: i for i, m in enumerate(self.method_names)}
-        return np.array([lookup[m] for m in self.method], np.int64)
-
-    @classmethod
-    def from_columns(cls, cols: Mapping[str, Sequence[Any]],
-                     method_names: Sequence[str] | None = None) -> "SplitIndex":
-        methods = tuple(str(m) for m in cols["method"])
-        names = tuple(method_names) if method_names else tuple(sorted(set(methods)))
-        missing = set(methods) - set(names)
-        if missing:
-            raise ConfigError(f"split index has methods {sorted(missing)} that are not in the "
-                              f"dataset's method_names {list(names)}")
-        return cls(video_id=tuple(str(v) for v in cols["video_id"]),
-                   num_frames=np.asarray(cols["num_frames"], np.int64),
-                   label=np.asarray(cols["label"], np.int64),
-                   category=np.asarray(cols["category"], np.int64),
-                   method=methods,
-                   identity=tuple(str(v) for v in cols["identity"]),
-                   method_names=names,
-                   source=_source_column(cols, len(methods)))
-
-    @classmethod
-    def from_examples(cls, source: Sequence[Mapping[str, Any]],
-                      method_names: Sequence[str] | None = None) -> "SplitIndex":
-        """Scan a source (reads every record: only for small or foreign datasets)."""
-        cols: dict[str, list] = {k: [] for k in codec.INDEX_FIELDS}
-        for i in range(len(source)):
-            ex = source[i]
-            for k in codec.INDEX_FIELDS:
-                v = ex[k]
-                cols[k].append(v.decode() if isinstance(v, bytes) else v)
-        return cls.from_columns(cols, method_names)
-
-    def select(self, include_methods: Sequence[str] = (),
-               exclude_methods: Sequence[str] = (),
-               exclude_sources: Sequence[str] = ()) -> np.ndarray:
-        """Record indices kept by a method / source filter (int64 [M], ascending)."""
-        unknown = (set(include_methods) | set(exclude_methods)) - set(self.method_names)
-        if unknown:
-            raise ConfigError(f"method filter names {sorted(unknown)} which this dataset does "
-                              f"not have; its methods are {list(self.method_names)}")
-        # A dataset that records no sources cannot honour the filter: refuse rather than
-        # train on everything under a leave-one-source-out label.
-        if exclude_sources and not any(self.source):
-            raise ConfigError("train_exclude_sources is set but this dataset records no "
-                              "clip sources (rebuild it with a builder that fills 'source')")
-        keep = np.ones(len(self), bool)
-        if exclude_sources:
-            absent = sorted(set(exclude_sources) - set(self.source))
-            if absent:   # a typo would otherwise silently exclude nothing
-                log.warning("train_exclude_sources: no record of this split comes from %s",
-                            absent)
-            keep &= ~np.isin(np.array(self.source, dtype=object), list(exclude_sources))
-        if include_methods:
-            keep &= np.isin(np.array(self.method, dtype=object), list(include_methods))
-        if exclude_methods:
-            keep &= ~np.isin(np.array(self.method, dtype=object), list(exclude_methods))
-        return np.flatnonzero(keep)
-
-
-def _source_column(cols: Mapping[str, Sequence[Any]], n: int) -> tuple[str, ...]:
-    """The optional ``source`` column ('' for every record when the index has none)."""
-    values = tuple(str(v) for v in cols.get("source", ()))
-    if values and len(values) != n:
-        raise ConfigError(f"split index: 'source' has {len(values)} entries for {n} records")
-    return values or ("",) * n
-
-
-_PLAIN_SPLITS = re.compile(r"^\w+(\+\w+)*$")
-
-
-def _index_from_metadata(meta: Mapping[str, Any], split: str) -> SplitIndex | None:
-    index = meta.get("index")
-    if not index or not _PLAIN_SPLITS.match(split):
-        return None
-    parts = split.split("+")
-    if any(p not in index for p in parts):
-        return None
-    cols = {k: [v for p in parts for v in index[p][k]] for k in codec.INDEX_FIELDS}
-    if all("source" in index[p] for p in parts):     # optional column (older builds lack it)
-        cols["source"] = [v for p in parts for v in index[p]["source"]]
-    return SplitIndex.from_columns(cols, meta.get("method_names"))
-
-
 def open_split(data_cfg: Any, split: str) -> tuple[Sequence[dict], SplitIndex, dict]:
-    """Open ``split`` of the configured dataset: (data source, its index, metadata).
-
-    Accepts plain split names and ``a+b`` unions; other TFDS split expressions (slices)
-    work too but fall back to scanning the records for the index.
-    """
-    import tensorflow_datasets as tfds   # imported here: worker processes never need it
-
-    name, data_dir = cfg_get(data_cfg, "name"), cfg_get(data_cfg, "data_dir")
-    try:
-        source = tfds.data_source(name, split=split, data_dir=data_dir, download=False)
-    except Exception as e:  # TFDS raises assorted errors for a missing/unbuilt dataset
-        hint = ("" if "Unknown split" in str(e) else
-                f" Build it first: python -m avdetect.data.build {name} --data_dir {data_dir}")
-        raise ConfigError(f"cannot open split {split!r} of dataset {name!r} under "
-                          f"{data_dir}: {str(e).strip()}{hint}") from e
-    meta = _read_metadata(source)
-    version = meta.get("shard_format_version")
-    if version is not None and version != codec.SHARD_FORMAT_VERSION:
-        raise ConfigError(f"{name} was built with shard format {version}; this code reads "
-                          f"format {codec.SHARD_FORMAT_VERSION}: rebuild the dataset")
-    index = _index_from_metadata(meta, split)
-    if index is None:
-        log.warning("no stored index for split %r of %s: scanning %d records", split, name,
-                    len(source))
-        index = SplitIndex.from_examples(source, meta.get("method_names"))
-    if len(index) != len(source):
-        raise ConfigError(f"the stored index of {name}:{split} lists {len(index)} records but "
-                          f"the shards hold {len(source)}: rebuild the dataset")
-    return source, index, meta
-
-
-def _read_metadata(data_source) -> dict[str, Any]:
-    """The avdetect metadata of an opened ``tfds.data_source`` ({} if it has none)."""
-    info = getattr(data_source, "dataset_info", None)
-    meta = getattr(info, "metadata", None)
-    return dict(meta) if meta else {}
+    """Open ``split`` of the configured dataset: (data source, its index, metadata)
+    (:func:`avdetect.data.metadata.open_split`)."""
+    return metadata.open_split(cfg_get(data_cfg, "name"), cfg_get(data_cfg, "data_dir"), split)
 
 
 def label_vocabularies(data_cfg: Any) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """Names of the batch ``category`` and ``method`` ids of the configured dataset."""
-    import tensorflow_datasets as tfds
-
-    name, data_dir = cfg_get(data_cfg, "name"), cfg_get(data_cfg, "data_dir")
-    try:
-        meta = dict(tfds.builder(name, data_dir=data_dir).info.metadata or {})
-    except Exception as e:
-        raise ConfigError(f"cannot read the metadata of dataset {name!r} under {data_dir}: "
-                          f"{e}") from e
-    if "method_names" not in meta:
-        raise ConfigError(f"dataset {name!r} under {data_dir} has no method vocabulary in its "
-                          "metadata (not built by avdetect.data.build?)")
-    return tuple(contract.CATEGORIES), tuple(meta["method_names"])
+    return tuple(contract.CATEGORIES), metadata.method_names(cfg_get(data_cfg, "name"),
+                                                             cfg_get(data_cfg, "data_dir"))
 
 
 def load_split_index(data_cfg: Any, split: str) -> SplitIndex:
@@ -313,191 +164,6 @@ class _RecordSource:
         ex = dict(self._source[r])
         ex["_record"] = r
         return ex
-
-
-def _text(v: Any) -> str:
-    return v.decode() if isinstance(v, bytes) else str(v)
-
-
-@dataclasses.dataclass(frozen=True)
-class WindowMaker:
-    """Cuts fixed-size windows out of a decoded video-level example."""
-
-    window: int
-    method_ids: Mapping[str, int]
-    face_size: int | None = None
-    streams: frozenset[str] = frozenset(contract.DEFAULT_STREAMS)    # heavy streams to decode and emit
-    aug_ops: tuple[str, ...] = aug_lib.AUG_OPS
-    aug_crop_min: float = 0.7
-    aug_max_rotate_deg: float = 15.0
-    otf: otf_fakes.OtfSpec | None = None            # on-the-fly pseudo-fakes (training)
-    identity_ids: Mapping[str, int] | None = None   # identity -> int (swap donors)
-
-    def _frames(self, blobs, start: int, stop: int, *, color: bool) -> np.ndarray:
-        frames = codec.decode_frames(list(blobs[start:stop]), color=color)
-        if color and self.face_size and frames.shape[1] != self.face_size:
-            interp = cv2.INTER_AREA if frames.shape[1] > self.face_size else cv2.INTER_LINEAR
-            frames = np.stack([cv2.resize(f, (self.face_size, self.face_size),
-                                          interpolation=interp) for f in frames])
-        return frames
-
-    def cut(self, ex: Mapping[str, Any], start: int,
-            params: aug_lib.AugParams | None = None,
-            audio_start: int | None = None, stop: int | None = None) -> dict[str, np.ndarray]:
-        """Window [start, start+T) of ``ex``, zero-padded to T frames, as fixed-shape arrays.
-        ``audio_start`` takes the audio streams (log-mel, waveform, ASR posteriors) from
-        [audio_start, audio_start + n) instead (a sync negative; n frames must exist).
-        ``stop`` ends the video there (frames from ``stop`` on are padding: a trimmed span)."""
-        T = self.window
-        nf = int(ex["num_frames"])
-        end = nf if stop is None else min(nf, int(stop))
-        n = max(0, min(T, end - start))
-        if n == 0:
-            raise ValueError(f"window start {start} is past the end of a {nf}-frame video "
-                             f"{_text(ex['video_id'])}")
-        a = start if audio_start is None else int(audio_start)
-        if not 0 <= a <= nf - n:
-            raise ValueError(f"audio window start {a} (+{n} frames) is outside the {nf}-frame "
-                             f"video {_text(ex['video_id'])}")
-        m = contract.MEL_PER_FRAME
-
-        def pad(x, length, dtype, fill=0):
-            out = np.full((length,) + x.shape[1:], fill, dtype)
-            out[:len(x)] = x
-            return out
-
-        out: dict[str, np.ndarray] = {}
-        for name in ("mouth", "face"):
-            if name in self.streams:
-                # mouth [n, 88, 88]; face [n, S, S, 3]
-                frames = self._frames(ex[name], start, start + n, color=name == "face")
-                if params is not None:
-                    frames = aug_lib.apply_aug(frames, params)
-                out[name] = pad(frames, T, np.uint8)
-        if "logmel" in self.streams:
-            logmel = np.asarray(ex["logmel"][m * a:m * (a + n)], np.float32)  # [<=4n, 80]
-            # Padded frames hold the log-mel of silence, ln(LOG_FLOOR), not 0 (which is a
-            # loud frame); the models also mask them out.
-            out["logmel"] = pad(logmel, m * T, np.float32, LOGMEL_SILENCE)
-        if "audio" in self.streams:
-            if "audio" not in ex:
-                raise ValueError(f"{_text(ex['video_id'])}: no raw 'audio' stream in the "
-                                 "shards (built before shard format 2): rebuild the dataset")
-            spf = contract.SAMPLES_PER_FRAME
-            wave = np.asarray(ex["audio"][spf * a:spf * (a + n)], np.float32)
-            out["audio"] = pad(wave / contract.INT16_SCALE, spf * T, np.float32)  # [640 T]
-        if "lips" in self.streams:
-            # Lip landmarks in the aligned face (x, y in [0, 1]); not augmented: they
-            # describe mouth shape, which flips / crops of the images do not change.
-            if "lips" not in ex or not bool(ex.get("has_lips", False)):
-                raise ValueError(f"{_text(ex['video_id'])}: no 'lips' landmark stream in the "
-                                 "shards (built before shard format 4 or by a preprocessing "
-                                 "without landmarks): rebuild the dataset")
-            lips = np.asarray(ex["lips"][start:start + n], np.float32)
-            out["lips"] = pad(lips.reshape(n, contract.NUM_LIPS, 2), T, np.float32)
-        for name, s0 in (("teacher_audio", a), ("teacher_video", start)):
-            if name in self.streams:
-                k = ex[name].shape[-1]
-                out[name] = pad(np.asarray(ex[name][s0:s0 + n]).reshape(n, k), T, np.float32)
-        frame_mask = np.zeros(T, np.float32)
-        frame_mask[:n] = 1.0
-        out.update({
-            "frame_mask": frame_mask,
-            "face_found": pad(np.asarray(ex["face_found"][start:start + n], np.float32), T,
-                              np.float32),
-            "label": np.int32(ex["label"]),
-            "video_fake": np.int32(ex["video_fake"]),
-            "audio_fake": np.int32(ex["audio_fake"]),
-            "category": np.int32(ex["category"]),
-            "method": np.int32(self.method_ids[_text(ex["method"])]),
-            "has_audio": np.int32(ex["has_audio"]),
-            "has_teacher": np.int32(ex["has_teacher"]),
-            # per-side flags (shard format 3); a writer that sets only has_teacher: both
-            "has_teacher_audio": np.int32(ex.get("has_teacher_audio", ex["has_teacher"])),
-            "has_teacher_video": np.int32(ex.get("has_teacher_video", ex["has_teacher"])),
-            "video_id": np.int32(ex["_record"]),
-            "window_start": np.int32(start),
-            "valid": np.int32(1),
-        })
-        return out
-
-    def random_window(self, ex: Mapping[str, Any], rng: np.random.Generator,
-                      augment: bool) -> dict[str, np.ndarray]:
-        """One uniformly placed window, with one augmentation draw for the whole window;
-        for a real video with audio, with the probabilities of ``otf``, an on-the-fly
-        pseudo-fake (:mod:`avdetect.data.otf_fakes`; a swap is only flagged here and done
-        per batch, where the donors are)."""
-        nf = int(ex["num_frames"])
-        start = int(rng.integers(0, max(nf - self.window, 0) + 1))
-        params = None
-        if augment:
-            params = aug_lib.sample_aug_params(rng, ops=self.aug_ops, crop_min=self.aug_crop_min,
-                                               max_angle_deg=self.aug_max_rotate_deg)
-        kind = None
-        if self.otf is not None and self.otf.active and int(ex["label"]) == 0:
-            kind = self.otf.draw(rng)
-            if not int(ex["has_audio"]):
-                kind = None                     # nothing to mismatch: stays real
-        n = min(self.window, nf - start)
-        out = None
-        if kind == "shift":
-            audio_start = otf_fakes.shifted_start(start, n, nf, self.otf, rng)
-            if audio_start is not None:
-                out = self.cut(ex, start, params, audio_start=audio_start)
-                otf_fakes.mark_fake(out, self.method_ids[otf_fakes.method_name("shift")])
-        elif kind == "reverse":
-            out = self.cut(ex, start, params)
-            otf_fakes.reverse_audio(out, ex, start, n)
-            otf_fakes.mark_fake(out, self.method_ids[otf_fakes.method_name("reverse")])
-        if out is None:
-            out = self.cut(ex, start, params)
-        if self.otf is not None and self.otf.prob("swap") > 0:
-            out[otf_fakes.SWAP_FLAG] = np.int32(kind == "swap")
-            out[otf_fakes.IDENTITY] = np.int32(self.identity_ids[_text(ex["identity"])])
-        return out
-
-    def all_windows(self, ex: Mapping[str, Any]) -> list[dict[str, np.ndarray]]:
-        """Every window of the video, stride T (the last one padded)."""
-        return [self.cut(ex, s) for s in window_starts(int(ex["num_frames"]), self.window)]
-
-    def eval_windows(self, ex: Mapping[str, Any], trim_silence: bool
-                     ) -> list[dict[str, np.ndarray]]:
-        """The evaluation windows of a video: :meth:`all_windows`, and with ``trim_silence``
-        also those of its span without leading/trailing digital silence
-        (:func:`avdetect.contract.digital_silence` of the shard's ``audio`` stream), cut
-        again from [lead, T - trail), stride T. Each window then carries ``view`` (bit mask
-        of ``contract.VIEW_AS_IS`` / ``VIEW_TRIMMED``), ``trim_lead``, ``trim_trail``
-        (frames) and ``all_silent`` (1: the clip is silent throughout and keeps its full
-        span in the trimmed view). A clip with nothing to trim scores one set of windows
-        for both views, so the trimmed view costs only the clips that have silence."""
-        windows = self.all_windows(ex)
-        if not trim_silence:
-            return windows
-        if "audio" not in ex:
-            raise ValueError(f"{_text(ex['video_id'])}: no raw 'audio' stream to find digital "
-                             "silence in (built before shard format 2: rebuild the dataset, "
-                             "or set config.eval.trim_silence=False)")
-        nf = int(ex["num_frames"])
-        lead, trail = contract.digital_silence(np.asarray(ex["audio"])[
-            :nf * contract.SAMPLES_PER_FRAME])
-        all_silent = lead + trail >= nf
-        if all_silent or lead + trail == 0:
-            view = contract.VIEW_AS_IS | contract.VIEW_TRIMMED
-            trimmed = []
-        else:
-            view = contract.VIEW_AS_IS
-            stop = nf - trail
-            trimmed = [self.cut(ex, s, stop=stop) for s in range(lead, stop, self.window)]
-        for views, ws in ((view, windows), (contract.VIEW_TRIMMED, trimmed)):
-            for w in ws:
-                w.update(view=np.int32(views), trim_lead=np.int32(lead),
-                         trim_trail=np.int32(trail), all_silent=np.int32(all_silent))
-        return windows + trimmed
-
-
-def window_starts(num_frames: int, window: int) -> list[int]:
-    """Start frames of the evaluation windows of a video (at least one window)."""
-    return list(range(0, max(num_frames, 1), window))
 
 
 def _padding_window(template: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -34,12 +34,11 @@ _LABELS = {"real": 0, "0": 0, "fake": 1, "1": 1}
 
 def clip_silence(path: str | pathlib.Path) -> tuple[int, int, int]:
     """``(lead, trail, T)`` in frames for one video, its audio decoded as the build does."""
-    from avdetect.data.clips import to_int16
     from avdetect.media.decode import load_audio, probe
 
     info = probe(path)
     n = info.num_frames or None
-    audio = to_int16(load_audio(path, num_frames=n, info=info))
+    audio = contract.to_int16(load_audio(path, num_frames=n, info=info))
     lead, trail = contract.digital_silence(audio)
     return lead, trail, len(audio) // contract.SAMPLES_PER_FRAME
 

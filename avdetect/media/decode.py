@@ -39,33 +39,24 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import re
 import warnings
 from collections.abc import Iterator
-from fractions import Fraction
 
 import av
 import numpy as np
 
 from avdetect import contract
-from avdetect.errors import (
-    CorruptMediaError,
-    EmptyFileError,
-    FileMissingError,
-    MediaError,
-    NoAudioStreamError,
-    NotMediaError,
-    NoVideoStreamError,
-)
+from avdetect.errors import CorruptMediaError, NoAudioStreamError, NoVideoStreamError
+# Opening and probing live in avdetect.media.probe; probe and MediaInfo are also
+# importable from here (callers use decode.probe / decode.MediaInfo).
+from avdetect.media.probe import (MediaInfo, audio_stream, count_frames,  # noqa: F401
+                                  open_container, probe, reason_of, rotation_of,
+                                  video_stream)
 
 # Frame times are compared with this slack, which only absorbs float rounding: the stored
 # timestamps are the truth (Matroska's 1 ms grid stores a 29.97 fps frame due at 200.2 ms as
 # 200 ms, so that frame is shown at t = 0.2 s).
 _TIME_TOL_S = 1e-6
-# T = ceil(duration * fps - _COUNT_TOL): a duration of exactly 3 s must give 75, not 76.
-_COUNT_TOL = 1e-3
-# Packets read by probe() to judge whether the frame rate is variable.
-_VFR_SCAN_PACKETS = 300
 # Decoded video may end this much before the declared end before we call the file truncated
 # (the last frame's duration is often unknown; metadata is rounded).
 _TRUNCATION_SLACK_S = 0.25
@@ -74,48 +65,27 @@ _TRUNCATION_SLACK_FRAMES = 3
 # is filled with silence; shorter ones are time-base rounding.
 _AUDIO_GAP_S = 0.01
 
-# Magic bytes of containers FFmpeg reads. A file that starts like one of these but cannot be
-# opened is damaged (e.g. an mp4 cut before its index), not "not media".
-_MAGIC_AT_0 = (
-    b"\x1a\x45\xdf\xa3",  # Matroska / WebM (EBML)
-    b"RIFF",              # AVI, WAV
-    b"OggS", b"FLV", b"ID3", b"fLaC",
-    b"\x00\x00\x01\xba",  # MPEG program stream
-    b"\x30\x26\xb2\x75",  # ASF / WMV
-)
-_MP4_BOXES = (b"ftyp", b"moov", b"mdat", b"free", b"skip", b"wide", b"pnot")
-
 
 class CorruptFrameWarning(UserWarning):
     """Some frames or audio packets of a file could not be decoded and were skipped."""
 
 
-@dataclasses.dataclass(frozen=True)
-class MediaInfo:
-    """What ``probe`` learns about a file without decoding it (beyond its first frame).
+def _warn_corrupt(message: str) -> None:
+    """One CorruptFrameWarning per file, attributed to the caller of the decoding function."""
+    warnings.warn(CorruptFrameWarning(message), stacklevel=3)
 
-    ``duration_s`` is the video stream's duration when there is video (the span T is
-    derived from), otherwise the audio stream's. ``num_frames`` is T, the number of 25 fps
-    frames ``iter_frames`` yields (0 without video). ``width``/``height`` are the displayed
-    size (after rotation, before any ``max_side`` downscale).
-    """
 
-    path: str
-    container: str
-    duration_s: float
-    has_video: bool
-    has_audio: bool
-    src_fps: float | None
-    vfr: bool
-    width: int | None
-    height: int | None
-    src_sample_rate: int | None
-    src_channels: int | None
-    num_frames: int
-    video_start_s: float = 0.0
-    video_codec: str | None = None
-    audio_codec: str | None = None
-    rotation: int = 0
+def _probed(path: str | os.PathLike, info: MediaInfo | None, stream: str
+            ) -> tuple[str, MediaInfo]:
+    """``path`` as str and its MediaInfo (probed unless the caller has it); the typed
+    error when the file lacks the ``stream`` ('video' or 'audio') to decode."""
+    path = os.fspath(path)
+    info = info if info is not None else probe(path)
+    if stream == "video" and not info.has_video:
+        raise NoVideoStreamError(path, "has no video stream (audio only)")
+    if stream == "audio" and not info.has_audio:
+        raise NoAudioStreamError(path, "has no audio stream")
+    return path, info
 
 
 @dataclasses.dataclass
@@ -138,255 +108,6 @@ class DecodedClip:
     corrupt_frames: int = 0
 
 
-# ----------------------------------------------------------------------------- opening
-
-def _check_file(path: str | os.PathLike) -> str:
-    """Return ``path`` as str, or raise the typed error for missing / empty / non-files."""
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise FileMissingError(path, "file does not exist")
-    if os.path.isdir(path):
-        raise NotMediaError(path, "is a directory, not a media file")
-    try:
-        size = os.path.getsize(path)
-    except OSError as e:
-        raise NotMediaError(path, f"cannot be read ({e.strerror})") from e
-    if size == 0:
-        raise EmptyFileError(path, "file is empty (0 bytes)")
-    return path
-
-
-def _looks_like_container(path: str) -> bool:
-    """True if the first bytes are the signature of a container FFmpeg knows."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(400)
-    except OSError:
-        return False
-    if head.startswith(_MAGIC_AT_0):
-        return True
-    if len(head) >= 8 and head[4:8] in _MP4_BOXES:
-        return True
-    # MPEG-TS: a 0x47 sync byte every 188 bytes.
-    return len(head) >= 377 and head[0] == head[188] == head[376] == 0x47
-
-
-def _open(path: str) -> av.container.InputContainer:
-    """Open ``path`` for reading, translating PyAV errors into typed media errors."""
-    try:
-        return av.open(path, mode="r", metadata_errors="ignore")
-    except av.error.FileNotFoundError as e:
-        raise FileMissingError(path, "file does not exist") from e
-    except av.error.PermissionError as e:
-        raise NotMediaError(path, "permission denied") from e
-    except av.error.FFmpegError as e:
-        if _looks_like_container(path):
-            raise CorruptMediaError(
-                path, f"container header is damaged or the file is truncated ({_why(e)})"
-            ) from e
-        raise NotMediaError(path, f"not a video or audio file FFmpeg can read ({_why(e)})") from e
-
-
-def _why(e: BaseException) -> str:
-    """A short reason from an FFmpeg error, without the file name PyAV appends."""
-    msg = getattr(e, "strerror", None) or str(e)
-    return str(msg).split(":")[0].strip() or type(e).__name__
-
-
-def _video_stream(c: av.container.InputContainer):
-    """The first real video stream (cover art in audio files does not count), or None."""
-    for s in c.streams.video:
-        if not (s.disposition & av.stream.Disposition.attached_pic):
-            return s
-    return None
-
-
-def _audio_stream(c: av.container.InputContainer):
-    """The first audio stream FFmpeg can decode, or None (audio is optional: a file whose
-    only audio has no decoder reports has_audio False rather than failing)."""
-    for s in c.streams.audio:
-        if s.codec_context is not None:
-            return s
-    return None
-
-
-# ----------------------------------------------------------------------------- probing
-
-_DURATION_TAG = re.compile(r"^(\d+):(\d{2}):(\d{2}(?:\.\d+)?)$")
-
-
-def _tag_end_s(stream) -> float | None:
-    """Matroska's per-stream DURATION tag ("HH:MM:SS.nnnnnnnnn"): the stream's end time."""
-    for key, value in stream.metadata.items():
-        if key.upper() == "DURATION":
-            m = _DURATION_TAG.match(value.strip())
-            if m:
-                h, mnt, sec = m.groups()
-                return int(h) * 3600 + int(mnt) * 60 + float(sec)
-    return None
-
-
-def _scan_packets(c, stream, limit: int | None):
-    """Demux up to ``limit`` non-empty packets of ``stream`` (all when None), decoding only
-    until the first frame appears. Returns (sorted presentation times in s [n], end time of
-    the latest packet in s or None, first decoded frame or None)."""
-    tb = stream.time_base
-    times, end, first = [], None, None
-    for pkt in c.demux(stream):
-        if first is None:
-            try:
-                frames = pkt.decode()
-                first = frames[0] if frames else None
-            except av.error.FFmpegError:
-                pass                # a damaged first packet: the next one may decode
-        if pkt.size == 0 or pkt.pts is None:
-            continue
-        t = float(pkt.pts * tb)
-        times.append(t)
-        dur = float(pkt.duration * tb) if pkt.duration else 0.0
-        end = t + dur if end is None else max(end, t + dur)
-        if limit is not None and len(times) >= limit and first is not None:
-            break
-    times.sort()
-    return np.asarray(times, dtype=np.float64), end, first
-
-
-def _is_vfr(times: np.ndarray, time_base: Fraction | None) -> bool:
-    """Variable frame rate: frame-to-frame gaps differ by more than rounding explains."""
-    if len(times) < 3:
-        return False
-    gaps = np.diff(times)
-    gaps = gaps[gaps > 0]
-    if len(gaps) < 2:
-        return False
-    tick = float(time_base) if time_base else 0.0
-    spread = float(gaps.max() - gaps.min())
-    return spread > max(2.0 * tick, 0.1 * float(np.median(gaps)))
-
-
-def _rotation_of(frame) -> int:
-    """Display rotation of a decoded frame, snapped to a multiple of 90 degrees."""
-    try:
-        rot = frame.rotation
-    except Exception:  # noqa: BLE001 - older PyAV or missing side data: assume upright
-        return 0
-    return int(round((rot or 0) / 90.0)) * 90 % 360
-
-
-def probe(path: str | os.PathLike) -> MediaInfo:
-    """Describe a media file: streams, source rates, duration, and T (25 fps frame count).
-
-    Cheap: reads the header, up to a few hundred video packets (variable-rate check) and
-    the first video frame; only files without any stored video duration are demuxed to the
-    end. Raises a typed ``MediaError`` for missing, empty, non-media or damaged files.
-    """
-    path = _check_file(path)
-    c = _open(path)
-    try:
-        return _probe_open(path, c)
-    except MediaError:
-        raise
-    except (av.error.FFmpegError, OSError) as e:
-        raise CorruptMediaError(path, f"cannot read the file's streams ({_why(e)})") from e
-    finally:
-        c.close()
-
-
-def _probe_open(path: str, c) -> MediaInfo:
-    vs, aus = _video_stream(c), _audio_stream(c)
-    if vs is None and aus is None:
-        raise NotMediaError(path, "contains no video or audio stream FFmpeg can decode")
-    if vs is not None and vs.codec_context is None:
-        raise NotMediaError(path, "its video codec has no decoder in this FFmpeg build")
-    container = c.format.name
-
-    src_rate = channels = None
-    audio_codec = None
-    audio_dur = None
-    if aus is not None:
-        cc = aus.codec_context
-        src_rate = (int(cc.sample_rate) or None) if cc is not None else None
-        channels = (int(cc.channels) or None) if cc is not None else None
-        audio_codec = cc.name if cc is not None else None
-        if aus.duration and aus.time_base:
-            audio_dur = float(aus.duration * aus.time_base)
-        else:
-            tag_end = _tag_end_s(aus)
-            audio_dur = tag_end - float((aus.start_time or 0) * aus.time_base) if tag_end else None
-        if audio_dur is None and c.duration:
-            audio_dur = c.duration / av.time_base
-
-    if vs is None:
-        return MediaInfo(
-            path=path, container=container, duration_s=float(audio_dur or 0.0),
-            has_video=False, has_audio=True, src_fps=None, vfr=False, width=None,
-            height=None, src_sample_rate=src_rate, src_channels=channels, num_frames=0,
-            audio_codec=audio_codec,
-        )
-
-    start, end, fps, vfr, first = _video_timing(c, vs)
-    duration = max(0.0, end - start)
-    num_frames = _count_frames(duration, contract.VIDEO_FPS)
-    if first is not None and num_frames == 0:
-        num_frames = 1  # a single frame with no stored duration still shows once
-
-    rotation = _rotation_of(first) if first is not None else 0
-    w, h = int(vs.codec_context.width or 0) or None, int(vs.codec_context.height or 0) or None
-    if rotation in (90, 270) and w and h:
-        w, h = h, w
-
-    return MediaInfo(
-        path=path, container=container, duration_s=duration, has_video=True,
-        has_audio=aus is not None, src_fps=fps, vfr=vfr, width=w, height=h,
-        src_sample_rate=src_rate, src_channels=channels, num_frames=num_frames,
-        video_start_s=start, video_codec=vs.codec_context.name, audio_codec=audio_codec,
-        rotation=rotation,
-    )
-
-
-def _video_timing(c, vs):
-    """(start s, end s, source fps, vfr, first decoded frame) of a video stream.
-
-    The end comes from the stream's stored duration, else Matroska's DURATION tag, else
-    (streamed/live files) the last packet found by demuxing the whole stream, else the
-    container's duration. Only in the stored cases is the packet scan limited to the first
-    few hundred packets (enough to judge the frame rate).
-    """
-    tb = vs.time_base
-    start = float(vs.start_time * tb) if vs.start_time is not None and tb else None
-    end = None
-    if vs.duration and tb:
-        end = (start or 0.0) + float(vs.duration * tb)
-    elif _tag_end_s(vs) is not None:
-        end = _tag_end_s(vs)
-    times, scan_end, first = _scan_packets(c, vs, None if end is None else _VFR_SCAN_PACKETS)
-    if start is None:
-        start = float(times[0]) if len(times) else 0.0
-    vfr = _is_vfr(times, tb)
-
-    fps = float(vs.average_rate) if vs.average_rate else None
-    if vfr or not fps or fps > 1000:
-        # Measured from timestamps: the stored rate of a VFR stream is only a hint, and AVI
-        # stores variable rate as a 1000 fps grid with empty packets.
-        span = (times[-1] - times[0]) if len(times) > 1 else 0.0
-        if span > 0:
-            fps = (len(times) - 1) / span
-    if end is None:
-        end = scan_end
-        if end is not None and len(times) and end <= times[-1] and fps:
-            end = float(times[-1]) + 1.0 / fps  # the last packet had no duration
-    if end is None and c.duration:
-        end = (c.start_time or 0) / av.time_base + c.duration / av.time_base
-    return start, (end if end is not None else start), fps, vfr, first
-
-
-def _count_frames(duration_s: float, fps: float) -> int:
-    """Number of times k / fps (k = 0, 1, ...) inside [0, duration_s)."""
-    if duration_s <= 0:
-        return 0
-    return max(0, math.ceil(duration_s * fps - _COUNT_TOL))
-
-
 # ----------------------------------------------------------------------------- video
 
 def _target_size(w: int, h: int, max_side: int | None) -> tuple[int, int]:
@@ -401,7 +122,7 @@ def _target_size(w: int, h: int, max_side: int | None) -> tuple[int, int]:
 
 def _to_array(frame, max_side: int | None, gray: bool) -> np.ndarray:
     """Convert (and downscale, inside swscale) one decoded frame; apply display rotation."""
-    k = _rotation_of(frame) // 90               # read before reformat drops the side data
+    k = rotation_of(frame) // 90               # read before reformat drops the side data
     w, h = _target_size(frame.width, frame.height, max_side)
     fmt = "gray" if gray else "rgb24"
     if (w, h) != (frame.width, frame.height):
@@ -455,23 +176,20 @@ def iter_frames(
     Raises ``NoVideoStreamError`` for audio-only files, ``CorruptMediaError`` when no frame
     decodes or the video ends well before its declared end.
     """
-    path = os.fspath(path)
-    info = info if info is not None else probe(path)
-    if not info.has_video:
-        raise NoVideoStreamError(path, "has no video stream (audio only)")
+    path, info = _probed(path, info, "video")
     if fps <= 0:
         raise ValueError(f"fps must be positive, got {fps}")
     stats = stats if stats is not None else DecodeStats()
     duration = info.duration_s
-    total = info.num_frames if fps == contract.VIDEO_FPS else _count_frames(duration, fps)
+    total = info.num_frames if fps == contract.VIDEO_FPS else count_frames(duration, fps)
     start = info.video_start_s
     return _iter_frames(path, info, fps, max_side, gray, stats, total, start)
 
 
 def _iter_frames(path, info, fps, max_side, gray, stats, total, start):
-    c = _open(path)
+    c = open_container(path)
     try:
-        stream = _video_stream(c)
+        stream = video_stream(c)
         # Let FFmpeg use frame/slice threads: decoding is the bottleneck on long files.
         stream.thread_type = "AUTO"
         k = 0                       # next output index; output time start + k / fps
@@ -515,17 +233,12 @@ def _iter_frames(path, info, fps, max_side, gray, stats, total, start):
             k += 1
             stats.emitted_frames = k
     except (av.error.FFmpegError, OSError) as e:
-        raise CorruptMediaError(path, f"video decoding failed ({_why(e)})") from e
+        raise CorruptMediaError(path, f"video decoding failed ({reason_of(e)})") from e
     finally:
         c.close()
         if stats.corrupt_frames:
-            warnings.warn(
-                CorruptFrameWarning(
-                    f"{path}: {stats.corrupt_frames} corrupt video frame(s) dropped; the "
-                    "previous frame was repeated in their place"
-                ),
-                stacklevel=2,
-            )
+            _warn_corrupt(f"{path}: {stats.corrupt_frames} corrupt video frame(s) dropped; "
+                          "the previous frame was repeated in their place")
 
 
 # ----------------------------------------------------------------------------- audio
@@ -545,10 +258,7 @@ def load_audio(
     With ``num_frames``, the result is padded with zeros or trimmed to exactly
     ``num_frames * sr / VIDEO_FPS`` samples. Values are clipped to [-1, 1]. Raises ``NoAudioStreamError`` when there is no audio stream.
     """
-    path = os.fspath(path)
-    info = info if info is not None else probe(path)
-    if not info.has_audio:
-        raise NoAudioStreamError(path, "has no audio stream")
+    path, info = _probed(path, info, "audio")
     if sr <= 0:
         raise ValueError(f"sr must be positive, got {sr}")
     want = None
@@ -557,19 +267,16 @@ def load_audio(
             raise ValueError(f"num_frames must be >= 0, got {num_frames}")
         want = int(round(num_frames * sr / contract.VIDEO_FPS))
 
-    c = _open(path)
+    c = open_container(path)
     try:
-        chunks, first_t, corrupt = _decode_audio(c, _audio_stream(c), sr, want, info)
+        chunks, first_t, corrupt = _decode_audio(c, audio_stream(c), sr, want, info)
     except (av.error.FFmpegError, OSError) as e:
-        raise CorruptMediaError(path, f"audio decoding failed ({_why(e)})") from e
+        raise CorruptMediaError(path, f"audio decoding failed ({reason_of(e)})") from e
     finally:
         c.close()
     if corrupt:
-        warnings.warn(
-            CorruptFrameWarning(f"{path}: {corrupt} corrupt audio packet(s) skipped; silence "
-                                "was put in their place"),
-            stacklevel=2,
-        )
+        _warn_corrupt(f"{path}: {corrupt} corrupt audio packet(s) skipped; silence was put "
+                      "in their place")
 
     audio = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
     if info.has_video and first_t is not None:
@@ -580,7 +287,7 @@ def load_audio(
         elif offset < 0:
             audio = audio[-offset:]
     if want is not None:
-        audio = _fit(audio, want)
+        audio = contract.fit_length(audio, want)     # zeros: missing audio is silence
     return np.clip(audio, -1.0, 1.0).astype(np.float32, copy=False)
 
 
@@ -642,13 +349,6 @@ def _downmix(planes: np.ndarray) -> np.ndarray:
     return planes.mean(axis=0, dtype=np.float32) if planes.shape[0] > 1 else planes[0]
 
 
-def _fit(x: np.ndarray, n: int) -> np.ndarray:
-    """Pad with zeros or trim ``x`` to exactly ``n`` samples."""
-    if len(x) >= n:
-        return x[:n]
-    return np.concatenate([x, np.zeros(n - len(x), x.dtype)])
-
-
 # ----------------------------------------------------------------------------- whole clip
 
 def decode(
@@ -665,10 +365,7 @@ def decode(
     ``NoVideoStreamError`` for audio-only files and the other typed ``MediaError``s for bad
     files. Use ``iter_frames`` for long videos.
     """
-    path = os.fspath(path)
-    info = probe(path)
-    if not info.has_video:
-        raise NoVideoStreamError(path, "has no video stream (audio only)")
+    path, info = _probed(path, None, "video")
     total = info.num_frames if max_frames is None else min(info.num_frames, max(0, max_frames))
     stats = DecodeStats()
     frames: np.ndarray | None = None

@@ -129,7 +129,12 @@ class SqueezeExcite(nn.Module):
 
 
 def sinusoidal_positions(length: int, dim: int) -> np.ndarray:
-    """Fixed sinusoidal position table [length, dim] (Transformer / Whisper style)."""
+    """Fixed sinusoidal position table float32 [length, dim], Whisper's layout: sin on the
+    first ``dim // 2`` channels, cos on the next, timescales 1 .. 1e4 spaced
+    geometrically (an odd ``dim`` gets a zero last channel). Whisper's encoder initialises
+    its table with it. Deep-AVSR's table (``teachers.deep_avsr.positional_encoding``)
+    is a different one: interleaved sin/cos, timescales ``10000^(2i/d)``, float32
+    arithmetic to match its torch buffer."""
     half = dim // 2
     inv = np.exp(-math.log(10_000.0) * np.arange(half) / max(half - 1, 1))
     ang = np.arange(length)[:, None] * inv[None, :]

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import functools
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 from avdetect import contract
@@ -100,10 +98,8 @@ def _fit_audio(audio: np.ndarray, num_frames: int | None) -> tuple[np.ndarray, i
         num_frames = len(audio) // contract.SAMPLES_PER_FRAME
     if num_frames < 0:
         raise ValueError(f"num_frames must be >= 0, got {num_frames}")
-    n = num_frames * contract.SAMPLES_PER_FRAME
-    audio = audio[:n].astype(np.float32, copy=False)
-    if len(audio) < n:
-        audio = np.concatenate([audio, np.zeros(n - len(audio), np.float32)])
+    audio = contract.fit_length(audio, num_frames * contract.SAMPLES_PER_FRAME)
+    audio = audio.astype(np.float32, copy=False)
     return audio, num_frames
 
 
@@ -131,23 +127,3 @@ def log_mel(audio: np.ndarray, num_frames: int | None = None) -> np.ndarray:
     4 mel frames per video frame.
     """
     return np.log(mel_power(audio, num_frames) + np.float32(contract.LOG_FLOOR))
-
-
-def log_mel_batch_jax(audio: jax.Array) -> jax.Array:
-    """Batched, jit-able log-mel: float [B, N] -> float32 [B, N // 160, 80].
-
-    Same definition as ``log_mel`` (for N = 640 T it returns the same 4T frames); frame j
-    needs samples up to 160 j + 255, supplied by the zero padding.
-    """
-    audio = jnp.asarray(audio, jnp.float32)
-    if audio.ndim != 2:
-        raise ValueError(f"log_mel_batch_jax expects [B, N] audio, got shape {audio.shape}")
-    n_out = audio.shape[1] // contract.MEL_HOP
-    padded = jnp.pad(audio, ((0, 0), (_HALF, _HALF)))              # [B, N + 512]
-    idx = (np.arange(n_out)[:, None] * contract.MEL_HOP
-           + np.arange(contract.MEL_NFFT)[None, :])                # [F, 512] static
-    frames = padded[:, idx] * jnp.asarray(_window())               # [B, F, 512]
-    spec = jnp.fft.rfft(frames, axis=-1)                           # [B, F, 257]
-    power = jnp.real(spec) ** 2 + jnp.imag(spec) ** 2
-    mel = jnp.einsum("bfk,mk->bfm", power, jnp.asarray(mel_filterbank()))
-    return jnp.log(mel + contract.LOG_FLOOR)

@@ -63,6 +63,9 @@ class ClipFeatures:
     params: dict[str, Any]   # every preprocessing parameter (dataset metadata)
     lips: np.ndarray | None = None        # float32 [T, 20, 2] lip points, aligned face / 256
     confidence: np.ndarray | None = None  # float32 [T] face-mesh presence (0 where missed)
+    # float32 [640 T] waveform in [-1, 1] the log-mel was computed from (None: no audio);
+    # kept so that the build's cache entry and teacher use it instead of decoding again
+    audio: np.ndarray | None = None
 
     @property
     def num_frames(self) -> int:
@@ -280,6 +283,7 @@ def preprocess_video(path: str | os.PathLike, *, face_size: int = contract.FACE_
         with timer("crop"):      # decodes those frames again
             _crop_again(path, info, decode_max_side, evicted, store)
 
+    audio = None
     if info.has_audio:
         with timer("decode_audio"):
             audio = decode.load_audio(path, num_frames=n, info=info)        # [640 T]
@@ -292,7 +296,7 @@ def preprocess_video(path: str | os.PathLike, *, face_size: int = contract.FACE_
         mouth=store.mouth[:n], face=store.face[:n], logmel=mel,
         face_found=conf >= lp.min_presence, boxes=store.boxes[:n],
         has_audio=info.has_audio, info=info, params=params,
-        lips=store.lips[:n], confidence=conf,
+        lips=store.lips[:n], confidence=conf, audio=audio,
     )
 
 

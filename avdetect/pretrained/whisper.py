@@ -175,13 +175,13 @@ class WhisperEncoder(nn.Module):
 
 def _sinusoids(key: jax.Array, shape: tuple[int, int]) -> jax.Array:
     """Whisper's fixed position table (used when a module is initialised rather than
-    loaded): sin on the first half of channels, cos on the second, timescales 1..1e4."""
+    loaded): sin on the first half of channels, cos on the second, timescales 1..1e4 --
+    the project's one sinusoidal table, :func:`avdetect.models.layers.sinusoidal_positions`."""
+    # imported here: avdetect.models imports this module (its encoder registry)
+    from avdetect.models.layers import sinusoidal_positions
+
     del key
-    length, channels = shape
-    log_inc = np.log(10_000) / (channels // 2 - 1)
-    inv = np.exp(-log_inc * np.arange(channels // 2))
-    t = np.arange(length)[:, None] * inv[None, :]
-    return jnp.asarray(np.concatenate([np.sin(t), np.cos(t)], axis=1), jnp.float32)
+    return jnp.asarray(sinusoidal_positions(*shape), jnp.float32)
 
 
 class WhisperAudioEncoder(nn.Module):

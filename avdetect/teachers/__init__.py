@@ -37,6 +37,7 @@ from typing import Any, Callable, Mapping, Protocol, runtime_checkable
 
 import numpy as np
 
+from avdetect import contract
 from avdetect.teachers import alphabet, posteriors
 
 SIDES = frozenset({"audio", "video"})
@@ -105,10 +106,22 @@ class BuildTeacher:
             self.cache_key = f"avdetect.teachers.{teacher.name}({opts})"
 
     def __call__(self, features: Any, row: dict) -> tuple[np.ndarray, np.ndarray] | None:
-        mouth = features["mouth"] if isinstance(features, Mapping) else features.mouth
+        def field(name):
+            return (features.get(name) if isinstance(features, Mapping)
+                    else getattr(features, name, None))
+
+        mouth = field("mouth")
         num_frames = int(np.asarray(mouth).shape[0])
         audio = None
-        if self.needs_audio:
+        # The waveform the preprocessing decoded (or borrowed) for this clip: the teacher
+        # hears the same samples without a second decode; decoded here only when the
+        # preprocessing kept none.
+        kept = field("audio") if self.needs_audio else None
+        if kept is not None:
+            kept = np.asarray(kept)
+            audio = (contract.from_int16(kept) if kept.dtype == np.int16
+                     else kept.astype(np.float32, copy=False))
+        elif self.needs_audio:
             from avdetect.errors import NoAudioStreamError
             from avdetect.media import decode
             source = row.get("audio_path") or row.get("path")

@@ -235,8 +235,8 @@ class SphinxAligner:
 
 
 def _pcm16(audio: np.ndarray) -> bytes:
-    x = np.clip(np.asarray(audio, np.float64).reshape(-1), -1.0, 1.0)
-    return (x * 32767.0).astype("<i2").tobytes()
+    """float [-1, 1] -> the little-endian int16 bytes pocketsphinx reads."""
+    return contract.to_int16(np.reshape(audio, -1)).astype("<i2").tobytes()
 
 
 def segments_to_visemes(segments: Sequence[PhoneSegment], num_frames: int) -> np.ndarray:

@@ -27,6 +27,10 @@ Differences from the PyTorch code, all deliberate: tensors are batch-major [B, T
 is absent (the teachers only ever run in eval mode); the positional table is recomputed
 from the formula (the converter checks the checkpoint's buffer against it); inputs
 longer than the table raise a clear error instead of a broadcasting failure.
+
+Size (over 450 lines): one port kept in one file -- the networks, the converted-parameter
+files whose names follow their module names, and the teacher that runs them change
+together whenever the reference is followed more closely.
 """
 
 from __future__ import annotations
@@ -67,7 +71,9 @@ assert STFT_WIN // 2 + 1 == STFT_BINS
 def positional_encoding(length: int, d_model: int = D_MODEL) -> np.ndarray:
     """Sinusoidal table float32 [length, d_model] exactly as deep_avsr builds it:
     PE[pos, 2i] = sin(pos / 10000^(2i/d)), PE[pos, 2i+1] = cos(...), in float32
-    arithmetic like the torch buffer (so converted checkpoints match to rounding)."""
+    arithmetic like the torch buffer (so converted checkpoints match to rounding). Not
+    ``models.layers.sinusoidal_positions``: the layout (interleaved, not sin | cos), the
+    timescales (``d`` in the exponent, not ``d/2 - 1``) and the arithmetic differ."""
     position = np.arange(length, dtype=np.float32)[:, None]
     denominator = np.exp(np.arange(0, d_model, 2, dtype=np.float32)
                          * np.float32(math.log(10000.0) / d_model))
@@ -127,46 +133,48 @@ def _add_positions(x: jax.Array, max_len: int) -> jax.Array:
     return x + jnp.asarray(positional_encoding(t, x.shape[-1]))[None]
 
 
-class AudioNet(nn.Module):
-    """deep_avsr ASR network: STFT magnitude [B, 4T, 321] -> character logits [B, T, 40]."""
+def _char_logits(net: "_CharNet", prefix: str, x: jax.Array, mask: jax.Array | None
+                 ) -> jax.Array:
+    """The part AudioNet and VideoNet share, called inside their compact ``__call__`` (the
+    submodules made here belong to ``net``): + positions, the reference's encoder stack,
+    its second ('decoder') stack, the character classifier; parameter names
+    ``<prefix>Encoder``, ``<prefix>Decoder``, ``outputConv`` as in its checkpoints."""
+    x = _add_positions(x, net.pe_max_len)
+    stack = dict(num_layers=net.num_layers, d_model=net.d_model, num_heads=net.num_heads,
+                 ffn_dim=net.ffn_dim)
+    x = EncoderStack(**stack, name=f"{prefix}Encoder")(x, mask)
+    x = EncoderStack(**stack, name=f"{prefix}Decoder")(x, mask)
+    return nn.Dense(net.num_classes, name="outputConv")(x)
+
+
+class _CharNet(nn.Module):
+    """The fields AudioNet and VideoNet share (the reference's sizes by default)."""
     num_layers: int = NUM_LAYERS
     d_model: int = D_MODEL
     num_heads: int = NUM_HEADS
     ffn_dim: int = FFN_DIM
     num_classes: int = alphabet.NUM_CHARS
     pe_max_len: int = PE_MAX_LEN
+
+
+class AudioNet(_CharNet):
+    """deep_avsr ASR network: STFT magnitude [B, 4T, 321] -> character logits [B, T, 40]."""
 
     @nn.compact
     def __call__(self, stft: jax.Array, mask: jax.Array | None = None) -> jax.Array:
         """stft [B, 4T, 321]; mask bool [B, T] of real output frames (or None)."""
         x = nn.Conv(self.d_model, kernel_size=(STFT_PER_FRAME,), strides=(STFT_PER_FRAME,),
                     padding="VALID", name="audioConv")(stft)            # [B, T, D]
-        x = _add_positions(x, self.pe_max_len)
-        stack = dict(num_layers=self.num_layers, d_model=self.d_model,
-                     num_heads=self.num_heads, ffn_dim=self.ffn_dim)
-        x = EncoderStack(**stack, name="audioEncoder")(x, mask)
-        x = EncoderStack(**stack, name="audioDecoder")(x, mask)
-        return nn.Dense(self.num_classes, name="outputConv")(x)         # [B, T, K]
+        return _char_logits(self, "audio", x, mask)                    # [B, T, K]
 
 
-class VideoNet(nn.Module):
+class VideoNet(_CharNet):
     """deep_avsr VSR network: lip features [B, T, 512] -> character logits [B, T, 40]."""
-    num_layers: int = NUM_LAYERS
-    d_model: int = D_MODEL
-    num_heads: int = NUM_HEADS
-    ffn_dim: int = FFN_DIM
-    num_classes: int = alphabet.NUM_CHARS
-    pe_max_len: int = PE_MAX_LEN
 
     @nn.compact
     def __call__(self, features: jax.Array, mask: jax.Array | None = None) -> jax.Array:
         """features [B, T, 512]; mask bool [B, T] of real frames (or None)."""
-        x = _add_positions(features, self.pe_max_len)
-        stack = dict(num_layers=self.num_layers, d_model=self.d_model,
-                     num_heads=self.num_heads, ffn_dim=self.ffn_dim)
-        x = EncoderStack(**stack, name="videoEncoder")(x, mask)
-        x = EncoderStack(**stack, name="videoDecoder")(x, mask)
-        return nn.Dense(self.num_classes, name="outputConv")(x)         # [B, T, K]
+        return _char_logits(self, "video", features, mask)             # [B, T, K]
 
 
 class VisualFrontend(nn.Module):
@@ -508,7 +516,8 @@ class DeepAVSRTeacher:
                 lips = self.frontend.lip_features(np.asarray(mouth))
             if lips is None:
                 return None
-            video_post = self.video_net.posteriors(_fit_length(lips, num_frames))
+            video_post = self.video_net.posteriors(
+                contract.fit_length(lips, num_frames, mode="wrap"))   # as the reference loader
         return audio_post[:num_frames], video_post[:num_frames]
 
 
@@ -531,8 +540,3 @@ def _lip_features(meta: dict) -> np.ndarray | None:
     return arr.astype(np.float32)
 
 
-def _fit_length(x: np.ndarray, length: int) -> np.ndarray:
-    """Wrap-pad or cut the time axis to ``length`` (the reference loader's convention)."""
-    if x.shape[0] < length:
-        x = np.pad(x, ((0, length - x.shape[0]), (0, 0)), mode="wrap")
-    return x[:length]

@@ -21,18 +21,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from avdetect import contract
+
 
 def fit_length(track: np.ndarray, length: int) -> np.ndarray:
     """Cut ``track`` (any [N, ...]) to ``length`` rows, or extend it by repeating its last
     row. Used when a ground-truth track and the decoded video differ by a frame or two
     (container rounding); repeating the edge is what the frame would most plausibly show."""
-    track = np.asarray(track)
-    if track.shape[0] >= length:
-        return track[:length]
-    if track.shape[0] == 0:
-        raise ValueError("cannot extend an empty track")
-    pad = [(0, length - track.shape[0])] + [(0, 0)] * (track.ndim - 1)
-    return np.pad(track, pad, mode="edge")
+    return contract.fit_length(track, length, mode="edge")
 
 
 def label_histogram(labels: np.ndarray, num_classes: int, per_row: int = 1) -> np.ndarray:

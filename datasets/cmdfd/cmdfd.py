@@ -33,8 +33,8 @@ import re
 
 import tensorflow_datasets as tfds
 
-from avdetect.data.build import (AVBuilderConfig, AVClipBuilder, ClipTask, Listing, Problem,
-                                 manual_dir_of)
+from avdetect.data.build import (AVClipBuilder, ClipTask, Listing, Problem,
+                                 face_size_configs, required_manual_dir)
 from avdetect.errors import ConfigError
 
 # split name -> (method, self-driven, accepted folder names, lower-case)
@@ -97,11 +97,7 @@ class Cmdfd(AVClipBuilder):
 
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES = {"1.0.0": "First version."}
-    BUILDER_CONFIGS = [
-        AVBuilderConfig(name="face112", face_size=112, description="112x112 face crops."),
-        AVBuilderConfig(name="face224", face_size=224,
-                        description="224x224 face crops (CLIP-style encoders)."),
-    ]
+    BUILDER_CONFIGS = face_size_configs()
     MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS
     DESCRIPTION = __doc__
     HOMEPAGE = "https://github.com/ljj898/CMDFD-Dataset-and-Deepfake-Detection"
@@ -113,10 +109,8 @@ class Cmdfd(AVClipBuilder):
   year={2024}}"""
 
     def _list_clips(self, dl_manager) -> Listing:
-        manual = manual_dir_of(dl_manager)
-        if manual is None:
-            raise ConfigError("cmdfd needs --manual_dir (the unpacked test set).\n"
-                              + MANUAL_DOWNLOAD_INSTRUCTIONS)
+        manual = required_manual_dir(dl_manager, "cmdfd", "the unpacked test set",
+                                     MANUAL_DOWNLOAD_INSTRUCTIONS)
         return list_cmdfd(find_root(manual))
 
 

@@ -40,7 +40,7 @@ import re
 import tensorflow_datasets as tfds
 
 from avdetect.data.build import (AVBuilderConfig, AVClipBuilder, ClipTask, Listing, Problem,
-                                 manual_dir_of)
+                                 face_size_configs, required_manual_dir)
 from avdetect.errors import ConfigError
 
 TYPES = {   # folder / `type` column -> (category letter, video_fake, audio_fake)
@@ -129,11 +129,7 @@ class Fakeavceleb(AVClipBuilder):
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES = {"1.0.0": "First version."}
     BUILDER_CONFIGS = [
-        FakeavcelebConfig(name="face112", face_size=112,
-                          description="112x112 face crops; reference identity split."),
-        FakeavcelebConfig(name="face224", face_size=224,
-                          description="224x224 face crops (CLIP-style encoders); reference "
-                                      "identity split."),
+        *face_size_configs(FakeavcelebConfig, note="reference identity split"),
         FakeavcelebConfig(name="face112_reftrain", face_size=112, validation_fraction=0.0,
                           description="112x112 face crops; train = exactly the reference "
                                       "code's train identities, no validation split."),
@@ -148,10 +144,8 @@ class Fakeavceleb(AVClipBuilder):
   year={2021}}"""
 
     def _list_clips(self, dl_manager) -> Listing:
-        manual = manual_dir_of(dl_manager)
-        if manual is None:
-            raise ConfigError("fakeavceleb needs --manual_dir (the unzipped dataset).\n"
-                              + MANUAL_DOWNLOAD_INSTRUCTIONS)
+        manual = required_manual_dir(dl_manager, "fakeavceleb", "the unzipped dataset",
+                                     MANUAL_DOWNLOAD_INSTRUCTIONS)
         return list_fakeavceleb(find_root(manual), self.builder_config)
 
 

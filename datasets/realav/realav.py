@@ -19,7 +19,7 @@ import pathlib
 
 import tensorflow_datasets as tfds
 
-from avdetect.data.build import (AVBuilderConfig, AVClipBuilder, ClipTask, Listing, Problem,
+from avdetect.data.build import (AVClipBuilder, ClipTask, Listing, Problem, face_size_configs,
                                  manual_dir_of)
 from avdetect.errors import ConfigError
 
@@ -41,12 +41,7 @@ class Realav(AVClipBuilder):
 
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES = {"1.0.0": "First version."}
-    BUILDER_CONFIGS = [
-        AVBuilderConfig(name="face112", face_size=112,
-                        description="112x112 face crops (CPU configs)."),
-        AVBuilderConfig(name="face224", face_size=224,
-                        description="224x224 face crops (CLIP-style image encoders)."),
-    ]
+    BUILDER_CONFIGS = face_size_configs()
     DESCRIPTION = __doc__
     MANUAL_DOWNLOAD_INSTRUCTIONS = (
         "Optional: pass --manual_dir to a folder laid out like ../shared/fixtures/realav "

@@ -338,7 +338,7 @@ def synthesize(text: str, voice: Voice) -> Utterance:
     t0, t1 = int(bounds[first]), int(bounds[last + 1])
 
     sr = contract.AUDIO_SR
-    audio = _resample(raw[t0:t1].astype(np.float32) / 32768.0, sr_in, sr)
+    audio = _resample(contract.from_int16(raw[t0:t1]), sr_in, sr)
     peak = float(np.max(np.abs(audio))) or 1.0
     audio = (audio * (voice.gain / peak)).astype(np.float32)
     scale = sr / sr_in
