@@ -164,8 +164,11 @@ def clip_example(feats: pipeline.ClipFeatures, model: LoadedModel) -> dict[str, 
     if "logmel" in streams:
         ex["logmel"] = np.asarray(feats.logmel).astype(np.float16)
     if "audio" in streams:
-        # Raw waveform (e.g. CAD's Whisper front end), int16 as a shard stores it.
-        ex["audio"] = clips.clip_waveform(feats.info.path, feats.num_frames)
+        # Raw waveform (e.g. CAD's Whisper front end), int16 as a shard stores it: the
+        # samples the preprocessing decoded (decoded again only when it kept none).
+        wave = getattr(feats, "audio", None)
+        ex["audio"] = (contract.to_int16(wave) if wave is not None
+                       else clips.clip_waveform(feats.info.path, feats.num_frames))
     if "lips" in streams:
         # float32 [T, 20, 2] as a shard stores it (shard format 4)
         if feats.lips is None:
