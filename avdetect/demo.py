@@ -18,7 +18,7 @@ hash of the plan, so different plans never share outputs):
    train split, with on-the-fly audio pseudo-fakes of its real windows
    (workdir ``<out>/train/<tag>/<method>``);
 4. **evaluate** on the test split - identities never seen in training: the decision
-   threshold chosen on the validation split, the per-method table (reals, the pseudo-
+   threshold chosen on the validation split, the per-manipulation table (reals, the pseudo-
    fakes of the test reals, realtalk's generated fakes; every row says how many clips it
    holds), also with leading/trailing digital silence trimmed -> ``<out>/results.md``;
 5. **detect**: export the model (``<out>/model/<method>-<tag>.msgpack``) and score the

@@ -23,11 +23,12 @@ SyncFusion (the audio-visual offset profile) and the offset-contrastive sync los
 Arguments: visual=lips|mouth, audio=whisper|logmel (the real defaults are lips, whisper).
 Expected result (3000 steps, chosen on the validation split; 2026-12-06, 2-core CPU,
 ~7 min of training under load): test split - 22 real clips of people never seen in
-training - video AUC 0.880 overall (160 fakes); per method (22 reals vs that method's
-fakes): pf_shift 0.87 (21), pf_swap 0.84 (22), pf_reverse 0.98 (22), pf_tts 0.99 (22),
-pf_other_sentence 0.85 (10), pf_freeze 0.94 (22), pf_blend 0.64 (22), Wav2Lip 0.95 (5),
-SadTalker 0.97 (9), DFDC face-swap 0.85 (4), EDTalk 0.55 (1); with digital silence trimmed
-overall 0.888. Printed in W/eval_test.md. Ablations and the longer run: METHODS.md 8.
+training - video AUC 0.880 overall (160 fakes); per manipulation (22 reals vs that
+manipulation's fakes): pf_shift 0.87 (21), pf_swap 0.84 (22), pf_reverse 0.98 (22),
+pf_tts 0.99 (22), pf_other_sentence 0.85 (10), pf_freeze 0.94 (22), pf_blend 0.64 (22),
+Wav2Lip 0.95 (5), SadTalker 0.97 (9), DFDC face-swap 0.85 (4), EDTalk 0.55 (1); with
+digital silence trimmed overall 0.888. Printed in W/eval_test.md. Ablations and the longer
+run: METHODS.md 8.
 ``make demo`` trains exactly this (``python -m avdetect.demo --out DIR``, 2026-12-06 on
 the 2-core machine at load ~1-3: 223 s in all - build 99 s, preprocess 1 s, train +
 evaluate 118 s, detect 5 s, as in README; the test figures within 0.03 of these, and the

@@ -280,16 +280,10 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, np.ndarray]:
 
 def target_config(config_ref: str = DEFAULT_CONFIG, overrides: Mapping[str, Any] | None = None):
     """The config whose student the checkpoint is converted for (``path.py:arg`` plus
-    dotted ``config.model`` overrides)."""
-    import importlib.util
+    dotted ``config.model`` overrides); a missing config file raises ConfigError."""
+    from avdetect.config_specs import load_config
 
-    file, _, arg = config_ref.partition(":")
-    spec = importlib.util.spec_from_file_location("_convert_config", file)
-    if spec is None or not os.path.isfile(file):
-        raise CheckpointError(f"{file}: config file not found")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    config = module.get_config(arg or None)
+    config = load_config(config_ref)
     for key, value in (overrides or {}).items():
         node = config.model
         *parents, leaf = key.split(".")
