@@ -268,7 +268,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    # Run the imported module's main: the builders subclass `avdetect.data.build`'s
-    # classes, not this `__main__` copy of them.
+    # Run the imported module's main, not this `__main__` copy: the dataset builders
+    # import `avdetect.data.build` (and its re-exported classes) under that name.
     from avdetect.data import build as _build
     sys.exit(_build.main())
