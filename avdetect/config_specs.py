@@ -1,19 +1,23 @@
 """Configs named on a command line: a ``'configs/<m>.py[:arg]'`` spec loaded the way
 ``python -m avdetect.main --config=...`` reads it, its short label (a table column or
-folder name), and ``KEY=VALUE`` overrides of existing keys. Used by the protocol runners
-(:mod:`avdetect.protocols`, :mod:`avdetect.loso`).
+folder name), ``KEY=VALUE`` overrides of existing keys, and the config bound to a built
+dataset (:func:`bind_dataset`). Used by the protocol runners (:mod:`avdetect.protocols`,
+:mod:`avdetect.loso`), the demo and the checkpoint converter.
 """
 
 from __future__ import annotations
 
 import ast
+import copy
 import importlib.util
+import os
 import pathlib
 import sys
 from typing import Sequence
 
 import ml_collections
 
+from avdetect import contract
 from avdetect.errors import ConfigError
 
 
@@ -69,4 +73,30 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Sequence[str]
         if isinstance(value, list):
             value = tuple(value)
         node[leaf] = value
+    return config
+
+
+def bind_dataset(config: ml_collections.ConfigDict, name: str, data_dir: str | None,
+                 *, for_training: bool = True) -> ml_collections.ConfigDict:
+    """A copy of ``config`` reading dataset ``name`` under ``data_dir``.
+
+    For training, a method that reads teacher posteriors gets ``model.teacher_classes``
+    = the dataset's stored teacher dimension, and a dataset without the teacher sides its
+    losses need is refused (``avdetect.teachers.requirements``). For evaluation
+    (``for_training=False``) the teacher streams are dropped from ``data.inputs``: scoring
+    never reads them, and a test set need not have any."""
+    config = copy.deepcopy(config)
+    config.data.name = name
+    config.data.data_dir = os.path.abspath(os.path.expanduser(data_dir)) if data_dir else None
+    inputs = tuple(config.data.get("inputs", ()) or ())
+    if not for_training:
+        if inputs:
+            config.data.inputs = tuple(s for s in inputs if s not in contract.TEACHER_STREAMS)
+        return config
+    if any(s in inputs for s in contract.TEACHER_STREAMS):
+        from avdetect.data import metadata
+        from avdetect.teachers import requirements
+        # K from the dataset; refuses one without the teacher sides the losses need
+        requirements.bind_and_check(config, name,
+                                    metadata.dataset_metadata(name, config.data.data_dir))
     return config

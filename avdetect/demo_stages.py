@@ -226,13 +226,13 @@ def demo_config(plan: DemoPlan, paths: Paths):
     """The training config of the demo, bound to its built dataset."""
     import importlib
 
-    from avdetect import protocols
+    from avdetect import config_specs
     config = importlib.import_module(CONFIG_MODULE).get_config(plan.config_arg)
     if plan.steps:
         config.train.steps = int(plan.steps)
     if plan.fast_compile:
         config.train.fast_compile = True
-    return protocols.bind_dataset(config, dataset_name(plan), str(paths.tfds))
+    return config_specs.bind_dataset(config, dataset_name(plan), str(paths.tfds))
 
 
 def stage_train(plan: DemoPlan, paths: Paths) -> tuple[dict, bool]:

@@ -50,7 +50,8 @@ import ml_collections
 import numpy as np
 
 from avdetect import evaluation, protocols
-from avdetect.config_specs import apply_overrides, load_config
+from avdetect.config_specs import apply_overrides, bind_dataset, load_config
+from avdetect.data import metadata
 from avdetect.data.pseudo_fakes import KINDS as PSEUDO_FAKE_KINDS
 from avdetect.errors import ConfigError
 
@@ -195,8 +196,8 @@ def run(config: ml_collections.ConfigDict, data: str, data_dir: str | None, work
         sources: Sequence[str] | None = None, top: int = 4, log=print) -> dict[str, Any]:
     """Train the reference and one model per held-out source, score every clip, and
     build the table: ``{'table' (Markdown), 'rows', 'paths'}``."""
-    config = protocols.bind_dataset(config, data, data_dir)
-    rows = clip_rows(protocols.dataset_metadata(data, config.data.data_dir))
+    config = bind_dataset(config, data, data_dir)
+    rows = clip_rows(metadata.dataset_metadata(data, config.data.data_dir))
     if sources:
         known = {r["source"] for r in rows}
         unknown = sorted(set(sources) - known)

@@ -42,8 +42,7 @@ Teacher posteriors: a method reading ``teacher_audio``/``teacher_video`` gets
 (:func:`bind_dataset`), so one config works on datasets built with different teachers
 (the synthetic oracle's 14 visemes, the deep_avsr 40 characters).
 
-Size (a little over 450 lines): the two protocols share every part here - binding a config
-to a dataset, reusable runs, the table and the command; config specs and overrides live in
+Config specs, overrides and binding a config to a built dataset live in
 :mod:`avdetect.config_specs`.
 """
 
@@ -60,8 +59,8 @@ from typing import Any, Callable, Sequence
 
 import ml_collections
 
-from avdetect import contract
-from avdetect.config_specs import apply_overrides, config_label, folder_name, load_config
+from avdetect.config_specs import (apply_overrides, bind_dataset, config_label, folder_name,
+                                   load_config)
 from avdetect.errors import AVDetectError, ConfigError
 
 MODES = ("lomo", "cross")
@@ -72,44 +71,10 @@ TRIMMED_METRICS = ("auc", "ap", "eer")   # also reported with digital silence tr
 TRIMMED = "_trimmed"
 
 
-def dataset_metadata(name: str, data_dir: str | None) -> dict[str, Any]:
-    """The avdetect metadata of a built dataset (``{}`` for none; ConfigError when it
-    cannot be opened): :func:`avdetect.data.metadata.dataset_metadata`."""
-    from avdetect.data import metadata
-    return metadata.dataset_metadata(name, data_dir)
-
-
-def bind_dataset(config: ml_collections.ConfigDict, name: str, data_dir: str | None,
-                 *, for_training: bool = True) -> ml_collections.ConfigDict:
-    """A copy of ``config`` reading dataset ``name`` under ``data_dir``.
-
-    For training, a method that reads teacher posteriors gets ``model.teacher_classes``
-    = the dataset's stored teacher dimension, and a dataset without the teacher sides its
-    losses need is refused (``avdetect.teachers.requirements``). For evaluation (``for_training=False``) the teacher streams are dropped from
-    ``data.inputs``: scoring never reads them, and a test set need not have any."""
-    config = copy.deepcopy(config)
-    config.data.name = name
-    config.data.data_dir = os.path.abspath(os.path.expanduser(data_dir)) if data_dir else None
-    inputs = tuple(config.data.get("inputs", ()) or ())
-    if not for_training:
-        if inputs:
-            config.data.inputs = tuple(s for s in inputs if s not in contract.TEACHER_STREAMS)
-        return config
-    if any(s in inputs for s in contract.TEACHER_STREAMS):
-        from avdetect.teachers import requirements
-        # K from the dataset; refuses one without the teacher sides the losses need
-        requirements.bind_and_check(config, name, dataset_metadata(name, config.data.data_dir))
-    return config
-
-
 def fake_manipulations(name: str, data_dir: str | None) -> tuple[str, ...]:
     """The dataset's manipulations (its ``method_names`` vocabulary) other than 'real'."""
-    names = dataset_metadata(name, data_dir).get("method_names")
-    if not names:
-        raise ConfigError(f"dataset {name!r} has no manipulation (method_names) vocabulary in "
-                          "its metadata "
-                          "(not built by avdetect.data.build?)")
-    return tuple(m for m in names if m != REAL_MANIPULATION)
+    from avdetect.data import metadata
+    return tuple(m for m in metadata.method_names(name, data_dir) if m != REAL_MANIPULATION)
 
 
 def parse_test(spec: str) -> tuple[str, str]:

@@ -167,7 +167,7 @@ def test_configs_and_tests_parse(built, tmp_path):
 
     # The teacher dimension comes from the dataset (oracle: 14 visemes, not 40).
     assert c.model.teacher_classes == 40
-    bound = protocols.bind_dataset(c, NAME, str(built))
+    bound = config_specs.bind_dataset(c, NAME, str(built))
     assert bound.model.teacher_classes == 14 and c.model.teacher_classes == 40
     assert protocols.fake_manipulations(NAME, str(built)) == MANIPULATIONS
 

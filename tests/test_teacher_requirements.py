@@ -12,8 +12,8 @@ import sys
 import numpy as np
 import pytest
 
-from avdetect import protocols, teachers
-from avdetect.data import build
+from avdetect import config_specs, teachers
+from avdetect.data import build, metadata
 from avdetect.errors import ConfigError
 from avdetect.teachers import requirements
 from configs import corrdistill
@@ -74,7 +74,7 @@ def test_teacher_less_and_one_sided_builds_are_refused(builds):
     with pytest.raises(ConfigError, match="teacher_classes=3"):
         c = _config(names["both"], data_dir)
         c.model.teacher_classes = 40
-        requirements.check_dataset(c, names["both"], protocols.dataset_metadata(
+        requirements.check_dataset(c, names["both"], metadata.dataset_metadata(
             names["both"], str(data_dir)))
     # avdetect.main's check takes K from the dataset (the config default is 40)
     c = _config(names["both"], data_dir)
@@ -86,10 +86,10 @@ def test_teacher_less_and_one_sided_builds_are_refused(builds):
                                              w_metric=0.0))
     requirements.check_training_data(_config("random", data_dir))
     # the protocol runner binds K from the dataset and refuses the same way
-    assert protocols.bind_dataset(_config(names["both"], data_dir), names["both"],
+    assert config_specs.bind_dataset(_config(names["both"], data_dir), names["both"],
                                   str(data_dir)).model.teacher_classes == K
     with pytest.raises(ConfigError, match="missing \\['video'\\]"):
-        protocols.bind_dataset(_config(names["half"], data_dir), names["half"], str(data_dir))
+        config_specs.bind_dataset(_config(names["half"], data_dir), names["half"], str(data_dir))
 
 
 def test_rebuild_hint_names_the_teacher_per_dataset():

@@ -105,5 +105,5 @@ def check_training_data(config: Any) -> None:
     name = _get(data, "name")
     if not needed_sides(config) or not name or name == RANDOM_DATA:
         return
-    from avdetect.protocols import dataset_metadata
+    from avdetect.data.metadata import dataset_metadata
     bind_and_check(config, name, dataset_metadata(name, _get(data, "data_dir")))
