@@ -220,7 +220,8 @@ RESULT_SCHEMA: dict[str, Any] = {
             "required": ["start_frame", "num_frames", "start_s", "end_s", "score",
                          "face_fraction", "audio_fraction"],
             "properties": {"start_frame": {"type": "integer", "minimum": 0},
-                           "num_frames": {"type": "integer", "minimum": MIN_FRAMES},
+                           # the tiling's tail window may hold a single frame
+                           "num_frames": {"type": "integer", "minimum": 1},
                            "start_s": {"type": "number", "minimum": 0},
                            "end_s": {"type": "number", "exclusiveMinimum": 0},
                            "score": {"type": "number"},
