@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from avdetect.data import pipeline as pl
+from avdetect.data.metadata import index_from_metadata
 from avdetect.errors import ConfigError
 from test_pipeline_grain import cfg, make_example, take
 
@@ -37,6 +38,16 @@ def test_select_drops_exactly_the_listed_sources():
     # combined with a method filter: both apply
     both = index.select(exclude_methods=("wav2lip",), exclude_sources=("repo/a",))
     assert both.tolist() == [v for v in range(N) if v % 2 == 0 and _source_of(v) != "repo/a"]
+
+
+def test_metadata_index_carries_the_source_column_across_split_unions():
+    meta = {"method_names": ["real", "wav2lip"],
+            "index": {"train": _columns(5), "validation": _columns(3)}}
+    index = index_from_metadata(meta, "train+validation")
+    assert index.source == tuple(_source_of(v) for v in range(5)) + tuple(
+        _source_of(v) for v in range(3))
+    del meta["index"]["validation"]["source"]        # an older build: no column anywhere
+    assert index_from_metadata(meta, "train+validation").source == ("",) * 8
 
 
 def test_dataset_without_sources_refuses_the_filter():
