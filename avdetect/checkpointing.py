@@ -28,7 +28,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 
-from avdetect.errors import CheckpointError  # noqa: F401  (re-exported: raised from here)
+from avdetect.errors import CheckpointError
 
 STATE, DATA = "state", "data"
 

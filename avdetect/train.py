@@ -60,6 +60,7 @@ import numpy as np
 from absl import logging
 
 from avdetect import checkpointing, evaluation, metric_writers, sharding
+from avdetect.errors import CheckpointError
 from avdetect.evaluators import evaluate_state, progress
 from avdetect.input_pipeline import make_eval_iterator, make_train_iterator
 from avdetect.methods import build_method
@@ -172,7 +173,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
             logging.info("initialised from %s", config.init_from)
     start = int(jax.device_get(state["step"]))
     if resume_step is not None and start != resume_step:
-        raise checkpointing.CheckpointError(f"{ckpt.directory}/{resume_step}: holds step {start}")
+        raise CheckpointError(f"{ckpt.directory}/{resume_step}: holds step {start}")
 
     # ---------------------------------------------------------------- evaluators --
     writer = metric_writers.create_default_writer(workdir, process_index=jax.process_index(),

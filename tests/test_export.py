@@ -20,7 +20,8 @@ import pytest
 
 import tiny_checkpoint
 from avdetect import cli, detect, export, inference
-from avdetect.checkpointing import CheckpointError, load_state_numpy
+from avdetect.checkpointing import load_state_numpy
+from avdetect.errors import CheckpointError
 
 
 @pytest.fixture(scope="module")

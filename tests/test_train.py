@@ -34,7 +34,7 @@ from avdetect.data.random_batches import RandomBatches, random_eval_batches
 from avdetect.input_pipeline import make_train_iterator
 from avdetect.methods import build_method
 from avdetect.steps import Steps
-from avdetect.errors import ConfigError
+from avdetect.errors import CheckpointError, ConfigError
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 TESTS = REPO / "tests"
@@ -413,13 +413,13 @@ def test_checkpointer_roundtrip_keep_n_and_errors(tmp_path):
         assert int(got["step"]) == 3
         np.testing.assert_array_equal(got["params"]["w"], state["params"]["w"])
         assert ck.restore_data(2) == {"next_index": 20}
-        with pytest.raises(checkpointing.CheckpointError, match="no checkpoint at step 1"):
+        with pytest.raises(CheckpointError, match="no checkpoint at step 1"):
             ck.restore_data(1)
     assert checkpointing.resolve_checkpoint(None, str(tmp_path / "ck")) == (str(tmp_path / "ck"), 3)
     assert checkpointing.resolve_checkpoint(str(tmp_path / "ck" / "2"), "/nowhere")[1] == 2
-    with pytest.raises(checkpointing.CheckpointError, match="does not exist"):
+    with pytest.raises(CheckpointError, match="does not exist"):
         checkpointing.resolve_checkpoint(str(tmp_path / "missing"), "/nowhere")
-    with pytest.raises(checkpointing.CheckpointError, match="no checkpoint at step 7"):
+    with pytest.raises(CheckpointError, match="no checkpoint at step 7"):
         checkpointing.resolve_checkpoint(7, str(tmp_path / "ck"))
     # DataLoader-style bytes states survive the JSON item.
     raw = json.dumps({"a": [1, 2]}).encode()
