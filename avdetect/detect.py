@@ -54,6 +54,7 @@ from avdetect.data.pipeline import WindowMaker, window_starts
 from avdetect.errors import AVDetectError, FileMissingError, MediaError
 from avdetect.inference import LoadedModel
 from avdetect.media import decode
+from avdetect.media.probe import MediaInfo
 from avdetect.preprocess import landmarks, pipeline
 from avdetect.result import MIN_FRAMES, DetectResult, WindowScore
 from avdetect.timing import StageTimer
@@ -111,7 +112,7 @@ def preprocess_file(path: str, model: LoadedModel, timer: StageTimer | None = No
         # Once a file with video has passed the probe, compile the one-window shape
         # (every clip shorter than two batches uses it) in a background thread while it
         # decodes.
-        def on_probe(info: decode.MediaInfo) -> None:
+        def on_probe(info: MediaInfo) -> None:
             if info.has_video:
                 model.warm_up(1)
 
@@ -313,7 +314,7 @@ def aggregate(num_frames: int, starts: Sequence[int], n_valid: np.ndarray,
     return float(video["score"][0]), (frame_sum / np.maximum(frame_cnt, 1)).astype(np.float32)
 
 
-def media_record(info: decode.MediaInfo) -> dict[str, Any]:
+def media_record(info: MediaInfo) -> dict[str, Any]:
     """The source file's container facts, as the result's ``media`` object."""
     return {"container": info.container, "duration_s": round(float(info.duration_s), 3),
             "src_fps": info.src_fps, "width": info.width, "height": info.height,

@@ -12,9 +12,10 @@ import pytest
 import media_factory as mf
 from avdetect import errors
 from avdetect.media import decode as D
+from avdetect.media.probe import probe
 
 ENTRY_POINTS = {
-    "probe": D.probe,
+    "probe": probe,
     "iter_frames": lambda p: list(D.iter_frames(p)),
     "load_audio": D.load_audio,
     "decode": D.decode,
@@ -67,7 +68,7 @@ def test_truncated_faststart_mp4_fails_at_decode(good, tmp_path):
     _, m = good
     fast = mf.faststart_copy(m.path, tmp_path / "fast.mp4")
     half = mf.truncate_copy(fast, tmp_path / "fast_half.mp4", 0.5)
-    info = D.probe(half)                                     # header is intact
+    info = probe(half)                                     # header is intact
     assert info.num_frames == 30
     with pytest.raises(errors.CorruptMediaError, match="truncated"):
         D.decode(half)
@@ -83,7 +84,7 @@ def test_truncated_mkv_fails_at_decode(tmp_path):
 
 def test_audio_only_file(tmp_path):
     m = mf.make_video(tmp_path / "speech.m4a", seconds=1.0, video=False, audio_sr=22050)
-    info = D.probe(m.path)
+    info = probe(m.path)
     assert not info.has_video and info.has_audio and info.num_frames == 0
     assert info.duration_s == pytest.approx(1.0, abs=0.05)
     for call in (D.decode, lambda p: D.iter_frames(p)):

@@ -15,6 +15,7 @@ import pytest
 import media_factory as mf
 from avdetect import contract
 from avdetect.media import decode as D
+from avdetect.media.probe import probe
 
 CONTAINERS = ("mp4", "mov", "mkv", "avi", "webm")
 RATES = (25, 30000 / 1001, 30, 50, 60, "vfr")
@@ -84,7 +85,7 @@ def test_picks_latest_frame_at_each_output_time(made, ext, rate):
 @pytest.mark.parametrize("ext,demuxer", [("mp4", "mp4"), ("mov", "mov"), ("mkv", "matroska"),
                                          ("avi", "avi"), ("webm", "webm")])
 def test_container_is_sniffed_and_reported(made, ext, demuxer):
-    info = D.probe(made[ext, 25].path)
+    info = probe(made[ext, 25].path)
     assert demuxer in info.container.split(",")
     assert info.has_video and info.has_audio
     assert (info.width, info.height) == made[ext, 25].size
@@ -140,7 +141,7 @@ def test_audio_resampled_and_downmixed(tmp_path, sr, channels, gains):
     hz, amp = 1000.0, 0.5
     m = mf.make_video(tmp_path / "a.mp4", seconds=1.0, audio_sr=sr, channels=channels,
                       channel_gains=gains, tone_hz=hz, amplitude=amp)
-    info = D.probe(m.path)
+    info = probe(m.path)
     assert (info.src_sample_rate, info.src_channels) == (sr, channels)
     audio = D.load_audio(m.path, num_frames=25)
     assert audio.shape == (16000,) and audio.dtype == np.float32
@@ -208,7 +209,7 @@ def _ffmpeg_rgb(path, w, h):
 
 def test_fixture_clips(realav_clips):
     for path in realav_clips:
-        info = D.probe(path)
+        info = probe(path)
         assert info.src_fps == pytest.approx(25) and info.src_sample_rate == 16000
         assert info.num_frames == math.ceil(info.duration_s * 25 - 1e-3)
         assert 2.0 <= info.duration_s <= 8.5

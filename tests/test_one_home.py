@@ -149,10 +149,11 @@ def test_a_clip_is_decoded_once_for_features_cache_and_teacher(realav_clips, tmp
                                                                 monkeypatch):
     from avdetect.data import clips, codec
     from avdetect.media import decode
+    from avdetect.media.probe import probe
     from avdetect.teachers import BuildTeacher
 
     path = str(realav_clips[0])
-    n = decode.probe(path).num_frames
+    n = probe(path).num_frames
     reference = decode.load_audio(path, num_frames=n)          # before counting starts
     calls = []
     real_load = decode.load_audio

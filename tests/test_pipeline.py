@@ -19,6 +19,7 @@ import pytest
 from avdetect import contract
 from avdetect.errors import MediaError, NoFaceError, NotMediaError, NoVideoStreamError, TooShortError
 from avdetect.media import decode
+from avdetect.media.probe import probe
 from avdetect.preprocess import align, contact_sheet, landmarks, logmel, pipeline
 
 import media_factory
@@ -109,7 +110,7 @@ def test_face_found_in_at_least_95_percent_of_every_fixture_clip(fixture_feature
 
 def test_outputs_have_the_contract_shapes(fixture_features, realav_dir):
     for name, f in fixture_features.items():
-        t = decode.probe(realav_dir / name).num_frames
+        t = probe(realav_dir / name).num_frames
         assert f.num_frames == t
         assert f.mouth.shape == (t, contract.MOUTH_SIZE, contract.MOUTH_SIZE)
         assert f.face.shape == (t, contract.FACE_SIZE_DEFAULT, contract.FACE_SIZE_DEFAULT, 3)

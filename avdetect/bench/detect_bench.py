@@ -111,12 +111,13 @@ def bench_model(config_ref: str, clip: pathlib.Path, work: pathlib.Path, repeats
                 cli_runs: int) -> None:
     """Every figure of one model on ``clip`` (see the module docstring)."""
     from avdetect import detect
+    from avdetect.media.probe import probe
 
     default = config_ref.endswith(":")
     label = config_ref.rstrip(":") + (" (default config)" if default else "")
     goal = f"<= {GOAL_S:g} s" if default else ""
     model_file = export_random(config_ref, work / (config_ref.replace(":", "_") + ".msgpack"))
-    seconds = float(detect.decode.probe(clip).duration_s)
+    seconds = float(probe(clip).duration_s)
     cache = work / ("jaxcache_" + config_ref.replace(":", "_"))
     for i in range(cli_runs):
         wall, rss, summary = cli_run(clip, model_file, cache)

@@ -46,8 +46,9 @@ def scaled_copy(src: pathlib.Path, out: pathlib.Path, height: int) -> pathlib.Pa
 def decode_only(path) -> int:
     """The floor: decode every frame to RGB and the audio to 16 kHz mono; frame count."""
     from avdetect.media import decode
+    from avdetect.media.probe import probe
 
-    info = decode.probe(path)
+    info = probe(path)
     n = sum(1 for _ in decode.iter_frames(path, info=info))
     if info.has_audio:
         decode.load_audio(path, num_frames=n, info=info)

@@ -34,7 +34,8 @@ _LABELS = {"real": 0, "0": 0, "fake": 1, "1": 1}
 
 def clip_silence(path: str | pathlib.Path) -> tuple[int, int, int]:
     """``(lead, trail, T)`` in frames for one video, its audio decoded as the build does."""
-    from avdetect.media.decode import load_audio, probe
+    from avdetect.media.decode import load_audio
+    from avdetect.media.probe import probe
 
     info = probe(path)
     n = info.num_frames or None

@@ -47,11 +47,9 @@ import numpy as np
 
 from avdetect import contract
 from avdetect.errors import CorruptMediaError, NoAudioStreamError, NoVideoStreamError
-# Opening and probing live in avdetect.media.probe; probe and MediaInfo are also
-# importable from here (callers use decode.probe / decode.MediaInfo).
-from avdetect.media.probe import (MediaInfo, audio_stream, count_frames,  # noqa: F401
-                                  open_container, probe, reason_of, rotation_of,
-                                  video_stream)
+# Opening and probing live in avdetect.media.probe (callers import them from there).
+from avdetect.media.probe import (MediaInfo, audio_stream, count_frames, open_container, probe,
+                                  reason_of, rotation_of, video_stream)
 
 # Frame times are compared with this slack, which only absorbs float rounding: the stored
 # timestamps are the truth (Matroska's 1 ms grid stores a 29.97 fps frame due at 200.2 ms as

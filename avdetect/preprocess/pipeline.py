@@ -38,6 +38,7 @@ from tqdm import tqdm
 from avdetect import contract
 from avdetect.errors import NoFaceError, TooShortError
 from avdetect.media import decode
+from avdetect.media.probe import MediaInfo, probe
 from avdetect.preprocess import align, landmarks, logmel
 from avdetect.timing import StageTimer
 
@@ -59,7 +60,7 @@ class ClipFeatures:
     boxes: np.ndarray        # float32 [T, 4] (x, y, w, h) source-pixel box around the
                              # aligned face square
     has_audio: bool
-    info: decode.MediaInfo
+    info: MediaInfo
     params: dict[str, Any]   # every preprocessing parameter (dataset metadata)
     lips: np.ndarray | None = None        # float32 [T, 20, 2] lip points, aligned face / 256
     confidence: np.ndarray | None = None  # float32 [T] face-mesh presence (0 where missed)
@@ -194,7 +195,7 @@ def preprocess_video(path: str | os.PathLike, *, face_size: int = contract.FACE_
                      max_buffer_mb: float = MAX_BUFFER_MB,
                      landmark_params: landmarks.LandmarkParams = landmarks.LandmarkParams(),
                      progress: bool = False,
-                     on_probe: Callable[[decode.MediaInfo], None] | None = None,
+                     on_probe: Callable[[MediaInfo], None] | None = None,
                      timer: StageTimer | None = None) -> ClipFeatures:
     """Decode ``path`` and compute the per-frame aligned crops, lip landmarks, boxes and
     the aligned log-mel.
@@ -221,7 +222,7 @@ def preprocess_video(path: str | os.PathLike, *, face_size: int = contract.FACE_
                                   decode_max_side=decode_max_side, landmark_params=lp)
     timer = timer or StageTimer()     # ``--timings``: seconds per stage, else unread
     with timer("probe"):
-        info = decode.probe(path)
+        info = probe(path)
     if info.has_video and info.num_frames < min_frames:
         raise TooShortError(path, f"{info.num_frames} frames at {contract.VIDEO_FPS} fps "
                                   f"({info.duration_s:.2f} s); at least {min_frames} needed")

@@ -43,13 +43,14 @@ def _timed(fn, repeats: int) -> tuple[float, float]:
 
 def bench_asr_align(clips: list[pathlib.Path]) -> list[tuple[str, str]]:
     from avdetect.media import decode
+    from avdetect.media.probe import probe
     from avdetect.teachers.asr_align import AsrAlignTeacher
 
     teacher = AsrAlignTeacher()
     teacher.transcriber(np.zeros(contract.AUDIO_SR, np.float32))      # load + compile once
     whisper_s = align_s = audio_s = 0.0
     for clip in tqdm(clips, desc="asr_align", unit="clip"):
-        n = decode.probe(clip).num_frames
+        n = probe(clip).num_frames
         audio = decode.load_audio(clip, num_frames=n)
         t0 = time.perf_counter()
         text = teacher.transcriber(audio)
