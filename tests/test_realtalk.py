@@ -24,6 +24,7 @@ from avdetect import contract
 from avdetect.data import build, pseudo_fakes, splits
 from avdetect.data.clips import ClipTask, Listing
 from avdetect.data.codec import decode_frames
+from avdetect.data.revoice import speak
 from avdetect.errors import ConfigError
 
 REALTALK = pathlib.Path(__file__).resolve().parents[2] / "shared" / "realtalk"
@@ -257,7 +258,7 @@ def test_blend_mixes_mouth_crops_with_another_frame(examples):
 
 
 def _voiced_rms_ref(x: np.ndarray) -> float:
-    """RMS over the voiced 20 ms frames as pseudo_fakes.voiced_frames documents them,
+    """RMS over the voiced 20 ms frames as revoice.voiced_frames documents them,
     written out again in plain NumPy."""
     x = x.astype(np.float64)
     f = x[:len(x) // 320 * 320].reshape(-1, 320)
@@ -302,7 +303,7 @@ def test_revoice_over_digital_silence(examples):
     clip = {"audio": audio, "logmel": np.zeros((4 * T, 80), np.float32),
             "face_found": np.ones(T, bool), "boxes": np.zeros((T, 4), np.float32)}
     rng = np.random.default_rng(0)
-    speech = pseudo_fakes.speak("place blue at four now", "en-us+f3", 2.0, rng)
+    speech = speak("place blue at four now", "en-us+f3", 2.0, rng)
     out = pseudo_fakes.revoice(clip, speech, rng)
     assert contract.digital_silence(out["audio"]) == contract.digital_silence(audio)
     assert contract.digital_silence(audio)[0] >= 17

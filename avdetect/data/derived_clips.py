@@ -79,6 +79,7 @@ def derive_arrays(task: ClipTask, spec: PreprocessSpec, source_file: str,
     """The cache arrays of a derived task: the source's entry with the derivation applied.
     Frames the derivation copies keep the source's encoded bytes (no re-encoding)."""
     from avdetect.data import pseudo_fakes as pf
+    from avdetect.data.revoice import transcript_of
 
     d = task.derive
     kind, info = d["kind"], pf.KINDS[d["kind"]]
@@ -92,7 +93,7 @@ def derive_arrays(task: ClipTask, spec: PreprocessSpec, source_file: str,
         clip["lips"] = src["lips"]
     if info.needs_mouth:
         clip["mouth"] = codec.decode_frames(list(mouth_blobs), color=False)
-    transcript = (pf.transcript_of(src["audio"], transcripts_dir) if kind == "pf_tts"
+    transcript = (transcript_of(src["audio"], transcripts_dir) if kind == "pf_tts"
                   else "")
     out = pf.apply(kind, d["params"], clip,
                    donor_audio=None if donor is None else donor["audio"],

@@ -70,9 +70,8 @@ from typing import Any, Container, Iterable, Mapping, Sequence
 import numpy as np
 
 from avdetect import contract
-# The TTS re-voice lives in avdetect.data.revoice; these names are also importable here.
-from avdetect.data.revoice import (revoice_waveform, speak, transcript_of,  # noqa: F401
-                                   voiced_frames, voiced_rms, voiced_span)
+# The TTS re-voice's signal helpers live in avdetect.data.revoice.
+from avdetect.data.revoice import revoice_waveform, speak, voiced_rms, voiced_span
 from avdetect.errors import AVDetectError, MediaError
 
 SPF = contract.SAMPLES_PER_FRAME
