@@ -269,3 +269,60 @@ def test_lips_stream_goes_through_cache_shard_example_and_window_cutter(realav_c
     dex = detect.clip_example(feats, model)
     dex.update(method="real")
     np.testing.assert_array_equal(maker.cut(dex, start=T - 5)["lips"], win["lips"])
+
+
+def test_format_3_builds_without_lips_stay_readable():
+    """Shard format 3 is format 4 without the opt-in 'lips' stream (the Haar-crop builds):
+    the loader opens it (asking it for lips fails in the window cutter, tested above);
+    older formats are refused with the rebuild hint."""
+    from avdetect.data import codec, metadata
+    from avdetect.errors import ConfigError
+
+    assert codec.SHARD_FORMAT_VERSION in codec.READABLE_SHARD_FORMATS
+    for version in (3, 4, None):
+        metadata.check_shard_format("x", {"shard_format_version": version})
+    with pytest.raises(ConfigError, match="shard format 2.*rebuild"):
+        metadata.check_shard_format("x", {"shard_format_version": 2})
+
+
+# ------------------------------------------------- landmark_bench's jitter decomposition
+
+
+def test_white_noise_step_estimates_landmark_noise_under_slow_motion():
+    """White noise of s px per axis gives an RMS frame-to-frame step of 2 s (NumPy on the
+    noise alone); slow motion added on top hardly changes the estimate."""
+    rng = np.random.default_rng(0)
+    t = np.arange(20000)
+    noise = rng.normal(0, 0.7, (len(t), 2))
+    slow = np.stack([5 * np.sin(t / 30), 3 * np.cos(t / 45)], 1)
+    noise_step = np.sqrt((np.diff(noise, axis=0) ** 2).sum(1).mean())
+    assert abs(noise_step - 2 * 0.7) < 0.02
+    got = landmark_bench.white_noise_step(slow + noise)
+    assert abs(got - noise_step) < 0.03 * noise_step
+    # NaN rows (frames without landmarks) are skipped, not propagated.
+    holed = slow + noise
+    holed[::50] = np.nan
+    assert abs(landmark_bench.white_noise_step(holed) - noise_step) < 0.03 * noise_step
+
+
+def test_step_where_counts_only_steps_inside_the_kept_frames():
+    pos = np.array([[0.0, 0], [3, 4], [3, 4], [3, 5], [9, 9], [9, 10]])
+    keep = np.array([True, True, True, True, False, True])
+    # steps 0-1 (5), 1-2 (0), 2-3 (1); 3-4 and 4-5 touch a dropped frame
+    assert landmark_bench.step_where(pos, keep) == pytest.approx(np.sqrt((25 + 0 + 1) / 3))
+    assert math.isnan(landmark_bench.step_where(pos, np.zeros(6, bool)))
+
+
+def test_bench_places_the_new_crop_as_the_pipeline_does(realav_clips):
+    """landmark_bench.aligned with the default windows places the mouth crop exactly as
+    preprocess_video does, so the bench measures the crops builds store."""
+    frames = list(decode.iter_frames(realav_clips[0]))[:40]
+    found, points, table, _ = landmark_bench.new_stage(frames)
+    assert found.all() and points["lipc"].shape == (40, 2)
+    placed = landmark_bench.aligned(table, found)
+    feats = pipeline.preprocess_video(realav_clips[0], face_size=16)
+    half = landmarks.SMOOTH_WINDOW // 2      # the last frames' windows reach past frame 40
+    for t in range(40 - half):
+        m, c = placed[t]
+        gray = cv2.cvtColor(frames[t], cv2.COLOR_RGB2GRAY)     # the pipeline's order
+        np.testing.assert_array_equal(align.mouth_crop(gray, m, c), feats.mouth[t])

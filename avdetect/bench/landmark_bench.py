@@ -21,6 +21,17 @@ Per clip (every frame decoded once, both stages run on the same frames):
   have landmarks) and its standard deviation over the clip (drift).  (An image-only
   measure, phase correlation of consecutive crops, was tried and dropped: lip motion
   and the aligned crop's rotation with the head dominate it, with outliers of 40 px.)
+* what the new crop's step is made of (columns ``new_*``; ``decompose`` explains each):
+  the step on closed-mouth frames (speech removed), the white-noise step of the raw lip
+  centre and of the nose tip in the head-locked frame (landmark noise: the measure's own
+  floor), both crops measured with a 3-frame mean of the lip centre (most landmark noise
+  removed: what is left is the crop's motion plus speech), and the step had the crop been
+  placed with longer smoothing (mouth centre over 9 or 13 frames, as AV-HuBERT's ~12;
+  alignment points over 13).  The new crop's position of the raw lip centre is
+  ``A_t (l_t - l~_t)`` (``A_t`` the smoothed similarity's linear part, ``l~`` the
+  smoothed lip centre), so the alignment's smoothing cannot move this measure, and
+  following ``l`` more closely (a shorter window) lowers it only by copying the
+  landmarks' noise into the crop.
 * cost: ms per frame of each stage (tracker + smoothing, not decoding or crops).
 
 Writes ``DIR/landmark_rates.csv`` (one row per clip) and prints the distribution.
@@ -91,30 +102,52 @@ def old_stage(frames: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, float]:
     return found, smooth, time.perf_counter() - t0
 
 
+NOSE_TIP = 1                  # face-mesh nose tip: rigid with the head, not an alignment point
+INNER_LIPS = (13, 14)         # face-mesh inner upper / lower lip midpoints: the mouth's opening
+
+
 def new_stage(frames: list[np.ndarray], lp: landmarks.LandmarkParams = landmarks.LandmarkParams()):
-    """(found [T], raw lip centres [T, 2] (NaN where missed), per frame (source ->
-    reference matrix, lip centre in reference px) or None, seconds) of the landmark path,
-    smoothed as the pipeline does."""
+    """(found [T], raw points {"lipc": lip centre, "nose": nose tip, "upper", "lower":
+    inner-lip midpoints} [T, 2] (NaN where missed), smoother rows [T, D] (zeros where
+    missed), seconds) of the landmark path."""
     t0 = time.perf_counter()
     tracker = landmarks.LandmarkTracker(lp)
-    rows, found, lipc = [], [], []
+    rows, found, raw = [], [], []
     for x in frames:
         pts, _ = tracker.update(x)
         found.append(pts is not None)
         rows.append(pipeline.track_row(pts, lp) if pts is not None else None)
-        lipc.append(pts[list(lp.lip_points)].mean(0) if pts is not None else (np.nan, np.nan))
+        raw.append(np.stack([pts[list(lp.lip_points)].mean(0), pts[NOSE_TIP],
+                             pts[INNER_LIPS[0]], pts[INNER_LIPS[1]]])
+                   if pts is not None else np.full((4, 2), np.nan))
     found = np.asarray(found)
-    aligned = None
+    raw = np.asarray(raw, np.float64)
+    points = dict(zip(("lipc", "nose", "upper", "lower"), raw.transpose(1, 0, 2)))
+    table = None
     if found.any():
         dim = len(next(r for r in rows if r is not None))
         table = np.stack([r if r is not None else np.zeros(dim) for r in rows])
-        smooth = landmarks.smooth_track(table, found, pipeline.row_windows(lp))
-        aligned = []
-        for row in smooth:
-            stable, _, c = pipeline.split_row(row, lp)
-            m = align.to_reference(stable)
-            aligned.append((m, align.apply(m, c)))
-    return found, np.asarray(lipc, np.float64), aligned, time.perf_counter() - t0
+    return found, points, table, time.perf_counter() - t0
+
+
+def aligned(table: np.ndarray, found: np.ndarray,
+            lp: landmarks.LandmarkParams = landmarks.LandmarkParams(),
+            stable_window: int | None = None, centre_window: int | None = None):
+    """Per frame (source -> reference matrix, lip centre in reference px), smoothed as the
+    pipeline does (``pipeline.row_windows``) or with other windows for the alignment
+    points / the lip centre (the alternatives ``decompose`` measures)."""
+    windows = list(pipeline.row_windows(lp))
+    ns = 2 * len(lp.stable_points)
+    if stable_window:
+        windows[:ns] = [stable_window] * ns
+    if centre_window:
+        windows[-2:] = [centre_window] * 2
+    out = []
+    for row in landmarks.smooth_track(table, found, windows):
+        stable, _, c = pipeline.split_row(row, lp)
+        m = align.to_reference(stable)
+        out.append((m, align.apply(m, c)))
+    return out
 
 
 def old_mouth_position(boxes: np.ndarray, lipc: np.ndarray) -> np.ndarray:
@@ -143,17 +176,69 @@ def jitter(pos: np.ndarray) -> tuple[float, float]:
             float(np.sqrt(((ok - ok.mean(0)) ** 2).sum(1).mean())))
 
 
+def white_noise_step(pos: np.ndarray) -> float:
+    """The RMS frame-to-frame step that white noise alone would give a track [T, 2] with
+    these second differences: white noise of variance s^2 per axis has E|d^2 p|^2 = 12 s^2
+    and E|d p|^2 = 4 s^2.  Motion that is smooth over 3 frames adds little to d^2, so this
+    estimates the landmark noise in a step (an upper bound where motion is jerky)."""
+    d2 = pos[2:] - 2 * pos[1:-1] + pos[:-2]
+    d2 = d2[np.isfinite(d2).all(axis=1)]
+    return float(np.sqrt((d2 ** 2).sum(1).mean() / 3)) if len(d2) else float("nan")
+
+
+def step_where(pos: np.ndarray, keep: np.ndarray) -> float:
+    """RMS frame-to-frame step of ``pos`` [T, 2] over the steps t -> t+1 with both frames
+    in ``keep``."""
+    step = np.diff(pos, axis=0)
+    ok = np.isfinite(step).all(axis=1) & keep[:-1] & keep[1:]
+    return float(np.sqrt((step[ok] ** 2).sum(1).mean())) if ok.sum() >= 3 else float("nan")
+
+
+def decompose(found: np.ndarray, points: dict, table: np.ndarray, boxes: np.ndarray,
+              lp: landmarks.LandmarkParams = landmarks.LandmarkParams()) -> dict:
+    """What the new crop's mouth step is made of (px of the 88 crop; see the module
+    docstring): ``new_step_closed`` (closed-mouth frames: the inner-lip gap in its clip's
+    lowest quartile), ``lip_noise`` / ``nose_noise`` (``white_noise_step`` of the raw lip
+    centre / nose tip in the head-locked reference frame), ``old_step3`` / ``new_step3``
+    (measured with the 3-frame centred mean of the lip centre), ``new_step_c9`` /
+    ``new_step_c13`` (+ ``_drift``: lip centre smoothed over 9 / 13 frames) and
+    ``new_step_s13`` (alignment points over 13)."""
+    base = aligned(table, found, lp)
+    mats = np.asarray([m for m, _ in base])
+    lipc = points["lipc"]
+
+    def head_locked(p):                  # source points -> the smoothed reference frame
+        return np.stack([align.apply(m, q) for m, q in zip(mats, p)])
+
+    gap = np.linalg.norm(head_locked(points["upper"]) - head_locked(points["lower"]), axis=1)
+    closed = found & (gap <= np.nanquantile(gap, 0.25))
+    crop = np.asarray([align.mouth_matrix(m, c) for m, c in base])
+    out = {"new_step_closed": step_where(new_mouth_position(crop, lipc), closed),
+           "lip_noise": white_noise_step(head_locked(lipc)),
+           "nose_noise": white_noise_step(head_locked(points["nose"]))}
+    lipc3 = landmarks.smooth_track(np.nan_to_num(lipc), found, 3)
+    lipc3[~found] = np.nan
+    out["old_step3"] = jitter(old_mouth_position(boxes, lipc3))[0]
+    out["new_step3"] = jitter(new_mouth_position(crop, lipc3))[0]
+    for name, kw in (("c9", dict(centre_window=9)), ("c13", dict(centre_window=13)),
+                     ("s13", dict(stable_window=13))):
+        alt = np.asarray([align.mouth_matrix(m, c) for m, c in aligned(table, found, lp, **kw)])
+        out[f"new_step_{name}"], out[f"new_drift_{name}"] = jitter(new_mouth_position(alt, lipc))
+    return out
+
+
 def measure(path: pathlib.Path) -> dict:
     frames = list(decode.iter_frames(path))
     old_found, old_boxes, old_s = old_stage(frames)
-    new_found, lipc, aligned, new_s = new_stage(frames)
-    mats = None if aligned is None else np.asarray([align.mouth_matrix(m, c) for m, c in aligned])
+    new_found, points, table, new_s = new_stage(frames)
     row = {"file": path.name, "frames": len(frames), "height": frames[0].shape[0],
            "width": frames[0].shape[1], "old_rate": old_found.mean(), "new_rate": new_found.mean(),
            "old_ms": 1e3 * old_s / len(frames), "new_ms": 1e3 * new_s / len(frames)}
-    if old_boxes is not None and mats is not None:
-        row["old_step"], row["old_drift"] = jitter(old_mouth_position(old_boxes, lipc))
-        row["new_step"], row["new_drift"] = jitter(new_mouth_position(mats, lipc))
+    if old_boxes is not None and table is not None:
+        mats = np.asarray([align.mouth_matrix(m, c) for m, c in aligned(table, new_found)])
+        row["old_step"], row["old_drift"] = jitter(old_mouth_position(old_boxes, points["lipc"]))
+        row["new_step"], row["new_drift"] = jitter(new_mouth_position(mats, points["lipc"]))
+        row.update(decompose(new_found, points, table, old_boxes))
     return row
 
 
@@ -170,13 +255,17 @@ def summarise(rows: list[dict]) -> str:
             out.append("   below 98%: " + ", ".join(f"{n} {v:.2f}" for v, n in low))
     both = [x for x in rows if "old_step" in x]
     if both:
-        for k in ("step", "drift"):
+        for k in ("step", "drift", "step3"):
             o = np.array([x[f"old_{k}"] for x in both])
             n = np.array([x[f"new_{k}"] for x in both])
             out.append(f"mouth-centre {k} (px of the 88 crop, {len(both)} clips with both): "
                        f"old median {np.median(o):.2f} mean {o.mean():.2f}, new median "
                        f"{np.median(n):.2f} mean {n.mean():.2f}; new/old per clip median "
                        f"{np.median(n / o):.2f}")
+        parts = ("new_step_closed", "lip_noise", "nose_noise", "new_step_c9", "new_drift_c9",
+                 "new_step_c13", "new_drift_c13", "new_step_s13", "new_drift_s13")
+        out.append("new step decomposed (medians): " + ", ".join(
+            f"{k} {np.nanmedian([x[k] for x in both]):.2f}" for k in parts))
     return "\n".join(out)
 
 

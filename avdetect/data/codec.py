@@ -18,6 +18,10 @@ from avdetect import contract
 # Bump when the example layout changes; recorded in the metadata, checked by the loader.
 SHARD_FORMAT_VERSION = 4   # 2: raw int16 audio stream; 3: float32 posteriors, per-side flags;
                            # 4: 'lips' landmark stream + has_lips
+# Formats the loader reads: 3 differs from 4 only by lacking the opt-in 'lips' stream
+# (data/windows.py names the rebuild when a config asks a format-3 build for it), so the
+# Haar-crop builds of that format stay comparable with today's.
+READABLE_SHARD_FORMATS = (3, 4)
 TEACHER_DIM_DEFAULT = 40            # the deep_avsr character alphabet size
 FRAME_CODECS = ("png", "jpeg")
 # The per-record summary written into the metadata for every split, so the loader can

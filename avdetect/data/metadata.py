@@ -170,6 +170,15 @@ def index_from_metadata(meta: Mapping[str, Any], split: str) -> SplitIndex | Non
     return SplitIndex.from_columns(cols, meta.get("method_names"))
 
 
+def check_shard_format(name: str, meta: dict) -> None:
+    """Raise ConfigError when a build's shard format is not one this code reads
+    (``codec.READABLE_SHARD_FORMATS``; builds that predate the field pass)."""
+    version = meta.get("shard_format_version")
+    if version is not None and version not in codec.READABLE_SHARD_FORMATS:
+        raise ConfigError(f"{name} was built with shard format {version}; this code reads "
+                          f"formats {codec.READABLE_SHARD_FORMATS}: rebuild the dataset")
+
+
 def open_split(name: str, data_dir: str | None, split: str
                ) -> tuple[Sequence[dict], SplitIndex, dict]:
     """Open ``split`` of dataset ``name``: (data source, its index, metadata).
@@ -187,10 +196,7 @@ def open_split(name: str, data_dir: str | None, split: str
         raise ConfigError(f"cannot open split {split!r} of dataset {name!r} under "
                           f"{data_dir}: {str(e).strip()}{hint}") from e
     meta = metadata_of(source)
-    version = meta.get("shard_format_version")
-    if version is not None and version != codec.SHARD_FORMAT_VERSION:
-        raise ConfigError(f"{name} was built with shard format {version}; this code reads "
-                          f"format {codec.SHARD_FORMAT_VERSION}: rebuild the dataset")
+    check_shard_format(name, meta)
     index = index_from_metadata(meta, split)
     if index is None:
         log.warning("no stored index for split %r of %s: scanning %d records", split, name,
