@@ -7,7 +7,7 @@ dataset splits (``score_split``, the notebook's and the protocols' evaluation).
                                            training dataset's recorded parameters)
   -> a shard-format example               (crops through the dataset's frame codecs,
                                            log-mel through float16, exactly as stored)
-  -> windows of T = config.data.window    (``avdetect.data.pipeline.WindowMaker.cut``:
+  -> windows of T = config.data.window    (``avdetect.data.windows.WindowMaker.cut``:
                                            the evaluation pipeline's own cutter)
   -> batches -> ``method.predict``        (``avdetect.inference.LoadedModel.predict``)
   -> video score, verdict, flags          (``avdetect.result.DetectResult``: the JSON
@@ -50,7 +50,7 @@ from tqdm import tqdm
 
 from avdetect import contract, evaluation
 from avdetect.data import clips, codec
-from avdetect.data.pipeline import WindowMaker, window_starts
+from avdetect.data.windows import WindowMaker, window_starts
 from avdetect.errors import AVDetectError, FileMissingError, MediaError
 from avdetect.inference import LoadedModel
 from avdetect.media import decode

@@ -440,6 +440,7 @@ _READER = textwrap.dedent("""
     import numpy as np
     import tensorflow_datasets as tfds
     from avdetect.data import pipeline
+    from avdetect.data.windows import window_starts
     out = {}
     for name, data_dir, split in json.loads(sys.argv[1]):
         ds = tfds.data_source(name, split=split, data_dir=data_dir)
@@ -447,7 +448,7 @@ _READER = textwrap.dedent("""
         ids = [ds[i]["video_id"].decode() for i in range(len(ds))]
         cfg = dict(name=name, data_dir=data_dir, window=16, batch_size=4, train_split=split)
         idx = pipeline.load_split_index(cfg, split)
-        windows = sum(len(pipeline.window_starts(int(n), 16)) for n in idx.num_frames)
+        windows = sum(len(window_starts(int(n), 16)) for n in idx.num_frames)
         got = [(int(v), int(s)) for b in pipeline.make_eval_batches(cfg, split)
                for v, s, ok in zip(b["video_id"], b["window_start"], b["valid"]) if ok]
         train = next(pipeline.make_train_iterator(cfg, seed=0))

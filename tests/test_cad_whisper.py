@@ -137,7 +137,8 @@ def test_audio_encoder_on_a_real_clip_equals_direct_whisper_forward(run, realav_
 def test_shards_carry_the_waveform_and_windows_cut_it(realav_clips, tmp_path):
     """The clip worker stores the clip's own 16 kHz audio as int16 [640 T]; the window
     maker cuts it to float32 [640 T] in [-1, 1] when 'audio' is asked for."""
-    from avdetect.data import build, clips, codec, pipeline
+    from avdetect.data import build, clips, codec
+    from avdetect.data.windows import WindowMaker
     from avdetect.media.decode import load_audio
     T = 30
     path = str(realav_clips[0])
@@ -161,8 +162,8 @@ def test_shards_carry_the_waveform_and_windows_cut_it(realav_clips, tmp_path):
     np.testing.assert_allclose(ex["audio"] / 32767.0, want, atol=1 / 32767.0)
     ex.update(label=0, category=0, video_fake=False, audio_fake=False, method="real",
               _record=0)
-    maker = pipeline.WindowMaker(window=8, method_ids={"real": 0}, face_size=16,
-                                 streams=frozenset({"audio"}))
+    maker = WindowMaker(window=8, method_ids={"real": 0}, face_size=16,
+                        streams=frozenset({"audio"}))
     win = maker.cut(ex, start=25)                                    # 5 real frames + 3 pad
     spf = contract.SAMPLES_PER_FRAME
     assert win["audio"].shape == (8 * spf,) and win["audio"].dtype == np.float32
@@ -176,7 +177,7 @@ def test_detect_feeds_the_raw_waveform_to_a_model_that_reads_audio(realav_clips)
     import types
 
     from avdetect import detect
-    from avdetect.data.pipeline import WindowMaker
+    from avdetect.data.windows import WindowMaker
     from avdetect.media.decode import load_audio
     from avdetect.preprocess.pipeline import preprocess_video
 

@@ -29,7 +29,7 @@ import media_factory as mf
 import tiny_checkpoint
 from avdetect import cli, contract, detect, errors, result, timeline
 from avdetect.checkpointing import load_state_numpy
-from avdetect.data.pipeline import window_starts
+from avdetect.data.windows import window_starts
 from avdetect.inference import load_model
 from avdetect.preprocess.pipeline import preprocess_video
 

@@ -14,6 +14,8 @@ from avdetect import contract
 from avdetect.data import augment as aug
 from avdetect.data import codec
 from avdetect.data import pipeline as pl
+from avdetect.data.metadata import SplitIndex
+from avdetect.data.windows import window_starts
 from avdetect.errors import ConfigError
 
 FACE = 24          # small face crops keep the tests fast
@@ -69,7 +71,7 @@ def source():
 
 @pytest.fixture(scope="module")
 def index(source):
-    return pl.SplitIndex.from_examples(source)
+    return SplitIndex.from_examples(source)
 
 
 def cfg(**kw):
@@ -182,9 +184,9 @@ def test_sync_negatives_rate_and_default_off(source, index):
 
 
 def test_window_starts_cover_video():
-    assert pl.window_starts(13, 6) == [0, 6, 12]
-    assert pl.window_starts(12, 6) == [0, 6]
-    assert pl.window_starts(1, 6) == [0]
+    assert window_starts(13, 6) == [0, 6, 12]
+    assert window_starts(12, 6) == [0, 6]
+    assert window_starts(1, 6) == [0]
 
 
 # --------------------------------------------------------------------------- training
@@ -300,7 +302,7 @@ def test_augmentation_is_consistent_across_the_window(index):
     ex["mouth"] = np.array(codec.encode_frames(np.repeat(mouth0, 12, 0), "png"), dtype=object)
     face0 = rng_img.integers(0, 255, (1, FACE, FACE, 3), dtype=np.uint8)
     ex["face"] = np.array(codec.encode_frames(np.repeat(face0, 12, 0), "png"), dtype=object)
-    idx = pl.SplitIndex.from_examples(still)
+    idx = SplitIndex.from_examples(still)
     it = iter(pl.build_train_dataset(still, idx, cfg(), seed=2, local_batch_size=1))
     changed = 0
     for _ in range(12):
@@ -322,7 +324,7 @@ def test_eval_covers_every_window_once_in_order(source, index):
     batches = _eval(source, index)
     got = [(int(v), int(s)) for b in batches for v, s, ok in
            zip(b["video_id"], b["window_start"], b["valid"]) if ok]
-    want = [(v, s) for v, n in enumerate(LENGTHS) for s in pl.window_starts(n, T)]
+    want = [(v, s) for v, n in enumerate(LENGTHS) for s in window_starts(n, T)]
     assert got == want
     assert_batches_equal(batches, _eval(source, index))  # deterministic
     last = batches[-1]
@@ -343,7 +345,7 @@ def test_eval_hosts_are_disjoint_and_equally_long(source, index):
     keys = [{(int(v), int(s)) for b in bs for v, s, ok in
              zip(b["video_id"], b["window_start"], b["valid"]) if ok} for bs in per_host]
     assert not keys[0] & keys[1]
-    want = {(v, s) for v, n in enumerate(LENGTHS) for s in pl.window_starts(n, T)}
+    want = {(v, s) for v, n in enumerate(LENGTHS) for s in window_starts(n, T)}
     assert keys[0] | keys[1] == want
 
 

@@ -14,6 +14,7 @@ import pytest
 from avdetect import contract
 from avdetect.data import otf_fakes
 from avdetect.data import pipeline as pl
+from avdetect.data.metadata import SplitIndex
 from avdetect.errors import ConfigError
 from avdetect.preprocess.logmel import log_mel
 from test_pipeline_grain import assert_batches_equal, make_example, take
@@ -48,7 +49,7 @@ def source():
 
 @pytest.fixture(scope="module")
 def index(source):
-    return pl.SplitIndex.from_examples(source)
+    return SplitIndex.from_examples(source)
 
 
 def cfg(**kw):

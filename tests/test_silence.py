@@ -156,12 +156,12 @@ def test_trimmed_view_removes_a_silence_shortcut(silent_fakes):
 
 
 def test_all_silent_clip_keeps_its_full_span():
-    from avdetect.data import pipeline as pl
+    from avdetect.data.windows import WindowMaker
     from test_pipeline_grain import make_example
 
     ex = dict(make_example(0, 13), _record=0)
     ex["audio"] = np.zeros(13 * SPF, np.int16)
-    maker = pl.WindowMaker(window=6, method_ids={"real": 0})
+    maker = WindowMaker(window=6, method_ids={"real": 0})
     ws = maker.eval_windows(ex, trim_silence=True)
     assert [int(w["window_start"]) for w in ws] == [0, 6, 12]
     assert all(w["view"] == contract.VIEW_AS_IS | contract.VIEW_TRIMMED and w["all_silent"]
@@ -177,6 +177,7 @@ def test_all_silent_clip_keeps_its_full_span():
 
 def test_trimmed_windows_split_over_hosts_cover_every_view_once():
     from avdetect.data import pipeline as pl
+    from avdetect.data.metadata import SplitIndex
     from test_pipeline_grain import make_example
 
     spans = [(0, 14, 0), (5, 9, 2), (0, 0, 11), (3, 20, 0), (0, 7, 6), (2, 2, 2)]
@@ -185,7 +186,7 @@ def test_trimmed_windows_split_over_hosts_cover_every_view_once():
         ex = make_example(v, lead + body + trail)
         ex["audio"] = _clip(lead, body, trail, seed=v)
         source.append(ex)
-    index = pl.SplitIndex.from_examples(source)
+    index = SplitIndex.from_examples(source)
     cfg = dict(name="unused", data_dir="unused", window=4, batch_size=4, read_threads=1,
                inputs=("mouth",))
 

@@ -1,5 +1,5 @@
 """Leave-one-source-out filter (``config.data.train_exclude_sources``): the split index
-reads the build's optional ``source`` column, ``pl.SplitIndex.select`` drops exactly the
+reads the build's optional ``source`` column, ``SplitIndex.select`` drops exactly the
 records of the listed sources, and the training pipeline never yields one of them."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from avdetect.data import pipeline as pl
-from avdetect.data.metadata import index_from_metadata
+from avdetect.data.metadata import SplitIndex, index_from_metadata
 from avdetect.errors import ConfigError
 from test_pipeline_grain import cfg, make_example, take
 
@@ -31,7 +31,7 @@ def _columns(n: int, with_source: bool = True) -> dict[str, list]:
 
 
 def test_select_drops_exactly_the_listed_sources():
-    index = pl.SplitIndex.from_columns(_columns(N))
+    index = SplitIndex.from_columns(_columns(N))
     for drop in [("repo/a",), ("repo/b", "repo/c"), ()]:
         expected = [v for v in range(N) if _source_of(v) not in drop]
         assert index.select(exclude_sources=drop).tolist() == expected
@@ -51,7 +51,7 @@ def test_metadata_index_carries_the_source_column_across_split_unions():
 
 
 def test_dataset_without_sources_refuses_the_filter():
-    index = pl.SplitIndex.from_columns(_columns(4, with_source=False))
+    index = SplitIndex.from_columns(_columns(4, with_source=False))
     assert index.source == ("",) * 4
     assert index.select().tolist() == [0, 1, 2, 3]
     with pytest.raises(ConfigError, match="records no clip sources"):
@@ -59,13 +59,13 @@ def test_dataset_without_sources_refuses_the_filter():
     bad = _columns(4)
     bad["source"] = bad["source"][:3]
     with pytest.raises(ConfigError, match="'source' has 3 entries for 4 records"):
-        pl.SplitIndex.from_columns(bad)
+        SplitIndex.from_columns(bad)
 
 
 def test_training_pipeline_never_yields_an_excluded_source():
     source = [make_example(v, 8, "real" if v % 2 == 0 else "wav2lip") for v in range(N)]
-    base = pl.SplitIndex.from_examples(source)
-    index = pl.SplitIndex.from_columns({"video_id": base.video_id, "num_frames": base.num_frames,
+    base = SplitIndex.from_examples(source)
+    index = SplitIndex.from_columns({"video_id": base.video_id, "num_frames": base.num_frames,
                                      "label": base.label, "category": base.category,
                                      "method": base.method, "identity": base.identity,
                                      "source": [_source_of(v) for v in range(N)]},

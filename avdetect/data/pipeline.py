@@ -80,9 +80,8 @@ from avdetect import contract
 from avdetect.data import augment as aug_lib
 from avdetect.data import metadata
 from avdetect.data import otf_fakes
-from avdetect.data.metadata import SplitIndex   # also importable from here, as before
-# Window cutting lives in avdetect.data.windows; these names are also importable here.
-from avdetect.data.windows import LOGMEL_SILENCE, WindowMaker, window_starts  # noqa: F401
+from avdetect.data.metadata import SplitIndex
+from avdetect.data.windows import WindowMaker, window_starts
 from avdetect.errors import ConfigError
 
 if TYPE_CHECKING:       # grain is imported where a pipeline is built (see _TrainWindow)
