@@ -49,7 +49,8 @@ import numpy as np
 from tqdm import tqdm
 
 from avdetect import contract, evaluation
-from avdetect.data import clips, codec
+from avdetect.data import codec
+from avdetect.data.cache_entry import clip_waveform
 from avdetect.data.windows import WindowMaker, window_starts
 from avdetect.errors import AVDetectError, FileMissingError, MediaError
 from avdetect.inference import LoadedModel
@@ -169,7 +170,7 @@ def clip_example(feats: pipeline.ClipFeatures, model: LoadedModel) -> dict[str, 
         # samples the preprocessing decoded (decoded again only when it kept none).
         wave = getattr(feats, "audio", None)
         ex["audio"] = (contract.to_int16(wave) if wave is not None
-                       else clips.clip_waveform(feats.info.path, feats.num_frames))
+                       else clip_waveform(feats.info.path, feats.num_frames))
     if "lips" in streams:
         # float32 [T, 20, 2] as a shard stores it (shard format 4)
         if feats.lips is None:

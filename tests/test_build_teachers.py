@@ -15,6 +15,7 @@ import tensorflow_datasets as tfds
 
 from avdetect import contract, teachers
 from avdetect.data import build, clips
+from avdetect.data.cache_entry import teacher_row
 from avdetect.errors import ConfigError
 from avdetect.media.decode import load_audio
 # fake FakeAVCeleb / CMDFD trees and the fast stand-in preprocessing
@@ -169,9 +170,9 @@ def test_teacher_row_names_the_files():
     task = clips.ClipTask(key="k", path="/data/a/b.mp4", rel_path="b.mp4", label=0,
                           video_fake=False, audio_fake=False, method="real", identity="i",
                           row={"path": "b.mp4", "race": "x"})
-    assert clips.teacher_row(task) == {"path": "/data/a/b.mp4", "audio_path": "/data/a/b.mp4",
+    assert teacher_row(task) == {"path": "/data/a/b.mp4", "audio_path": "/data/a/b.mp4",
                                        "race": "x"}
-    assert clips.teacher_row(task, "/data/o.mp4")["audio_path"] == "/data/o.mp4"
+    assert teacher_row(task, "/data/o.mp4")["audio_path"] == "/data/o.mp4"
     assert contract.SAMPLES_PER_FRAME == 640       # _frame_rms reshapes by frame
 
 

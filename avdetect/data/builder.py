@@ -25,9 +25,9 @@ from avdetect.data import clips as clips_lib
 from avdetect.data import codec
 from avdetect.data import features as feat
 from avdetect.data import pseudo_fakes
-from avdetect.data.clips import (ClipTask, Listing, Outcome, PreprocessFn, PreprocessSpec,
-                                 Problem, TeacherFn, callable_id, preprocess_all,
-                                 unpack_frames)
+from avdetect.data.cache_entry import Outcome, TeacherFn, callable_id, unpack_frames
+from avdetect.data.clips import (ClipTask, Listing, PreprocessFn, PreprocessSpec, Problem,
+                                 preprocess_all)
 from avdetect.errors import ConfigError
 
 

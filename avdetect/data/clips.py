@@ -30,10 +30,9 @@ import tqdm
 
 from avdetect import contract
 from avdetect.data import codec
-# The entry format lives in cache_entry; these names are also importable from here.
-from avdetect.data.cache_entry import (Outcome, TeacherFn, callable_id,  # noqa: F401
-                                       clip_field, clip_waveform, encode_clip, make_entry,
-                                       read_cached, run_teacher, teacher_row, unpack_frames)
+# The cache entry format (and Outcome, TeacherFn, callable_id) lives in cache_entry.
+from avdetect.data.cache_entry import (Outcome, TeacherFn, callable_id, clip_field, encode_clip,
+                                       make_entry, read_cached)
 from avdetect.errors import FileMissingError, MediaError
 
 CACHE_FORMAT_VERSION = 4   # 2: int16 waveform "audio"; 3: float32 posteriors, per-side flags;
