@@ -133,7 +133,7 @@ def stage_build(plan: DemoPlan, paths: Paths, workers: int, source: pathlib.Path
                 ) -> tuple[dict, bool]:
     """Build the realtalk shards (with the plan's pseudo-fake kinds)."""
     from avdetect.data import build
-    from avdetect.data.build import AVBuilderConfig
+    from avdetect.data.builder import AVBuilderConfig, format_report
     from datasets.realtalk import realtalk
 
     manual = source
@@ -158,7 +158,7 @@ def stage_build(plan: DemoPlan, paths: Paths, workers: int, source: pathlib.Path
     print(f"building {name} from {manual} ({workers} preprocessing worker(s)) -> {paths.tfds}")
     _, report = build.build(DATASET, data_dir=str(paths.tfds), manual_dir=str(manual),
                             workers=workers, builder_kwargs={"config": cfg})
-    print(build.format_report(report, max_rows=20))
+    print(format_report(report, max_rows=20))
     return {"dataset": name, "written": report.get("written", {}),
             "skipped": len(report.get("skipped", [])),
             "clips_per_s": report.get("clips_per_s")}, bool(report.get("reused_existing"))

@@ -18,7 +18,8 @@ import tensorflow_datasets as tfds
 
 import media_factory as mf
 from avdetect.data import build, clips, codec
-from avdetect.data.build import AVBuilderConfig
+from avdetect.data.builder import AVBuilderConfig
+from avdetect.errors import ConfigError
 from test_builders import standin_preprocess
 
 
@@ -179,7 +180,7 @@ def test_teacher_posteriors_are_stored_per_frame(folder, tmp_path):
 
 
 def test_a_failing_teacher_is_reported_not_fatal(folder, tmp_path):
-    with pytest.raises(build.ConfigError, match="no usable clip"):
+    with pytest.raises(ConfigError, match="no usable clip"):
         build.build("realav/face112", data_dir=str(tmp_path / "d"), manual_dir=str(folder),
                     cache_dir=str(tmp_path / "c"), workers=0, preprocess_fn=standin_preprocess,
                     teacher=_bad_teacher)

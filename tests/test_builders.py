@@ -21,6 +21,7 @@ import tensorflow_datasets as tfds
 import media_factory as mf
 from avdetect import contract
 from avdetect.data import build
+from avdetect.data.builder import format_report
 from avdetect.data.codec import decode_frames
 from avdetect.errors import ConfigError
 from avdetect.media.decode import decode, load_audio
@@ -318,7 +319,7 @@ def test_mixed_folder_keeps_every_good_clip_and_reports_the_broken(mixed_built):
                      "real_unlisted_1.mp4": "not_in_manifest"}
     assert all(p["reason"] for p in report["skipped"])
     assert report["internal_errors"] == 0 and report["written"] == {"test": len(good)}
-    text = build.format_report(report)
+    text = format_report(report)
     assert "real_text_1.mp4" in text and "not_media" in text
     on_disk = json.loads((pathlib.Path(report["report_path"])).read_text())
     assert len(on_disk["skipped"]) == 6

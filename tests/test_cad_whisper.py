@@ -137,7 +137,8 @@ def test_audio_encoder_on_a_real_clip_equals_direct_whisper_forward(run, realav_
 def test_shards_carry_the_waveform_and_windows_cut_it(realav_clips, tmp_path):
     """The clip worker stores the clip's own 16 kHz audio as int16 [640 T]; the window
     maker cuts it to float32 [640 T] in [-1, 1] when 'audio' is asked for."""
-    from avdetect.data import build, clips, codec
+    from avdetect.data import clips, codec
+    from avdetect.data.builder import example_from_cache
     from avdetect.data.windows import WindowMaker
     from avdetect.media.decode import load_audio
     T = 30
@@ -156,7 +157,7 @@ def test_shards_carry_the_waveform_and_windows_cut_it(realav_clips, tmp_path):
                                 preprocess=fake_preprocess)
     out = clips.process_clip(task, spec, str(tmp_path / "c0.npz"))
     assert out.status == "done", out
-    ex = build.example_from_cache(task, out.cache_file)
+    ex = example_from_cache(task, out.cache_file)
     want = load_audio(path, num_frames=T)                            # float32 [640 T]
     assert ex["audio"].dtype == np.int16 and ex["audio"].shape == want.shape
     np.testing.assert_allclose(ex["audio"] / 32767.0, want, atol=1 / 32767.0)

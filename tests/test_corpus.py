@@ -39,6 +39,7 @@ import media_factory as mf
 import tiny_checkpoint
 from avdetect import cli, contract, detect, errors, result
 from avdetect.data import build
+from avdetect.data.builder import format_report
 from avdetect.preprocess import pipeline
 
 FPS = contract.VIDEO_FPS
@@ -360,7 +361,7 @@ def test_build_keeps_every_good_file_and_reports_the_bad(corpus, built):
     assert built.report["skipped_clips"] == len(bad)
     assert {pathlib.Path(s["path"]).name for s in built.report["skipped"]} == \
         {corpus.paths[k.name].name for k in bad}
-    text = build.format_report(built.report)
+    text = format_report(built.report)
     for k in bad:
         assert corpus.paths[k.name].name in text
 

@@ -229,13 +229,14 @@ def test_tracker_reports_misses_and_rejects_bad_frames():
 
 def test_lips_stream_goes_through_cache_shard_example_and_window_cutter(realav_clips, tmp_path):
     """preprocess_video's lips -> cache (clips._encode_clip) -> TFDS example
-    (build.example_from_cache) -> WindowMaker.cut with 'lips' opted in via inputs; and
+    (builder.example_from_cache) -> WindowMaker.cut with 'lips' opted in via inputs; and
     the same window from avdetect detect's clip example."""
     import types
 
     from avdetect import detect
-    from avdetect.data import build, clips, codec
-    from avdetect.data import pipeline as data_pipeline
+    from avdetect.data import clips, codec
+    from avdetect.data.builder import example_from_cache
+    from avdetect.data.windows import WindowMaker
 
     feats = pipeline.preprocess_video(realav_clips[0], face_size=16)
     T = feats.num_frames
@@ -251,12 +252,12 @@ def test_lips_stream_goes_through_cache_shard_example_and_window_cutter(realav_c
                                 preprocess=lambda task, face_size: feats)
     out = clips.process_clip(task, spec, str(tmp_path / "c0.npz"))
     assert out.status == "done", out
-    ex = build.example_from_cache(task, out.cache_file)
+    ex = example_from_cache(task, out.cache_file)
     assert ex["has_lips"] and ex["lips"].dtype == np.float32
     np.testing.assert_array_equal(ex["lips"], feats.lips)
     ex.update(category=0, _record=0)
-    maker = data_pipeline.WindowMaker(window=8, method_ids={"real": 0}, face_size=16,
-                                      streams=frozenset({"lips"}))
+    maker = WindowMaker(window=8, method_ids={"real": 0}, face_size=16,
+                        streams=frozenset({"lips"}))
     win = maker.cut(ex, start=T - 5)                                  # 5 real frames + 3 pad
     assert win["lips"].shape == (8, contract.NUM_LIPS, 2) and "mouth" not in win
     np.testing.assert_array_equal(win["lips"][:5], feats.lips[T - 5:])

@@ -1,10 +1,10 @@
-"""Shared dataset-building machinery and the build command.
+"""The dataset build command, and how a build goes.
 
 A dataset builder (one package per dataset under ``datasets/``) only lists its clips
-(:class:`ClipTask`: file, labels, which splits) and the problems it found while listing
-(rows naming missing files, ...). The builder base class it subclasses
-(:mod:`avdetect.data.builder`) and this command do the rest, the same way for every
-dataset:
+(:class:`avdetect.data.clips.ClipTask`: file, labels, which splits) and the problems it
+found while listing (rows naming missing files, ...). The builder base class it subclasses
+(:mod:`avdetect.data.builder`, which a builder imports along with
+:mod:`avdetect.data.clips`) and this command do the rest, the same way for every dataset:
 
 1. **Preprocess every clip once**, in a pool of worker processes (``workers``, default 2),
    with a progress bar, before any shard is written. Each result is cached as one
@@ -53,14 +53,9 @@ from typing import Any, Mapping, Sequence
 import tensorflow_datasets as tfds
 
 from avdetect.data import codec
-# The builder base, configs and report live in avdetect.data.builder; the dataset
-# builders (and callers) import these names from here too.
-from avdetect.data.builder import (AVBuilderConfig, AVClipBuilder,  # noqa: F401
-                                   example_from_cache, face_size_configs, format_report,
-                                   make_report, manual_dir_of, pseudo_fake_configs,
-                                   required_manual_dir, source_of, teacher_metadata)
-from avdetect.data.clips import (ClipTask, Listing, Outcome, PreprocessFn,  # noqa: F401
-                                 PreprocessSpec, Problem, TeacherFn, callable_id)
+from avdetect.data.builder import AVClipBuilder, format_report
+from avdetect.data.cache_entry import TeacherFn, callable_id
+from avdetect.data.clips import PreprocessFn
 from avdetect.data.metadata import metadata_of
 from avdetect.errors import AVDetectError, ConfigError
 
@@ -268,7 +263,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    # Run the imported module's main, not this `__main__` copy: the dataset builders
-    # import `avdetect.data.build` (and its re-exported classes) under that name.
-    from avdetect.data import build as _build
-    sys.exit(_build.main())
+    sys.exit(main())

@@ -33,8 +33,8 @@ import re
 
 import tensorflow_datasets as tfds
 
-from avdetect.data.build import (AVClipBuilder, ClipTask, Listing, Problem,
-                                 face_size_configs, required_manual_dir)
+from avdetect.data.builder import AVClipBuilder, face_size_configs, required_manual_dir
+from avdetect.data.clips import ClipTask, Listing, Problem
 from avdetect.errors import ConfigError
 
 # split name -> (method, self-driven, accepted folder names, lower-case)

@@ -39,8 +39,9 @@ import re
 
 import tensorflow_datasets as tfds
 
-from avdetect.data.build import (AVBuilderConfig, AVClipBuilder, ClipTask, Listing, Problem,
-                                 face_size_configs, required_manual_dir)
+from avdetect.data.builder import (AVBuilderConfig, AVClipBuilder, face_size_configs,
+                                   required_manual_dir)
+from avdetect.data.clips import ClipTask, Listing, Problem
 from avdetect.errors import ConfigError
 
 TYPES = {   # folder / `type` column -> (category letter, video_fake, audio_fake)

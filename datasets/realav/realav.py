@@ -19,8 +19,8 @@ import pathlib
 
 import tensorflow_datasets as tfds
 
-from avdetect.data.build import (AVClipBuilder, ClipTask, Listing, Problem, face_size_configs,
-                                 manual_dir_of)
+from avdetect.data.builder import AVClipBuilder, face_size_configs, manual_dir_of
+from avdetect.data.clips import ClipTask, Listing, Problem
 from avdetect.errors import ConfigError
 
 DEFAULT_DIR = pathlib.Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "realav"

@@ -24,7 +24,7 @@ split index in the metadata has a ``source`` column (``source_repo``) for
 leave-one-source-out runs.
 
 Configs ``face112`` (with build-time pseudo-fakes) and ``nopf``:
-:func:`avdetect.data.build.pseudo_fake_configs`.
+:func:`avdetect.data.builder.pseudo_fake_configs`.
 """
 
 from __future__ import annotations
@@ -36,8 +36,8 @@ import re
 import tensorflow_datasets as tfds
 
 from avdetect.data import splits as splits_lib
-from avdetect.data.build import (AVClipBuilder, ClipTask, Listing, Problem,
-                                 manual_dir_of, pseudo_fake_configs)
+from avdetect.data.builder import AVClipBuilder, manual_dir_of, pseudo_fake_configs
+from avdetect.data.clips import ClipTask, Listing, Problem
 from avdetect.errors import ConfigError
 
 DEFAULT_DIR = pathlib.Path(__file__).resolve().parents[2].parent / "shared" / "realtalk"

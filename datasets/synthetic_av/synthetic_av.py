@@ -28,8 +28,8 @@ import shutil
 import tensorflow_datasets as tfds
 
 from avdetect import contract
-from avdetect.data.build import (AVBuilderConfig, AVClipBuilder, ClipTask, Listing, Problem,
-                                 manual_dir_of)
+from avdetect.data.builder import AVBuilderConfig, AVClipBuilder, manual_dir_of
+from avdetect.data.clips import ClipTask, Listing, Problem
 from avdetect.errors import ConfigError
 
 REQUIRED_COLUMNS = ("path", "clip_id", "split", "label", "method", "identity", "video_fake",

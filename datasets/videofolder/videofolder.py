@@ -24,7 +24,7 @@ hash of the identity as ``realtalk`` (:func:`avdetect.data.splits.split_of`; rul
 fractions, salt and identity lists in the metadata under ``source.split``).
 
 Configs ``face112`` (with build-time pseudo-fakes) and ``nopf``:
-:func:`avdetect.data.build.pseudo_fake_configs`.
+:func:`avdetect.data.builder.pseudo_fake_configs`.
 """
 
 from __future__ import annotations
@@ -35,8 +35,8 @@ import pathlib
 import tensorflow_datasets as tfds
 
 from avdetect.data import splits as splits_lib
-from avdetect.data.build import (AVClipBuilder, ClipTask, Listing, Problem,
-                                 manual_dir_of, pseudo_fake_configs)
+from avdetect.data.builder import AVClipBuilder, manual_dir_of, pseudo_fake_configs
+from avdetect.data.clips import ClipTask, Listing, Problem
 from avdetect.errors import ConfigError
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm")
