@@ -207,17 +207,6 @@ def _verify_order(builder, data_dir: str) -> None:
                                   f"says {ids[i]!r}: the shards are not in index order")
 
 
-def load_callable(spec: str):
-    """'package.module:function' -> the function (for --teacher)."""
-    module, _, attr = spec.partition(":")
-    if not module or not attr:
-        raise ConfigError(f"expected 'package.module:function', got {spec!r}")
-    try:
-        return getattr(importlib.import_module(module), attr)
-    except (ImportError, AttributeError) as e:
-        raise ConfigError(f"cannot load {spec!r}: {e}") from e
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m avdetect.data.build",

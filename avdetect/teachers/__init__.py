@@ -32,6 +32,7 @@ where both sides are real, and training refuses a dataset lacking a side its los
 
 from __future__ import annotations
 
+import importlib
 import re
 from typing import Any, Callable, Mapping, Protocol, runtime_checkable
 
@@ -276,10 +277,21 @@ def resolve_teacher(spec: str) -> Any:
     if head in TEACHERS:
         return BuildTeacher(_registered(spec), spec=spec)
     if ":" in spec:
-        from avdetect.data.build import load_callable
-        return load_callable(spec)
+        return _load_callable(spec)
     raise ConfigError(f"unknown teacher {spec!r}; available: {sorted(TEACHERS)}, pairs "
                       "AUDIO+VIDEO, or package.module:function")
+
+
+def _load_callable(spec: str):
+    """'package.module:function' -> the function (a user teacher for --teacher)."""
+    from avdetect.errors import ConfigError
+    module, _, attr = spec.partition(":")
+    if not module or not attr:
+        raise ConfigError(f"expected 'package.module:function', got {spec!r}")
+    try:
+        return getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as e:
+        raise ConfigError(f"cannot load {spec!r}: {e}") from e
 
 
 def teacher_sides(teacher: Any) -> list[str]:
