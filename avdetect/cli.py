@@ -182,6 +182,7 @@ def enable_compile_cache() -> str | None:
 
 def run_detect(args: argparse.Namespace) -> int:
     from avdetect import detect
+    from avdetect.errors import AVDetectError
 
     progress = not args.no_progress
     if args.batch_size <= 0:
@@ -231,7 +232,7 @@ def run_detect(args: argparse.Namespace) -> int:
                                         stride=args.stride, threshold=args.threshold,
                                         progress=progress, timings=args.timings)
         except Exception as e:   # one bad file must not stop the others
-            if args.debug and not isinstance(e, detect.AVDetectError):
+            if args.debug and not isinstance(e, AVDetectError):
                 raise
             entry = detect.error_record(path, e)
             entries.append(entry)

@@ -41,7 +41,7 @@ from jax import export as jax_export
 import numpy as np
 
 from avdetect import msgpack_file
-from avdetect.inference import FORMAT, FORMAT_VERSION, SUFFIX, LoadedModel, load_workdir
+from avdetect.inference import FORMAT, FORMAT_VERSION, LoadedModel, load_workdir
 
 # Platforms the pre-traced predict function is lowered for (lowering needs no device).
 EXPORT_PLATFORMS = ("cpu", "cuda", "tpu")
@@ -93,5 +93,4 @@ def export_model(model_or_path: LoadedModel | str, out_path: str, *, step: int |
     return msgpack_file.write(out_path, header, model.variables, **extra)
 
 
-__all__ = ["export_model", "trace_predict", "EXPORT_PLATFORMS", "FORMAT", "FORMAT_VERSION",
-           "SUFFIX"]
+__all__ = ["export_model", "trace_predict", "EXPORT_PLATFORMS"]

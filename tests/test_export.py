@@ -82,7 +82,8 @@ def test_file_is_plain_msgpack_without_optimizer_state(workdir, exported):
     assert set(top) == {"header", "variables", "traced_predict"}
     assert isinstance(top["traced_predict"], bytes) and len(top["traced_predict"]) > 1000
     header = json.loads(top["header"])
-    assert header["format"] == export.FORMAT and header["format_version"] == export.FORMAT_VERSION
+    assert header["format"] == inference.FORMAT
+    assert header["format_version"] == inference.FORMAT_VERSION
     assert header["config"]["method"] == "toy_method:build"
     assert header["source"]["step"] == 4
     assert set(top["variables"]) == {"params", "batch_stats"}

@@ -42,7 +42,8 @@ def profile_ours(repeats: int) -> None:
     from avdetect.bench import model_bench
     from avdetect.methods import build_method
     from avdetect.data.random_batches import example_batch
-    from avdetect.models.visual import MOUTH_MEAN, MOUTH_STD, MouthFrontend, to_float_image
+    from avdetect.models.layers import to_float_image
+    from avdetect.models.visual import MOUTH_MEAN, MOUTH_STD, MouthFrontend
 
     cfg = model_bench.get_config("corrdistill", "full,mouth=112,features=mfcc")
     method = build_method(cfg)
