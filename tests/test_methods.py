@@ -28,7 +28,8 @@ from flax import traverse_util
 from scipy.spatial.distance import jensenshannon
 
 from avdetect.errors import ConfigError
-from avdetect.methods import BatchError, build_method
+from avdetect.methods import build_method
+from avdetect.methods.base import BatchError
 from avdetect.data.random_batches import example_batch
 from configs import baseline, cad, common, corrdistill
 

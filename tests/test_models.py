@@ -10,11 +10,11 @@ import pytest
 import scipy.fft
 from flax import traverse_util
 
-from avdetect.models import (CADHead, ConcatFusion, FaceViT, MouthEncoder, SEResNetAudio,
-                             StudentFusion, TalkNetAttention, WhisperLikeAudio,
-                             mfcc_from_logmel)
+from avdetect.models.audio import SEResNetAudio, WhisperLikeAudio, mfcc_from_logmel
+from avdetect.models.cad import CADHead
+from avdetect.models.fusion import ConcatFusion, StudentFusion, TalkNetAttention
 from avdetect.models.layers import GlobalLayerNorm
-from avdetect.models.visual import MouthFrontend
+from avdetect.models.visual import FaceViT, MouthEncoder, MouthFrontend
 from configs import corrdistill
 
 KEY = jax.random.key(0)

@@ -12,7 +12,7 @@ import importlib
 import ml_collections
 
 from avdetect.errors import ConfigError
-from avdetect.methods.base import Batch, BatchError, Method
+from avdetect.methods.base import Method
 from avdetect.methods.baseline import Baseline
 from avdetect.methods.cad import CAD
 from avdetect.methods.corrdistill import CorrDistill
@@ -33,5 +33,4 @@ def build_method(config: ml_collections.ConfigDict) -> Method:
     return METHODS[name](config)
 
 
-__all__ = ["Batch", "BatchError", "Method", "METHODS", "build_method", "Baseline", "CAD",
-           "CorrDistill"]
+__all__ = ["METHODS", "build_method"]
