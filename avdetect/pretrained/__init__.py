@@ -18,6 +18,11 @@ rate::
     a = audio_enc.apply({"params": audio_params}, waveform_16k, False)   # [B, T, 384]
     face_enc, face_params = load_clip_vision("clip-vit-base-patch32/")
     v = face_enc.apply({"params": face_params}, faces_uint8, False)      # [B, T, 768]
+
+Why this package re-exports its submodules' loaders (the one deliberate facade in avdetect):
+``avdetect.pretrained.load_whisper_encoder`` and friends are the user API that README
+("Pretrained weights") documents. Code inside avdetect imports from the defining submodule
+(``avdetect.pretrained.whisper`` ...), never from here.
 """
 
 from avdetect.pretrained.clip import (ClipVisionConfig, ClipVisionEncoder,
