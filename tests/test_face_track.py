@@ -15,6 +15,7 @@ from scipy.ndimage import uniform_filter1d
 
 from avdetect import contract
 from avdetect.preprocess import face_track as ft
+from avdetect.preprocess.face_detect import detect_largest_face
 
 # ------------------------------------------------------------------------ fixture frames
 
@@ -230,7 +231,7 @@ def test_tracker_finds_the_face_in_every_frame_and_uses_detector_every_k(face_fr
     # Agreement with the plain detector run on every frame (the reference).
     boxes, found = ft.track_boxes(grays, params)
     assert found.all()
-    ref = np.array([ft.face_detect.detect_largest_face(g) for g in grays])
+    ref = np.array([detect_largest_face(g) for g in grays])
     err = np.abs(_centre(boxes) - _centre(ref)).max(axis=1) / ref[:, 2]
     assert np.median(err) < 0.05 and err.max() < 0.12, err
 
@@ -298,7 +299,7 @@ def test_tracker_follows_the_largest_face_then_stays_on_it(face_frames):
     boxes, found = ft.track_boxes(later)
     assert found.all()
     assert (_centre(boxes)[:, 0] > 420).all(), _centre(boxes)[:, 0]
-    assert ft.face_detect.detect_largest_face(later[-1])[0] < 320   # the largest is left
+    assert detect_largest_face(later[-1])[0] < 320   # the largest is left
 
 
 def test_tracker_rejects_bad_frames_and_params():

@@ -288,7 +288,7 @@ def test_sigterm_saves_the_step_and_the_same_command_continues(reference, tmp_pa
     run stops, and running it again ends exactly where the uninterrupted run ended."""
     ref_dir, _ = reference
     workdir = tmp_path / "preempted"
-    real_host_to_global, calls = train.sharding.host_to_global, []
+    real_host_to_global, calls = sharding.host_to_global, []
 
     def host_to_global(batch, mesh):
         calls.append(1)
@@ -296,10 +296,10 @@ def test_sigterm_saves_the_step_and_the_same_command_continues(reference, tmp_pa
             os.kill(os.getpid(), signal.SIGTERM)
         return real_host_to_global(batch, mesh)
 
-    monkeypatch.setattr(train.sharding, "host_to_global", host_to_global)
+    monkeypatch.setattr(sharding, "host_to_global", host_to_global)
     handler_before = signal.getsignal(signal.SIGTERM)
     first = train.train_and_evaluate(toy_method.toy_config(), str(workdir))
-    monkeypatch.setattr(train.sharding, "host_to_global", real_host_to_global)
+    monkeypatch.setattr(sharding, "host_to_global", real_host_to_global)
     assert first["preempted"] and first["step"] == 10          # ckpt_every = 4: 10 is extra
     assert signal.getsignal(signal.SIGTERM) == handler_before      # the handler is undone
     assert checkpointing.Checkpointer(str(workdir / "checkpoints"), read_only=True).latest_step() == 10
