@@ -22,11 +22,12 @@ Figures (video AUC; every row states its clip counts):
   against the pseudo-fakes made from s's own clips (can the detector tell an unseen
   source's reals from manipulations of the same footage?).
 
-Each is given twice: on s's test-split clips only (the honest held-out figure: people
-never seen in training under either model), and on all of s's clips in every split. With
-s excluded, every clip of s is unseen by the held-out model; the reference model trained
-on s's train-split clips, so its all-clips figure is partly on seen clips - the gap shows
-what having seen the source is worth. The counterpart clips (test reals, test fakes) are
+Each is given three times: on s's test-split clips only (the honest held-out figure:
+people never seen in training under either model), on its validation + test clips (people
+neither model trained on either: more clips where a source has few test ones), and on all
+of s's clips in every split. With s excluded, every clip of s is unseen by the held-out
+model; the reference model trained on s's train-split clips, so its all-clips figure is
+partly on seen clips - the gap shows what having seen the source is worth. The counterpart clips (test reals, test fakes) are
 identity-disjoint from training in both models. The threshold-free AUC needs no
 validation split, so validation is never filtered (its own clips of s stay there).
 
@@ -134,7 +135,8 @@ def _auc(pos: Sequence[float], neg: Sequence[float]) -> float | None:
 def held_out_figures(rows: Sequence[Mapping[str, Any]], source: str, role: str
                      ) -> dict[str, Any]:
     """The figures of one source in one role (module docstring) from scored ``rows``:
-    ``{'<view>': {'auc', 'n_source', 'n_other'}}`` for the views 'test' and 'all' (and
+    ``{'<view>': {'auc', 'n_source', 'n_other'}}`` for the views 'test', 'val_test' and
+    'all' (and
     'own_pf_test' / 'own_pf_all' for a real source), plus the source's clip counts per
     split."""
     if role not in ROLES:
@@ -153,7 +155,9 @@ def held_out_figures(rows: Sequence[Mapping[str, Any]], source: str, role: str
 
     test = [r["score"] for r in mine if r["split"] == TEST]
     every = [r["score"] for r in mine]
+    unseen_people = [r["score"] for r in mine if r["split"] != "train"]
     out["test"], out["all"] = fig(test, other), fig(every, other)
+    out["val_test"] = fig(unseen_people, other)
     if role == "real":
         own = [r for r in rows if r["source"] == source and r["pseudo"]]
         out["own_pf_test"] = fig(test, [r["score"] for r in own if r["split"] == TEST])
@@ -248,13 +252,14 @@ def markdown(table: Sequence[Mapping[str, Any]], data: str, steps: int) -> str:
              "counterpart clips). Fake source: its generated fakes vs the test split's "
              "reals; real source: its reals vs the test split's generated fakes, and vs "
              "the pseudo-fakes made from its own clips.", "",
-             "| held-out source | role | clips train/val/test | test split | all its clips "
-             "| vs own pseudo-fakes: test | all |", "|---|---|---|---|---|---|---|"]
+             "| held-out source | role | clips train/val/test | test split | val + test "
+             "| all its clips | vs own pseudo-fakes: test | all |",
+             "|---|---|---|---|---|---|---|---|"]
     for row in table:
         h, r = row["held_out"], row["reference"]
         c = h["clips"]
         cells = [f"{_cell(h[v])} / {_cell(r[v])}" if v in h else "–"
-                 for v in ("test", "all", "own_pf_test", "own_pf_all")]
+                 for v in ("test", "val_test", "all", "own_pf_test", "own_pf_all")]
         lines.append(f"| {row['source']} | {row['role']} | {c['train']}/{c['validation']}/"
                      f"{c['test']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

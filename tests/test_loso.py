@@ -69,7 +69,8 @@ def test_fake_source_figures_match_sklearn():
     rows = _scored()
     got = loso.held_out_figures(rows, "F", "fake")
     test_reals = [r["score"] for r in rows if r["split"] == "test" and r["label"] == 0]
-    for view, splits in (("test", {"test"}), ("all", set(loso.SPLITS))):
+    for view, splits in (("test", {"test"}), ("val_test", {"validation", "test"}),
+                         ("all", set(loso.SPLITS))):
         fakes = [r["score"] for r in rows if r["source"] == "F" and r["split"] in splits]
         want = skm.roc_auc_score([1] * len(fakes) + [0] * len(test_reals), fakes + test_reals)
         assert got[view]["auc"] == pytest.approx(want)
