@@ -32,7 +32,8 @@ Per clip (every frame decoded once, both stages run on the same frames):
   smoothed lip centre), so the alignment's smoothing cannot move this measure, and
   following ``l`` more closely (a shorter window) lowers it only by copying the
   landmarks' noise into the crop.
-* cost: ms per frame of each stage (tracker + smoothing, not decoding or crops).
+* cost: ms per frame of each stage (old: Haar tracker + box smoothing; new: landmark
+  tracker; not decoding, smoothing of the landmarks or crops).
 
 Writes ``DIR/landmark_rates.csv`` (one row per clip) and prints the distribution.
 
