@@ -30,7 +30,7 @@ Wav2Lip 0.95 (5), SadTalker 0.97 (9), DFDC face-swap 0.85 (4), EDTalk 0.55 (1); 
 digital silence trimmed overall 0.888. Printed in W/eval_test.md. Ablations and the longer
 run: METHODS.md 8.
 ``make demo`` trains exactly this (``python -m avdetect.demo --out DIR``, 2026-12-06 on
-the 2-core machine at load ~1-3: 223 s in all - build 99 s, preprocess 1 s, train +
+the 2-core machine at load ~2-3: 234 s in all - build 110 s, preprocess 1 s, train +
 evaluate 118 s, detect 5 s, as in README; the test figures within 0.03 of these, and the
 16 fixture clips - 6 real, 10 fake, people absent from realtalk - AUC 1.000).
 """
