@@ -2,7 +2,7 @@ r"""Evaluation protocols: leave-one-method-out (LOMO) and cross-dataset runs.
 
 Leave-one-method-out, for every manipulation m of the dataset (a fake entry of its
 ``method`` vocabulary: "method" there means how a fake was made, README's glossary): train
-with ``config.data.train_exclude_methods = (m,)`` and evaluate on the test split. The test
+with ``config.data.train_exclude_manipulations = (m,)`` and evaluate on the test split. The test
 report's per-manipulation breakdown row for m (all real test videos + the test fakes of m,
 ``avdetect.evaluation.breakdown``) is then exactly the held-out number: a model that never
 saw m, scored on m's fakes against the reals. The synthetic benchmark has no per-manipulation
@@ -152,7 +152,7 @@ def lomo_runs(config: ml_collections.ConfigDict, workdir: str, manipulations: Se
     out = {}
     for i, m in enumerate(manipulations):
         cfg = copy.deepcopy(config)
-        cfg.data.train_exclude_methods = (m,)
+        cfg.data.train_exclude_manipulations = (m,)
         wd = os.path.join(workdir, f"holdout_{folder_name(m)}")
         log(f"  [{i + 1}/{len(manipulations)}] hold out {m!r}: train without it -> {wd}")
         result, reused = train_once(cfg, wd)

@@ -116,10 +116,10 @@ def base_config(method: str, arg: ml_collections.ConfigDict, *, inputs: tuple[st
     c.data.sync_negatives = 0.0
     c.data.sync_min_shift = 3
     # Leave-one-method-out: train only on / never on these manipulations (how the fakes
-    # were made: the dataset's `method` column, whose on-disk name the keys keep; README's
-    # glossary). avdetect.protocols sets train_exclude_methods per held-out manipulation.
-    c.data.train_include_methods = ()
-    c.data.train_exclude_methods = ()
+    # were made: the dataset's on-disk `method` column; README's glossary).
+    # avdetect.protocols sets train_exclude_manipulations per held-out manipulation.
+    c.data.train_include_manipulations = ()
+    c.data.train_exclude_manipulations = ()
     # Leave-one-source-out: never train on clips (and their build-time pseudo-fakes) from
     # these sources (index column 'source'; training split only, never val / test).
     c.data.train_exclude_sources = ()

@@ -255,13 +255,16 @@ def test_two_hosts_read_disjoint_shards_covering_everything(source, index):
 
 
 def test_method_filter_leave_one_out(source, index):
-    it = iter(pl.build_train_dataset(source, index, cfg(train_exclude_methods=("wav2lip",)),
+    it = iter(pl.build_train_dataset(source, index, cfg(train_exclude_manipulations=("wav2lip",)),
                                      seed=0))
     held_out = index.method_names.index("wav2lip")
     methods = np.concatenate([next(it)["method"] for _ in range(6)])
     assert held_out not in methods and len(set(methods)) == 2
     with pytest.raises(ConfigError, match="not have"):
-        pl.build_train_dataset(source, index, cfg(train_exclude_methods=("nope",)), seed=0)
+        pl.build_train_dataset(source, index, cfg(train_exclude_manipulations=("nope",)), seed=0)
+    # a config written before the keys were renamed is refused, not silently unfiltered
+    with pytest.raises(ConfigError, match="renamed config.data.train_exclude_manipulations"):
+        pl.build_train_dataset(source, index, cfg(train_exclude_methods=("wav2lip",)), seed=0)
 
 
 def test_state_resume_gives_the_same_next_batches(source, index):

@@ -65,7 +65,7 @@ def test_lomo_one_run_per_held_out_method(built, tmp_path):
         wd = pathlib.Path(rows[m]["workdir"])
         assert wd == tmp_path / "toy_method" / f"holdout_{m}"
         saved = json.loads((wd / "config.json").read_text())
-        assert saved["data"]["train_exclude_methods"] == [m]     # trained without m
+        assert saved["data"]["train_exclude_manipulations"] == [m]     # trained without m
         assert saved["train"]["steps"] == 2 and not rows[m]["reused"]
 
         # Independent reference: re-score the test split with the run's model, take every
@@ -108,7 +108,7 @@ def test_lomo_runs_cad_with_its_pretrained_encoders(built, tmp_path):
     row = out["results"]["cad:tiny"]["lipsync"]
     wd = pathlib.Path(row["workdir"])
     saved = json.loads((wd / "config.json").read_text())
-    assert saved["data"]["train_exclude_methods"] == ["lipsync"]
+    assert saved["data"]["train_exclude_manipulations"] == ["lipsync"]
     assert saved["model"]["audio"]["name"] == "whisper"
     assert saved["model"]["visual"]["name"] == "face_mesh"
     own = json.loads((wd / "eval_test.json").read_text())["video"]["per_method"]["lipsync"]
@@ -160,8 +160,8 @@ def test_configs_and_tests_parse(built, tmp_path):
     assert config_specs.config_label("configs/corrdistill.py:tiny") == "corrdistill:tiny"
 
     c = config_specs.load_config(f"{REPO}/configs/corrdistill.py:tiny")
-    config_specs.apply_overrides(c, ["optim.lr=3e-4", "data.train_exclude_methods=['a']"])
-    assert c.optim.lr == 3e-4 and c.data.train_exclude_methods == ("a",)
+    config_specs.apply_overrides(c, ["optim.lr=3e-4", "data.train_exclude_manipulations=['a']"])
+    assert c.optim.lr == 3e-4 and c.data.train_exclude_manipulations == ("a",)
     with pytest.raises(ConfigError, match="no key 'optim.nope'"):
         config_specs.apply_overrides(c, ["optim.nope=1"])
 

@@ -48,7 +48,7 @@ optional, with defaults: ``face_size`` None (= as stored; otherwise resized),
 ``train_split`` 'train', ``eval_split`` 'test', ``val_split`` 'test', ``inputs`` ()
 (= every stream), ``augment`` True,
 ``aug_ops`` ('orig', 'flip', 'crop', 'rotate'), ``aug_crop_min`` 0.7,
-``aug_max_rotate_deg`` 15.0, ``train_include_methods`` () and ``train_exclude_methods`` ()
+``aug_max_rotate_deg`` 15.0, ``train_include_manipulations`` () and ``train_exclude_manipulations`` ()
 (leave-one-method-out: e.g. exclude ('wav2lip',) from 'train', evaluate on
 'method_wav2lip'), ``train_exclude_sources`` () (leave-one-source-out: drops the training
 records whose index ``source`` - realtalk's source repository, inherited by the build-time
@@ -99,8 +99,8 @@ _DEFAULTS: dict[str, Any] = {
     "aug_ops": aug_lib.AUG_OPS,
     "aug_crop_min": 0.7,
     "aug_max_rotate_deg": 15.0,
-    "train_include_methods": (),
-    "train_exclude_methods": (),
+    "train_include_manipulations": (),
+    "train_exclude_manipulations": (),
     "train_exclude_sources": (),
     "inputs": (),
     "sync_negatives": 0.0,
@@ -110,6 +110,8 @@ _DEFAULTS: dict[str, Any] = {
     "pf_shift_max": 12,
 }
 _REQUIRED = ("name", "data_dir", "window", "batch_size")
+RENAMED_KEYS = {"train_include_methods": "train_include_manipulations",
+                "train_exclude_methods": "train_exclude_manipulations"}
 
 
 def cfg_get(cfg: Any, key: str) -> Any:
@@ -291,8 +293,12 @@ def build_train_dataset(source: Sequence[Mapping[str, Any]], index: SplitIndex, 
     import grain
 
     bs = _local_batch(data_cfg, process_count, local_batch_size)
-    records = index.select(tuple(cfg_get(data_cfg, "train_include_methods")),
-                           tuple(cfg_get(data_cfg, "train_exclude_methods")),
+    for old in RENAMED_KEYS:   # a config written before the rename must not be ignored
+        if cfg_get(data_cfg, old):
+            raise ConfigError(f"config.data.{old} was renamed config.data.{RENAMED_KEYS[old]} "
+                              "('method' there meant the manipulation: README's glossary)")
+    records = index.select(tuple(cfg_get(data_cfg, "train_include_manipulations")),
+                           tuple(cfg_get(data_cfg, "train_exclude_manipulations")),
                            tuple(cfg_get(data_cfg, "train_exclude_sources")))
     mine = host_records(records, process_index, process_count)
     if len(mine) == 0:

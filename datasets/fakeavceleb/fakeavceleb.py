@@ -23,7 +23,7 @@ Splits:
 * ``method_<m>`` for every fake method m ('-' becomes '_', e.g. ``method_fsgan_wav2lip``):
   the test-split real videos plus the test-split fakes of method m, a ready evaluation
   set for leave-one-method-out runs (train on ``train`` with
-  ``config.data.train_exclude_methods=('<m>',)``).
+  ``config.data.train_exclude_manipulations=('<m>',)``).
 
 Every meta_data.csv row whose file is missing, every duplicate row and every video file
 that no row lists is reported in the build report (never dropped silently).
