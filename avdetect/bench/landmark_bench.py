@@ -18,9 +18,8 @@ Per clip (every frame decoded once, both stages run on the same frames):
   square ``face_track.CropGeometry().mouth_region`` of the smoothed Haar box; new crop:
   ``align.mouth_matrix`` of the pipeline's smoothed landmarks.  Reported as the RMS
   frame-to-frame step of that position (px of the 88 crop; frames where both neighbours
-  have landmarks) and its standard deviation over the clip (drift).  (An image-only
-  measure, phase correlation of consecutive crops, was tried and dropped: lip motion
-  and the aligned crop's rotation with the head dominate it, with outliers of 40 px.)
+  have landmarks) and its standard deviation over the clip (drift).  Its step holds the
+  lip landmark's own per-frame noise; the image measure below has none.
 * what the new crop's step is made of (columns ``new_*``; ``decompose`` explains each):
   the step on closed-mouth frames (speech removed), the white-noise step of the raw lip
   centre and of the nose tip in the head-locked frame (landmark noise: the measure's own
@@ -32,6 +31,17 @@ Per clip (every frame decoded once, both stages run on the same frames):
   smoothed lip centre), so the alignment's smoothing cannot move this measure, and
   following ``l`` more closely (a shorter window) lowers it only by copying the
   landmarks' noise into the crop.
+* image measure (columns ``img_{old,new}_*``; ``image_motion``): how the crop's *content*
+  moves, with no landmark in the measure: consecutive 88x88 gray crops registered by a
+  sub-pixel translation fit (``register``).  Per clip: ``step``, the median |d| of the
+  frame-to-frame registration; ``drift``, the RMS spread of each frame's registration
+  against the clip's median crop.  Speech moves pixels too, so each is also given on the
+  top ``UPPER_ROWS`` rows (``_upper``: nose base and philtrum, rigid with the head) and
+  over low-speech pairs (``_closed``: both frames' inner-lip gap in the clip's lowest
+  quartile, as ``decompose``).  Fixed before the figures were seen: the headline is the
+  whole-crop step on all frames; the other five are reported beside it.  Frames count
+  where both stages found the face (interpolated frames left out on both sides).  Eight
+  registrations per frame; ``--no-image`` skips them.
 * cost: ms per frame of each stage (old: Haar tracker + box smoothing; new: landmark
   tracker; not decoding, smoothing of the landmarks or crops).
 
@@ -195,6 +205,101 @@ def step_where(pos: np.ndarray, keep: np.ndarray) -> float:
     return float(np.sqrt((step[ok] ** 2).sum(1).mean())) if ok.sum() >= 3 else float("nan")
 
 
+# ------------------------------------------------------- image measure of crop motion
+UPPER_ROWS = 24     # top rows of the 88 crop: nose base and philtrum in both crops, rigid
+                    # with the head (contact sheets), above the lips that move with speech
+ECC_CRITERIA = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 50, 1e-5)
+ECC_BLUR = 3        # findTransformECC's Gaussian pre-filter: damps codec noise
+
+
+def register(template: np.ndarray, image: np.ndarray) -> np.ndarray:
+    """(dx, dy), px: how far the content of ``image`` sits right / below where it sits in
+    ``template`` (same-size gray arrays), i.e. ``image(x + d) ~ template(x)``; NaN where
+    the fit fails (flat or unrelated images).
+
+    A translation fit by ECC (OpenCV's ``findTransformECC``: iterative, sub-pixel, and
+    indifferent to brightness / contrast changes between frames), started from the phase
+    correlation peak (Hanning window; it finds shifts of many px, where ECC alone would
+    converge only within a few).  Phase correlation alone is not used for the figure:
+    its 3x3-centroid peak is biased towards whole pixels (``tests/test_landmark_bench.py``:
+    on known sub-pixel shifts ECC errs < 0.05 px, under a third of the peak's median
+    error)."""
+    a = np.asarray(template, np.float32)
+    b = np.asarray(image, np.float32)
+    (sx, sy), _ = cv2.phaseCorrelate(a, b, cv2.createHanningWindow(a.shape[::-1], cv2.CV_32F))
+    starts = [(sx, sy), (0.0, 0.0)] if max(abs(sx), abs(sy)) < min(a.shape) / 4 else [(0.0, 0.0)]
+    for x0, y0 in starts:
+        w = np.array([[1, 0, x0], [0, 1, y0]], np.float32)
+        try:
+            _, w = cv2.findTransformECC(a, b, w, cv2.MOTION_TRANSLATION, ECC_CRITERIA, None,
+                                        ECC_BLUR)
+        except cv2.error:         # did not converge from this start
+            continue
+        return w[:, 2].astype(np.float64)
+    return np.full(2, np.nan)
+
+
+def image_motion(crops: np.ndarray, keep: np.ndarray, closed: np.ndarray) -> dict:
+    """How the content of a clip's crops [T, H, W] moves, by ``register`` (px of the
+    crop), over the frames in ``keep`` [T] (the face found by both stages):
+
+    * ``step``: median |d| of consecutive frames' registration (pairs t, t+1 both kept);
+      ``step_closed`` the same over pairs with both frames in ``closed`` (low speech);
+    * ``drift``: RMS distance from its mean of each kept frame's position against the
+      clip's median crop (per-pixel median of the kept frames);
+    * ``_upper``: the same on the top ``UPPER_ROWS`` rows only (nose base, philtrum);
+    * ``fail``: the share of registrations that failed (left out)."""
+    if keep.sum() < 3:
+        raise ValueError(f"image_motion: {int(keep.sum())} frames to measure, at least 3 needed")
+    out, fails, tries = {}, 0, 0
+    pairs = keep[:-1] & keep[1:]
+    for suffix, rows in (("", slice(None)), ("_upper", slice(0, UPPER_ROWS))):
+        c = crops[:, rows]
+        d = np.full((len(c) - 1, 2), np.nan)
+        for t in np.flatnonzero(pairs):
+            d[t] = register(c[t], c[t + 1])
+        size = np.linalg.norm(d, axis=1)
+        ok = np.isfinite(size)
+        both_closed = closed[:-1] & closed[1:]
+        out[f"step{suffix}"] = float(np.median(size[ok])) if ok.any() else float("nan")
+        out[f"step_closed{suffix}"] = (float(np.median(size[ok & both_closed]))
+                                       if (ok & both_closed).sum() >= 3 else float("nan"))
+        ref = np.median(c[keep], axis=0)
+        pos = np.stack([register(ref, x) if k else np.full(2, np.nan) for x, k in zip(c, keep)])
+        good = np.isfinite(pos).all(axis=1)
+        out[f"drift{suffix}"] = jitter(pos)[1] if good.sum() >= 3 else float("nan")
+        tries += int(pairs.sum() + keep.sum())
+        fails += int((pairs & ~ok).sum() + (keep & ~good).sum())
+    out["fail"] = fails / max(tries, 1)
+    return out
+
+
+def old_crops(frames: list[np.ndarray], boxes: np.ndarray) -> np.ndarray:
+    """The old pipeline's 88 gray mouth crops [T, 88, 88] from its smoothed Haar boxes."""
+    return np.stack([face_track.mouth_crop(cv2.cvtColor(x, cv2.COLOR_RGB2GRAY), b)
+                     for x, b in zip(frames, boxes)])
+
+
+def new_crops(frames: list[np.ndarray], placed: list) -> np.ndarray:
+    """The pipeline's aligned 88 gray mouth crops [T, 88, 88] (``placed``: ``aligned``)."""
+    return np.stack([align.mouth_crop(cv2.cvtColor(x, cv2.COLOR_RGB2GRAY), m, c)
+                     for x, (m, c) in zip(frames, placed)])
+
+
+def head_locked(mats: np.ndarray, pts: np.ndarray) -> np.ndarray:
+    """Source points [T, 2] -> the smoothed reference frame (``mats`` [T, 2, 3])."""
+    return np.stack([align.apply(m, q) for m, q in zip(mats, pts)])
+
+
+def closed_mouth(found: np.ndarray, points: dict, mats: np.ndarray) -> np.ndarray:
+    """Frames [T] whose inner-lip gap (face-mesh points 13 / 14, in the head-locked
+    reference frame of the smoothed alignment ``mats``) is in the clip's lowest quartile:
+    the mouth closed, so speech moves little."""
+    gap = np.linalg.norm(head_locked(mats, points["upper"]) - head_locked(mats, points["lower"]),
+                         axis=1)
+    return found & (gap <= np.nanquantile(gap, 0.25))
+
+
 def decompose(found: np.ndarray, points: dict, table: np.ndarray, boxes: np.ndarray,
               lp: landmarks.LandmarkParams = landmarks.LandmarkParams()) -> dict:
     """What the new crop's mouth step is made of (px of the 88 crop; see the module
@@ -208,15 +313,11 @@ def decompose(found: np.ndarray, points: dict, table: np.ndarray, boxes: np.ndar
     mats = np.asarray([m for m, _ in base])
     lipc = points["lipc"]
 
-    def head_locked(p):                  # source points -> the smoothed reference frame
-        return np.stack([align.apply(m, q) for m, q in zip(mats, p)])
-
-    gap = np.linalg.norm(head_locked(points["upper"]) - head_locked(points["lower"]), axis=1)
-    closed = found & (gap <= np.nanquantile(gap, 0.25))
+    closed = closed_mouth(found, points, mats)
     crop = np.asarray([align.mouth_matrix(m, c) for m, c in base])
     out = {"new_step_closed": step_where(new_mouth_position(crop, lipc), closed),
-           "lip_noise": white_noise_step(head_locked(lipc)),
-           "nose_noise": white_noise_step(head_locked(points["nose"]))}
+           "lip_noise": white_noise_step(head_locked(mats, lipc)),
+           "nose_noise": white_noise_step(head_locked(mats, points["nose"]))}
     lipc3 = landmarks.smooth_track(np.nan_to_num(lipc), found, 3)
     lipc3[~found] = np.nan
     out["old_step3"] = jitter(old_mouth_position(boxes, lipc3))[0]
@@ -228,7 +329,7 @@ def decompose(found: np.ndarray, points: dict, table: np.ndarray, boxes: np.ndar
     return out
 
 
-def measure(path: pathlib.Path) -> dict:
+def measure(path: pathlib.Path, image: bool = True) -> dict:
     frames = list(decode.iter_frames(path))
     old_found, old_boxes, old_s = old_stage(frames)
     new_found, points, table, new_s = new_stage(frames)
@@ -236,10 +337,18 @@ def measure(path: pathlib.Path) -> dict:
            "width": frames[0].shape[1], "old_rate": old_found.mean(), "new_rate": new_found.mean(),
            "old_ms": 1e3 * old_s / len(frames), "new_ms": 1e3 * new_s / len(frames)}
     if old_boxes is not None and table is not None:
-        mats = np.asarray([align.mouth_matrix(m, c) for m, c in aligned(table, new_found)])
+        placed = aligned(table, new_found)
+        mats = np.asarray([align.mouth_matrix(m, c) for m, c in placed])
         row["old_step"], row["old_drift"] = jitter(old_mouth_position(old_boxes, points["lipc"]))
         row["new_step"], row["new_drift"] = jitter(new_mouth_position(mats, points["lipc"]))
         row.update(decompose(new_found, points, table, old_boxes))
+        keep = old_found & new_found
+        if image and keep.sum() >= 3:
+            closed = closed_mouth(new_found, points, np.asarray([m for m, _ in placed]))
+            for side, crops in (("old", old_crops(frames, old_boxes)),
+                                ("new", new_crops(frames, placed))):
+                row.update({f"img_{side}_{k}": v
+                            for k, v in image_motion(crops, keep, closed).items()})
     return row
 
 
@@ -267,6 +376,16 @@ def summarise(rows: list[dict]) -> str:
                  "new_step_c13", "new_drift_c13", "new_step_s13", "new_drift_s13")
         out.append("new step decomposed (medians): " + ", ".join(
             f"{k} {np.nanmedian([x[k] for x in both]):.2f}" for k in parts))
+    img = [x for x in rows if "img_old_step" in x]
+    for k in ("step", "step_upper", "step_closed", "step_closed_upper", "drift", "drift_upper"):
+        o = np.array([x[f"img_old_{k}"] for x in img])
+        n = np.array([x[f"img_new_{k}"] for x in img])
+        ok = np.isfinite(o) & np.isfinite(n)
+        if ok.any():
+            r = n[ok] / o[ok]
+            out.append(f"image {k} (px of the 88 crop, {int(ok.sum())} clips): old median "
+                       f"{np.median(o[ok]):.2f}, new median {np.median(n[ok]):.2f}; new/old per "
+                       f"clip median {np.median(r):.2f}, {int((r <= 0.5).sum())} clips <= 0.5")
     return "\n".join(out)
 
 
@@ -366,6 +485,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--every", type=int, default=5, help="--dlib: every K-th frame")
     ap.add_argument("--tight", metavar="DIR", help="measure tight face crops written here")
     ap.add_argument("--cost", action="store_true", help="CPU ms per mesh call and per frame")
+    ap.add_argument("--no-image", action="store_true",
+                    help="skip the image measure of crop motion (8 registrations per frame)")
     args = ap.parse_args(argv)
     files: list[pathlib.Path] = []
     for p in map(pathlib.Path, args.paths):
@@ -396,7 +517,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for p in tqdm(files, desc="clips", unit="clip"):
         try:
-            rows.append(measure(p))
+            rows.append(measure(p, image=not args.no_image))
         except Exception as e:  # noqa: BLE001 - report the clip and go on
             tqdm.write(f"{p}: {type(e).__name__}: {e}")
     os.makedirs(args.out, exist_ok=True)
