@@ -352,6 +352,11 @@ def measure(path: pathlib.Path, image: bool = True) -> dict:
     return row
 
 
+def quartiles(v: np.ndarray) -> str:
+    q = np.quantile(v, [0.5, 0.25, 0.75])
+    return f"{q[0]:.2f} [{q[1]:.2f}, {q[2]:.2f}]"
+
+
 def summarise(rows: list[dict]) -> str:
     out = []
     for side in ("old", "new"):
@@ -383,9 +388,13 @@ def summarise(rows: list[dict]) -> str:
         ok = np.isfinite(o) & np.isfinite(n)
         if ok.any():
             r = n[ok] / o[ok]
-            out.append(f"image {k} (px of the 88 crop, {int(ok.sum())} clips): old median "
-                       f"{np.median(o[ok]):.2f}, new median {np.median(n[ok]):.2f}; new/old per "
-                       f"clip median {np.median(r):.2f}, {int((r <= 0.5).sum())} clips <= 0.5")
+            out.append(f"image {k} (px of the 88 crop, {int(ok.sum())} clips; median [quartiles]"
+                       f"): old {quartiles(o[ok])}, new {quartiles(n[ok])}; new/old per clip "
+                       f"{quartiles(r)}, {int((r <= 0.5).sum())} clips <= 0.5")
+    if img:
+        fail = np.array([[x["img_old_fail"], x["img_new_fail"]] for x in img])
+        out.append(f"image registrations failed: old {fail[:, 0].mean():.4f}, new "
+                   f"{fail[:, 1].mean():.4f} (mean share per clip)")
     return "\n".join(out)
 
 
