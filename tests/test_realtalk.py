@@ -4,8 +4,8 @@ A small realtalk folder (symlinks to 6 short real GRID clips of 5 identities, 2 
 fakes, the matching manifest rows) is built once with every pseudo-fake kind; each kind is
 read back from the shards through ``tfds.data_source`` and checked against its SOURCE
 example: audio windows, donors' samples, reversal, cross-correlation lag, the frames the
-video side keeps, the log-mel against librosa, and the TTS re-voice's silence and
-loudness. The clips are read from ../shared/realtalk; nothing made from them is kept.
+video side keeps, the log-mel against librosa, the TTS re-voice's silence and
+loudness, and the re-rendered mouth's lip opening against the donor's speech energy. The clips are read from ../shared/realtalk; nothing made from them is kept.
 """
 
 from __future__ import annotations
@@ -241,7 +241,6 @@ def test_blend_mixes_mouth_crops_with_another_frame(examples):
     for _, ex, src in _pfs(examples, "pf_blend"):
         p = ex["attributes"]["pf_params"]
         np.testing.assert_array_equal(ex["audio"], src["audio"])
-        assert list(ex["face"]) == list(src["face"])
         got = decode_frames(list(ex["mouth"]), color=False).astype(np.float64)
         m = decode_frames(list(src["mouth"]), color=False).astype(np.float64)
         T = len(m)
@@ -255,6 +254,76 @@ def test_blend_mixes_mouth_crops_with_another_frame(examples):
         np.testing.assert_allclose(got[seg], ref, atol=1.0)     # PNG: lossless but rounded
         rest = np.setdiff1d(np.arange(T), seg)
         np.testing.assert_array_equal(got[rest], m[rest])
+        # The face crop: untouched outside the segment (same JPEG bytes); inside it, the
+        # mouth crop's square (88 reference px around the lip centre, lips / 256 x S)
+        # changes and everything outside it stays (up to JPEG re-encoding).
+        faces, src_faces = list(ex["face"]), list(src["face"])
+        assert all(faces[t] == src_faces[t] for t in rest)
+        f_new = decode_frames([faces[t] for t in seg], color=True).astype(np.float64)
+        f_old = decode_frames([src_faces[t] for t in seg], color=True).astype(np.float64)
+        S = f_new.shape[1]
+        yy, xx = np.mgrid[0:S, 0:S] + 0.5
+        inside_diff, outside_diff = [], []
+        for i, t in enumerate(seg):
+            c = src["lips"][t].astype(np.float64).mean(axis=0) * S
+            half = 88 / 256 * S / 2
+            cheb = np.maximum(np.abs(xx - c[0]), np.abs(yy - c[1]))
+            d = np.abs(f_new[i] - f_old[i]).mean(axis=-1)
+            inside_diff.append(d[cheb < half - 1].mean())
+            outside_diff.append(d[cheb > half + 2])
+        outside = np.concatenate(outside_diff)
+        assert outside.mean() < 1.0 and np.percentile(outside, 99) <= 6, outside.mean()
+        assert np.mean(inside_diff) > 2 * outside.mean() + 1.0, np.mean(inside_diff)
+
+
+def _opening_ref(lips: np.ndarray) -> np.ndarray:
+    """Inner-lip gap (mesh points 13-14: lips[:, 14], lips[:, 18]) / mouth width (corners
+    61-291: lips[:, 0], lips[:, 6]), the stills' mouth-opening measure, in NumPy."""
+    lips = lips.astype(np.float64)
+    return (np.hypot(*(lips[:, 14] - lips[:, 18]).T)
+            / np.hypot(*(lips[:, 0] - lips[:, 6]).T))
+
+
+def _envelope_db(audio: np.ndarray, T: int) -> np.ndarray:
+    """Speech energy per video frame (dB of the frame RMS), in NumPy."""
+    f = audio[:T * SPF].astype(np.float64).reshape(T, SPF)
+    return 10 * np.log10(np.mean(f * f, axis=1) + 1.0)
+
+
+def test_rerender_moves_the_lips_to_the_donors_speech(examples):
+    for split, ex, src in _pfs(examples, "pf_rerender"):
+        donor = examples[split][ex["attributes"]["pf_donor"]]
+        assert donor["identity"] != src["identity"]
+        T = ex["num_frames"]
+        assert T == min(src["num_frames"], donor["num_frames"])
+        # the clip's own audio, bit for bit (a prefix when the donor is shorter)
+        np.testing.assert_array_equal(ex["audio"], src["audio"][:T * SPF])
+        assert ex["has_lips"] and ex["lips"].shape == (T, 20, 2)
+        opening = _opening_ref(ex["lips"])
+        assert opening.std() > 0.01, "the re-rendered mouth does not move"
+        to_donor = np.corrcoef(opening, _envelope_db(donor["audio"], T))[0, 1]
+        to_source = np.corrcoef(opening, _envelope_db(src["audio"], T))[0, 1]
+        # (GRID sentences share a silence-speech-silence shape, so the source's envelope
+        # correlates too, less)
+        assert to_donor > 0.8 and to_donor > to_source, (to_donor, to_source)
+        # the pixels moved with the lips: the mouth crops' darkness (the painted opening)
+        # follows the new opening
+        mouth = decode_frames(list(ex["mouth"]), color=False).astype(np.float64)
+        dark = (mouth[:, 30:70, 20:68] < 60).mean(axis=(1, 2))
+        assert np.corrcoef(dark, opening)[0, 1] > 0.5
+        # the face crop above the mouth region is the source's (up to JPEG re-encoding):
+        # rows above the lip line minus 0.3 face sizes (the renderer's region starts
+        # there; face size 1.95 eye distances = 1.95 x 96 / 256 of the crop)
+        faces = decode_frames(list(ex["face"]), color=True).astype(np.float64)
+        src_faces = decode_frames(list(src["face"][:T]), color=True).astype(np.float64)
+        S = faces.shape[1]
+        top = int((src["lips"][:T, :, 1].min() - 0.3 * 1.95 * 96 / 256) * S)
+        assert top > S // 4
+        d_top = np.abs(faces[:, :top] - src_faces[:, :top])
+        assert d_top.mean() < 1.0 and np.percentile(d_top, 99) <= 6, d_top.mean()
+        lo = int(src["lips"][:T, :, 1].mean() * S)
+        d_mouth = np.abs(faces[:, lo - 6:lo + 6] - src_faces[:, lo - 6:lo + 6]).mean()
+        assert d_mouth > 3 * d_top.mean() + 1.0, d_mouth
 
 
 def _voiced_rms_ref(x: np.ndarray) -> float:
@@ -323,13 +392,15 @@ def test_planning_is_deterministic_and_skips_lonely_identities():
         return lst
     one, two = listing(), listing()
     assert one.tasks == two.tasks and one.splits == two.splits
-    # c1 is alone in its split: no donor for swap / other-sentence, noted, not dropped
-    assert not any(k.startswith("c1__pf_swap") or k.startswith("c1__pf_other")
+    # c1 is alone in its split: no donor for swap / other-sentence / re-render, noted,
+    # not dropped
+    assert not any(k.startswith(("c1__pf_swap", "c1__pf_other", "c1__pf_rerender"))
                    for k in one.tasks)
-    assert sum("c1" == n["key"] for n in one.notes) == 4
-    # b1's other-sentence has no donor either; its swaps come from identity A
-    assert {one.tasks[k].derive["donor"] for k in one.tasks
-            if k.startswith("b1__pf_swap")} <= {"a1", "a2"}
+    assert sum("c1" == n["key"] for n in one.notes) == 6
+    # b1's other-sentence has no donor either; its swaps and re-renders come from A
+    for kind in ("pf_swap", "pf_rerender"):
+        assert {one.tasks[k].derive["donor"] for k in one.tasks
+                if k.startswith(f"b1__{kind}")} <= {"a1", "a2"}
     assert all(one.tasks[k].derive["donor"] == "a2"
                for k in one.tasks if k.startswith("a1__pf_other_sentence"))
     ks = [one.tasks[k].derive["params"]["k"] for k in one.tasks if "pf_shift" in k]

@@ -149,7 +149,7 @@ def pseudo_fake_configs() -> list[AVBuilderConfig]:
 
     - ``face112``: 112x112 face crops; every real clip of every split also gives one
       pseudo-fake of each kind (``pf_shift``, ``pf_swap``, ``pf_reverse``,
-      ``pf_other_sentence``, ``pf_tts``, ``pf_freeze``, ``pf_blend``;
+      ``pf_other_sentence``, ``pf_tts``, ``pf_freeze``, ``pf_blend``, ``pf_rerender``;
       :mod:`avdetect.data.pseudo_fakes`), in its own split only, donors from that split;
       label fake, method = the kind, ``attributes`` = the source's plus ``pseudo_fake``,
       ``pf_source``, ``pf_donor``, ``pf_params`` (k, voice, segment, ...). Pseudo-fakes

@@ -93,6 +93,8 @@ def derive_arrays(task: ClipTask, spec: PreprocessSpec, source_file: str,
         clip["lips"] = src["lips"]
     if info.needs_mouth:
         clip["mouth"] = codec.decode_frames(list(mouth_blobs), color=False)
+    if info.needs_face:
+        clip["face"] = codec.decode_frames(list(face_blobs), color=True)
     transcript = (transcript_of(src["audio"], transcripts_dir) if kind == "pf_tts"
                   else "")
     out = pf.apply(kind, d["params"], clip,

@@ -47,16 +47,25 @@ pf_tts              audio   -       the clip's Whisper transcript spoken by espe
 pf_freeze           -       video   mouth and face frozen on one frame over a segment
                                     (sometimes the whole clip); audio untouched
 pf_blend            -       video   mouth crops of a segment blended with the mouth of
-                                    another frame of the clip; audio untouched
+                                    another frame of the clip, the face crop's mouth
+                                    square and the lip points alike; audio untouched
+pf_rerender         -       video   the mouth re-rendered by the synthetic generator's
+                                    renderer driven by another identity's speech (same
+                                    split): mouth crops, the face crop's mouth/jaw
+                                    region and the lip points (:mod:`avdetect.data.
+                                    rerender`); the clip's own audio, both streams cut
+                                    to the shorter of clip and donor
 ==================  ======  ======  ===============================================
 
 Silence: no kind adds silence. pf_shift / pf_swap / pf_other_sentence cut both streams
 to the overlap (never pad); pf_tts keeps the source's samples outside its voiced span;
-pf_reverse swaps the leading and trailing runs.
+pf_reverse swaps the leading and trailing runs; pf_rerender keeps (a prefix of) the
+source's audio.
 
-Size (a little over 450 lines): the kinds, their planning and the check of a built
+Size (a little under 600 lines): the kinds, their planning and the check of a built
 dataset (``python -m avdetect.data.pseudo_fakes``) all read the one kind table and frame
-maps defined here; the TTS re-voice is :mod:`avdetect.data.revoice`.
+maps defined here; the TTS re-voice is :mod:`avdetect.data.revoice`, the mouth renderer
+of pf_rerender :mod:`avdetect.data.rerender`.
 """
 
 from __future__ import annotations
@@ -86,6 +95,7 @@ class Kind:
     video_fake: bool
     donor: str = ""                    # '' | 'other_identity' | 'same_identity'
     needs_mouth: bool = False          # decode the mouth crops (new pixels are made)
+    needs_face: bool = False           # decode the face crops too
 
 
 KINDS: dict[str, Kind] = {
@@ -95,7 +105,9 @@ KINDS: dict[str, Kind] = {
     "pf_other_sentence": Kind(True, False, donor="same_identity"),
     "pf_tts": Kind(True, False),
     "pf_freeze": Kind(False, True),
-    "pf_blend": Kind(False, True, needs_mouth=True),
+    "pf_blend": Kind(False, True, needs_mouth=True, needs_face=True),
+    "pf_rerender": Kind(False, True, donor="other_identity", needs_mouth=True,
+                        needs_face=True),
 }
 ALL_KINDS: tuple[str, ...] = tuple(KINDS)
 
@@ -242,7 +254,9 @@ def freeze(clip: Mapping[str, np.ndarray], start: int, length: int) -> dict[str,
 def blend_mouth(clip: Mapping[str, np.ndarray], start: int, length: int, offset: int,
                 alpha: float) -> dict[str, np.ndarray]:
     """Mouth crops of frames [start, start+length) blended with the mouth of frame
-    (t + offset) mod T: ``(1 - alpha) * mouth[t] + alpha * mouth[other]``."""
+    (t + offset) mod T: ``(1 - alpha) * mouth[t] + alpha * mouth[other]``; the lip points
+    alike, and, when the clip has its decoded ``face`` crops and ``lips``, the face crop
+    inside the mouth crop's square (:func:`blend_face_mouth`)."""
     if "mouth" not in clip:
         raise ValueError("blend_mouth needs the decoded 'mouth' crops")
     t = num_frames(clip)
@@ -261,6 +275,72 @@ def blend_mouth(clip: Mapping[str, np.ndarray], start: int, length: int, offset:
     src = out["mouth_src"].copy()
     src[seg] = -1
     out["mouth_src"] = src
+    if "face" in clip and "lips" in clip:
+        out["face"] = blend_face_mouth(np.asarray(clip["face"]), np.asarray(clip["lips"]),
+                                       seg, other, alpha)
+        src = out["face_src"].copy()
+        src[seg] = -1
+        out["face_src"] = src
+    return out
+
+
+def mouth_square_mask(centre: np.ndarray, side: float, shape: tuple[int, int]
+                      ) -> np.ndarray:
+    """float32 [H, W]: 1 inside the axis-aligned square of ``side`` px centred on
+    ``centre`` (x, y; continuous coordinates), 0 outside, a 1 px linear ramp across its
+    edge."""
+    h, w = shape
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32) + 0.5          # pixel centres
+    d = np.maximum(np.abs(xx - centre[0]), np.abs(yy - centre[1])) - side / 2
+    return np.clip(0.5 - d, 0.0, 1.0).astype(np.float32)
+
+
+def blend_face_mouth(face: np.ndarray, lips: np.ndarray, seg: np.ndarray, other: np.ndarray,
+                     alpha: float) -> np.ndarray:
+    """Face crops [T, S, S, 3] with frame seg[i]'s mouth square -- the region its mouth
+    crop shows: ``contract.MOUTH_SIZE`` reference px around its lip centre -- blended as
+    the mouth crops are, with frame other[i]'s mouth moved onto it (the other frame's face
+    shifted by the lip-centre difference, since each mouth crop is centred on its own
+    lips)."""
+    import cv2
+    from avdetect.preprocess import align
+
+    out = face.copy()
+    size = face.shape[1]
+    side = contract.MOUTH_SIZE * size / align.REF_SIZE
+    centres = np.asarray(lips, np.float64).mean(axis=1) * size            # [T, 2] face px
+    for t, o in zip(seg, other):
+        d = centres[t] - centres[o]
+        moved = cv2.warpAffine(face[o], np.array([[1.0, 0.0, d[0]], [0.0, 1.0, d[1]]]),
+                               (size, size), flags=cv2.INTER_LINEAR,
+                               borderMode=cv2.BORDER_REPLICATE).astype(np.float32)
+        m = alpha * mouth_square_mask(centres[t], side, (size, size))[..., None]
+        out[t] = np.clip((1 - m) * face[t] + m * moved + 0.5, 0, 255).astype(np.uint8)
+    return out
+
+
+def rerender(clip: Mapping[str, np.ndarray], donor_audio: np.ndarray, gain: float,
+             rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """The clip (its own audio) with its mouth re-rendered to the donor's speech
+    (:mod:`avdetect.data.rerender`): the donor's energy-envelope drive, opening times
+    ``gain``; both streams cut to the shorter of clip and donor."""
+    from avdetect.data.rerender import rerender_mouth
+    from datasets.synthetic_av.visemes import envelope_articulation
+
+    missing = [k for k in ("mouth", "face", "lips") if k not in clip]
+    if missing:
+        raise ValueError(f"pf_rerender needs the decoded {missing}")
+    donor_audio = np.asarray(donor_audio, np.int16)
+    length = min(num_frames(clip), len(donor_audio) // SPF)
+    if length <= 0:
+        raise ValueError("donor audio shorter than one frame")
+    out = (with_frame_maps(clip) if length == num_frames(clip) else take(clip, 0, 0, length))
+    drive = envelope_articulation(donor_audio[:length * SPF], length)
+    out["mouth"], out["face"], out["lips"] = rerender_mouth(
+        np.asarray(out["mouth"]), np.asarray(out["face"]), np.asarray(out["lips"]),
+        np.asarray(out["face_found"]), drive.open, drive.width, drive.round, gain, rng)
+    out["mouth_src"] = np.full(length, -1, np.int64)
+    out["face_src"] = np.full(length, -1, np.int64)
     return out
 
 
@@ -310,6 +390,10 @@ def apply(kind: str, params: Mapping[str, Any], clip: Mapping[str, np.ndarray], 
             start = _frames_of(params["start_frac"], t - length + 1)
             offset = max(1, _frames_of(params["offset_frac"], t)) % t or 1
             out = blend_mouth(clip, start, length, offset, float(params["alpha"]))
+        elif kind == "pf_rerender":
+            if donor_audio is None:
+                raise ValueError("pf_rerender needs the donor's audio")
+            out = rerender(clip, donor_audio, float(params["gain"]), rng)
         else:
             raise ValueError(f"unknown pseudo-fake kind {kind!r}")
     except PseudoFakeSkipped:
@@ -327,7 +411,9 @@ def code_hash() -> str:
     root = pathlib.Path(__file__).resolve().parents[2]
     h = hashlib.sha256()
     for rel in ("avdetect/data/pseudo_fakes.py", "avdetect/data/revoice.py",
-                "avdetect/data/derived_clips.py", "datasets/synthetic_av/tts.py",
+                "avdetect/data/derived_clips.py", "avdetect/data/rerender.py",
+                "datasets/synthetic_av/tts.py", "datasets/synthetic_av/render.py",
+                "datasets/synthetic_av/visemes.py",
                 "avdetect/preprocess/logmel.py", "avdetect/contract.py"):
         h.update((root / rel).read_bytes())
     return h.hexdigest()[:16]
@@ -357,6 +443,10 @@ def _params(kind: str, rng: np.random.Generator, opts: Options, i: int,
         p["len_frac"] = float(round(rng.uniform(0.3, 0.8), 4))
         p["offset_frac"] = float(round(rng.uniform(0.2, 0.8), 4))
         p["alpha"] = float(round(rng.uniform(0.5, 0.9), 3))
+    elif kind == "pf_rerender":
+        # Opening gain: the synthetic identities' articulation range, a little lower
+        # (the envelope drive already reaches 0.85 on loud frames).
+        p["gain"] = float(round(rng.uniform(0.7, 1.1), 3))
     return p
 
 
