@@ -32,9 +32,13 @@ def local_batch_size(global_batch: int, mesh: jax.sharding.Mesh, what: str) -> i
 
 
 def make_train_iterator(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh):
-    """This process's train batch iterator (with get_state/set_state)."""
+    """This process's train batch iterator (with get_state/set_state): config.data.name's
+    train split, mixed with config.data.mix's datasets (avdetect/data/mix.py)."""
     b = local_batch_size(int(config.data.batch_size), mesh, "config.data.batch_size")
     if config.data.name == "random":
+        if config.data.get("mix", ()):
+            raise ConfigError("config.data.mix mixes built datasets into a built primary "
+                              "dataset; config.data.name 'random' is none")
         return random_batches.RandomBatches(config, seed=int(config.seed),
                                             process_index=jax.process_index(), local_batch_size=b)
     from avdetect.data import pipeline

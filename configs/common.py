@@ -123,6 +123,11 @@ def base_config(method: str, arg: ml_collections.ConfigDict, *, inputs: tuple[st
     # Leave-one-source-out: never train on clips (and their build-time pseudo-fakes) from
     # these sources (index column 'source'; training split only, never val / test).
     c.data.train_exclude_sources = ()
+    # A mixed training source (avdetect/data/mix.py): ((name, weight[, data_dir]), ...), each
+    # dataset's TRAIN split giving that share of the training windows (the primary gets
+    # 1 - sum); e.g. (('synthetic_av/demo', 0.25, '/data/synth'),). Validation and test stay
+    # on data.name. Manipulations are renamed '<name>:<method>' ('real' stays 'real').
+    c.data.mix = ()
     c.data.eval_batch_size = config_dict.placeholder(int)   # None = data.batch_size
     c.data.random_eval_videos = 16  # eval videos of the 'random' dataset (benchmarks, tests)
 

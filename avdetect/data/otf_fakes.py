@@ -11,7 +11,8 @@ shift       the window's audio streams (log-mel, waveform, ASR posteriors) taken
             pf_shift_max`` (default 2..12 frames = 80-480 ms, both signs, uniform over
             the starts that fit); cut from inside the clip, never padded
 swap        the audio streams of another real window of the same batch whose video has
-            ANOTHER identity and at least as many valid frames (so nothing is padded)
+            ANOTHER identity and at least as many valid frames (so nothing is padded);
+            in a mixed source (``config.data.mix``) from the same dataset only
 reverse     the window's waveform reversed in time, its log-mel recomputed from the
             reversed waveform (:func:`avdetect.preprocess.logmel.log_mel`, with the
             neighbouring samples as context, as the build computes it over the whole
@@ -59,6 +60,9 @@ AUDIO_STREAMS = ("logmel", "audio", "teacher_audio")   # what a swap / reverse r
 RVFA = contract.CATEGORIES.index("RVFA")
 # Private per-window fields the batch-level swap reads; removed before the batch leaves.
 SWAP_FLAG, IDENTITY = "_otf_swap", "_otf_identity"
+# Optional: the dataset a window comes from in a mixed training source (config.data.mix);
+# donors must share it (avdetect/data/mix.py says why).
+GROUP = "_otf_group"
 _CONTEXT = 2 * contract.MEL_HOP                        # 320 samples = 2 mel hops
 
 
@@ -216,11 +220,13 @@ def swap_in_batch(batch: dict[str, np.ndarray], rng: np.random.Generator,
                   method_id: int) -> dict[str, np.ndarray]:
     """Give every window flagged for a swap the audio streams of a donor from the same
     batch: a real, unturned window with audio, of another identity, with at least as many
-    valid frames (uniform over those; none: the window stays real). Removes the private
+    valid frames (uniform over those; none: the window stays real), and of the same
+    dataset when the windows carry ``GROUP`` (a mixed source). Removes the private
     fields. Donors are read before any swap, so a donor's audio is its own."""
     batch = dict(batch)
     flag = batch.pop(SWAP_FLAG).astype(bool)
     ident = batch.pop(IDENTITY)
+    group = batch.pop(GROUP, None)
     if not flag.any():
         return batch
     n_valid = batch["frame_mask"].sum(1)
@@ -232,7 +238,10 @@ def swap_in_batch(batch: dict[str, np.ndarray], rng: np.random.Generator,
     per_frame = {"logmel": contract.MEL_PER_FRAME, "audio": contract.SAMPLES_PER_FRAME,
                  "teacher_audio": 1}
     for i in np.flatnonzero(flag):
-        donors = np.flatnonzero(donor_ok & (ident != ident[i]) & (n_valid >= n_valid[i]))
+        ok = donor_ok & (ident != ident[i]) & (n_valid >= n_valid[i])
+        if group is not None:
+            ok &= group == group[i]
+        donors = np.flatnonzero(ok)
         if not len(donors):
             continue
         j = int(rng.choice(donors))

@@ -54,7 +54,9 @@ optional, with defaults: ``face_size`` None (= as stored; otherwise resized),
 records whose index ``source`` - realtalk's source repository, inherited by the build-time
 pseudo-fakes of its clips - is listed; the training split only, validation and test are
 never filtered), ``pseudo_fakes`` {} (kind -> probability), ``pf_shift_min`` 2,
-``pf_shift_max`` 12, and the older ``sync_negatives`` 0.0 / ``sync_min_shift`` 3 (below).
+``pf_shift_max`` 12, and the older ``sync_negatives`` 0.0 / ``sync_min_shift`` 3 (below),
+``mix`` () (a mixed training source: other datasets' train splits mixed in by weight, under
+one manipulation vocabulary; evaluation stays on ``name``: :mod:`avdetect.data.mix`).
 
 On-the-fly pseudo-fakes (training only, :mod:`avdetect.data.otf_fakes`): with the
 probabilities of ``pseudo_fakes`` a window of a *real* video gets its audio streams
@@ -79,6 +81,7 @@ import numpy as np
 from avdetect import contract
 from avdetect.data import augment as aug_lib
 from avdetect.data import metadata
+from avdetect.data import mix as mix_lib
 from avdetect.data import otf_fakes
 from avdetect.data.metadata import SplitIndex
 from avdetect.data.windows import WindowMaker, window_starts
@@ -108,6 +111,7 @@ _DEFAULTS: dict[str, Any] = {
     "pseudo_fakes": {},
     "pf_shift_min": 2,
     "pf_shift_max": 12,
+    "mix": (),
 }
 _REQUIRED = ("name", "data_dir", "window", "batch_size")
 RENAMED_KEYS = {"train_include_methods": "train_include_manipulations",
@@ -153,9 +157,11 @@ def load_split_index(data_cfg: Any, split: str) -> SplitIndex:
 class _RecordSource:
     """Random access to selected records of a source; tags each with its record index."""
 
-    def __init__(self, source: Sequence[Mapping[str, Any]], records: np.ndarray):
+    def __init__(self, source: Sequence[Mapping[str, Any]], records: np.ndarray,
+                 offset: int = 0):
         self._source = source
         self._records = np.asarray(records, np.int64)
+        self._offset = int(offset)      # a mixed dataset's record ids follow the primary's
 
     def __len__(self) -> int:
         return len(self._records)
@@ -163,7 +169,7 @@ class _RecordSource:
     def __getitem__(self, i: int) -> dict[str, Any]:
         r = int(self._records[i])
         ex = dict(self._source[r])
-        ex["_record"] = r
+        ex["_record"] = r + self._offset
         return ex
 
 
@@ -183,12 +189,16 @@ def stack_examples(items: Sequence[Mapping[str, np.ndarray]]) -> dict[str, np.nd
 # way): subclassing would import grain with this module, 1-2 s that `avdetect detect`,
 # which needs only WindowMaker, would pay at start-up.
 class _TrainWindow:
-    def __init__(self, maker: WindowMaker, augment: bool):
+    def __init__(self, maker: WindowMaker, augment: bool, group: int | None = None):
         self._maker = maker
         self._augment = augment
+        self._group = group             # the dataset of a mixed source (swap donors)
 
     def __call__(self, element, rng: np.random.Generator):
-        return self._maker.random_window(element, rng, self._augment)
+        out = self._maker.random_window(element, rng, self._augment)
+        if self._group is not None and otf_fakes.SWAP_FLAG in out:
+            out[otf_fakes.GROUP] = np.int32(self._group)
+        return out
 
 
 class _SwapInBatch:
@@ -244,7 +254,11 @@ def _ensure_absl_flags_parsed() -> None:
         flags.FLAGS.mark_as_parsed()
 
 
-def _maker(data_cfg: Any, index: SplitIndex) -> WindowMaker:
+def _maker(data_cfg: Any, index: SplitIndex, method_ids: Mapping[str, int] | None = None,
+           identity_ids: Mapping[str, int] | None = None) -> WindowMaker:
+    """The window maker of a dataset; ``method_ids`` / ``identity_ids`` default to the
+    dataset's own vocabulary (+ the on-the-fly kinds) and identities (a mixed source
+    passes the union's: :mod:`avdetect.data.mix`)."""
     window = int(cfg_get(data_cfg, "window"))
     if window <= 0:
         raise ConfigError(f"config.data.window must be positive, got {window}")
@@ -256,16 +270,19 @@ def _maker(data_cfg: Any, index: SplitIndex) -> WindowMaker:
                           f"config.data.inputs {inputs} has no audio stream "
                           f"({', '.join(otf_fakes.AUDIO_STREAMS)}): the 'fakes' would be "
                           "the real windows relabelled")
+    if method_ids is None:
+        method_ids = {m: i for i, m in enumerate(train_method_names(data_cfg, index))}
+    if identity_ids is None:
+        identity_ids = mix_lib.identity_ids([index.identity])[0]
     return WindowMaker(window=window,
-                       method_ids={m: i for i, m in enumerate(train_method_names(data_cfg,
-                                                                                 index))},
+                       method_ids=method_ids,
                        streams=streams,
                        face_size=cfg_get(data_cfg, "face_size"),
                        aug_ops=tuple(cfg_get(data_cfg, "aug_ops")),
                        aug_crop_min=float(cfg_get(data_cfg, "aug_crop_min")),
                        aug_max_rotate_deg=float(cfg_get(data_cfg, "aug_max_rotate_deg")),
                        otf=otf if otf.active else None,
-                       identity_ids={p: i for i, p in enumerate(sorted(set(index.identity)))})
+                       identity_ids=identity_ids)
 
 
 def _otf_spec(data_cfg: Any) -> otf_fakes.OtfSpec:
@@ -273,10 +290,13 @@ def _otf_spec(data_cfg: Any) -> otf_fakes.OtfSpec:
         "pseudo_fakes", "pf_shift_min", "pf_shift_max", "sync_negatives", "sync_min_shift")})
 
 
-def train_method_names(data_cfg: Any, index: SplitIndex) -> tuple[str, ...]:
+def train_method_names(data_cfg: Any, index: SplitIndex,
+                       mixed: Sequence[tuple[str, Sequence[str]]] = ()) -> tuple[str, ...]:
     """The names of training batches' ``method`` ids: the dataset's vocabulary, then the
-    on-the-fly pseudo-fake kinds (``otf_shift``, ...) when ``pseudo_fakes`` is on."""
-    names = tuple(index.method_names)
+    mixed datasets' (``mixed``: (name, method_names) per ``config.data.mix`` entry,
+    qualified: :func:`avdetect.data.mix.union_vocabulary`), then the on-the-fly
+    pseudo-fake kinds (``otf_shift``, ...) when ``pseudo_fakes`` is on."""
+    names = mix_lib.union_vocabulary(index.method_names, mixed)
     if not _otf_spec(data_cfg).active:
         return names
     clash = sorted(set(names) & set(otf_fakes.method_names()))
@@ -286,10 +306,54 @@ def train_method_names(data_cfg: Any, index: SplitIndex) -> tuple[str, ...]:
     return names + otf_fakes.method_names()
 
 
+def mix_entries(data_cfg: Any) -> tuple[mix_lib.MixEntry, ...]:
+    """The parsed ``config.data.mix`` (:func:`avdetect.data.mix.parse`; () when unset)."""
+    return mix_lib.parse(cfg_get(data_cfg, "mix"), cfg_get(data_cfg, "name"),
+                         cfg_get(data_cfg, "data_dir"))
+
+
+def open_mixed(data_cfg: Any) -> list[tuple[Sequence[Mapping[str, Any]], SplitIndex]]:
+    """The train split (``config.data.train_split``) of every ``config.data.mix`` dataset,
+    as (source, index), in entry order."""
+    split = cfg_get(data_cfg, "train_split")
+    return [metadata.open_split(e.name, e.data_dir, split)[:2] for e in mix_entries(data_cfg)]
+
+
+def _check_same_layout(parts: Sequence[tuple[str, Sequence, np.ndarray]],
+                       makers: Sequence[WindowMaker]) -> None:
+    """Refuse a mix whose datasets' windows differ in keys, shapes or dtypes (Grain's
+    batching would fail later on an array it cannot stack): cut one window of each."""
+    layouts = []
+    for (name, source, records), maker in zip(parts, makers):
+        try:
+            w = maker.cut(_RecordSource(source, records[:1])[0], 0)
+        except (ValueError, KeyError) as e:
+            raise ConfigError(f"config.data.mix: cannot cut a training window of {name}: "
+                              f"{e}") from e
+        layouts.append({k: (np.shape(v), np.asarray(v).dtype) for k, v in w.items()})
+    for (name, _, _), layout in zip(parts[1:], layouts[1:]):
+        if layout != layouts[0]:
+            diff = sorted(k for k in set(layout) | set(layouts[0])
+                          if layout.get(k) != layouts[0].get(k))
+            raise ConfigError(
+                f"config.data.mix: the training windows of {name} differ from those of "
+                f"{parts[0][0]} in {[(k, layout.get(k), layouts[0].get(k)) for k in diff]} "
+                "((shape, dtype) of the mixed dataset, then the primary's): build both with "
+                "the same preprocessing, or set config.data.face_size to resize faces")
+
+
 def build_train_dataset(source: Sequence[Mapping[str, Any]], index: SplitIndex, data_cfg: Any,
                         *, seed: int, process_index: int = 0, process_count: int = 1,
-                        local_batch_size: int | None = None) -> grain.IterDataset:
-    """The training pipeline over an already opened source (see the module docstring)."""
+                        local_batch_size: int | None = None,
+                        mixed: Sequence[tuple[Sequence[Mapping[str, Any]], SplitIndex]] | None
+                        = None) -> grain.IterDataset:
+    """The training pipeline over an already opened source (see the module docstring).
+
+    With ``config.data.mix`` (:mod:`avdetect.data.mix`) the windows of each mixed
+    dataset's train split - ``mixed``, (source, index) per entry, opened here when None -
+    are mixed in by weight (Grain ``MapDataset.mix`` of the per-dataset window streams,
+    before batching), under the union manipulation vocabulary and offset identity and
+    record ids; swap donors stay within a dataset."""
     import grain
 
     bs = _local_batch(data_cfg, process_count, local_batch_size)
@@ -297,23 +361,59 @@ def build_train_dataset(source: Sequence[Mapping[str, Any]], index: SplitIndex, 
         if cfg_get(data_cfg, old):
             raise ConfigError(f"config.data.{old} was renamed config.data.{RENAMED_KEYS[old]} "
                               "('method' there meant the manipulation: README's glossary)")
+    entries = mix_entries(data_cfg)
+    if mixed is None:
+        mixed = open_mixed(data_cfg) if entries else []
+    if len(mixed) != len(entries):
+        raise ConfigError(f"config.data.mix lists {len(entries)} datasets but {len(mixed)} "
+                          "mixed sources were given")
     records = index.select(tuple(cfg_get(data_cfg, "train_include_manipulations")),
                            tuple(cfg_get(data_cfg, "train_exclude_manipulations")),
                            tuple(cfg_get(data_cfg, "train_exclude_sources")))
-    mine = host_records(records, process_index, process_count)
-    if len(mine) == 0:
-        raise ConfigError(f"host {process_index}/{process_count} has no training videos "
-                          f"({len(records)} selected in total)")
+    # (name, source, index, selected records) per dataset, the primary first; the filters
+    # name the primary's manipulations and sources, a mixed dataset is read whole.
+    parts = [(str(cfg_get(data_cfg, "name")), source, index, records)] + [
+        (e.name, s, i, np.arange(len(i))) for e, (s, i) in zip(entries, mixed)]
+    union = train_method_names(data_cfg, index,
+                               [(e.name, i.method_names) for e, (_, i) in zip(entries, mixed)])
+    otf_ids = {m: union.index(m) for m in otf_fakes.method_names() if m in union}
+    identities = mix_lib.identity_ids([i.identity for _, _, i, _ in parts])
+    augment = bool(cfg_get(data_cfg, "augment"))
     seed = int(seed) % 2**32
-    ds = grain.MapDataset.source(_RecordSource(source, mine))
-    # shuffle-then-repeat: a fresh permutation every epoch (epoch e uses seed + e).
-    ds = ds.shuffle(seed=seed).repeat()
-    # Per-element RNG is derived from (seed, element index): windows and augmentations are
-    # a pure function of the position in the stream, hence reproducible and resumable.
-    maker = _maker(data_cfg, index)
-    ds = ds.random_map(_TrainWindow(maker, bool(cfg_get(data_cfg, "augment"))),
-                       seed=(seed + 7919 * process_index) % 2**32)
+    streams, makers, mine_parts, offset = [], [], [], 0
+    for k, (name, src, idx, recs) in enumerate(parts):
+        mine = host_records(recs, process_index, process_count)
+        if len(mine) == 0:
+            raise ConfigError(f"host {process_index}/{process_count} has no training videos of "
+                              f"{name} ({len(recs)} selected in total)")
+        # Dataset 0 keeps the single-dataset seeds (a mix leaves the primary's stream as
+        # it was); the others get their own.
+        seed_k = seed if k == 0 else (seed + 1_000_003 * k) % 2**32
+        maker = _maker(data_cfg, idx,
+                       method_ids={**mix_lib.method_ids(union, name if k else None,
+                                                        idx.method_names), **otf_ids},
+                       identity_ids=identities[k])
+        ds = grain.MapDataset.source(_RecordSource(src, mine, offset))
+        # shuffle-then-repeat: a fresh permutation every epoch (epoch e uses seed + e).
+        ds = ds.shuffle(seed=seed_k).repeat()
+        # Per-element RNG is derived from (seed, element index): windows and augmentations
+        # are a pure function of the position in the stream, hence reproducible and
+        # resumable (a mix's interleaving is one too: the iterator state is one position).
+        group = k if entries and maker.otf is not None and maker.otf.prob("swap") > 0 \
+            else None
+        ds = ds.random_map(_TrainWindow(maker, augment, group),
+                           seed=(seed_k + 7919 * process_index) % 2**32)
+        streams.append(ds)
+        makers.append(maker)
+        mine_parts.append((name, src, mine))
+        offset += len(idx)
+    if entries:
+        _check_same_layout(mine_parts, makers)
+        ds = grain.MapDataset.mix(streams, mix_lib.weights(entries))
+    else:
+        ds = streams[0]
     ds = ds.batch(bs, drop_remainder=True)
+    maker = makers[0]
     if maker.otf is not None and maker.otf.prob("swap") > 0:
         # Swap donors are the batch's other real windows: a per-batch RNG, no state.
         ds = ds.random_map(_SwapInBatch(maker.method_ids[otf_fakes.method_name("swap")]),
@@ -331,8 +431,8 @@ def build_train_dataset(source: Sequence[Mapping[str, Any]], index: SplitIndex, 
 def make_train_iterator(data_cfg: Any, *, seed: int, process_index: int = 0,
                         process_count: int = 1,
                         local_batch_size: int | None = None) -> grain.DatasetIterator:
-    """Endless iterator of training batches for this host; checkpointable via
-    ``get_state()`` / ``set_state()``."""
+    """Endless iterator of training batches for this host (the primary dataset mixed with
+    ``config.data.mix``'s); checkpointable via ``get_state()`` / ``set_state()``."""
     source, index, _ = open_split(data_cfg, cfg_get(data_cfg, "train_split"))
     ds = build_train_dataset(source, index, data_cfg, seed=seed, process_index=process_index,
                              process_count=process_count, local_batch_size=local_batch_size)
