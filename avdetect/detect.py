@@ -22,8 +22,10 @@ shorter than one window (down to ``result.MIN_FRAMES`` = 3 frames) is one padded
 flagged ``too_short``.
 
 Aggregation. Window score = the method's clip score over the window's valid frames;
-video score = the mean of the window scores weighted by their valid frames
-(``evaluation.aggregate_videos``, the evaluator's own rule). Per-frame scores (the
+video score = the mean of the window scores weighted by their valid frames, or, with
+``config.eval.clip_score`` 'sync' / 'combined', the synchrony statistic of the offset
+profile pooled over every window (``evaluation.aggregate_videos`` with
+``evaluation.ClipScore``: the evaluator's own rule). Per-frame scores (the
 timeline) = the method's per-frame scores averaged over the windows covering the frame.
 Verdict: 'fake' when score >= threshold (the threshold of the model's validation report,
 or an explicit override; a default threshold is always named as such).
@@ -263,6 +265,7 @@ def score_video(path: str | os.PathLike, model: LoadedModel, *, batch_size: int 
     t0 = time.perf_counter()
     compile0 = model.compile_seconds
     scores, frame_parts = [], []
+    pooled: dict[str, list] = {k: [] for k in evaluation.POOLED_FIELDS}
     # disable=None: tqdm shows the bar only on a terminal
     bar = tqdm(total=len(windows), desc=os.path.basename(path), unit="window", leave=False,
                disable=None if progress else True)
@@ -270,6 +273,9 @@ def score_video(path: str | os.PathLike, model: LoadedModel, *, batch_size: int 
         out = model.predict(batch)
         scores.extend(out["score"][:n].tolist())
         frame_parts.extend(out["frame_score"][:n])
+        for k in pooled:
+            if k in out:
+                pooled[k].extend(out[k][:n])
         bar.update(n)
     bar.close()
     timer.add("model_compile", model.compile_seconds - compile0)
@@ -277,7 +283,9 @@ def score_video(path: str | os.PathLike, model: LoadedModel, *, batch_size: int 
 
     t0 = time.perf_counter()
     n_valid = np.array([int(w["frame_mask"].sum()) for w in windows])
-    score, frame_scores = aggregate(T, starts, n_valid, scores, frame_parts)
+    score, frame_scores = aggregate(T, starts, n_valid, scores, frame_parts,
+                                    evaluation.ClipScore.from_config(model.config),
+                                    {k: np.asarray(v) for k, v in pooled.items() if v})
     audio = audio_presence(feats)
     face = np.asarray(feats.face_found, bool)
     window_scores = [WindowScore(int(s), int(n), float(sc), float(face[s:s + n].mean()),
@@ -299,15 +307,19 @@ def score_video(path: str | os.PathLike, model: LoadedModel, *, batch_size: int 
 
 
 def aggregate(num_frames: int, starts: Sequence[int], n_valid: np.ndarray,
-              scores: Sequence[float], frame_parts: Sequence[np.ndarray]
-              ) -> tuple[float, np.ndarray]:
+              scores: Sequence[float], frame_parts: Sequence[np.ndarray],
+              clip_score: evaluation.ClipScore | None = None,
+              pooled: Mapping[str, np.ndarray] | None = None) -> tuple[float, np.ndarray]:
     """(video score, float32 [T] per-frame scores) of scored windows: the evaluator's
-    frame-weighted mean of the window scores (``evaluation.aggregate_videos``) and, per
-    frame, the mean of the per-frame scores of the windows covering it."""
+    video score (``evaluation.aggregate_videos`` with the model's ``clip_score`` rule: the
+    frame-weighted mean of the window scores, or the clip-pooled synchrony score from the
+    windows' ``pooled`` sums) and, per frame, the mean of the per-frame scores of the
+    windows covering it."""
     video = evaluation.aggregate_videos({"score": np.asarray(scores, np.float64),
                                          "n_frames": np.asarray(n_valid, np.float64),
                                          "video_id": np.zeros(len(scores), np.int64),
-                                         "label": np.zeros(len(scores), np.int64)})
+                                         "label": np.zeros(len(scores), np.int64),
+                                         **(pooled or {})}, clip_score)
     frame_sum, frame_cnt = np.zeros(num_frames, np.float64), np.zeros(num_frames, np.float64)
     for s, fs, n in zip(starts, frame_parts, n_valid):
         frame_sum[s:s + n] += fs[:n]
@@ -441,7 +453,8 @@ def score_split(model: LoadedModel, split: str, *, data_dir: str | None = None,
         out = model.predict({k: batch[k] for k in keys if k in batch})
         rec = {"score": out["score"], "label": batch["label"], "video_id": batch["video_id"],
                "n_frames": batch["frame_mask"].sum(-1),
-               "valid": batch.get("valid", np.ones(len(batch["label"]), np.int32))}
+               "valid": batch.get("valid", np.ones(len(batch["label"]), np.int32)),
+               **{k: out[k] for k in evaluation.POOLED_FIELDS if k in out}}
         for k in ("category", "method"):
             if k in batch:
                 rec[k] = batch[k]

@@ -38,6 +38,7 @@ Conventions (one place, used everywhere):
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -196,10 +197,14 @@ def _names(values: np.ndarray, vocabulary: Sequence[str] | None) -> np.ndarray:
     return np.array([v.decode() if isinstance(v, bytes) else str(v) for v in values], dtype=object)
 
 
-def aggregate_videos(records: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """One row per video: frame-weighted mean window score, the video's label and its
-    category/method (taken from its first window). Raises if a video's windows disagree
-    on the label (a pipeline bug that would corrupt every number)."""
+def aggregate_videos(records: Mapping[str, np.ndarray], clip_score: "ClipScore | None" = None
+                     ) -> dict[str, np.ndarray]:
+    """One row per video: its score, label and category/method (taken from its first
+    window). The score is the frame-weighted mean window score, or with ``clip_score``
+    (:class:`ClipScore`, kind 'sync' / 'combined') the pooled synchrony score of
+    :func:`clip_scores` - then ``window_score`` and ``sync_stat`` are kept beside it.
+    Raises if a video's windows disagree on the label (a pipeline bug that would corrupt
+    every number)."""
     vid = np.asarray(records["video_id"])
     keys = vid if vid.dtype.kind != "O" else vid.astype(str)
     uniq, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
@@ -222,7 +227,127 @@ def aggregate_videos(records: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]
     for k in ("category", "method"):
         if k in records:
             out[k] = np.asarray(records[k])[first]
+    if clip_score is not None and clip_score.kind != "windows":
+        out["window_score"] = score
+        out["score"], out["sync_stat"] = clip_scores(records, score, clip_score)
     return out
+
+
+# ----------------------------------------------------------------------------------
+# Clip-level synchrony: the offset profile pooled over all windows of a video
+# ----------------------------------------------------------------------------------
+
+# Per-window fields a method may output for clip-level pooling (the baseline's SyncFusion:
+# the offset profile summed over the window's frames, and the frame count per offset).
+POOLED_FIELDS = ("sync_sum", "sync_count")
+
+
+def pool_sync(video_id: Any, sync_sum: Any, sync_count: Any) -> tuple[np.ndarray, np.ndarray]:
+    """(video ids sorted as ``aggregate_videos`` sorts them, [V, 2K+1] clip offset profiles):
+    per video, the sum of its windows' ``sync_sum`` over the sum of their ``sync_count``,
+    i.e. the mean cosine similarity at each offset over every frame of the clip (SyncNet's
+    whole-video averaging), instead of one window's 25 frames."""
+    vid = np.asarray(video_id)
+    keys = vid if vid.dtype.kind != "O" else vid.astype(str)
+    uniq, inverse = np.unique(keys, return_inverse=True)
+    ssum = np.asarray(sync_sum, np.float64)
+    scount = np.asarray(sync_count, np.float64)
+    if ssum.ndim != 2 or ssum.shape != scount.shape or len(ssum) != len(vid):
+        raise ValueError(f"sync_sum {ssum.shape} / sync_count {scount.shape} must both be "
+                         f"[windows={len(vid)}, offsets]")
+    tot = np.zeros((len(uniq), ssum.shape[1]))
+    cnt = np.zeros_like(tot)
+    np.add.at(tot, inverse, ssum)
+    np.add.at(cnt, inverse, scount)
+    return uniq, tot / np.maximum(cnt, 1.0)
+
+
+def sync_statistics(profiles: Any, temperature: float = 0.1) -> dict[str, np.ndarray]:
+    """Clip-level synchrony statistics of [V, 2K+1] offset profiles (offset 0 at index K),
+    each oriented so that a higher value means *less* in sync (more likely fake):
+
+    * ``neg_sim0``: minus the similarity at offset 0;
+    * ``neg_margin``: the best other offset's similarity minus offset 0's (positive when
+      the peak is elsewhere - shifted audio - or when the profile is flat - swapped);
+    * ``neg_logp0``: minus the log softmax probability of offset 0 at ``temperature``
+      (the sync loss's own view);
+    * ``neg_conf0``: the median over offsets minus offset 0's similarity (SyncNet's
+      confidence, median minus best distance, read at offset 0);
+    * ``abs_argmax``: |offset of the profile's maximum| in frames.
+    """
+    p = np.asarray(profiles, np.float64)
+    k = p.shape[1] // 2
+    others = np.delete(p, k, axis=1)
+    z = p / temperature
+    z = z - z.max(1, keepdims=True)
+    logp0 = z[:, k] - np.log(np.exp(z).sum(1))
+    med = np.median(p, axis=1)
+    return {"neg_sim0": -p[:, k], "neg_margin": others.max(1) - p[:, k],
+            "neg_logp0": -logp0, "neg_conf0": med - p[:, k],
+            "abs_argmax": np.abs(np.argmax(p, 1) - k).astype(np.float64)}
+
+
+SYNC_STATS = ("neg_sim0", "neg_margin", "neg_logp0", "neg_conf0", "abs_argmax")
+CLIP_SCORE_KINDS = ("windows", "sync", "combined")
+
+
+@dataclasses.dataclass(frozen=True)
+class ClipScore:
+    """How a video's score is made from its windows (``config.eval.clip_score`` and
+    friends; :meth:`from_config`):
+
+    * ``'windows'``: the frame-weighted mean of the window scores (the default);
+    * ``'sync'``: the clip-level synchrony statistic ``stat`` of
+      :func:`sync_statistics` on the clip's pooled offset profile;
+    * ``'combined'``: ``weights[0] * window mean + weights[1] * stat + weights[2]`` (a
+      logistic combination fitted on training clips; the weights travel in the config,
+      so exported model files score the same way).
+    """
+
+    kind: str = "windows"
+    stat: str = "neg_sim0"
+    temperature: float = 0.1
+    weights: tuple[float, float, float] = (1.0, 1.0, 0.0)
+
+    def __post_init__(self):
+        if self.kind not in CLIP_SCORE_KINDS:
+            raise ValueError(f"eval.clip_score={self.kind!r}: expected one of {CLIP_SCORE_KINDS}")
+        if self.stat not in SYNC_STATS:
+            raise ValueError(f"eval.clip_sync_stat={self.stat!r}: expected one of {SYNC_STATS}")
+        if len(self.weights) != 3:
+            raise ValueError(f"eval.clip_weights={self.weights!r}: expected 3 numbers "
+                             "(window mean, sync statistic, bias)")
+
+    @classmethod
+    def from_config(cls, config: Any) -> "ClipScore":
+        """From ``config.eval`` (keys clip_score, clip_sync_stat, clip_weights) and the
+        sync loss's temperature ``config.loss.sync_temperature``; absent keys = defaults."""
+        ev = config.get("eval", None)
+        ev = {} if ev is None else ev
+        loss = config.get("loss", None)
+        loss = {} if loss is None else loss
+        return cls(kind=str(ev.get("clip_score", "windows")),
+                   stat=str(ev.get("clip_sync_stat", "neg_sim0")),
+                   temperature=float(loss.get("sync_temperature", 0.1)),
+                   weights=tuple(float(w) for w in ev.get("clip_weights", (1.0, 1.0, 0.0))))
+
+
+def clip_scores(records: Mapping[str, np.ndarray], window_mean: np.ndarray, spec: ClipScore
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """(video scores, the sync statistic) per video, videos sorted as
+    :func:`aggregate_videos` sorts them (``window_mean``: their mean window scores) - the
+    one rule the evaluator and ``avdetect detect`` share for ``spec.kind`` 'sync' /
+    'combined'."""
+    missing = [k for k in POOLED_FIELDS if k not in records]
+    if missing:
+        raise ValueError(f"eval.clip_score={spec.kind!r} needs the windows' {missing}: only a "
+                         "method with model.fusion.kind='sync' outputs them")
+    _, profiles = pool_sync(records["video_id"], records["sync_sum"], records["sync_count"])
+    stat = sync_statistics(profiles, spec.temperature)[spec.stat]
+    if spec.kind == "sync":
+        return stat, stat
+    w_win, w_sync, bias = spec.weights
+    return w_win * np.asarray(window_mean, np.float64) + w_sync * stat + bias, stat
 
 
 # ----------------------------------------------------------------------------------
@@ -257,10 +382,10 @@ def view_records(records: Mapping[str, np.ndarray], trimmed: bool = False
 
 
 def _levels(records: Mapping[str, np.ndarray], threshold: float,
-            category_names: Sequence[str] | None, method_names: Sequence[str] | None
-            ) -> tuple[dict[str, Any], dict[str, Any]]:
+            category_names: Sequence[str] | None, method_names: Sequence[str] | None,
+            clip_score: ClipScore | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
     """(window section, video section) of a report from one view's records."""
-    videos = aggregate_videos(records)
+    videos = aggregate_videos(records, clip_score)
     window = {"overall": binary_metrics(records["label"], records["score"], threshold)}
     video: dict[str, Any] = {"overall": binary_metrics(videos["label"], videos["score"], threshold)}
     if "category" in videos:
@@ -298,42 +423,51 @@ def silence_summary(records: Mapping[str, np.ndarray]) -> dict[str, Any]:
 
 def evaluate_records(records: Mapping[str, np.ndarray], *, threshold: float, threshold_source: str,
                      split: str = "test", category_names: Sequence[str] | None = contract.CATEGORIES,
-                     method_names: Sequence[str] | None = None) -> dict[str, Any]:
+                     method_names: Sequence[str] | None = None,
+                     clip_score: ClipScore | None = None) -> dict[str, Any]:
     """The full report of one split from its valid window records (with a ``trimmed``
-    view and a ``silence`` summary when the records carry ``view``; module docstring)."""
+    view and a ``silence`` summary when the records carry ``view``; module docstring).
+    ``clip_score``: how videos are scored (:class:`ClipScore`; None = window mean)."""
     if len(records["score"]) == 0:
         raise ValueError(f"split {split!r}: no valid examples to evaluate")
     as_is = view_records(records)
     if len(as_is["score"]) == 0:
         raise ValueError(f"split {split!r}: no as-is windows to evaluate")
-    window, video = _levels(as_is, threshold, category_names, method_names)
+    window, video = _levels(as_is, threshold, category_names, method_names, clip_score)
     report: dict[str, Any] = {
         "split": split,
         "threshold": {"value": float(threshold), "source": threshold_source},
         "window": window,
         "video": video,
-        "videos": _video_rows(as_is),
+        "videos": _video_rows(as_is, clip_score),
     }
     trimmed = view_records(records, trimmed=True)
     if trimmed is not None:
-        t_window, t_video = _levels(trimmed, threshold, category_names, method_names)
+        t_window, t_video = _levels(trimmed, threshold, category_names, method_names, clip_score)
         report["trimmed"] = {"window": t_window, "video": t_video}
         report["silence"] = silence_summary(as_is)
     return report
 
 
-def _video_rows(records: Mapping[str, np.ndarray]) -> dict[str, list]:
-    """The report's ``videos`` section: per-video id, score and label (JSON lists)."""
-    videos = aggregate_videos(records)
+def _video_rows(records: Mapping[str, np.ndarray], clip_score: ClipScore | None = None
+                ) -> dict[str, list]:
+    """The report's ``videos`` section: per-video id, score and label (JSON lists; with a
+    pooled clip score also each video's ``window_score`` and ``sync_stat``)."""
+    videos = aggregate_videos(records, clip_score)
     ids = [v.item() if hasattr(v, "item") else v for v in videos["video_id"]]
     ids = [v.decode() if isinstance(v, bytes) else v for v in ids]   # int record or name
-    return {"video_id": ids, "score": [float(x) for x in videos["score"]],
+    rows = {"video_id": ids, "score": [float(x) for x in videos["score"]],
             "label": [int(x) for x in videos["label"]]}
+    for k in ("window_score", "sync_stat"):
+        if k in videos:
+            rows[k] = [float(x) for x in videos[k]]
+    return rows
 
 
-def video_threshold(records: Mapping[str, np.ndarray], rule: str = "eer") -> float:
+def video_threshold(records: Mapping[str, np.ndarray], rule: str = "eer",
+                    clip_score: ClipScore | None = None) -> float:
     """The decision threshold chosen on one split's video-level (as-is) scores."""
-    videos = aggregate_videos(view_records(records))
+    videos = aggregate_videos(view_records(records), clip_score)
     return choose_threshold(videos["label"], videos["score"], rule)
 
 

@@ -3,7 +3,9 @@ records from every process, and turn them into reports.
 
 The validation split (``config.data.val_split``) chooses the decision threshold
 (``config.eval.threshold``: 'eer' or 'max_bacc' on video scores); the eval split
-(``config.data.eval_split``) is scored at that threshold. The metrics and the report
+(``config.data.eval_split``) is scored at that threshold. Video scores are made from the
+windows by ``config.eval.clip_score`` (:class:`avdetect.evaluation.ClipScore`: the mean
+window score, or the clip-pooled synchrony score), the rule ``avdetect detect`` applies. The metrics and the report
 format are :mod:`avdetect.evaluation`'s.
 """
 
@@ -75,24 +77,25 @@ def evaluate_state(steps: Steps, state: State, config: ml_collections.ConfigDict
     rule = eval_cfg.get("threshold", "eer")
     fixed = float(eval_cfg.get("fixed_threshold", 0.5))
     cats, methods = label_vocabularies(config)
+    clip = evaluation.ClipScore.from_config(config)   # how windows become a video score
     test_split, val_split = config.data.eval_split, config.data.get("val_split", None)
     reports = {}
     threshold, source = fixed, "fixed (config.eval.fixed_threshold; no validation split)"
     if val_split and val_split != test_split:
         val = predict_split(steps, state, config, val_split, max_batches)
         try:
-            threshold = evaluation.video_threshold(val, rule)
+            threshold = evaluation.video_threshold(val, rule, clip)
             source = f"chosen on split '{val_split}' video scores by rule '{rule}'"
         except ValueError as e:   # one class only in the validation split
             logging.warning("threshold: %s; using the fixed threshold %s", e, fixed)
             source = f"fixed (validation split '{val_split}' unusable: {e})"
         reports[val_split] = evaluation.evaluate_records(val, threshold=threshold, threshold_source=source,
                                                          split=val_split, category_names=cats,
-                                                         method_names=methods)
+                                                         method_names=methods, clip_score=clip)
     test = predict_split(steps, state, config, test_split, max_batches)
     reports[test_split] = evaluation.evaluate_records(test, threshold=threshold, threshold_source=source,
                                                       split=test_split, category_names=cats,
-                                                      method_names=methods)
+                                                      method_names=methods, clip_score=clip)
     return reports
 
 

@@ -38,7 +38,7 @@ from jax import export as jax_export
 import ml_collections
 import numpy as np
 
-from avdetect import contract, msgpack_file
+from avdetect import contract, evaluation, msgpack_file
 # orbax (behind avdetect.checkpointing) is imported only where a workdir is read: scoring
 # an exported file should not pay for it at start-up.
 from avdetect.errors import CheckpointError
@@ -128,8 +128,11 @@ class LoadedModel:
 
         def predict(variables, batch):
             out = self.method.predict(variables, batch)
+            # + the per-window fields a clip pools (evaluation.POOLED_FIELDS), if any
             return {"frame_score": out["frame_score"].astype(np.float32),   # [B, T]
-                    "score": out["score"].astype(np.float32)}               # [B]
+                    "score": out["score"].astype(np.float32),               # [B]
+                    **{k: out[k].astype(np.float32) for k in evaluation.POOLED_FIELDS
+                       if k in out}}
         self._jit_predict = jax.jit(predict)
 
     # ---- shapes the method reads ----

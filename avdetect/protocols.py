@@ -226,7 +226,8 @@ def evaluate_tests(config: ml_collections.ConfigDict, workdir: str, tests: Seque
         records = predict_split(steps, state, cfg, split, desc=f"eval {t}")
         cats, methods = label_vocabularies(cfg)
         rep = evaluation.evaluate_records(records, threshold=threshold, threshold_source=source,
-                                          split=split, category_names=cats, method_names=methods)
+                                          split=split, category_names=cats, method_names=methods,
+                                          clip_score=evaluation.ClipScore.from_config(cfg))
         rep["dataset"] = name
         rep["checkpoint"] = {"directory": directory, "step": step}
         if jax.process_index() == 0:

@@ -19,7 +19,7 @@ import numpy as np
 import optax
 from clu import metrics as clu_metrics
 
-from avdetect import optim, sharding
+from avdetect import evaluation, optim, sharding
 from avdetect.errors import ConfigError
 
 State = dict[str, Any]
@@ -161,7 +161,9 @@ class Steps:
             n_frames = batch["frame_mask"].astype(jnp.float32).sum(-1)
         else:
             n_frames = jnp.ones_like(score)
-        res = {"score": score, "n_frames": n_frames}
+        res = {"score": score, "n_frames": n_frames,
+               # per-window sums a clip pools (config.eval.clip_score), when the method has them
+               **{k: out[k] for k in evaluation.POOLED_FIELDS if k in out}}
         for k in ("label", "valid", "video_id", "window_start", "category", "method",
                   *EVAL_VIEW_FIELDS):
             if k in batch:

@@ -157,6 +157,14 @@ def base_config(method: str, arg: ml_collections.ConfigDict, *, inputs: tuple[st
     # trimmed (a second, cheap set of eval windows; avdetect/evaluation.py): FakeAVCeleb-
     # style fakes start with silence and separate on that alone.
     c.eval.trim_silence = True
+    # How a video's score is made from its windows (avdetect/evaluation.py ClipScore; the
+    # evaluator and `avdetect detect` share it): 'windows' = frame-weighted mean of window
+    # scores; 'sync' / 'combined' (SyncFusion models only) = the offset profile pooled over
+    # the whole clip, its statistic clip_sync_stat, alone or as
+    # clip_weights[0] * window mean + clip_weights[1] * statistic + clip_weights[2].
+    c.eval.clip_score = "windows"
+    c.eval.clip_sync_stat = "neg_sim0"
+    c.eval.clip_weights = (1.0, 1.0, 0.0)
 
     c.mesh = [("data", -1), ("model", 1)]
     c.sharding_strategy = [(".*", "replicate")]

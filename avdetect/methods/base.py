@@ -312,7 +312,13 @@ class TwoStreamMethod:
         frame, score = clip_scores(out["logits"], mask, self.quirks)
         prob = jax.nn.softmax(out["logits"], axis=-1)[..., 1]
         return dict(frame_score=frame, score=score, logits=out["logits"],
-                    prob=jnp.sum(prob * mask, 1) / jnp.maximum(jnp.sum(mask, 1), 1.0))
+                    prob=jnp.sum(prob * mask, 1) / jnp.maximum(jnp.sum(mask, 1), 1.0),
+                    **self.aux_outputs(out, mask))
+
+    def aux_outputs(self, out: dict, mask: jax.Array) -> dict[str, jax.Array]:
+        """Extra per-window outputs of ``predict`` that the evaluator and ``avdetect
+        detect`` pool over a whole clip (the baseline's synchrony profile sums); none here."""
+        return {}
 
     def loss_terms(self, out, batch, mask):  # pragma: no cover - abstract
         raise NotImplementedError

@@ -10,6 +10,7 @@ and adds its offset-contrastive loss on real windows, ``w_sync * L_sync``
 
 from __future__ import annotations
 
+import jax.numpy as jnp
 import ml_collections
 
 from avdetect import losses
@@ -36,6 +37,16 @@ class Baseline(TwoStreamMethod):
             raise ConfigError(f"model.fusion.kind={kind!r}: expected concat or sync")
         module, self.pretrained = build_two_stream(config, fusion, None)
         super().__init__(config, module)
+
+    def aux_outputs(self, out, mask):
+        """With SyncFusion: the window's offset profile summed over its valid frames,
+        ``sync_sum`` [B, 2K+1], and how many frames each offset summed, ``sync_count``
+        [B, 2K+1] - sums, not means, so a clip's windows pool exactly
+        (:func:`avdetect.evaluation.pool_sync`)."""
+        if "sync" not in out:
+            return {}
+        return dict(sync_sum=jnp.sum(out["sync"] * out["sync_valid"], axis=1),
+                    sync_count=jnp.sum(out["sync_valid"], axis=1))
 
     def loss_terms(self, out, batch, mask):
         terms = {"detect": losses.frame_cross_entropy(out["logits"], batch["label"], mask)}
