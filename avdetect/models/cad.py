@@ -13,6 +13,17 @@ per modality a shared SimSiam projector + predictor embeds the specific stream a
 fused stream of the same modality (the SimSiam pair).
 Classifier over both paths: [fa; fv; sa; sv] -> Dense(d) -> ``cls_layers`` pre-LN
 self-attention blocks over time -> LN -> Dense(2) per frame.
+
+Alignment evidence (``max_offset`` K > 0): the classifier also reads what the alignment
+path measured - per frame the cosine similarity of the visual frame with the audio frames
+t-K..t+K in the alignment space (``align_a``, ``align_v``; S[t, t] is the centre entry),
+the window's mean of that offset profile and its validity, as SyncFusion does
+(:func:`avdetect.models.fusion.offset_similarity`), behind a stop-gradient: the alignment
+space is trained by the KL alignment loss, not bent by the detection loss; a direct
+Dense from the mean profile to the logits gives the evidence a low-capacity path.
+Without it the classifier sees the alignment only through the cross-attention outputs,
+which a detection loss on a few dozen identities never taught to report asynchrony
+(METHODS.md 2).
 """
 
 from __future__ import annotations
@@ -21,6 +32,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from avdetect.models.fusion import offset_similarity
 from avdetect.models.layers import PreLNBlock
 
 Array = jax.Array
@@ -42,10 +54,28 @@ class SimSiamHeads(nn.Module):
         return z, nn.Dense(self.proj_dim, name="pred2")(p)
 
 
+def alignment_evidence(align_a: Array, align_v: Array, mask: Array, max_offset: int
+                       ) -> tuple[Array, Array]:
+    """The alignment path's per-frame evidence for the classifier: ([B, T, 3 (2K+1)]
+    features, [B, T, 2K+1] offset similarities). Features per frame t: the cosines
+    cos(v_t, a_{t+j-K}) for j = 0..2K (0 where out of the window or padded), the window's
+    mean of each over its valid frames (broadcast to every frame) and the validity
+    mask; all behind a stop-gradient."""
+    def unit(x):
+        return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), 1e-6)
+
+    sims, valid = offset_similarity(unit(align_a), unit(align_v), mask, max_offset)
+    sims = jax.lax.stop_gradient(sims)
+    count = jnp.maximum(valid.sum(1, keepdims=True), 1.0)
+    profile = jnp.broadcast_to(sims.sum(1, keepdims=True) / count, sims.shape)
+    return jnp.concatenate([sims, profile, valid], -1), sims
+
+
 class CADHead(nn.Module):
     """Alignment + distillation + classifier head; returns a dict of [B, T, .] arrays:
     ``align_a``, ``align_v`` (d), ``fused_a``, ``fused_v`` (d), ``spec_a``, ``spec_v`` (d),
-    SimSiam ``z_*``/``p_*`` for ``spec_a, fused_a, spec_v, fused_v``, and ``logits`` (2)."""
+    SimSiam ``z_*``/``p_*`` for ``spec_a, fused_a, spec_v, fused_v``, ``logits`` (2), and
+    with ``max_offset`` > 0 ``sync`` (2K+1, the offset similarities the classifier read)."""
 
     dim: int = 256
     heads: int = 8
@@ -55,6 +85,7 @@ class CADHead(nn.Module):
     proj_dim: int = 256
     pred_hidden: int = 64
     num_classes: int = 2
+    max_offset: int = 0     # K of the alignment evidence the classifier reads; 0 = none
 
     @nn.compact
     def __call__(self, a0: Array, v0: Array, a1: Array, v1: Array,
@@ -75,10 +106,19 @@ class CADHead(nn.Module):
         for key, heads, x in (("spec_a", heads_a, sa), ("fused_a", heads_a, fa),
                               ("spec_v", heads_v, sv), ("fused_v", heads_v, fv)):
             out["z_" + key], out["p_" + key] = heads(x)
-        h = nn.Dense(self.dim, name="cls_in")(jnp.concatenate([fa, fv, sa, sv], axis=-1))
+        streams = [fa, fv, sa, sv]
+        if self.max_offset > 0:
+            m = jnp.ones(a0.shape[:2], al_a.dtype) if mask is None else mask.astype(al_a.dtype)
+            evidence, out["sync"] = alignment_evidence(al_a, al_v, m, self.max_offset)
+            streams.append(evidence)
+        h = nn.Dense(self.dim, name="cls_in")(jnp.concatenate(streams, axis=-1))
         for i in range(self.cls_layers):
             h = PreLNBlock(self.dim, self.heads, dropout=self.dropout, name=f"cls{i}")(
                 h, mask, train=train)
-        out["logits"] = nn.Dense(self.num_classes, name="classifier")(
-            nn.LayerNorm(name="cls_ln")(h))
+        logits = nn.Dense(self.num_classes, name="classifier")(nn.LayerNorm(name="cls_ln")(h))
+        if self.max_offset > 0:
+            k = 2 * self.max_offset + 1   # the window's mean profile, straight to the logits
+            logits = logits + nn.Dense(self.num_classes, name="profile_classifier")(
+                evidence[..., k:2 * k])
+        out["logits"] = logits
         return out
