@@ -3,7 +3,7 @@ separate shifted / swapped / re-voiced audio from real better than the mean of w
 scores? (Issue 12; METHODS.md section 8.)
 
     python -m avdetect.bench.clip_sync --workdir W [--data_dir D] [--splits train,validation,test]
-                                       [--out W/clip_sync]
+                                       [--out W/clip_sync] [--stat neg_sim0] [--window T]
 
 For a trained SyncFusion model (``configs/baseline.py:...,real``) it scores every window of
 each split (as-is and silence-trimmed views), pools each clip's windows
@@ -12,7 +12,9 @@ the current clip score (frame-weighted mean of window scores) and of each clip-l
 statistic (:func:`avdetect.evaluation.sync_statistics`), overall and per manipulation
 (all reals of the split + that manipulation's fakes). Per-clip values go to
 ``OUT/<split>.npz`` (``score``, ``label``, ``method``, ``profile``; ``t_*`` the trimmed
-view) for fitting a combination on train clips.
+view). With the train split scored it also fits the 'combined' clip score on the training
+clips (:func:`zsum_weights`), prints its config overrides and a window mean / sync
+statistic / combined AUC table per split and view.
 """
 
 from __future__ import annotations
@@ -82,18 +84,44 @@ def auc_rows(clips: dict[str, np.ndarray], columns: list[str]) -> list[tuple[str
     return rows
 
 
+def zsum_weights(train: dict[str, np.ndarray], stat: str) -> tuple[float, float, float]:
+    """``eval.clip_weights`` of the 'combined' score fitted on training clips: the window
+    mean and the sync statistic, each standardised by the mean and standard deviation of
+    the training split's *real* clips, summed with equal weight (two numbers fitted per
+    feature; a logistic fit on training clips leans on the window score, which the
+    classifier has overfitted there)."""
+    real = train["label"] == 0
+    (m0, s0), (m1, s1) = [(float(train[k][real].mean()), float(train[k][real].std()) or 1.0)
+                          for k in ("score", stat)]
+    return 1.0 / s0, 1.0 / s1, -(m0 / s0 + m1 / s1)
+
+
+def summary_rows(clips: dict[str, np.ndarray], stat: str, weights) -> list:
+    """(group, #real, #fake, AUC window mean, AUC sync statistic, AUC combined)."""
+    combined = weights[0] * clips["score"] + weights[1] * clips[stat] + weights[2]
+    return auc_rows({**clips, "combined": combined}, ["score", stat, "combined"])
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--workdir", required=True)
     ap.add_argument("--data_dir", default=None)
     ap.add_argument("--splits", default="validation,test")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--stat", default="neg_sim0", choices=evaluation.SYNC_STATS,
+                    help="the statistic of the combined score (fitted when train is scored)")
+    ap.add_argument("--window", type=int, default=None,
+                    help="score with windows of this many frames instead of the trained one")
     args = ap.parse_args(argv)
     model = load_model(args.workdir)
+    if args.window:
+        with model.config.unlocked():
+            model.config.data.window = args.window
     temp = float(model.config.loss.get("sync_temperature", 0.1))
     out_dir = args.out or os.path.join(args.workdir, "clip_sync")
     os.makedirs(out_dir, exist_ok=True)
     cols = ["score", *evaluation.SYNC_STATS]
+    tables = {}
     for split in args.splits.split(","):
         rec = score_windows(model, split, args.data_dir)
         saved = {}
@@ -108,6 +136,21 @@ def main(argv=None) -> int:
             for name, nr, nf, aucs in auc_rows(clips, cols):
                 print(f"| {name} | {nr} | {nf} | " + " | ".join(f"{a:.3f}" for a in aucs) + " |")
         np.savez(os.path.join(out_dir, f"{split}.npz"), **saved)
+        tables[split] = saved
+    if "train" in tables:
+        stat = args.stat
+        t = tables["train"]
+        w = zsum_weights({"label": t["label"], "score": t["score"], stat: t[stat]}, stat)
+        print(f"\n## combined score fitted on train clips ({stat}): "
+              f"--config.eval.clip_score=combined --config.eval.clip_sync_stat={stat} "
+              f"--config.eval.clip_weights='({w[0]:.6g}, {w[1]:.6g}, {w[2]:.6g})'")
+        for split, saved in tables.items():
+            for view, prefix in (("as-is", ""), ("trimmed", "t_")):
+                clips = {k[len(prefix):]: v for k, v in saved.items() if k.startswith(prefix)
+                         and (prefix or not k.startswith("t_"))}
+                print(f"\n### {split} ({view}): window mean | {stat} | combined")
+                for name, nr, nf, aucs in summary_rows(clips, stat, w):
+                    print(f"| {name} | {nr} | {nf} | " + " | ".join(f"{a:.3f}" for a in aucs) + " |")
     return 0
 
 
