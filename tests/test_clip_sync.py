@@ -217,3 +217,15 @@ def test_detect_scores_a_fixture_clip_by_the_same_rule(sync_workdir, realav_clip
     assert res.score == pytest.approx(_reference_videos(records, 0.1)[0], rel=1e-4, abs=1e-5)
     assert [x.score for x in res.windows] == pytest.approx(records["score"].tolist(), rel=1e-4,
                                                            abs=1e-5)
+
+
+def test_bench_combined_weights_standardise_by_train_reals():
+    from avdetect.bench import clip_sync
+    rng = np.random.default_rng(3)
+    train = {"label": np.r_[np.zeros(6), np.ones(9)].astype(int),
+             "score": rng.normal(2, 3, 15), "neg_sim0": rng.normal(-0.4, 0.05, 15)}
+    w = clip_sync.zsum_weights(train, "neg_sim0")
+    real = train["label"] == 0
+    z = [(train[k] - train[k][real].mean()) / train[k][real].std() for k in ("score", "neg_sim0")]
+    np.testing.assert_allclose(w[0] * train["score"] + w[1] * train["neg_sim0"] + w[2], z[0] + z[1],
+                               rtol=1e-10, atol=1e-10)

@@ -9,8 +9,8 @@ For a trained SyncFusion model (``configs/baseline.py:...,real``) it scores ever
 each split (as-is and silence-trimmed views), pools each clip's windows
 (:func:`avdetect.evaluation.pool_sync`) and prints, per split and view, the video AUC of
 the current clip score (frame-weighted mean of window scores) and of each clip-level sync
-statistic (:func:`avdetect.evaluation.sync_statistics`), overall and per manipulation
-(all reals of the split + that manipulation's fakes). Per-clip values go to
+statistic (:func:`avdetect.evaluation.sync_statistics`), overall, on all generated
+(non-pseudo) fakes at once and per manipulation (all reals of the split + those fakes). Per-clip values go to
 ``OUT/<split>.npz`` (``score``, ``label``, ``method``, ``profile``; ``t_*`` the trimmed
 view). With the train split scored it also fits the 'combined' clip score on the training
 clips (:func:`zsum_weights`), prints its config overrides and a window mean / sync
@@ -76,6 +76,9 @@ def auc_rows(clips: dict[str, np.ndarray], columns: list[str]) -> list[tuple[str
     """(group, #real, #fake, [AUC per column]) overall and per manipulation."""
     y, meth = clips["label"], clips["method"]
     groups = [("overall", np.ones(len(y), bool))]
+    generated = (y == 1) & ~np.char.startswith(meth.astype(str), "pf_")
+    if generated.any():   # every generated (not pseudo-) fake of the split at once
+        groups.append(("generated (all)", (y == 0) | generated))
     groups += [(m, (y == 0) | (meth == m)) for m in sorted(set(meth[y == 1].tolist()))]
     rows = []
     for name, keep in groups:
