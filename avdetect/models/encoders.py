@@ -99,6 +99,8 @@ register_audio_encoder("seresnet", _seresnet)
 register_audio_encoder("whisper_like", lambda model_cfg, kw: (WhisperLikeAudio(**kw), None))
 register_visual_encoder("mouth_resnet", lambda model_cfg, kw: (MouthEncoder(**kw), None))
 register_visual_encoder("face_vit", lambda model_cfg, kw: (FaceViT(**kw), None))
+# 'lips': the frozen MediaPipe face mesh read at its landmark head (its 20 lip points,
+# precomputed at preprocessing: the 'lips' stream) + a small trained temporal encoder.
 register_visual_encoder("lips", lambda model_cfg, kw: (LipEncoder(**kw), None))
 # Pretrained (frozen by default): the factory defers reading weight files to the loader.
 register_audio_encoder("whisper", whisper.encoder_factory)
