@@ -132,3 +132,35 @@ def test_a_moving_mouth_in_a_fixed_crop_reads_as_almost_no_motion():
     got = landmark_bench.image_motion(np.stack(crops), keep, keep)
     assert got["step_upper"] < 0.02 and got["drift_upper"] < 0.02
     assert got["step"] < 0.3 and got["drift"] < 0.3
+
+
+def test_one_euro_without_speed_term_is_a_first_order_low_pass():
+    """beta = 0: the cutoff is fixed, so the filter is y_t = y_t-1 + a (x_t - y_t-1) with
+    a = 1 / (1 + fps / (2 pi fc)) -- scipy.signal.lfilter's IIR with y_0 = x_0."""
+    from scipy.signal import lfilter
+    rng = np.random.default_rng(5)
+    x = np.cumsum(rng.normal(0, 1, (200, 3)), axis=0)
+    got = landmark_bench.one_euro(x, fc_min=2.0, beta=0.0)
+    a = 1 / (1 + contract.VIDEO_FPS / (2 * np.pi * 2.0))
+    want = np.stack([lfilter([a], [1, a - 1], c[1:], zi=[(1 - a) * c[0]])[0] for c in x.T], 1)
+    np.testing.assert_allclose(got[1:], want, rtol=1e-10, atol=1e-10)
+    np.testing.assert_array_equal(got[0], x[0])
+    # With a speed term, a fast ramp is followed more closely (less lag) than without.
+    ramp = np.arange(100.0)[:, None] * 3
+    lag = lambda y: float(np.mean(ramp[50:] - y[50:]))
+    assert lag(landmark_bench.one_euro(ramp, beta=0.5)) < lag(landmark_bench.one_euro(ramp, beta=0))
+
+
+def test_filter_variants_include_the_pipeline_placement(realav_clips):
+    """``filtered_placements['ma5']`` is ``aligned`` (the pipeline's placement, itself tested
+    equal to preprocess_video in test_landmarks.py); every variant places every frame."""
+    frames = list(decode.iter_frames(realav_clips[0]))[:30]
+    found, points, table, _ = landmark_bench.new_stage(frames)
+    variants = landmark_bench.filtered_placements(table, found, points)
+    assert tuple(variants) == landmark_bench.FILTERS
+    for (m, c), (m2, c2) in zip(variants["ma5"], landmark_bench.aligned(table, found)):
+        np.testing.assert_array_equal(m, m2)
+        np.testing.assert_array_equal(c, c2)
+    for name, placed in variants.items():
+        assert len(placed) == 30 and all(np.isfinite(m).all() and np.isfinite(c).all()
+                                         for m, c in placed), name

@@ -7,6 +7,7 @@ the per-frame cost.
     python -m avdetect.bench.landmark_bench --dlib [--every K] FILES_OR_DIRS...
     python -m avdetect.bench.landmark_bench --tight DIR FILES...   # tight face crops first
     python -m avdetect.bench.landmark_bench --cost FILE   # CPU ms: one mesh call, one frame
+    python -m avdetect.bench.landmark_bench --filters FILES...   # other temporal filters
 
 Per clip (every frame decoded once, both stages run on the same frames):
 
@@ -51,6 +52,10 @@ Writes ``DIR/landmark_rates.csv`` (one row per clip) and prints the distribution
 square spanning 95% of the face mesh's brow-to-chin height on the first frame, scaled to
 160x160, so the face fills the frame as in several generators' outputs) and measures
 those instead.
+
+``--filters`` measures the new crop only, placed with other temporal filters of the
+alignment points and lip centre (``filtered_placements``), by the image measure, and
+writes ``DIR/landmark_filters.csv``.
 
 ``--dlib`` measures the alternative that was not picked, dlib's HOG frontal face detector
 + 68-point shape predictor (``dlib-bin`` + ``face-recognition-models``, not project
@@ -153,8 +158,14 @@ def aligned(table: np.ndarray, found: np.ndarray,
         windows[:ns] = [stable_window] * ns
     if centre_window:
         windows[-2:] = [centre_window] * 2
+    return placed_from_rows(landmarks.smooth_track(table, found, windows), lp)
+
+
+def placed_from_rows(rows: np.ndarray, lp: landmarks.LandmarkParams = landmarks.LandmarkParams()
+                     ) -> list:
+    """Per frame (source -> reference matrix, lip centre in reference px) of final rows."""
     out = []
-    for row in landmarks.smooth_track(table, found, windows):
+    for row in rows:
         stable, _, c = pipeline.split_row(row, lp)
         m = align.to_reference(stable)
         out.append((m, align.apply(m, c)))
@@ -329,6 +340,82 @@ def decompose(found: np.ndarray, points: dict, table: np.ndarray, boxes: np.ndar
     return out
 
 
+# ------------------------------------------- other temporal filters of the new crop (--filters)
+FILTERS = ("ma5", "ma3", "ma7", "ma9", "sg9", "sg15", "euro", "head25")
+
+
+def one_euro(x: np.ndarray, fc_min: float = 1.0, beta: float = 0.05, fc_d: float = 1.0,
+             fps: float = contract.VIDEO_FPS) -> np.ndarray:
+    """Causal one-euro filter (Casiez et al., CHI 2012) of each column of ``x`` [T, D]: a
+    first-order low-pass whose cutoff rises with the (low-passed) speed, ``fc_min + beta *
+    |dx/dt|`` Hz, so still heads are smoothed hard and moving ones followed with less lag."""
+    def alpha(fc):
+        return 1.0 / (1.0 + fps / (2 * np.pi * fc))
+    y = np.empty_like(x, dtype=np.float64)
+    y[0] = x[0]
+    dx = np.zeros(x.shape[1])
+    for t in range(1, len(x)):
+        dx = dx + alpha(fc_d) * ((x[t] - y[t - 1]) * fps - dx)
+        y[t] = y[t - 1] + alpha(fc_min + beta * np.abs(dx)) * (x[t] - y[t - 1])
+    return y
+
+
+def filtered_placements(table: np.ndarray, found: np.ndarray, points: dict,
+                        lp: landmarks.LandmarkParams = landmarks.LandmarkParams()) -> dict:
+    """{name: per-frame (matrix, lip centre)} of the new crop with other temporal filters of
+    the alignment points and the lip centre (the lip shape is not part of the placement):
+    ``ma5`` the pipeline's centred 5-frame mean (``aligned``), ``ma3`` / ``ma7`` / ``ma9``
+    other windows, ``sg9`` / ``sg15`` Savitzky-Golay (order 2: follows motion with less
+    flattening), ``euro`` a causal one-euro filter (``one_euro`` defaults), ``head25`` the
+    ma5 alignment with the lip centre averaged over 25 frames in the head-locked reference
+    frame (the crop nearly rigid with the head)."""
+    from scipy.signal import savgol_filter
+    out = {f"ma{w}": aligned(table, found, lp, stable_window=w, centre_window=w)
+           for w in (3, 7, 9)}
+    out["ma5"] = aligned(table, found, lp)
+    filled = landmarks.smooth_track(table, found, 1)          # interpolated, not smoothed
+    cols = list(range(2 * len(lp.stable_points))) + [filled.shape[1] - 2, filled.shape[1] - 1]
+    for name, f in (("sg9", lambda v: savgol_filter(v, 9, 2, axis=0, mode="interp")),
+                    ("sg15", lambda v: savgol_filter(v, 15, 2, axis=0, mode="interp")),
+                    ("euro", one_euro)):
+        rows = filled.copy()
+        rows[:, cols] = f(filled[:, cols]) if len(rows) >= 15 else filled[:, cols]
+        out[name] = placed_from_rows(rows, lp)
+    mats = np.asarray([m for m, _ in out["ma5"]])
+    centre = landmarks.smooth_track(head_locked(mats, np.nan_to_num(points["lipc"])), found, 25)
+    out["head25"] = [(m, c) for (m, _), c in zip(out["ma5"], centre)]
+    return {k: out[k] for k in FILTERS}
+
+
+def measure_filters(path: pathlib.Path) -> dict:
+    """Per clip: ``image_motion`` of the new crop under each of ``filtered_placements``
+    (frames with landmarks), as columns ``{filter}_{measure}``."""
+    frames = list(decode.iter_frames(path))
+    found, points, table, _ = new_stage(frames)
+    if found.sum() < 3:
+        raise ValueError(f"{path}: {int(found.sum())} frames with a face, at least 3 needed")
+    placed = filtered_placements(table, found, points)
+    closed = closed_mouth(found, points, np.asarray([m for m, _ in placed["ma5"]]))
+    row = {"file": path.name}
+    for name, p in placed.items():
+        row.update({f"{name}_{k}": v
+                    for k, v in image_motion(new_crops(frames, p), found, closed).items()})
+    return row
+
+
+def summarise_filters(rows: list[dict]) -> str:
+    out = [f"new crop under other filters, {len(rows)} clips: median over clips (median of the "
+           f"per-clip ratio to ma5)"]
+    for k in ("step", "step_upper", "step_closed", "drift", "drift_upper"):
+        base = np.array([r[f"ma5_{k}"] for r in rows])
+        cells = []
+        for name in FILTERS:
+            v = np.array([r[f"{name}_{k}"] for r in rows])
+            cells.append(f"{name} {np.nanmedian(v):.3f} ({np.nanmedian(v / base):.2f})")
+        out.append(f"{k}: " + ", ".join(cells))
+    return "\n".join(out)
+
+
 def measure(path: pathlib.Path, image: bool = True) -> dict:
     frames = list(decode.iter_frames(path))
     old_found, old_boxes, old_s = old_stage(frames)
@@ -494,6 +581,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--every", type=int, default=5, help="--dlib: every K-th frame")
     ap.add_argument("--tight", metavar="DIR", help="measure tight face crops written here")
     ap.add_argument("--cost", action="store_true", help="CPU ms per mesh call and per frame")
+    ap.add_argument("--filters", action="store_true",
+                    help="the image measure of the new crop under other temporal filters")
     ap.add_argument("--no-image", action="store_true",
                     help="skip the image measure of crop motion (8 registrations per frame)")
     args = ap.parse_args(argv)
@@ -526,17 +615,17 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for p in tqdm(files, desc="clips", unit="clip"):
         try:
-            rows.append(measure(p, image=not args.no_image))
+            rows.append(measure_filters(p) if args.filters else measure(p, image=not args.no_image))
         except Exception as e:  # noqa: BLE001 - report the clip and go on
             tqdm.write(f"{p}: {type(e).__name__}: {e}")
     os.makedirs(args.out, exist_ok=True)
-    out = os.path.join(args.out, "landmark_rates.csv")
+    out = os.path.join(args.out, "landmark_filters.csv" if args.filters else "landmark_rates.csv")
     keys = sorted({k for r in rows for k in r}, key=lambda k: (k != "file", k))
     with open(out, "w", newline="") as f:
         w = csv.DictWriter(f, keys)
         w.writeheader()
         w.writerows(rows)
-    print(summarise(rows))
+    print(summarise_filters(rows) if args.filters else summarise(rows))
     print(f"per-clip rows: {out}")
     return 0
 
