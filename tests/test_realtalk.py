@@ -306,6 +306,13 @@ def test_rerender_moves_the_lips_to_the_donors_speech(examples):
         # (GRID sentences share a silence-speech-silence shape, so the source's envelope
         # correlates too, less)
         assert to_donor > 0.8 and to_donor > to_source, (to_donor, to_source)
+        # the mouth width follows the donor's own lips (the energy drive has none), and
+        # the points jitter like landmarks (second difference over time not zero)
+        def width(lips):
+            return np.hypot(*(lips[:T, 0].astype(np.float64) - lips[:T, 6]).T)
+        assert np.corrcoef(width(ex["lips"]), width(donor["lips"]))[0, 1] > 0.5
+        second = ex["lips"][1:-1].astype(np.float64) - 0.5 * (ex["lips"][:-2] + ex["lips"][2:])
+        assert 0.05 < np.median(np.abs(second)) * 256 < 2.0
         # the pixels moved with the lips: the mouth crops' darkness (the painted opening)
         # follows the new opening
         mouth = decode_frames(list(ex["mouth"]), color=False).astype(np.float64)

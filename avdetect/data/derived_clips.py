@@ -99,6 +99,8 @@ def derive_arrays(task: ClipTask, spec: PreprocessSpec, source_file: str,
                   else "")
     out = pf.apply(kind, d["params"], clip,
                    donor_audio=None if donor is None else donor["audio"],
+                   donor_lips=(donor["lips"] if donor is not None and "lips" in donor
+                               and bool(donor.get("has_lips", True)) else None),
                    transcript=transcript, min_frames=int(d.get("min_frames", 1)),
                    path=task.path)
     enc = spec.encoding

@@ -320,11 +320,13 @@ def blend_face_mouth(face: np.ndarray, lips: np.ndarray, seg: np.ndarray, other:
 
 
 def rerender(clip: Mapping[str, np.ndarray], donor_audio: np.ndarray, gain: float,
-             rng: np.random.Generator) -> dict[str, np.ndarray]:
+             rng: np.random.Generator, donor_lips: np.ndarray | None = None
+             ) -> dict[str, np.ndarray]:
     """The clip (its own audio) with its mouth re-rendered to the donor's speech
     (:mod:`avdetect.data.rerender`): the donor's energy-envelope drive, opening times
-    ``gain``; both streams cut to the shorter of clip and donor."""
-    from avdetect.data.rerender import rerender_mouth
+    ``gain``, lip width from the donor's lips when given; both streams cut to the
+    shorter of clip and donor."""
+    from avdetect.data.rerender import donor_width, rerender_mouth
     from datasets.synthetic_av.visemes import envelope_articulation
 
     missing = [k for k in ("mouth", "face", "lips") if k not in clip]
@@ -338,7 +340,8 @@ def rerender(clip: Mapping[str, np.ndarray], donor_audio: np.ndarray, gain: floa
     drive = envelope_articulation(donor_audio[:length * SPF], length)
     out["mouth"], out["face"], out["lips"] = rerender_mouth(
         np.asarray(out["mouth"]), np.asarray(out["face"]), np.asarray(out["lips"]),
-        np.asarray(out["face_found"]), drive.open, drive.width, drive.round, gain, rng)
+        np.asarray(out["face_found"]), drive.open, donor_width(donor_lips, length),
+        drive.round, gain, rng)
     out["mouth_src"] = np.full(length, -1, np.int64)
     out["face_src"] = np.full(length, -1, np.int64)
     return out
@@ -360,7 +363,8 @@ def _frames_of(frac: float, t: int) -> int:
 
 
 def apply(kind: str, params: Mapping[str, Any], clip: Mapping[str, np.ndarray], *,
-          donor_audio: np.ndarray | None = None, transcript: str = "",
+          donor_audio: np.ndarray | None = None, donor_lips: np.ndarray | None = None,
+          transcript: str = "",
           min_frames: int = 25, path: str = "") -> dict[str, np.ndarray]:
     """Make pseudo-fake ``kind`` of ``clip`` with the planned ``params``. Raises
     :class:`PseudoFakeSkipped` (reported, not fatal) when this clip cannot give it."""
@@ -393,7 +397,7 @@ def apply(kind: str, params: Mapping[str, Any], clip: Mapping[str, np.ndarray], 
         elif kind == "pf_rerender":
             if donor_audio is None:
                 raise ValueError("pf_rerender needs the donor's audio")
-            out = rerender(clip, donor_audio, float(params["gain"]), rng)
+            out = rerender(clip, donor_audio, float(params["gain"]), rng, donor_lips)
         else:
             raise ValueError(f"unknown pseudo-fake kind {kind!r}")
     except PseudoFakeSkipped:

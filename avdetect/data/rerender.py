@@ -18,8 +18,12 @@ How, per clip (all in the aligned crops the cache stores, never on the video):
    mouth crop (a shift: 1 mouth px = 1 reference px).
 3. **Drive**: :func:`datasets.synthetic_av.visemes.envelope_articulation` of the DONOR's
    audio (the talking-head drive of the synthetic benchmark: opening from the speech
-   energy envelope), its opening times a gain drawn per clip. Both streams are cut to the
-   shorter of clip and donor (as ``pf_swap``; nothing is padded).
+   energy envelope), its opening times a gain drawn per clip. That drive keeps the lips'
+   width fixed, and a real mouth's width moves with speech (the lip stream's width varies
+   by 3.4 % on realtalk's train reals, 0 with a fixed width: a free cue), so the width
+   follows the donor's own lips (:func:`donor_width`) when the donor has lip points.
+   Both streams are cut to the shorter of clip and donor (as ``pf_swap``; nothing is
+   padded).
 4. **Pixels**: every frame is :func:`datasets.synthetic_av.render.render_face` of the rest
    frame's crop with that frame's mouth state (jaw warp + painted opening), with a little
    sensor noise (:func:`~datasets.synthetic_av.render.sensor_noise`), pasted into the
@@ -34,7 +38,8 @@ How, per clip (all in the aligned crops the cache stores, never on the video):
    (``UPPER_LIP_LIFT`` x drop) and the lower-lip points lowered by 0.92 x drop (where
    :func:`~datasets.synthetic_av.render.opening` puts the lower edge of the opening),
    both times ``sqrt(1 - (dx / half width)^2)`` -- the opening ellipse's profile -- so the
-   corners stay put. No landmark noise is added (the lip shape is the rest frame's).
+   corners stay put. Plus landmark noise (``LIP_NOISE_PX``), since real lip points
+   jitter from frame to frame and rendered ones would not.
 """
 
 from __future__ import annotations
@@ -56,6 +61,13 @@ LOWER = (7, 8, 9, 10, 11, 17, 18, 19)           # outer 321 314 17 84 91, inner 
 INNER_GAP = (14, 18)                            # mesh 13 (upper), 14 (lower)
 NOISE_SIGMA = 1.0                               # sensor noise on rendered pixels (levels)
 MASK_PX = (0.5, 2.5)           # warp displacement (px) where the render starts / takes over
+# Landmark noise on the driven lip points, reference px (Gaussian per point and frame):
+# on realtalk's 37 train reals the lips' median |second difference over time| is 0.375
+# ref px, which white noise of sigma s gives at 0.83 s (s ~ 0.45; speech adds to it, so
+# a little less). Reproduce: python -m avdetect.data.rerender realtalk/face112 --data_dir D
+# --splits train (its 'lip motion' lines).
+LIP_NOISE_PX = 0.4
+WIDTH_RANGE = (0.85, 1.15)     # donor width scale limits (a bad landmark frame stays sane)
 
 
 def lip_opening(lips: np.ndarray) -> np.ndarray:
@@ -149,6 +161,23 @@ def _colours(face: np.ndarray, lips_px: np.ndarray, geometry) -> tuple[np.ndarra
     return lip_c.astype(np.float32), skin_c.astype(np.float32)
 
 
+def donor_width(donor_lips: np.ndarray | None, num_frames: int) -> np.ndarray:
+    """The renderer's ``width`` drive (float32 [T] in [0, 1]) from a donor's lip points
+    [Td >= T, 20, 2]: its mouth width per frame over its median width, mapped through
+    :func:`datasets.synthetic_av.render.mouth_state`'s ``width_scale = 1 + 0.3 (width -
+    0.5)`` (no rounding); neutral (0.5) without usable donor lips."""
+    neutral = np.full(num_frames, 0.5, np.float32)
+    if donor_lips is None or len(donor_lips) < num_frames:
+        return neutral
+    lips = np.asarray(donor_lips[:num_frames], np.float64)
+    w = np.linalg.norm(lips[:, CORNERS[0]] - lips[:, CORNERS[1]], axis=-1)
+    ok = w > 0
+    if ok.sum() < 2:
+        return neutral
+    scale = np.clip(np.where(ok, w / np.median(w[ok]), 1.0), *WIDTH_RANGE)
+    return np.clip(0.5 + (scale - 1.0) / 0.3, 0.0, 1.0).astype(np.float32)
+
+
 def rerender_mouth(mouth: np.ndarray, face: np.ndarray, lips: np.ndarray,
                    face_found: np.ndarray, drive_open: np.ndarray, drive_width: np.ndarray,
                    drive_round: np.ndarray, gain: float, rng: np.random.Generator
@@ -183,7 +212,8 @@ def rerender_mouth(mouth: np.ndarray, face: np.ndarray, lips: np.ndarray,
         args = (float(drive_open[t]), float(drive_width[t]), float(drive_round[t]))
         st_face = render.mouth_state(*args, g_face, gain)
         st_ref = render.mouth_state(*args, g_ref, gain)     # = the mouth crop's pixels
-        out_lips[t] = driven_lips(lips[rest], g_ref, st_ref)
+        out_lips[t] = driven_lips(lips[rest], g_ref, st_ref) + rng.normal(
+            0.0, LIP_NOISE_PX / align.REF_SIZE, size=out_lips[t].shape)
         img = render.sensor_noise(render.render_face(base_face, st_face, 0.0), rng,
                                   NOISE_SIGMA)
         out_face[t] = np.clip(m_face * img + (1 - m_face) * face[t] + 0.5, 0, 255)
@@ -196,3 +226,91 @@ def rerender_mouth(mouth: np.ndarray, face: np.ndarray, lips: np.ndarray,
         gray = render.sensor_noise(gray, rng, NOISE_SIGMA)
         out_mouth[t] = np.clip(m_mouth * gray + (1 - m_mouth) * mouth[t] + 0.5, 0, 255)
     return out_mouth, out_face, out_lips
+
+
+# ---------------------------------------------------------------------------------------
+# Check of a built dataset
+# ---------------------------------------------------------------------------------------
+
+def _energy_db(audio: np.ndarray, num_frames: int) -> np.ndarray:
+    f = np.asarray(audio[:num_frames * contract.SAMPLES_PER_FRAME], np.float64)
+    f = f.reshape(num_frames, contract.SAMPLES_PER_FRAME)
+    return 10 * np.log10(np.mean(f * f, axis=1) + 1.0)
+
+
+def lip_motion(lips: np.ndarray) -> tuple[float, float]:
+    """(median |second difference over time| of the lip points in reference px -- landmark
+    jitter plus fast motion --, std of the mouth width over its mean)."""
+    lips = np.asarray(lips, np.float64)
+    second = lips[1:-1] - 0.5 * (lips[:-2] + lips[2:])
+    w = np.linalg.norm(lips[:, CORNERS[0]] - lips[:, CORNERS[1]], axis=-1)
+    return (float(np.median(np.abs(second)) * align.REF_SIZE),
+            float(np.std(w / max(w.mean(), 1e-9))))
+
+
+def follow_table(data_dir: str, name: str, splits) -> dict:
+    """Per pf_rerender clip of a build: the correlation of its lip opening with the
+    donor's speech energy (dB per frame) and with its own audio's, and the same for the
+    source real's own lips and audio: the lips must follow the donor. Also the median
+    :func:`lip_motion` of the reals and of the pf_rerender clips."""
+    import json
+    import tensorflow_datasets as tfds
+
+    rows = []
+    motion: dict[str, list] = {"real": [], "pf_rerender": []}
+    for split in splits:
+        ds = tfds.data_source(name, split=split, data_dir=data_dir)
+        exs = {ds[i]["video_id"].decode(): ds[i] for i in range(len(ds))}
+        for ex in exs.values():
+            method = ex["method"].decode()
+            if method in motion and bool(ex["has_lips"]):
+                motion[method].append(lip_motion(ex["lips"]))
+            if method != "pf_rerender":
+                continue
+            a = json.loads(ex["attributes"].decode())
+            src, donor = exs[a["pf_source"]], exs[a["pf_donor"]]
+            T = int(ex["num_frames"])
+            op = lip_opening(ex["lips"])
+            rows.append((np.corrcoef(op, _energy_db(donor["audio"], T))[0, 1],
+                         np.corrcoef(op, _energy_db(src["audio"], T))[0, 1],
+                         np.corrcoef(lip_opening(src["lips"][:T]),
+                                     _energy_db(src["audio"], T))[0, 1]))
+    r = np.array(rows).reshape(-1, 3)
+    if not len(r):
+        return {"clips": 0}
+    med = {m: np.median(np.array(v).reshape(-1, 2), axis=0) for m, v in motion.items()}
+    return {"clips": len(r), "motion": {m: (len(motion[m]), *med[m]) for m in med},
+            "to_donor": float(np.median(r[:, 0])),
+            "to_own_audio": float(np.median(r[:, 1])),
+            "source_to_own_audio": float(np.median(r[:, 2])),
+            "donor_wins": float(np.mean(r[:, 0] > r[:, 1]))}
+
+
+def main(argv=None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m avdetect.data.rerender",
+        description="Do the re-rendered lips follow the donor's speech? Median correlations "
+                    "over the pf_rerender clips of a built dataset.")
+    parser.add_argument("dataset", help="NAME/CONFIG, e.g. realtalk/face112")
+    parser.add_argument("--data_dir", required=True)
+    parser.add_argument("--splits", default="train,validation,test")
+    args = parser.parse_args(argv)
+    t = follow_table(args.data_dir, args.dataset, args.splits.split(","))
+    if not t["clips"]:
+        print(f"no pf_rerender clip in {args.dataset} under {args.data_dir}")
+        return 1
+    print(f"pf_rerender clips: {t['clips']}; median correlation of the lip opening with the "
+          f"donor's speech energy {t['to_donor']:.2f}, with the clip's own audio "
+          f"{t['to_own_audio']:.2f} (the source real's lips with its audio: "
+          f"{t['source_to_own_audio']:.2f}); donor above own audio in "
+          f"{100 * t['donor_wins']:.0f}% of clips")
+    for m, (n, jitter, width) in t["motion"].items():
+        print(f"lip motion, {m} ({n} clips): median |second difference| {jitter:.3f} "
+              f"reference px, mouth width std / mean {width:.4f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
