@@ -57,7 +57,8 @@ def test_register_recovers_known_subpixel_shifts():
 def test_register_on_a_real_aligned_mouth_crop(realav_clips):
     """A fixture frame cut by the aligned-crop path (``align.mouth_crop``) with its mouth
     centre moved by known sub-pixel amounts: the content moves the opposite way, and
-    ``register`` recovers it within 0.05 px; the top ``UPPER_ROWS`` band too."""
+    ``register`` recovers it within 0.05 px (the uint8 crops' own rounding leaves ~0.03),
+    on the whole crop and on its top ``UPPER_ROWS`` band."""
     frame = next(iter(decode.iter_frames(realav_clips[0])))
     pts, _ = landmarks.LandmarkTracker().update(frame)
     assert pts is not None
@@ -70,7 +71,7 @@ def test_register_on_a_real_aligned_mouth_crop(realav_clips):
         img = align.mouth_crop(gray, m, c - np.array(d))
         assert np.linalg.norm(landmark_bench.register(ref, img) - d) < 0.05
         band = slice(0, landmark_bench.UPPER_ROWS)
-        assert np.linalg.norm(landmark_bench.register(ref[band], img[band]) - d) < 0.1
+        assert np.linalg.norm(landmark_bench.register(ref[band], img[band]) - d) < 0.05
 
 
 def test_register_fails_cleanly_on_a_flat_image():
