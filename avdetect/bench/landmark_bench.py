@@ -478,6 +478,14 @@ def summarise(rows: list[dict]) -> str:
             out.append(f"image {k} (px of the 88 crop, {int(ok.sum())} clips; median [quartiles]"
                        f"): old {quartiles(o[ok])}, new {quartiles(n[ok])}; new/old per clip "
                        f"{quartiles(r)}, {int((r <= 0.5).sum())} clips <= 0.5")
+    if len(img) >= 3:
+        from scipy.stats import spearmanr
+        noise = [x["lip_noise"] for x in img]
+
+        def rho(k):
+            return spearmanr(noise, [x[f"img_new_{k}"] for x in img], nan_policy="omit")[0]
+        out.append("across clips, Spearman rho of the landmark noise (lip_noise) with the new "
+                   f"crop's image step: step {rho('step'):.2f}, step_upper {rho('step_upper'):.2f}")
     if img:
         fail = np.array([[x["img_old_fail"], x["img_new_fail"]] for x in img])
         out.append(f"image registrations failed: old {fail[:, 0].mean():.4f}, new "
