@@ -259,7 +259,10 @@ def image_motion(crops: np.ndarray, keep: np.ndarray, closed: np.ndarray) -> dic
     * ``drift``: RMS distance from its mean of each kept frame's position against the
       clip's median crop (per-pixel median of the kept frames);
     * ``_upper``: the same on the top ``UPPER_ROWS`` rows only (nose base, philtrum);
-    * ``fail``: the share of registrations that failed (left out)."""
+    * ``fail``: the share of registrations that failed (left out).
+
+    The step is a median, not an RMS: a few frames where the fit locks onto changed content
+    (a blink of the lips' shape, motion blur, a cut) would otherwise set the figure."""
     if keep.sum() < 3:
         raise ValueError(f"image_motion: {int(keep.sum())} frames to measure, at least 3 needed")
     out, fails, tries = {}, 0, 0
