@@ -262,7 +262,7 @@ def image_motion(crops: np.ndarray, keep: np.ndarray, closed: np.ndarray) -> dic
     * ``fail``: the share of registrations that failed (left out).
 
     The step is a median, not an RMS: a few frames where the fit locks onto changed content
-    (a blink of the lips' shape, motion blur, a cut) would otherwise set the figure."""
+    (a sudden lip opening, motion blur, a cut) would otherwise set the figure."""
     if keep.sum() < 3:
         raise ValueError(f"image_motion: {int(keep.sum())} frames to measure, at least 3 needed")
     out, fails, tries = {}, 0, 0
