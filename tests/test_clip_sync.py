@@ -217,6 +217,15 @@ def test_detect_scores_a_fixture_clip_by_the_same_rule(sync_workdir, realav_clip
     assert res.score == pytest.approx(_reference_videos(records, 0.1)[0], rel=1e-4, abs=1e-5)
     assert [x.score for x in res.windows] == pytest.approx(records["score"].tolist(), rel=1e-4,
                                                            abs=1e-5)
+    # an exported file carries the rule and its weights (config) and the pooled outputs
+    # (its pre-traced predict): it scores the clip the same way
+    from avdetect import export
+    path = export.export_model(str(sync_workdir), str(sync_workdir.parent / "sync.msgpack"))
+    exported = load_model(path)
+    assert exported.config.eval.clip_score == "combined"
+    again = detect.score_video(clip, exported, batch_size=4)
+    assert set(exported.compile_paths.values()) == {"exported"}
+    assert again.score == pytest.approx(res.score, rel=1e-5, abs=1e-5)
 
 
 def test_bench_combined_weights_standardise_by_train_reals():
