@@ -12,7 +12,10 @@ Conventions (one place, used everywhere):
 * Video level: the eval pipeline cuts every video into windows; a video's score is the
   mean of its windows' scores weighted by each window's number of valid frames (so a
   padded final window counts for what it holds); padding examples (``valid == 0``)
-  are dropped first.
+  are dropped first. With ``config.eval.clip_score`` 'sync' / 'combined'
+  (:class:`ClipScore`) a SyncFusion model's per-window offset-profile sums are pooled over
+  the whole video instead (:func:`pool_sync`, :func:`sync_statistics`), alone or combined
+  with the window mean; ``avdetect detect`` applies the same rule.
 * Threshold: chosen on the *validation* split's video-level scores, never on the split
   being reported. ``'eer'`` (default) takes the ROC point closest to FPR == FNR;
   ``'max_bacc'`` the point maximising balanced accuracy. Without a validation split a
