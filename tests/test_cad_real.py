@@ -229,3 +229,23 @@ def test_real_config_trains_end_to_end(run):
     scores = run["method"].predict({"params": state["params"], **state["model_state"]},
                                    run["local"])
     assert scores["score"].shape == (BATCH,) and np.all(np.isfinite(scores["score"]))
+
+
+def test_real_config_exports_and_scores_a_clip_from_its_lip_points(realav_clips, tmp_path):
+    """avdetect detect on the real config: the exported file scores a fixture clip (the
+    'lips' stream computed by detect's own preprocessing), the same as the live model."""
+    from avdetect import detect, export, inference
+    from avdetect.bench import common as bench_common
+
+    try:
+        W.default_tiny_en_dir()
+    except WeightFileError as e:
+        pytest.skip(f"Whisper tiny.en weights unavailable: {e}")
+    model = bench_common.random_model("cad:tiny,real")
+    assert model.config.data.inputs[0] == "lips"
+    model.variables = model.method.load_pretrained(model.variables)
+    live = detect.score_video(realav_clips[0], model)
+    path = export.export_model(model, str(tmp_path / "cad_real.msgpack"))
+    got = detect.score_video(realav_clips[0], inference.load_model(path))
+    assert np.isfinite(got.score) and len(got.frame_scores) > 0
+    assert got.score == pytest.approx(live.score, abs=1e-6)
