@@ -10,7 +10,8 @@
 * ``torch``: the torch reference student (:mod:`avdetect.bench.torch_ref`), one thread,
   forward / backward of a train step.
 * ``ops``: single jitted ops on the trunk's shapes: 3x3 convolutions per stage (forward,
-  input gradient, weight gradient), the 7x7 stem conv, max-pool (XLA's and
+  input gradient, weight gradient: XLA's and :func:`avdetect.models.layers.
+  conv_chunked_wgrad`'s over chunks of frames), the 7x7 stem conv, max-pool (XLA's and
   :func:`avdetect.models.layers.max_pool_slices`), BN + ReLU.
 
 Each figure is the minimum process CPU time of ``--repeats`` calls after one warm-up.
@@ -103,7 +104,8 @@ def profile_ops(repeats: int) -> None:
     import jax
     import jax.numpy as jnp
 
-    from avdetect.models.layers import max_pool_slices
+    from avdetect.models.layers import conv_chunked_wgrad, max_pool_slices
+    from avdetect.models.visual import WGRAD_CHUNK
 
     key = jax.random.key(0)
     for n, h, c, co, s, k in [(200, 28, 64, 64, 1, 3), (200, 14, 128, 128, 1, 3),
@@ -116,13 +118,20 @@ def profile_ops(repeats: int) -> None:
             return jax.lax.conv_general_dilated(x, w, (s, s), ((k // 2,) * 2,) * 2,
                                                 dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
+        def chunked(x, w, s=s, k=k):
+            return conv_chunked_wgrad(x, w, (s, s), ((k // 2,) * 2,) * 2,
+                                      dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                      chunk=WGRAD_CHUNK)
+
         g = jnp.ones_like(conv(x, w))
         dx = jax.jit(lambda x, w, g, conv=conv: jax.vjp(lambda a: conv(a, w), x)[1](g)[0])
         dw = jax.jit(lambda x, w, g, conv=conv: jax.vjp(lambda b: conv(x, b), w)[1](g)[0])
+        dwc = jax.jit(lambda x, w, g, f=chunked: jax.vjp(lambda b: f(x, b), w)[1](g)[0])
         print(f"ops: conv {k}x{k} {c}->{co} on {n}x{h}x{h}: forward "
               f"{cpu_min(jax.jit(conv), x, w, repeats=repeats):.3f} CPU s, input grad "
               f"{cpu_min(dx, x, w, g, repeats=repeats):.3f}, weight grad "
-              f"{cpu_min(dw, x, w, g, repeats=repeats):.3f}", flush=True)
+              f"{cpu_min(dw, x, w, g, repeats=repeats):.3f}, weight grad over chunks of "
+              f"{WGRAD_CHUNK} frames {cpu_min(dwc, x, w, g, repeats=repeats):.3f}", flush=True)
     z = jax.random.normal(key, (200, 56, 56, 64))
     pools = {"nn.max_pool": lambda z: nn.max_pool(z, (3, 3), (2, 2), padding=((1, 1), (1, 1))),
              "max_pool_slices": lambda z: max_pool_slices(z, 3, 2, 1)}

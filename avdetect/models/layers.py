@@ -10,6 +10,7 @@ PyTorch's BatchNorm ``momentum`` m weights the *new* batch statistic; flax's wei
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Callable
 
@@ -248,3 +249,48 @@ def max_pool_slices(x: Array, window: int, stride: int, pad: int) -> Array:
                                (1, stride, stride, 1))
             out = sl if out is None else jnp.maximum(out, sl)
     return out
+
+
+# XLA:CPU computes a convolution's weight gradient over all B*T frames of the visual trunk
+# about 3x slower than its forward pass (3x3 conv 64->64 on 200x28x28: 0.28 vs 0.09 CPU s,
+# `python -m avdetect.bench.step_profile --part ops`); summed over chunks of a few dozen
+# frames (smaller problems, whose operands stay in cache) the same gradient costs about
+# half, and the whole train step ~1 CPU s less (BENCHMARKS.md, "peer", speed attempts).
+
+def conv_chunked_wgrad(lhs: Array, rhs: Array, window_strides, padding, lhs_dilation=None,
+                       rhs_dilation=None, dimension_numbers=None, feature_group_count=1,
+                       precision=None, *, chunk: int = 25) -> Array:
+    """``jax.lax.conv_general_dilated`` (same arguments, so ``nn.Conv`` takes it as its
+    ``conv_general_dilated``) whose kernel gradient is summed over chunks of ``chunk``
+    rows of the batch axis (the first axis of ``lhs``'s layout). Same values and same
+    input gradient; the kernel gradient differs only by float32 summation order."""
+    padding = padding if isinstance(padding, str) else tuple(map(tuple, padding))
+    conv = functools.partial(jax.lax.conv_general_dilated, window_strides=window_strides,
+                             padding=padding, lhs_dilation=lhs_dilation,
+                             rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
+                             feature_group_count=feature_group_count, precision=precision)
+    dn = jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
+    x_axis, g_axis = dn.lhs_spec[0], dn.out_spec[0]      # the batch axis of input / output
+
+    @jax.custom_vjp
+    def f(x, w):
+        return conv(x, w)
+
+    def fwd(x, w):
+        return conv(x, w), (x, w)
+
+    def bwd(res, g):
+        x, w = res
+        dx = jax.vjp(lambda a: conv(a, w), x)[1](g)[0]
+        dw = None
+        n = x.shape[x_axis]
+        for start in range(0, n, chunk):
+            stop = min(start + chunk, n)
+            xs = jax.lax.slice_in_dim(x, start, stop, axis=x_axis)
+            gs = jax.lax.slice_in_dim(g, start, stop, axis=g_axis)
+            part = jax.vjp(lambda k, xs=xs: conv(xs, k), w)[1](gs)[0]
+            dw = part if dw is None else dw + part
+        return dx, dw
+
+    f.defvjp(fwd, bwd)
+    return f(lhs, rhs)

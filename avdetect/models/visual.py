@@ -13,14 +13,16 @@ Every encoder is a linen module called as ``module(inputs, train, mask=None) -> 
 
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from avdetect.models.layers import (GlobalLayerNorm, PReLU, PreLNBlock, max_pool_slices,
-                                    to_float_image, torch_bn, zero_padding)
+from avdetect.models.layers import (GlobalLayerNorm, PReLU, PreLNBlock, conv_chunked_wgrad,
+                                    max_pool_slices, to_float_image, torch_bn,
+                                    zero_padding)
 
 Array = jax.Array
 
@@ -32,6 +34,12 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 # The reference front end's BatchNorms use PyTorch momentum 0.01, eps 1e-3.
 _FRONT_BN = dict(momentum=0.01, eps=1e-3)
+
+# The per-frame convolutions of the front end (stem and trunk) compute their kernel
+# gradient over chunks of this many frames (of the B*T): same function, faster on CPU
+# (layers.conv_chunked_wgrad; BENCHMARKS.md "peer").
+WGRAD_CHUNK = 25
+_frame_conv = functools.partial(conv_chunked_wgrad, chunk=WGRAD_CHUNK)
 
 
 class ResNetStage(nn.Module):
@@ -51,11 +59,12 @@ class ResNetStage(nn.Module):
     @nn.compact
     def __call__(self, x: Array, train: bool) -> Array:
         conv = lambda f, s, name: nn.Conv(f, (3, 3), (s, s), padding=((1, 1), (1, 1)),  # noqa: E731
-                                          use_bias=False, name=name)
+                                          use_bias=False, name=name,
+                                          conv_general_dilated=_frame_conv)
         y, skip = x, x
         if self.stride != 1 or x.shape[-1] != self.features:
             skip = nn.Conv(self.features, (1, 1), (self.stride, self.stride), use_bias=False,
-                           name="downsample")(x)
+                           name="downsample", conv_general_dilated=_frame_conv)(x)
         for i in range(self.blocks):
             stride = self.stride if i == 0 else 1
             h = conv(self.features, stride, f"conv1_{i}")(y)
@@ -93,7 +102,7 @@ class MouthFrontend(nn.Module):
         kernel = self.param("stem_conv", nn.initializers.lecun_normal(),
                             (kt, 7, 7, 1, self.stem_width))              # [kt,7,7,1,C]
         if self.stem == "per_frame":
-            y = jax.lax.conv_general_dilated(
+            y = _frame_conv(
                 x.reshape(b * t, h, w, 1), kernel[kt // 2], (2, 2), ((3, 3), (3, 3)),
                 dimension_numbers=("NHWC", "HWIO", "NHWC"))               # [BT,H/2,W/2,C]
         elif self.stem == "3d":
