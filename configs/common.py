@@ -111,6 +111,15 @@ def base_config(method: str, arg: ml_collections.ConfigDict, *, inputs: tuple[st
     c.data.pseudo_fakes = ml_collections.ConfigDict({"shift": 0.0, "swap": 0.0, "reverse": 0.0})
     c.data.pf_shift_min = 2
     c.data.pf_shift_max = 12
+    # Training-time augmentation of the lip points and of the raw waveform, one draw per
+    # window, applied after the on-the-fly pseudo-fake (avdetect/data/stream_augment.py;
+    # METHODS.md 8 "Stream augmentation"). Off by default; e.g.
+    # --config.data.lips_augment.enable=True --config.data.audio_augment.enable=True
+    c.data.lips_augment = ml_collections.ConfigDict(dict(
+        enable=False, rotate_deg=10.0, scale=0.15, shift=0.02, mirror=0.5, noise=0.004))
+    c.data.audio_augment = ml_collections.ConfigDict(dict(
+        enable=False, gain_db=6.0, shelf_db=6.0, noise_prob=0.5, snr_db_min=10.0,
+        snr_db_max=30.0))
     # The older name of pseudo_fakes.shift: that share of real windows gets audio from
     # >= sync_min_shift frames away, anywhere in the clip (set one of the two).
     c.data.sync_negatives = 0.0

@@ -56,7 +56,9 @@ pseudo-fakes of its clips - is listed; the training split only, validation and t
 never filtered), ``pseudo_fakes`` {} (kind -> probability), ``pf_shift_min`` 2,
 ``pf_shift_max`` 12, and the older ``sync_negatives`` 0.0 / ``sync_min_shift`` 3 (below),
 ``mix`` () (a mixed training source: other datasets' train splits mixed in by weight, under
-one manipulation vocabulary; evaluation stays on ``name``: :mod:`avdetect.data.mix`).
+one manipulation vocabulary; evaluation stays on ``name``: :mod:`avdetect.data.mix`),
+``lips_augment`` / ``audio_augment`` {} (training-time lip-point / waveform augmentation,
+``enable`` plus parameters: :mod:`avdetect.data.stream_augment`).
 
 On-the-fly pseudo-fakes (training only, :mod:`avdetect.data.otf_fakes`): with the
 probabilities of ``pseudo_fakes`` a window of a *real* video gets its audio streams
@@ -83,6 +85,7 @@ from avdetect.data import augment as aug_lib
 from avdetect.data import metadata
 from avdetect.data import mix as mix_lib
 from avdetect.data import otf_fakes
+from avdetect.data import stream_augment
 from avdetect.data.metadata import SplitIndex
 from avdetect.data.windows import WindowMaker, window_starts
 from avdetect.errors import ConfigError
@@ -112,6 +115,8 @@ _DEFAULTS: dict[str, Any] = {
     "pf_shift_min": 2,
     "pf_shift_max": 12,
     "mix": (),
+    "lips_augment": {},
+    "audio_augment": {},
 }
 _REQUIRED = ("name", "data_dir", "window", "batch_size")
 RENAMED_KEYS = {"train_include_methods": "train_include_manipulations",
@@ -270,6 +275,9 @@ def _maker(data_cfg: Any, index: SplitIndex, method_ids: Mapping[str, int] | Non
                           f"config.data.inputs {inputs} has no audio stream "
                           f"({', '.join(otf_fakes.AUDIO_STREAMS)}): the 'fakes' would be "
                           "the real windows relabelled")
+    stream_aug = stream_augment.parse(cfg_get(data_cfg, "lips_augment"),
+                                      cfg_get(data_cfg, "audio_augment"))
+    stream_augment.check_streams(stream_aug, streams)
     if method_ids is None:
         method_ids = {m: i for i, m in enumerate(train_method_names(data_cfg, index))}
     if identity_ids is None:
@@ -282,7 +290,8 @@ def _maker(data_cfg: Any, index: SplitIndex, method_ids: Mapping[str, int] | Non
                        aug_crop_min=float(cfg_get(data_cfg, "aug_crop_min")),
                        aug_max_rotate_deg=float(cfg_get(data_cfg, "aug_max_rotate_deg")),
                        otf=otf if otf.active else None,
-                       identity_ids=identity_ids)
+                       identity_ids=identity_ids,
+                       stream_aug=stream_aug if stream_aug.active else None)
 
 
 def _otf_spec(data_cfg: Any) -> otf_fakes.OtfSpec:

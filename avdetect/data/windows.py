@@ -18,6 +18,7 @@ from avdetect import contract
 from avdetect.data import augment as aug_lib
 from avdetect.data import codec
 from avdetect.data import otf_fakes
+from avdetect.data import stream_augment
 
 LOGMEL_SILENCE = float(np.log(contract.LOG_FLOOR))   # log-mel value of a silent frame
 
@@ -39,6 +40,7 @@ class WindowMaker:
     aug_max_rotate_deg: float = 15.0
     otf: otf_fakes.OtfSpec | None = None            # on-the-fly pseudo-fakes (training)
     identity_ids: Mapping[str, int] | None = None   # identity -> int (swap donors)
+    stream_aug: stream_augment.StreamAugSpec | None = None   # lips / waveform (training)
 
     def _frames(self, blobs, start: int, stop: int, *, color: bool) -> np.ndarray:
         frames = codec.decode_frames(list(blobs[start:stop]), color=color)
@@ -158,6 +160,11 @@ class WindowMaker:
             otf_fakes.mark_fake(out, self.method_ids[otf_fakes.method_name("reverse")])
         if out is None:
             out = self.cut(ex, start, params)
+        if self.stream_aug is not None and self.stream_aug.active:
+            # After the pseudo-fake is made, so real and turned windows alike get it (a
+            # swap donor's audio, taken per batch, carries the donor's own draw); drawn
+            # last, so turning it on leaves every other draw of the stream as it was.
+            stream_augment.apply(out, self.stream_aug, rng)
         if self.otf is not None and self.otf.prob("swap") > 0:
             out[otf_fakes.SWAP_FLAG] = np.int32(kind == "swap")
             out[otf_fakes.IDENTITY] = np.int32(self.identity_ids[_text(ex["identity"])])
