@@ -51,7 +51,9 @@ test split - 22 real clips of people never seen in training, 160 fakes - video A
 overall, shift / swap / reverse 0.81 / 0.91 / 0.95. Without the alignment loss
 (--config.loss.w_align=0) shift / swap fall to 0.52 / 0.56 on test, without the
 classifier reading the alignment evidence (--config.model.head.max_offset=0) to 0.47 / 0.52. The baseline at the
-same 1000 steps: test 0.822 (shift / swap 0.73 / 0.73), validation 0.866.
+same 1000 steps: test 0.822 (shift / swap 0.73 / 0.73), validation 0.866. Seed 1
+(--config.seed=1) does not reproduce it: shift / swap stay at chance (test 0.47 / 0.56,
+overall 0.688; validation 0.723), where the baseline's seed 1 gets 0.80 / 0.74.
 At the variant's default 3000 steps (same seed and data): test 0.846 overall, shift / swap
 / reverse 0.77 / 0.82 / 0.98; validation 0.842 - below the baseline recipe (test 0.875,
 shift / swap 0.87 / 0.84), so the issue's bar (>= the baseline, >= 0.90 on shift / swap /
