@@ -116,7 +116,7 @@ def base_config(method: str, arg: ml_collections.ConfigDict, *, inputs: tuple[st
     # METHODS.md 8 "Stream augmentation"). Off by default; e.g.
     # --config.data.lips_augment.enable=True --config.data.audio_augment.enable=True
     c.data.lips_augment = ml_collections.ConfigDict(dict(
-        enable=False, rotate_deg=10.0, scale=0.15, shift=0.02, mirror=0.5, noise=0.004))
+        enable=False, rotate_deg=10.0, scale=0.15, shift=0.02, mirror=0.5, noise=0.0))
     c.data.audio_augment = ml_collections.ConfigDict(dict(
         enable=False, gain_db=6.0, shelf_db=6.0, noise_prob=0.5, snr_db_min=10.0,
         snr_db_max=30.0))

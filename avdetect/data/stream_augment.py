@@ -10,8 +10,8 @@ gets the same draw, so the synchrony inside the window is untouched):
 - lips (``[T, 20, 2]``, x, y in [0, 1] of the aligned face): a similarity about the
   window's mean mouth centre (rotation, mouth width and height scaled independently,
   translation), a horizontal mirror that also swaps the left / right points so the
-  layout stays dlib's mouth order (:data:`MIRROR_PERM`), and per-frame Gaussian noise of
-  the order of the landmark jitter;
+  layout stays dlib's mouth order (:data:`MIRROR_PERM`), and optional per-frame Gaussian
+  noise of the order of the landmark jitter (off by default: see ``LipsAugSpec.noise``);
 - audio (``[640 T]`` float waveform): a random gain, a first-order low- or high-shelf
   EQ, and white noise at a random SNR (measured over the window's valid samples).
 
@@ -49,7 +49,10 @@ class LipsAugSpec:
     scale: float = 0.15          # width and height each scaled by 1 + U(-scale, scale)
     shift: float = 0.02          # translation per axis, U(-shift, shift) (face units)
     mirror: float = 0.5          # probability of the horizontal mirror
-    noise: float = 0.004         # per-frame per-point Gaussian sigma (~1 px of 256)
+    # Per-frame per-point Gaussian sigma (0.004 ~ 1 px of 256). Off by default: the lips
+    # encoder standardises each clip, so noise on a still mouth becomes motion, and the
+    # frozen-mouth pseudo-fake's cue went with it (METHODS.md 8, "Stream augmentation").
+    noise: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True)
