@@ -21,18 +21,19 @@ SyncFusion (the audio-visual offset profile) and the offset-contrastive sync los
   python -m avdetect.main --config=configs/baseline.py:tiny,real --workdir=W \
       --config.data.data_dir=D
 Arguments: visual=lips|mouth, audio=whisper|logmel (the real defaults are lips, whisper).
-Expected result (3000 steps, chosen on the validation split; 2026-12-06, 2-core CPU,
-~7 min of training under load): test split - 22 real clips of people never seen in
-training - video AUC 0.880 overall (160 fakes); per manipulation (22 reals vs that
-manipulation's fakes): pf_shift 0.87 (21), pf_swap 0.84 (22), pf_reverse 0.98 (22),
-pf_tts 0.99 (22), pf_other_sentence 0.85 (10), pf_freeze 0.94 (22), pf_blend 0.64 (22),
-Wav2Lip 0.95 (5), SadTalker 0.97 (9), DFDC face-swap 0.85 (4), EDTalk 0.55 (1); with
-digital silence trimmed overall 0.888. Printed in W/eval_test.md. Ablations and the longer
-run: METHODS.md 8.
-``make demo`` trains exactly this (``python -m avdetect.demo --out DIR``, 2026-12-06 on
-the 2-core machine at load ~2-3: 234 s in all - build 110 s, preprocess 1 s, train +
-evaluate 118 s, detect 5 s, as in README; the test figures within 0.03 of these, and the
-16 fixture clips - 6 real, 10 fake, people absent from realtalk - AUC 1.000).
+Expected result (3000 steps, chosen on the validation split; realtalk build 1.2.0, which
+adds the re-rendered-mouth pseudo-fake pf_rerender; 2026-12-06, 2-core CPU): test split -
+22 real clips of people never seen in training - video AUC 0.863 overall (182 fakes); per
+manipulation (22 reals vs that manipulation's fakes): pf_shift 0.86 (21), pf_swap 0.85
+(22), pf_reverse 0.95 (22), pf_tts 0.98 (22), pf_other_sentence 0.84 (10), pf_freeze 0.91
+(22), pf_blend 0.61 (22), pf_rerender 0.88 (22), Wav2Lip 0.89 (5), SadTalker 0.92 (9),
+DFDC face-swap 0.80 (4), EDTalk 0.36 (1); with digital silence trimmed overall 0.869.
+Printed in W/eval_test.md. Ablations, the longer run, the clip-level sync score, the
+synthetic mix and stream augmentation: METHODS.md 8.
+``make demo`` trains exactly this (``python -m avdetect.demo --out DIR``, 2026-12-06 22:13
+UTC on the 2-core machine at load 2-9: 391 s in all - build 144 s, preprocess 1 s, train +
+evaluate 237 s, detect 9 s; the figures above are that run's, as in README; the 16 fixture
+clips - 6 real, 10 fake, people absent from realtalk - AUC 1.000).
 """
 
 from __future__ import annotations
