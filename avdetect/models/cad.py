@@ -18,7 +18,7 @@ Alignment evidence (``max_offset`` K > 0): the classifier also reads what the al
 path measured - per frame the cosine similarity of the visual frame with the audio frames
 t-K..t+K in the alignment space (``align_a``, ``align_v``; S[t, t] is the centre entry),
 the window's mean of that offset profile and its validity, as SyncFusion does
-(:func:`avdetect.models.fusion.offset_similarity`), behind a stop-gradient: the alignment
+(:func:`avdetect.models.fusion.offset_evidence`), behind a stop-gradient: the alignment
 space is trained by the KL alignment loss, not bent by the detection loss; a direct
 Dense from the mean profile to the logits gives the evidence a low-capacity path.
 Without it the classifier sees the alignment only through the cross-attention outputs,
@@ -32,7 +32,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from avdetect.models.fusion import offset_similarity
+from avdetect.models.fusion import offset_evidence, unit_rows
 from avdetect.models.layers import PreLNBlock
 
 Array = jax.Array
@@ -60,15 +60,11 @@ def alignment_evidence(align_a: Array, align_v: Array, mask: Array, max_offset: 
     features, [B, T, 2K+1] offset similarities). Features per frame t: the cosines
     cos(v_t, a_{t+j-K}) for j = 0..2K (0 where out of the window or padded), the window's
     mean of each over its valid frames (broadcast to every frame) and the validity
-    mask; all behind a stop-gradient."""
-    def unit(x):
-        return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), 1e-6)
-
-    sims, valid = offset_similarity(unit(align_a), unit(align_v), mask, max_offset)
-    sims = jax.lax.stop_gradient(sims)
-    count = jnp.maximum(valid.sum(1, keepdims=True), 1.0)
-    profile = jnp.broadcast_to(sims.sum(1, keepdims=True) / count, sims.shape)
-    return jnp.concatenate([sims, profile, valid], -1), sims
+    mask; all behind a stop-gradient (SyncFusion's reading,
+    :func:`avdetect.models.fusion.offset_evidence`)."""
+    feats, _, sims, _ = offset_evidence(unit_rows(align_a), unit_rows(align_v), mask,
+                                        max_offset)
+    return feats, jax.lax.stop_gradient(sims)
 
 
 class CADHead(nn.Module):

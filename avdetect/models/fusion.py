@@ -111,6 +111,28 @@ def offset_similarity(za: Array, zv: Array, mask: Array, max_offset: int
     return sims * valid, valid
 
 
+def unit_rows(x: Array) -> Array:
+    """x [..., D] scaled to unit-norm rows (rows near 0 stay near 0)."""
+    return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), 1e-6)
+
+
+def offset_evidence(za: Array, zv: Array, mask: Array, max_offset: int
+                    ) -> tuple[Array, Array, Array, Array]:
+    """What a classifier reads of the offset similarities of unit rows za, zv [B, T, D]
+    (:func:`offset_similarity`): (features [B, T, 3 (2K+1)], profile, sims, valid).
+    features = [sims, profile, valid] per frame with sims behind a stop-gradient, so the
+    shared space is trained by its own loss, never bent by the detection loss; profile =
+    the window's mean of the stopped sims over its valid frames, broadcast to every
+    frame (a steadier estimate than one frame's); sims / valid as offset_similarity
+    returns them (with gradient, for the space's own loss). SyncFusion and CAD's
+    alignment evidence both read it."""
+    sims, valid = offset_similarity(za, zv, mask, max_offset)
+    s_in = jax.lax.stop_gradient(sims)
+    count = jnp.maximum(valid.sum(1, keepdims=True), 1.0)
+    profile = jnp.broadcast_to(s_in.sum(1, keepdims=True) / count, sims.shape)
+    return jnp.concatenate([s_in, profile, valid], -1), profile, sims, valid
+
+
 class SyncFusion(nn.Module):
     """Fusion that reads audio-visual synchrony explicitly (the real-footage recipe).
 
@@ -138,23 +160,17 @@ class SyncFusion(nn.Module):
         b, t = a.shape[:2]
         mask = jnp.ones((b, t), a.dtype) if mask is None else mask.astype(a.dtype)
 
-        def unit(x):
-            return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), 1e-6)
-
-        za = unit(nn.Dense(self.dim, name="audio_sync")(a))
-        zv = unit(nn.Dense(self.dim, name="visual_sync")(v))
-        sims, valid = offset_similarity(za, zv, mask, self.max_offset)
+        za = unit_rows(nn.Dense(self.dim, name="audio_sync")(a))
+        zv = unit_rows(nn.Dense(self.dim, name="visual_sync")(v))
         # The classifier reads the profile through a stop-gradient: the shared space is
         # trained by the offset-contrastive loss alone (which transfers to unseen faces),
         # not bent by the detection loss towards the training identities' shortcuts.
-        s_in = jax.lax.stop_gradient(sims)
-        count = jnp.maximum(valid.sum(1, keepdims=True), 1.0)
-        profile = jnp.broadcast_to(s_in.sum(1, keepdims=True) / count, sims.shape)
+        evidence, profile, sims, valid = offset_evidence(za, zv, mask, self.max_offset)
         # The raw streams carry single-modality cues (a TTS voice, a frozen mouth) but also
         # whatever identifies the training people; stream_dropout makes the classifier
         # lean on the synchrony evidence as well.
         drop_streams = nn.Dropout(self.stream_dropout, deterministic=not train)
-        feats = jnp.concatenate([s_in, profile, valid, drop_streams(a), drop_streams(v)], -1)
+        feats = jnp.concatenate([evidence, drop_streams(a), drop_streams(v)], -1)
         m = mask[..., None]
         h = nn.relu(nn.Dense(self.hidden, name="hidden")(feats)) * m
         h = nn.Dropout(self.dropout, deterministic=not train)(h)
