@@ -27,6 +27,11 @@ MOUTH_ROI = 96
 MOUTH_SIZE = 88
 FACE_SIZE_DEFAULT = 112             # RGB face crop side (224 for CLIP encoders)
 NUM_LIPS = 20                       # lip landmarks per frame (the 'lips' stream, [T, 20, 2])
+# Indices into those 20 points (dlib's mouth order, avdetect/preprocess/landmarks.LIP_POINTS:
+# 12 outer from the image-left corner, then 8 inner): the mouth corners, and the inner
+# upper / lower lip middles whose distance is the mouth opening.
+LIP_CORNERS = (0, 6)
+LIP_INNER_MIDDLES = (14, 18)
 
 # Streams: the per-window arrays a batch may carry (shapes in avdetect/data/features.py).
 # The default ones are cut when config.data.inputs lists nothing; the opt-in ones only

@@ -55,10 +55,10 @@ from avdetect.preprocess import align
 # vox_pcavs_00067; faces._load_still's box width / mesh points 33-263 distance).
 FACE_PER_EYE_DIST = 1.95
 # Indices into the 20 lip points (avdetect.preprocess.landmarks.LIP_POINTS order).
-CORNERS = (0, 6)
+CORNERS = contract.LIP_CORNERS
 UPPER = (1, 2, 3, 4, 5, 13, 14, 15)            # outer 40 37 0 267 270, inner 81 13 311
 LOWER = (7, 8, 9, 10, 11, 17, 18, 19)           # outer 321 314 17 84 91, inner 402 14 178
-INNER_GAP = (14, 18)                            # mesh 13 (upper), 14 (lower)
+INNER_GAP = contract.LIP_INNER_MIDDLES          # mesh 13 (upper), 14 (lower)
 NOISE_SIGMA = 1.0                               # sensor noise on rendered pixels (levels)
 MASK_PX = (0.5, 2.5)           # warp displacement (px) where the render starts / takes over
 # Landmark noise on the driven lip points, reference px (Gaussian per point and frame):

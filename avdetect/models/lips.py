@@ -23,13 +23,14 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from avdetect import contract
+
 Array = jax.Array
 
-# Indices into the 20-point lip stream (avdetect/preprocess/align.py, LIP_POINTS order:
-# 12 outer-lip points then 8 inner-lip points, dlib-68 convention 48-67). Opening =
-# inner upper-lip middle to inner lower-lip middle; width = outer mouth corners.
-OUTER_LEFT, OUTER_RIGHT = 0, 6
-INNER_TOP, INNER_BOTTOM = 14, 18
+# Opening = inner upper-lip middle to inner lower-lip middle; width = outer mouth corners
+# (indices into the 20-point lip stream: contract.LIP_CORNERS / LIP_INNER_MIDDLES).
+OUTER_LEFT, OUTER_RIGHT = contract.LIP_CORNERS
+INNER_TOP, INNER_BOTTOM = contract.LIP_INNER_MIDDLES
 
 
 def lip_frame_features(lips: Array) -> Array:
