@@ -200,6 +200,14 @@ def _names(values: np.ndarray, vocabulary: Sequence[str] | None) -> np.ndarray:
     return np.array([v.decode() if isinstance(v, bytes) else str(v) for v in values], dtype=object)
 
 
+def _video_groups(video_id: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(sorted unique video ids, each one's first window, each window's video) - the one
+    grouping of windows into videos (byte / object ids compared as text)."""
+    vid = np.asarray(video_id)
+    keys = vid if vid.dtype.kind != "O" else vid.astype(str)
+    return np.unique(keys, return_index=True, return_inverse=True)
+
+
 def aggregate_videos(records: Mapping[str, np.ndarray], clip_score: "ClipScore | None" = None
                      ) -> dict[str, np.ndarray]:
     """One row per video: its score, label and category/method (taken from its first
@@ -209,8 +217,7 @@ def aggregate_videos(records: Mapping[str, np.ndarray], clip_score: "ClipScore |
     Raises if a video's windows disagree on the label (a pipeline bug that would corrupt
     every number)."""
     vid = np.asarray(records["video_id"])
-    keys = vid if vid.dtype.kind != "O" else vid.astype(str)
-    uniq, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    uniq, first, inverse = _video_groups(vid)
     n = len(uniq)
     w = np.asarray(records.get("n_frames", np.ones(len(vid))), dtype=np.float64)
     s = np.asarray(records["score"], dtype=np.float64)
@@ -251,8 +258,7 @@ def pool_sync(video_id: Any, sync_sum: Any, sync_count: Any) -> tuple[np.ndarray
     i.e. the mean cosine similarity at each offset over every frame of the clip (SyncNet's
     whole-video averaging), instead of one window's 25 frames."""
     vid = np.asarray(video_id)
-    keys = vid if vid.dtype.kind != "O" else vid.astype(str)
-    uniq, inverse = np.unique(keys, return_inverse=True)
+    uniq, _, inverse = _video_groups(vid)
     ssum = np.asarray(sync_sum, np.float64)
     scount = np.asarray(sync_count, np.float64)
     if ssum.ndim != 2 or ssum.shape != scount.shape or len(ssum) != len(vid):
