@@ -8,6 +8,8 @@ the per-frame cost.
     python -m avdetect.bench.landmark_bench --tight DIR FILES...   # tight face crops first
     python -m avdetect.bench.landmark_bench --cost FILE   # CPU ms: one mesh call, one frame
     python -m avdetect.bench.landmark_bench --filters FILES...   # other temporal filters
+    python -m avdetect.bench.landmark_bench --mirror ...     # new stage mirror-averaged
+    python -m avdetect.bench.landmark_bench --derive-mirror FILES...  # mesh_symmetry.MIRROR
 
 Per clip (every frame decoded once, both stages run on the same frames):
 
@@ -78,7 +80,7 @@ from tqdm import tqdm
 
 from avdetect import contract
 from avdetect.media import decode
-from avdetect.preprocess import align, face_track, landmarks, pipeline
+from avdetect.preprocess import align, face_track, landmarks, mesh_symmetry, pipeline
 
 HAAR_MAX_SIDE = 320          # the old pipeline's tracking-image side
 HAAR_WINDOWS = (5, 11)       # the old pipeline's centre / size smoothing windows
@@ -390,14 +392,15 @@ def filtered_placements(table: np.ndarray, found: np.ndarray, points: dict,
     return {k: out[k] for k in FILTERS}
 
 
-def measure_filters(path: pathlib.Path) -> dict:
+def measure_filters(path: pathlib.Path,
+                    lp: landmarks.LandmarkParams = landmarks.LandmarkParams()) -> dict:
     """Per clip: ``image_motion`` of the new crop under each of ``filtered_placements``
     (frames with landmarks), as columns ``{filter}_{measure}``."""
     frames = list(decode.iter_frames(path))
-    found, points, table, _ = new_stage(frames)
+    found, points, table, _ = new_stage(frames, lp)
     if found.sum() < 3:
         raise ValueError(f"{path}: {int(found.sum())} frames with a face, at least 3 needed")
-    placed = filtered_placements(table, found, points)
+    placed = filtered_placements(table, found, points, lp)
     closed = closed_mouth(found, points, np.asarray([m for m, _ in placed["ma5"]]))
     row = {"file": path.name}
     for name, p in placed.items():
@@ -419,19 +422,20 @@ def summarise_filters(rows: list[dict]) -> str:
     return "\n".join(out)
 
 
-def measure(path: pathlib.Path, image: bool = True) -> dict:
+def measure(path: pathlib.Path, image: bool = True,
+            lp: landmarks.LandmarkParams = landmarks.LandmarkParams()) -> dict:
     frames = list(decode.iter_frames(path))
     old_found, old_boxes, old_s = old_stage(frames)
-    new_found, points, table, new_s = new_stage(frames)
+    new_found, points, table, new_s = new_stage(frames, lp)
     row = {"file": path.name, "frames": len(frames), "height": frames[0].shape[0],
            "width": frames[0].shape[1], "old_rate": old_found.mean(), "new_rate": new_found.mean(),
            "old_ms": 1e3 * old_s / len(frames), "new_ms": 1e3 * new_s / len(frames)}
     if old_boxes is not None and table is not None:
-        placed = aligned(table, new_found)
+        placed = aligned(table, new_found, lp)
         mats = np.asarray([align.mouth_matrix(m, c) for m, c in placed])
         row["old_step"], row["old_drift"] = jitter(old_mouth_position(old_boxes, points["lipc"]))
         row["new_step"], row["new_drift"] = jitter(new_mouth_position(mats, points["lipc"]))
-        row.update(decompose(new_found, points, table, old_boxes))
+        row.update(decompose(new_found, points, table, old_boxes, lp))
         keep = old_found & new_found
         if image and keep.sum() >= 3:
             closed = closed_mouth(new_found, points, np.asarray([m for m, _ in placed]))
@@ -529,24 +533,26 @@ def dlib_rates(paths: list[pathlib.Path], every: int) -> list[dict]:
     return rows
 
 
-def cpu_cost(path: pathlib.Path, calls: int = 300) -> str:
+def cpu_cost(path: pathlib.Path, calls: int = 300,
+             lp: landmarks.LandmarkParams = landmarks.LandmarkParams()) -> str:
     """CPU milliseconds (this process, every thread) of one face-mesh call on a random
-    input, and of ``LandmarkTracker.update`` per frame of ``path`` (decoding excluded)."""
-    from avdetect.pretrained import tflite_models
-    mesh = tflite_models.load(tflite_models.FACE_LANDMARK)
-    x = np.random.default_rng(0).random(mesh.input_shape, np.float32)
-    mesh(x)
+    input (both passes with ``lp.mirror_average``), and of ``LandmarkTracker.update`` per
+    frame of ``path`` (decoding excluded)."""
+    mesh = landmarks.FaceMesh(lp.mirror_average)
+    x = np.random.default_rng(0).random((mesh.size, mesh.size, 3), np.float32)
+    mesh.on_crop(x)
     c0 = time.process_time()
     for _ in range(calls):
-        mesh(x)
+        mesh.on_crop(x)
     per_call = 1e3 * (time.process_time() - c0) / calls
     frames = list(decode.iter_frames(path))
-    tracker = landmarks.LandmarkTracker()
+    tracker = landmarks.LandmarkTracker(lp)
     c0 = time.process_time()
     for f in frames:
         tracker.update(f)
     per_frame = 1e3 * (time.process_time() - c0) / len(frames)
-    return (f"face mesh: {per_call:.2f} ms CPU per call ({calls} calls); tracker: "
+    return (f"face mesh{' (mirror-averaged)' if lp.mirror_average else ''}: "
+            f"{per_call:.2f} ms CPU per call ({calls} calls); tracker: "
             f"{per_frame:.2f} ms CPU per frame ({len(frames)} frames of {path.name}, "
             f"{frames[0].shape[1]}x{frames[0].shape[0]}; {dict(tracker.counts)})")
 
@@ -581,6 +587,31 @@ def mean_face(paths: list[pathlib.Path]) -> np.ndarray:
     return stable
 
 
+def mirror_from_clips(paths: list[pathlib.Path], frames: int = 60, every: int = 5
+                      ) -> np.ndarray:
+    """``mesh_symmetry.derive_mirror`` on every ``every``-th of the first ``frames``
+    frames of each clip: the plain face mesh's crop (its tracked ROI) and that crop
+    mirrored."""
+    mesh = landmarks.FaceMesh()
+    n = mesh.size
+    plain, mirrored = [], []
+    for p in paths:
+        tracker = landmarks.LandmarkTracker()
+        for i, f in enumerate(decode.iter_frames(p)):
+            if i >= frames:
+                break
+            pts, _ = tracker.update(f)       # every frame: tracking needs the previous one
+            if pts is None or i % every:
+                continue
+            roi = landmarks.roi_from_points(pts)
+            x = align.warp(f, roi.to_crop(n), n, cv2.BORDER_REPLICATE).astype(np.float32) / 255.0
+            plain.append(mesh.on_crop(x)[0])
+            mirrored.append(mesh.on_crop(np.ascontiguousarray(x[:, ::-1]))[0])
+    if not plain:
+        raise SystemExit("--derive-mirror: no face found in the given clips")
+    return mesh_symmetry.derive_mirror(np.asarray(plain), np.asarray(mirrored), n)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m avdetect.bench.landmark_bench",
                                  description=__doc__.split("\n\n")[0])
@@ -596,7 +627,12 @@ def main(argv: list[str] | None = None) -> int:
                     help="the image measure of the new crop under other temporal filters")
     ap.add_argument("--no-image", action="store_true",
                     help="skip the image measure of crop motion (8 registrations per frame)")
+    ap.add_argument("--mirror", action="store_true",
+                    help="new stage with mirror-averaged face mesh (LandmarkParams.mirror_average)")
+    ap.add_argument("--derive-mirror", action="store_true",
+                    help="print the face mesh's left/right permutation (mesh_symmetry.MIRROR)")
     args = ap.parse_args(argv)
+    lp = landmarks.LandmarkParams(mirror_average=args.mirror)
     files: list[pathlib.Path] = []
     for p in map(pathlib.Path, args.paths):
         files += sorted(p.glob("*.mp4")) if p.is_dir() else [p]
@@ -607,9 +643,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.mean_face:
         print(np.round(mean_face(files), 4).tolist())
         return 0
+    if args.derive_mirror:
+        perm = mirror_from_clips(files)
+        print(f"{len(files)} clips; identical to mesh_symmetry.MIRROR: "
+              f"{np.array_equal(perm, mesh_symmetry.MIRROR)}\n{perm.tolist()}")
+        return 0
     cv2.setNumThreads(1)
     if args.cost:
-        print(cpu_cost(files[0]))
+        print(cpu_cost(files[0], lp=lp))
         return 0
     if args.tight:
         os.makedirs(args.tight, exist_ok=True)
@@ -626,7 +667,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for p in tqdm(files, desc="clips", unit="clip"):
         try:
-            rows.append(measure_filters(p) if args.filters else measure(p, image=not args.no_image))
+            rows.append(measure_filters(p, lp) if args.filters
+                        else measure(p, image=not args.no_image, lp=lp))
         except Exception as e:  # noqa: BLE001 - report the clip and go on
             tqdm.write(f"{p}: {type(e).__name__}: {e}")
     os.makedirs(args.out, exist_ok=True)

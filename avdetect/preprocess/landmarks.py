@@ -32,6 +32,7 @@ import math
 import cv2
 import numpy as np
 
+from avdetect.preprocess import mesh_symmetry
 from avdetect.preprocess.align import warp
 from avdetect.pretrained import tflite_models
 
@@ -179,20 +180,41 @@ def _iou_cwh(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 class FaceMesh:
     """The 468-point face mesh on a rotated ROI: -> (points [468, 2] image pixels,
-    face-presence probability)."""
+    face-presence probability).
 
-    def __init__(self):
+    ``mirror_average``: run the mesh on the crop and on its horizontal mirror, map the
+    mirrored output back (``mesh_symmetry.mirror_points``) and average the points and the
+    presence: test-time averaging that lowers the per-frame landmark noise where the two
+    passes' errors differ (BENCHMARKS.md "Landmark stage").  Twice the mesh cost.  By
+    construction the averaged output of a mirrored crop is the mirror of the crop's."""
+
+    def __init__(self, mirror_average: bool = False):
         self.model = tflite_models.load(tflite_models.FACE_LANDMARK)
         self.size = self.model.input_shape[1]
+        self.mirror_average = mirror_average
 
     def __call__(self, rgb: np.ndarray, roi: Roi) -> tuple[np.ndarray, float]:
         n = self.size
         x = warp(rgb, roi.to_crop(n), n, cv2.BORDER_REPLICATE).astype(np.float32) / 255.0
+        pts, presence = self.on_crop(x)
+        return roi.from_crop(pts, n), presence
+
+    def on_crop(self, x: np.ndarray) -> tuple[np.ndarray, float]:
+        """Mesh of one float32 [n, n, 3] crop in [0, 1] -> (points [468, 2] crop px,
+        presence)."""
+        pts, presence = self._run(x)
+        if self.mirror_average:
+            pts_m, presence_m = self._run(np.ascontiguousarray(x[:, ::-1]))
+            pts = (pts + mesh_symmetry.mirror_points(pts_m, self.size)) / 2
+            presence = (presence + presence_m) / 2
+        return pts, presence
+
+    def _run(self, x: np.ndarray) -> tuple[np.ndarray, float]:
         out = self.model(x[None])
         pts_out = next(o for o in out if o.size == NUM_MESH_POINTS * 3)
         flag = next(o for o in out if o.size == 1)
         pts = pts_out.reshape(NUM_MESH_POINTS, 3)[:, :2].astype(np.float64)
-        return roi.from_crop(pts, n), float(sigmoid(flag.ravel()[0]))
+        return pts, float(sigmoid(flag.ravel()[0]))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -207,6 +229,7 @@ class LandmarkParams:
     smooth_window: int = SMOOTH_WINDOW
     stable_points: tuple[int, ...] = STABLE_POINTS
     lip_points: tuple[int, ...] = LIP_POINTS
+    mirror_average: bool = False     # FaceMesh: average with the mirrored crop's pass
 
     def as_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -236,7 +259,7 @@ class LandmarkTracker:
 
     def __init__(self, params: LandmarkParams = LandmarkParams()):
         self.params = params
-        self.mesh = FaceMesh()
+        self.mesh = FaceMesh(params.mirror_average)
         self._short = BlazeFace(False, params.min_detection_score, params.nms_iou)
         self._full = BlazeFace(True, params.min_detection_score, params.nms_iou)
         self._prev: np.ndarray | None = None
