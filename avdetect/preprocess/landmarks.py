@@ -185,8 +185,10 @@ class FaceMesh:
     ``mirror_average``: run the mesh on the crop and on its horizontal mirror, map the
     mirrored output back (``mesh_symmetry.mirror_points``) and average the points and the
     presence: test-time averaging that lowers the per-frame landmark noise where the two
-    passes' errors differ (BENCHMARKS.md "Landmark stage").  Twice the mesh cost.  By
-    construction the averaged output of a mirrored crop is the mirror of the crop's."""
+    passes' errors differ.  Twice the mesh cost.  By construction the averaged output of a
+    mirrored crop is the mirror of the crop's.  Off in the pipeline: on the 72 real clips
+    it lowers the landmark noise ~0.9x but the mouth crop's pixel step only 0.98x
+    (``landmark_bench --mirror``; BENCHMARKS.md "Landmark stage")."""
 
     def __init__(self, mirror_average: bool = False):
         self.model = tflite_models.load(tflite_models.FACE_LANDMARK)
