@@ -59,7 +59,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from avdetect import checkpointing, evaluation, metric_writers, sharding
+from avdetect import checkpointing, evaluation, host_memory, metric_writers, sharding
 from avdetect.errors import CheckpointError
 from avdetect.evaluators import evaluate_state, progress
 from avdetect.input_pipeline import make_eval_iterator, make_train_iterator
@@ -184,6 +184,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     def run_eval(step: int, max_batches) -> dict[str, dict]:
         t0 = time.time()
         reports = evaluate_state(steps, state, config, max_batches=max_batches)
+        host_memory.release_freed_heap()             # the eval step's compile, as above
         scalars = {}
         for split, rep in reports.items():
             scalars.update(evaluation.flat_scalars(rep, f"eval/{split}"))
@@ -191,6 +192,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         writer.write_scalars(step, scalars)
         logging.info("eval at step %d: %s", step, _fmt_scalars(scalars))
         return reports
+
+    # ------------------------------------------------------------------- compile --
+    # Ahead of the first step rather than by it, so that the compiler's freed working
+    # memory (~1 GB on CPU at the reference's shapes) is handed back to the system before
+    # the step allocates its own buffers (avdetect/host_memory.py; BENCHMARKS.md "peer").
+    t_compile = time.time()
+    host_memory.release_freed_heap()                 # init's compile
+    train_step = steps.train_step.lower(state, first_batch).compile()
+    host_memory.release_freed_heap()
+    logging.info("train step compiled in %.1f s", time.time() - t_compile)
 
     # ---------------------------------------------------------------------- loop --
     bar = progress("train", total, initial=start)
@@ -204,13 +215,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
             else:
                 batch = sharding.host_to_global(next(train_iter), mesh)
                 data_state = train_iter.get_state()      # stream position after this batch
-            state, step_metrics = steps.train_step(state, batch)
+            state, step_metrics = train_step(state, batch)
             acc = step_metrics if acc is None else acc.merge(step_metrics)
             done = step + 1
             bar.update(1)
-            if not timed_first:   # the first step includes compilation: keep it out of throughput
+            if not timed_first:   # the first step warms caches: keep it out of throughput
                 jax.block_until_ready(step_metrics)
-                logging.info("first step (compile + run): %.1f s", time.time() - t_mark)
+                logging.info("first step: %.1f s", time.time() - t_mark)
                 t_mark, steps_mark, timed_first = time.time(), done, True
             if done % log_every == 0 or done == total:
                 last_train = {f"train/{k}": v for k, v in

@@ -244,23 +244,6 @@ def test_peer_figures_are_ratios_of_the_two_sides_medians():
     assert rss_fig.value == pytest.approx(1.5) and rss_fig.ok is False
 
 
-# --------------------------------------------------------------- train-step speed-ups --
-
-@pytest.mark.parametrize("shape", [(3, 56, 56, 4), (2, 44, 44, 3), (1, 7, 9, 2)])
-def test_slice_max_pool_equals_flax_max_pool_values_and_gradient(shape):
-    import flax.linen as nn
-
-    from avdetect.models.layers import max_pool_slices
-
-    x = jax.random.normal(jax.random.key(0), shape)      # continuous: no ties
-    w = jax.random.normal(jax.random.key(1), max_pool_slices(x, 3, 2, 1).shape)
-    ref = lambda z: nn.max_pool(z, (3, 3), (2, 2), padding=((1, 1), (1, 1)))  # noqa: E731
-    np.testing.assert_array_equal(max_pool_slices(x, 3, 2, 1), ref(x))
-    g_ours = jax.grad(lambda z: jnp.sum(max_pool_slices(z, 3, 2, 1) * w))(x)
-    g_ref = jax.grad(lambda z: jnp.sum(ref(z) * w))(x)
-    np.testing.assert_allclose(g_ours, g_ref, rtol=1e-6, atol=1e-6)
-
-
 def test_convert_command_dispatches_subcommands():
     import subprocess
     import sys

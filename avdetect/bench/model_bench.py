@@ -39,6 +39,8 @@ import numpy as np
 import optax
 from tqdm import tqdm
 
+from avdetect import host_memory
+from avdetect.steps import CPU_TRAIN_STEP
 from avdetect.methods import build_method
 from avdetect.data.random_batches import example_batch
 
@@ -75,7 +77,8 @@ def make_train_step(method, mask, lr: float = 1e-4):
         updates, opt_state = tx.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), new_state, opt_state, loss
 
-    return tx, jax.jit(step, donate_argnums=(0, 1, 2))
+    options = CPU_TRAIN_STEP if jax.default_backend() == "cpu" else None
+    return tx, jax.jit(step, donate_argnums=(0, 1, 2), compiler_options=options)
 
 
 def time_calls(fn, n: int, warmup: int, desc: str) -> tuple[list[float], list[float]]:
@@ -101,6 +104,7 @@ def bench_one(method_name: str, variant: str, config, batch_size: int, window: i
     batch = {k: jnp.asarray(v) for k, v in
              example_batch(config, batch_size, window, audio_dim=audio_dim).items()}
     variables = jax.jit(method.init)(rng, batch)
+    host_memory.release_freed_heap()           # as the trainer does after each compile
     params = variables["params"]
     state = {k: v for k, v in variables.items() if k != "params"}
     mask = method.trainable_mask(params)
@@ -114,6 +118,7 @@ def bench_one(method_name: str, variant: str, config, batch_size: int, window: i
     t0 = time.perf_counter()
     pred_compiled = predict.lower(variables, one).compile()
     pred_compile_s = time.perf_counter() - t0
+    host_memory.release_freed_heap()
     infer_flops = flops_of(pred_compiled)
 
     tx, step = make_train_step(method, mask)
@@ -121,6 +126,7 @@ def bench_one(method_name: str, variant: str, config, batch_size: int, window: i
     t0 = time.perf_counter()
     step_compiled = step.lower(params, state, opt_state, batch, rng).compile()
     compile_s = time.perf_counter() - t0
+    host_memory.release_freed_heap()
     train_flops = flops_of(step_compiled)
 
     carry = [params, state, opt_state]

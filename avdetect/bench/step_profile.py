@@ -12,7 +12,8 @@
 * ``ops``: single jitted ops on the trunk's shapes: 3x3 convolutions per stage (forward,
   input gradient, weight gradient: XLA's and :func:`avdetect.models.layers.
   conv_chunked_wgrad`'s over chunks of frames), the 7x7 stem conv, max-pool (XLA's and
-  :func:`avdetect.models.layers.max_pool_slices`), BN + ReLU.
+  :func:`avdetect.models.layers.max_pool_indexed`), BN + ReLU (autodiff and
+  :func:`avdetect.models.layers.bn_relu_train`).
 
 Each figure is the minimum process CPU time of ``--repeats`` calls after one warm-up.
 """
@@ -104,7 +105,7 @@ def profile_ops(repeats: int) -> None:
     import jax
     import jax.numpy as jnp
 
-    from avdetect.models.layers import conv_chunked_wgrad, max_pool_slices
+    from avdetect.models.layers import bn_relu_train, conv_chunked_wgrad, max_pool_indexed
     from avdetect.models.visual import WGRAD_CHUNK
 
     key = jax.random.key(0)
@@ -134,17 +135,21 @@ def profile_ops(repeats: int) -> None:
               f"{WGRAD_CHUNK} frames {cpu_min(dwc, x, w, g, repeats=repeats):.3f}", flush=True)
     z = jax.random.normal(key, (200, 56, 56, 64))
     pools = {"nn.max_pool": lambda z: nn.max_pool(z, (3, 3), (2, 2), padding=((1, 1), (1, 1))),
-             "max_pool_slices": lambda z: max_pool_slices(z, 3, 2, 1)}
+             "max_pool_indexed": lambda z: max_pool_indexed(z, 3, 2, 1)}
     for name, pool in pools.items():
         back = jax.jit(jax.grad(lambda z, pool=pool: pool(z).sum()))
         print(f"ops: {name} 3x3/2 on 200x56x56x64: forward "
               f"{cpu_min(jax.jit(pool), z, repeats=repeats):.3f} CPU s, forward + backward "
               f"{cpu_min(back, z, repeats=repeats):.3f}", flush=True)
-    bn = lambda z: jax.nn.relu((z - z.mean((0, 1, 2))) / jnp.sqrt(z.var((0, 1, 2)) + 1e-3))  # noqa: E731
-    print(f"ops: BN + ReLU on 200x56x56x64: forward {cpu_min(jax.jit(bn), z, repeats=repeats):.3f}"
-          f" CPU s, forward + backward "
-          f"{cpu_min(jax.jit(jax.grad(lambda z: (bn(z) * z).sum())), z, repeats=repeats):.3f}",
-          flush=True)
+    ones, zeros = jnp.ones((64,)), jnp.zeros((64,))
+    bns = {"BN + ReLU (autodiff)": lambda z: jax.nn.relu(
+               (z - z.mean((0, 1, 2))) / jnp.sqrt(z.var((0, 1, 2)) + 1e-3)),
+           "layers.bn_relu_train": lambda z: bn_relu_train(z, ones, zeros, 1e-3)[0]}
+    for name, bn in bns.items():
+        print(f"ops: {name} on 200x56x56x64: forward "
+              f"{cpu_min(jax.jit(bn), z, repeats=repeats):.3f} CPU s, forward + backward "
+              f"{cpu_min(jax.jit(jax.grad(lambda z, bn=bn: (bn(z) * z).sum())), z, repeats=repeats):.3f}",
+              flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:

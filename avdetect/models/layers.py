@@ -38,6 +38,83 @@ def torch_bn(train: bool, momentum: float = 0.1, eps: float = 1e-5,
                         epsilon=eps, name=name)
 
 
+# In training, autodiff of BatchNorm keeps both its input and the centred input for the
+# backward pass, and the ReLU after it its own mask. The fused version keeps only the
+# input and the per-channel statistics and recomputes the rest inside the backward pass:
+# one map of the frame size less per BatchNorm, and fewer passes over the maps
+# (BENCHMARKS.md, "peer").
+
+def _batch_stats(x: Array, eps: float) -> tuple[Array, Array, Array]:
+    """(mean, biased variance, 1/sqrt(var + eps)) over every axis but the last, computed
+    as flax's BatchNorm does (E[x^2] - E[x]^2, clipped at 0, float32)."""
+    axes = tuple(range(x.ndim - 1))
+    mean = jnp.mean(x, axes)
+    var = jnp.maximum(0.0, jnp.mean(jnp.square(x), axes) - jnp.square(mean))
+    return mean, var, jax.lax.rsqrt(var + eps)
+
+
+def _normalise(x: Array, mean: Array, rstd: Array, scale: Array, bias: Array) -> Array:
+    return (x - mean) * (rstd * scale) + bias         # flax's _normalize, term for term
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def bn_relu_train(x: Array, scale: Array, bias: Array, eps: float):
+    """``relu(BatchNorm(x))`` with batch statistics over all axes but the last: returns
+    (output, batch mean, batch variance). The mean and variance are for the running
+    averages only and carry no gradient (their cotangents are ignored)."""
+    return _bn_relu_fwd(x, scale, bias, eps)[0]
+
+
+def _bn_relu_fwd(x, scale, bias, eps):
+    mean, var, rstd = _batch_stats(x, eps)
+    out = jax.nn.relu(_normalise(x, mean, rstd, scale, bias))
+    return (out, mean, var), (x, mean, rstd, scale, bias)
+
+
+def _bn_relu_bwd(eps, res, cts):
+    x, mean, rstd, scale, bias = res
+    axes = tuple(range(x.ndim - 1))
+    n = x.size // x.shape[-1]
+    xhat = (x - mean) * rstd
+    g = jnp.where(xhat * scale + bias > 0, cts[0], 0.0)    # through the ReLU
+    dbias = jnp.sum(g, axes)
+    dscale = jnp.sum(g * xhat, axes)
+    # d/dx of the batch-normalised output, batch mean and variance included.
+    dx = (scale * rstd / n) * (n * g - dbias - xhat * dscale)
+    return dx, dscale, dbias
+
+
+bn_relu_train.defvjp(_bn_relu_fwd, _bn_relu_bwd)
+
+
+class BatchNormReLU(nn.Module):
+    """``relu(torch_bn(train, momentum, eps)(x))`` with the same variables (params
+    ``scale``/``bias``, batch_stats ``mean``/``var``, so checkpoints and converters see a
+    BatchNorm), the same values and running-average updates, and a leaner training
+    backward pass (:func:`bn_relu_train`). ``momentum`` in PyTorch's convention."""
+
+    train: bool
+    momentum: float = 0.1
+    eps: float = 1e-5
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        c = x.shape[-1]
+        scale = self.param("scale", nn.initializers.ones, (c,))
+        bias = self.param("bias", nn.initializers.zeros, (c,))
+        ra_mean = self.variable("batch_stats", "mean", lambda: jnp.zeros((c,), jnp.float32))
+        ra_var = self.variable("batch_stats", "var", lambda: jnp.ones((c,), jnp.float32))
+        if not self.train:
+            rstd = jax.lax.rsqrt(ra_var.value + self.eps)
+            return jax.nn.relu(_normalise(x, ra_mean.value, rstd, scale, bias))
+        out, mean, var = bn_relu_train(x, scale, bias, self.eps)
+        if not self.is_initializing():
+            keep = 1.0 - self.momentum            # flax's momentum, as torch_bn sets it
+            ra_mean.value = keep * ra_mean.value + (1 - keep) * jax.lax.stop_gradient(mean)
+            ra_var.value = keep * ra_var.value + (1 - keep) * jax.lax.stop_gradient(var)
+        return out
+
+
 def masked_mean(x: Array, mask: Array | None, axis=None, keepdims: bool = False) -> Array:
     """Mean of ``x`` over ``axis`` counting only entries where ``mask`` is 1.
 
@@ -229,26 +306,76 @@ def to_float_image(x: Array, mean, std) -> Array:
 # ------------------------------------------------------------------ CPU speed helpers --
 # XLA:CPU computes max-pool's gradient (select-and-scatter) about 14x slower than its
 # forward pass: 1.1 of ~7 CPU seconds of a train step at the reference's shapes
-# (BENCHMARKS.md, "peer"). The helper below computes the same function with a cheaper
-# backward pass.
+# (BENCHMARKS.md, "peer"). The max of strided slices is cheap both ways, but autodiff of
+# its running max keeps every intermediate maximum (8 maps of the pooled size) and the
+# padded input alive until the backward pass; the helper below keeps a uint8 index of
+# each window's winner instead (1/4 of one pooled map) and routes the gradient by it.
 
-def max_pool_slices(x: Array, window: int, stride: int, pad: int) -> Array:
-    """``nn.max_pool(x, (window,)*2, (stride,)*2, padding=((pad, pad),)*2)`` on
-    [N, H, W, C] as the max of window*window strided slices of the (-inf) padded input.
-    Same values; its gradient is a few selects instead of a select-and-scatter (about 3x
-    cheaper on CPU). Only where two inputs of a window tie for the max does the gradient
-    differ: split evenly between them instead of all to the first."""
-    n, h, w, c = x.shape
+def _pool_geometry(shape, window: int, stride: int, pad: int):
+    n, h, w, c = shape
+    if window * window > 256:
+        raise ValueError(f"max-pool window {window} has more taps than a uint8 index")
     ho, wo = (h + 2 * pad - window) // stride + 1, (w + 2 * pad - window) // stride + 1
+    return ho, wo, [(i, j) for i in range(window) for j in range(window)]
+
+
+def pool_with_index(x: Array, window: int, stride: int, pad: int) -> tuple[Array, Array]:
+    """Max-pool [N, H, W, C] (-inf padding) as the max of window*window strided slices,
+    and the uint8 index (row-major tap number) of each window's first maximum."""
+    n, h, w, c = x.shape
+    ho, wo, taps = _pool_geometry(x.shape, window, stride, pad)
     xp = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)), constant_values=-jnp.inf)
-    out = None
-    for i in range(window):
-        for j in range(window):
-            sl = jax.lax.slice(xp, (0, i, j, 0),
-                               (n, i + (ho - 1) * stride + 1, j + (wo - 1) * stride + 1, c),
-                               (1, stride, stride, 1))
-            out = sl if out is None else jnp.maximum(out, sl)
-    return out
+    out, idx = None, jnp.zeros((n, ho, wo, c), jnp.uint8)
+    for k, (i, j) in enumerate(taps):
+        sl = jax.lax.slice(xp, (0, i, j, 0),
+                           (n, i + (ho - 1) * stride + 1, j + (wo - 1) * stride + 1, c),
+                           (1, stride, stride, 1))
+        if out is None:
+            out = sl
+            continue
+        later_wins = sl > out                     # strict: ties stay with the earlier tap
+        out = jnp.where(later_wins, sl, out)
+        idx = jnp.where(later_wins, jnp.uint8(k), idx)
+    return out, idx
+
+
+def unpool(idx: Array, g: Array, in_shape, window: int, stride: int, pad: int) -> Array:
+    """The gradient of :func:`pool_with_index` wrt its input: each window's cotangent
+    ``g`` goes to its winner. Each tap's share is spread back onto the strided grid it was
+    read from (the transpose of a strided slice is an interior-padded pad)."""
+    _, h, w, _ = in_shape
+    ho, wo, taps = _pool_geometry(in_shape, window, stride, pad)
+    hp, wp = h + 2 * pad, w + 2 * pad
+    zero = jnp.zeros((), g.dtype)
+    dxp = None
+    for k, (i, j) in enumerate(taps):
+        part = jax.lax.pad(jnp.where(idx == k, g, zero), zero,
+                           ((0, 0, 0), (i, hp - i - (ho - 1) * stride - 1, stride - 1),
+                            (j, wp - j - (wo - 1) * stride - 1, stride - 1), (0, 0, 0)))
+        dxp = part if dxp is None else dxp + part
+    return dxp[:, pad:pad + h, pad:pad + w, :]
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
+def max_pool_indexed(x: Array, window: int, stride: int, pad: int) -> Array:
+    """``nn.max_pool(x, (window,)*2, (stride,)*2, padding=((pad, pad),)*2)`` on
+    [N, H, W, C]: same values, same gradient (each window's gradient goes to its first
+    maximum in row-major window order, as XLA's select-and-scatter and torch's max-pool
+    do). The backward pass reads only the saved uint8 index of each window's winner."""
+    return pool_with_index(x, window, stride, pad)[0]
+
+
+def _max_pool_fwd(x, window, stride, pad):
+    out, idx = pool_with_index(x, window, stride, pad)
+    return out, (idx, x.shape)
+
+
+def _max_pool_bwd(window, stride, pad, res, g):
+    idx, shape = res
+    return (unpool(idx, g, shape, window, stride, pad),)
+
+
+max_pool_indexed.defvjp(_max_pool_fwd, _max_pool_bwd)
 
 
 # XLA:CPU computes a convolution's weight gradient over all B*T frames of the visual trunk
@@ -290,6 +417,14 @@ def conv_chunked_wgrad(lhs: Array, rhs: Array, window_strides, padding, lhs_dila
             gs = jax.lax.slice_in_dim(g, start, stop, axis=g_axis)
             part = jax.vjp(lambda k, xs=xs: conv(xs, k), w)[1](gs)[0]
             dw = part if dw is None else dw + part
+        # XLA's schedulers put the chunks' kernel gradients late (each chunk looks like
+        # new memory, only the last frees anything), keeping this layer's input and
+        # cotangent alive through the backward pass of every layer before it. Making the
+        # input gradient depend on the kernel gradient (by a zero term) runs them first:
+        # the train step's temporary memory falls 1.15 -> 0.86 GiB at the reference's
+        # shapes, same speed (BENCHMARKS.md, "peer"). A non-finite kernel gradient would
+        # turn the input gradient NaN - a step that is lost either way.
+        dx = dx + 0.0 * jnp.sum(dw)
         return dx, dw
 
     f.defvjp(fwd, bwd)

@@ -20,9 +20,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from avdetect.models.layers import (GlobalLayerNorm, PReLU, PreLNBlock, conv_chunked_wgrad,
-                                    max_pool_slices, to_float_image, torch_bn,
-                                    zero_padding)
+from avdetect.models.layers import (BatchNormReLU, GlobalLayerNorm, PReLU, PreLNBlock,
+                                    conv_chunked_wgrad, max_pool_indexed, to_float_image,
+                                    torch_bn, zero_padding)
 
 Array = jax.Array
 
@@ -68,9 +68,9 @@ class ResNetStage(nn.Module):
         for i in range(self.blocks):
             stride = self.stride if i == 0 else 1
             h = conv(self.features, stride, f"conv1_{i}")(y)
-            h = nn.relu(torch_bn(train, **_FRONT_BN, name=f"bn1_{i}")(h))
+            h = BatchNormReLU(train, **_FRONT_BN, name=f"bn1_{i}")(h)
             s = conv(self.features, 1, f"conv2_{i}")(h) + skip
-            y = nn.relu(torch_bn(train, **_FRONT_BN, name=f"outbn_{i}")(s))
+            y = BatchNormReLU(train, **_FRONT_BN, name=f"outbn_{i}")(s)
             skip = s
         return y
 
@@ -112,8 +112,8 @@ class MouthFrontend(nn.Module):
             y = y.reshape((b * t,) + y.shape[2:])
         else:
             raise ValueError(f"unknown visual stem {self.stem!r} (per_frame | 3d)")
-        y = nn.relu(torch_bn(train, **_FRONT_BN, name="stem_bn")(y))
-        y = max_pool_slices(y, 3, 2, 1)                                   # [BT,H/4,W/4,C]
+        y = BatchNormReLU(train, **_FRONT_BN, name="stem_bn")(y)
+        y = max_pool_indexed(y, 3, 2, 1)                                  # [BT,H/4,W/4,C]
         for i, (f, s) in enumerate(zip(self.widths, self.strides)):
             y = ResNetStage(f, s, self.blocks, name=f"stage{i + 1}")(y, train)
         y = jnp.mean(y, axis=(1, 2))                                      # [BT, C]

@@ -1,0 +1,143 @@
+"""The visual front end's lean training layers against the plain flax / lax ones they
+replace: layers.max_pool_indexed against nn.max_pool (values and gradient, ties
+included) and layers.BatchNormReLU against relu(flax BatchNorm) (variables, outputs,
+running averages, gradients), then the whole front end with both swapped back."""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from avdetect.models import layers, visual
+
+
+def _flax_pool(x, window=3, stride=2, pad=1):
+    return nn.max_pool(x, (window,) * 2, (stride,) * 2, padding=((pad, pad),) * 2)
+
+
+def _tied(shape, seed):
+    """ReLU-like maps on a coarse grid: most windows hold ties (zeros, repeated values)."""
+    x = np.random.default_rng(seed).normal(size=shape)
+    return jnp.asarray(np.maximum(np.round(x * 2) / 2, 0.0), jnp.float32)
+
+
+@pytest.mark.parametrize("shape,window,stride,pad", [
+    ((3, 56, 56, 4), 3, 2, 1), ((2, 44, 44, 3), 3, 2, 1), ((1, 7, 9, 2), 3, 2, 1),
+    ((2, 10, 12, 3), 2, 2, 0), ((2, 9, 9, 2), 3, 1, 1)])
+@pytest.mark.parametrize("ties", [False, True])
+def test_indexed_max_pool_equals_flax_max_pool_values_and_gradient(shape, window, stride,
+                                                                    pad, ties):
+    x = _tied(shape, 0) if ties else jax.random.normal(jax.random.key(0), shape)
+    ours = lambda z: layers.max_pool_indexed(z, window, stride, pad)  # noqa: E731
+    ref = lambda z: _flax_pool(z, window, stride, pad)                 # noqa: E731
+    np.testing.assert_array_equal(ours(x), ref(x))
+    w = jax.random.normal(jax.random.key(1), ref(x).shape)
+    g_ours = jax.jit(jax.grad(lambda z: jnp.sum(ours(z) * w)))(x)
+    g_ref = jax.jit(jax.grad(lambda z: jnp.sum(ref(z) * w)))(x)
+    if ties:    # where windows tie, the whole gradient goes to one input in both
+        assert float(jnp.sum(g_ref != 0)) < 0.9 * g_ref.size
+    np.testing.assert_allclose(g_ours, g_ref, rtol=1e-6, atol=1e-6)
+
+
+def test_indexed_max_pool_refuses_a_window_beyond_its_uint8_index():
+    with pytest.raises(ValueError, match="uint8"):
+        layers.max_pool_indexed(jnp.zeros((1, 20, 20, 1)), 17, 1, 0)
+
+
+class _PlainBNReLU(nn.Module):
+    """What BatchNormReLU replaces: relu(torch_bn(...)), the flax BatchNorm."""
+    train: bool
+    momentum: float = 0.1
+    eps: float = 1e-5
+
+    @nn.compact
+    def __call__(self, x):
+        return nn.relu(layers.torch_bn(self.train, self.momentum, self.eps, name="bn")(x))
+
+
+def _bn_pair(x, momentum, eps):
+    ours, plain = layers.BatchNormReLU(True, momentum, eps), _PlainBNReLU(True, momentum, eps)
+    v_ours = ours.init(jax.random.key(0), x)
+    v_plain = plain.init(jax.random.key(0), x)
+    return ours, plain, v_ours, v_plain
+
+
+@pytest.mark.parametrize("shape,momentum,eps", [((6, 9, 9, 5), 0.01, 1e-3),
+                                                ((40, 7), 0.1, 1e-5)])
+def test_batchnorm_relu_equals_flax_batchnorm_then_relu(shape, momentum, eps):
+    x = 3.0 + 2.0 * jax.random.normal(jax.random.key(2), shape)
+    ours, plain, v_ours, v_plain = _bn_pair(x, momentum, eps)
+    # same variables: names, shapes, initial values
+    unwrapped = {c: v_plain[c]["bn"] for c in ("params", "batch_stats")}
+    assert jax.tree.map(np.shape, v_ours) == jax.tree.map(np.shape, unwrapped)
+    jax.tree.map(np.testing.assert_array_equal, v_ours, unwrapped)
+    rng = np.random.default_rng(3)
+    params = {"scale": jnp.asarray(rng.uniform(0.5, 1.5, shape[-1]), jnp.float32),
+              "bias": jnp.asarray(rng.normal(0, 0.5, shape[-1]), jnp.float32)}
+    stats = {"mean": jnp.asarray(rng.normal(size=shape[-1]), jnp.float32),
+             "var": jnp.asarray(rng.uniform(0.5, 2, shape[-1]), jnp.float32)}
+    r = jax.random.normal(jax.random.key(4), shape)
+
+    def run(module, wrap):
+        def loss(x, p):
+            out, upd = module.apply({"params": wrap(p), "batch_stats": wrap(stats)}, x,
+                                    mutable=["batch_stats"])
+            return jnp.sum(out * r), (out, upd)
+        return jax.jit(jax.value_and_grad(loss, argnums=(0, 1), has_aux=True))(x, params)
+
+    (l_o, (y_o, upd_o)), (dx_o, dp_o) = run(ours, lambda t: t)
+    (l_p, (y_p, upd_p)), (dx_p, dp_p) = run(plain, lambda t: {"bn": t})
+    np.testing.assert_allclose(y_o, y_p, rtol=1e-6, atol=1e-6)
+    for k in ("mean", "var"):      # the running averages move the same way
+        np.testing.assert_allclose(upd_o["batch_stats"][k], upd_p["batch_stats"]["bn"][k],
+                                   rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(dx_o, dx_p, rtol=1e-4, atol=1e-5 * float(jnp.abs(dx_p).max()))
+    for k in ("scale", "bias"):
+        np.testing.assert_allclose(dp_o[k], dp_p[k], rtol=1e-4,
+                                   atol=1e-5 * float(jnp.abs(dp_p[k]).max()))
+    # evaluation mode reads the running averages, bit for bit as flax does
+    ev_o = layers.BatchNormReLU(False, momentum, eps).apply(
+        {"params": params, "batch_stats": stats}, x)
+    ev_p = _PlainBNReLU(False, momentum, eps).apply(
+        {"params": {"bn": params}, "batch_stats": {"bn": stats}}, x)
+    np.testing.assert_array_equal(ev_o, ev_p)
+
+
+def test_front_end_with_the_lean_layers_trains_like_the_plain_one(monkeypatch):
+    """The student's visual front end in training mode, small widths: the same variable
+    tree, outputs, batch-stat updates and gradients as the same module built on flax's
+    BatchNorm + relu and nn.max_pool."""
+    front = visual.MouthFrontend(stem_width=8, widths=(8, 16, 16, 32))
+    x = jax.random.normal(jax.random.key(5), (2, 6, 32, 32))
+    r = jax.random.normal(jax.random.key(6), (2, 6, 32))
+
+    def run():
+        variables = front.init(jax.random.key(0), x, True)
+
+        def loss_fn(p):
+            out, upd = front.apply({"params": p, "batch_stats": variables["batch_stats"]},
+                                   x, True, mutable=["batch_stats"])
+            return jnp.sum(out * r), upd
+        return variables, jax.jit(jax.value_and_grad(loss_fn, has_aux=True))(
+            variables["params"])
+
+    v, ((loss, stats), grads) = run()
+    monkeypatch.setattr(visual, "BatchNormReLU",
+                        lambda train, momentum, eps, name: lambda y: nn.relu(
+                            layers.torch_bn(train, momentum, eps, name=name)(y)))
+    monkeypatch.setattr(visual, "max_pool_indexed", _flax_pool)
+    v_ref, ((loss_ref, stats_ref), grads_ref) = run()
+    assert jax.tree.map(np.shape, v) == jax.tree.map(np.shape, v_ref)
+    jax.tree.map(np.testing.assert_array_equal, v, v_ref)       # same initial values
+    np.testing.assert_allclose(loss, loss_ref, rtol=1e-5)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+                 stats, stats_ref)
+    flat, flat_ref = jax.tree.leaves_with_path(grads), jax.tree.leaves_with_path(grads_ref)
+    assert [p for p, _ in flat] == [p for p, _ in flat_ref]
+    for (path, g), (_, g_ref) in zip(flat, flat_ref):
+        scale = max(float(np.abs(g_ref).max()), 1e-6)
+        np.testing.assert_allclose(g, g_ref, rtol=1e-3, atol=1e-4 * scale,
+                                   err_msg=jax.tree_util.keystr(path))
