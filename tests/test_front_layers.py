@@ -141,3 +141,26 @@ def test_front_end_with_the_lean_layers_trains_like_the_plain_one(monkeypatch):
         scale = max(float(np.abs(g_ref).max()), 1e-6)
         np.testing.assert_allclose(g, g_ref, rtol=1e-3, atol=1e-4 * scale,
                                    err_msg=jax.tree_util.keystr(path))
+
+
+@pytest.mark.parametrize("b,t", [(1, 60), (2, 13)])     # 60 and 26 frames: last chunk padded
+def test_eval_front_end_over_chunks_of_frames_equals_one_pass(monkeypatch, b, t):
+    """Outside training the mouth encoder runs its per-frame front end over chunks of
+    visual.EVAL_CHUNK frames (nn.scan): same variable tree as training, same outputs as
+    one pass over all frames."""
+    monkeypatch.setattr(visual, "EVAL_CHUNK", 8)
+    enc = visual.MouthEncoder(stem_width=8, widths=(8, 16, 16, 32), tcn_blocks=1,
+                              head_hidden=16, out_dim=8)
+    mouth = jax.random.randint(jax.random.key(7), (b, t, 32, 32), 0, 256).astype(jnp.uint8)
+    v_train = enc.init(jax.random.key(0), mouth, True)
+    v_eval = enc.init(jax.random.key(0), mouth, False)
+    assert jax.tree.map(np.shape, v_eval) == jax.tree.map(np.shape, v_train)
+    jax.tree.map(np.testing.assert_array_equal, v_eval, v_train)
+    # trained-looking running averages, so BatchNorm's eval path is not the identity
+    stats = jax.tree.map(lambda a: a + 0.3 * jax.random.uniform(jax.random.key(8), a.shape),
+                         v_train["batch_stats"])
+    variables = {"params": v_train["params"], "batch_stats": stats}
+    chunked = jax.jit(lambda m: enc.apply(variables, m, False))(mouth)
+    monkeypatch.setattr(visual, "EVAL_CHUNK", 10_000)                  # one pass
+    direct = jax.jit(lambda m: enc.apply(variables, m, False))(mouth)
+    np.testing.assert_allclose(chunked, direct, rtol=1e-5, atol=1e-6)

@@ -120,6 +120,27 @@ class MouthFrontend(nn.Module):
         return y.reshape(b, t, -1)
 
 
+# Outside training the per-frame front end's frames are independent (BatchNorm reads its
+# running averages), so it runs over chunks of this many frames in turn: the same values
+# with each chunk's maps staying in cache (BENCHMARKS.md, "peer": inference).
+EVAL_CHUNK = 25
+
+
+def frames_in_chunks(front: nn.Module, x: Array) -> Array:
+    """``front(x, False)`` for a per-frame front end on [B, T, H, W], computed over chunks
+    of EVAL_CHUNK frames in a loop (flax ``nn.scan`` with the front end's variables shared,
+    so its parameter tree is the same as a direct call's)."""
+    b, t, h, w = x.shape
+    n = b * t
+    k = -(-n // EVAL_CHUNK)
+    frames = jnp.pad(x.reshape(n, h, w), ((0, k * EVAL_CHUNK - n), (0, 0), (0, 0)))
+    scan = nn.scan(lambda mdl, carry, chunk: (carry, mdl(chunk[None], False)[0]),
+                   variable_broadcast=("params", "batch_stats"),
+                   split_rngs={"params": False}, length=k)
+    _, feats = scan(front, None, frames.reshape(k, EVAL_CHUNK, h, w))   # [k, chunk, C]
+    return feats.reshape(k * EVAL_CHUNK, -1)[:n].reshape(b, t, -1)
+
+
 class DSConvBlock(nn.Module):
     """Residual depthwise-separable temporal block of TalkNet's V-TCN on [B, T, C]:
     ReLU -> BN -> depthwise conv(k=3) -> PReLU -> gLN -> pointwise conv, plus the input.
@@ -160,8 +181,12 @@ class MouthEncoder(nn.Module):
         x = to_float_image(mouth, MOUTH_MEAN, MOUTH_STD)                 # [B,T,H,W]
         if self.stem == "3d":           # the only front-end op that mixes frames
             x = zero_padding(x, mask)
-        x = MouthFrontend(self.stem_width, tuple(self.widths), blocks=self.blocks,
-                          stem=self.stem, name="frontend")(x, train)      # [B,T,C]
+        front = MouthFrontend(self.stem_width, tuple(self.widths), blocks=self.blocks,
+                              stem=self.stem, name="frontend")
+        if train or self.stem != "per_frame" or x.shape[0] * x.shape[1] <= EVAL_CHUNK:
+            x = front(x, train)                                           # [B,T,C]
+        else:
+            x = frames_in_chunks(front, x)                                # [B,T,C]
         for i in range(self.tcn_blocks):
             x = DSConvBlock(name=f"tcn{i}")(x, train, mask)
         x = nn.Conv(self.head_hidden, (5,), padding=((2, 2),), name="head_conv1")(
