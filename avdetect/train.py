@@ -198,8 +198,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     # memory (~1 GB on CPU at the reference's shapes) is handed back to the system before
     # the step allocates its own buffers (avdetect/host_memory.py; BENCHMARKS.md "peer").
     t_compile = time.time()
-    host_memory.release_freed_heap()                 # init's compile
     train_step = steps.train_step.lower(state, first_batch).compile()
+    jax.clear_caches()        # init's program and the tracing caches: init ran once
     host_memory.release_freed_heap()
     logging.info("train step compiled in %.1f s", time.time() - t_compile)
 

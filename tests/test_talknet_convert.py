@@ -242,6 +242,12 @@ def test_peer_figures_are_ratios_of_the_two_sides_medians():
     assert "CPU-time ratio 0.75x" in train_fig.note
     assert infer_fig.value == pytest.approx(1.5 / 0.6) and infer_fig.ok is True
     assert rss_fig.value == pytest.approx(1.5) and rss_fig.ok is False
+    assert "GFLOP/s" not in train_fig.note                 # no matmul rate measured: no note
+    # with the step's FLOP count and the matmul rate: each side's share of that rate
+    ours.update(gflop_step=480.0, matmul_gflops=400.0)
+    note = peer_bench.compare(ref, ours)[0].note
+    assert "ours 120 GFLOP/s = 0.30, torch 160 = 0.40" in note and "(400 GFLOP/s)" in note
+
 
 
 def test_convert_command_dispatches_subcommands():

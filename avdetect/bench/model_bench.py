@@ -104,7 +104,7 @@ def bench_one(method_name: str, variant: str, config, batch_size: int, window: i
     batch = {k: jnp.asarray(v) for k, v in
              example_batch(config, batch_size, window, audio_dim=audio_dim).items()}
     variables = jax.jit(method.init)(rng, batch)
-    host_memory.release_freed_heap()           # as the trainer does after each compile
+    host_memory.release_freed_heap()
     params = variables["params"]
     state = {k: v for k, v in variables.items() if k != "params"}
     mask = method.trainable_mask(params)
@@ -126,6 +126,7 @@ def bench_one(method_name: str, variant: str, config, batch_size: int, window: i
     t0 = time.perf_counter()
     step_compiled = step.lower(params, state, opt_state, batch, rng).compile()
     compile_s = time.perf_counter() - t0
+    jax.clear_caches()                         # as the trainer does after compiling
     host_memory.release_freed_heap()
     train_flops = flops_of(step_compiled)
 

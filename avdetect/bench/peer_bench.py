@@ -125,10 +125,28 @@ def run_ours(b: int, t: int, infer_t: int, steps: int, warmup: int, tiny: bool) 
     row = model_bench.bench_one("corrdistill", "peer", config, b, t, steps, warmup,
                                 audio_dim=13, infer_window=infer_t)
     return {"train_s": row["train_times"], "infer_s": row["infer_times"],
+            "matmul_gflops": matmul_peak(512 if tiny else 3072),
             "train_cpu": row["train_cpu"], "infer_cpu": row["infer_cpu"],
             "params": row["params"], "version": f"jax {jax.__version__}",
             "compile_s": row["compile_s"], "stem": config.model.visual.stem,
             "gflop_step": row["train_gflops_per_ex"] * b}
+
+
+def matmul_peak(n: int, calls: int = 5) -> float:
+    """GFLOP/s of a jitted float32 n x n matmul on this process's CPUs (best of
+    ``calls``): the hardware reference the train step's own GFLOP/s is read against."""
+    import jax
+    import jax.numpy as jnp
+
+    a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
+    mm = jax.jit(lambda a: a @ a)
+    jax.block_until_ready(mm(a))
+    best = float("inf")
+    for _ in range(calls):
+        t0 = time.perf_counter()
+        jax.block_until_ready(mm(a))
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n ** 3 / best / 1e9
 
 
 def side_main(side: str, args) -> None:
@@ -158,6 +176,18 @@ def _spread(xs: list[float]) -> str:
     return f"median {statistics.median(xs):.2f} s (min {min(xs):.2f}, max {max(xs):.2f}, n={len(xs)})"
 
 
+def _peak_note(ref: dict, ours: dict) -> str:
+    """Both sides' train-step rate against the float32 matmul rate measured on the same
+    CPUs (XLA's FLOP count of our step; the reference computes the same convolutions)."""
+    if not ours.get("matmul_gflops") or not ours.get("gflop_step"):
+        return ""
+    peak, flop = ours["matmul_gflops"], ours["gflop_step"]
+    rate = lambda side: flop / statistics.median(side["train_s"])  # noqa: E731
+    return (f"; step {flop:.0f} GFLOP: ours {rate(ours):.0f} GFLOP/s = "
+            f"{rate(ours) / peak:.2f}, torch {rate(ref):.0f} = {rate(ref) / peak:.2f} of the "
+            f"float32 matmul rate on these CPUs ({peak:.0f} GFLOP/s)")
+
+
 def compare(ref: dict, ours: dict) -> list[Figure]:
     """The ratio figures of one torch / ours pair of results."""
     med = statistics.median
@@ -172,7 +202,8 @@ def compare(ref: dict, ours: dict) -> list[Figure]:
         Figure("peer", f"train step speed vs torch reference ({shapes})", tr, "x",
                f">= {GOALS['train']:g}x", common.goal_at_least(tr, GOALS["train"]),
                f"wall: torch {_spread(ref['train_s'])}; ours {_spread(ours['train_s'])}; "
-               f"CPU-time ratio {tr_cpu:.2f}x; our stem {ours.get('stem')}"),
+               f"CPU-time ratio {tr_cpu:.2f}x; our stem {ours.get('stem')}"
+               + _peak_note(ref, ours)),
         Figure("peer", f"inference speed, one clip of T={ours['infer_window']} vs torch "
                "reference", inf, "x", f">= {GOALS['infer']:g}x",
                common.goal_at_least(inf, GOALS["infer"]),
