@@ -143,7 +143,7 @@ def test_front_end_with_the_lean_layers_trains_like_the_plain_one(monkeypatch):
                                    err_msg=jax.tree_util.keystr(path))
 
 
-@pytest.mark.parametrize("b,t", [(1, 60), (2, 13)])     # 60 and 26 frames: last chunk padded
+@pytest.mark.parametrize("b,t", [(1, 60), (2, 13)])     # chunks of 8 along T: last one padded
 def test_eval_front_end_over_chunks_of_frames_equals_one_pass(monkeypatch, b, t):
     """Outside training the mouth encoder runs its per-frame front end over chunks of
     visual.EVAL_CHUNK frames (nn.scan): same variable tree as training, same outputs as

@@ -121,24 +121,25 @@ class MouthFrontend(nn.Module):
 
 
 # Outside training the per-frame front end's frames are independent (BatchNorm reads its
-# running averages), so it runs over chunks of this many frames in turn: the same values
-# with each chunk's maps staying in cache (BENCHMARKS.md, "peer": inference).
+# running averages), so it runs over chunks of this many frames of each clip in turn: the
+# same values with each chunk's maps staying in cache (BENCHMARKS.md, "peer": inference).
 EVAL_CHUNK = 25
 
 
 def frames_in_chunks(front: nn.Module, x: Array) -> Array:
     """``front(x, False)`` for a per-frame front end on [B, T, H, W], computed over chunks
-    of EVAL_CHUNK frames in a loop (flax ``nn.scan`` with the front end's variables shared,
-    so its parameter tree is the same as a direct call's)."""
+    of EVAL_CHUNK frames along T in a loop (flax ``nn.scan`` with the front end's variables
+    shared, so its parameter tree is the same as a direct call's). Chunking along the
+    static T (not B*T) keeps it valid for a symbolic batch size (``jax.export``)."""
     b, t, h, w = x.shape
-    n = b * t
-    k = -(-n // EVAL_CHUNK)
-    frames = jnp.pad(x.reshape(n, h, w), ((0, k * EVAL_CHUNK - n), (0, 0), (0, 0)))
-    scan = nn.scan(lambda mdl, carry, chunk: (carry, mdl(chunk[None], False)[0]),
+    k = -(-t // EVAL_CHUNK)
+    x = jnp.pad(x, ((0, 0), (0, k * EVAL_CHUNK - t), (0, 0), (0, 0)))
+    chunks = jnp.swapaxes(x.reshape(b, k, EVAL_CHUNK, h, w), 0, 1)      # [k,B,chunk,H,W]
+    scan = nn.scan(lambda mdl, carry, chunk: (carry, mdl(chunk, False)),
                    variable_broadcast=("params", "batch_stats"),
                    split_rngs={"params": False}, length=k)
-    _, feats = scan(front, None, frames.reshape(k, EVAL_CHUNK, h, w))   # [k, chunk, C]
-    return feats.reshape(k * EVAL_CHUNK, -1)[:n].reshape(b, t, -1)
+    _, feats = scan(front, None, chunks)                                # [k,B,chunk,C]
+    return jnp.swapaxes(feats, 0, 1).reshape(b, k * EVAL_CHUNK, -1)[:, :t]
 
 
 class DSConvBlock(nn.Module):
@@ -183,7 +184,7 @@ class MouthEncoder(nn.Module):
             x = zero_padding(x, mask)
         front = MouthFrontend(self.stem_width, tuple(self.widths), blocks=self.blocks,
                               stem=self.stem, name="frontend")
-        if train or self.stem != "per_frame" or x.shape[0] * x.shape[1] <= EVAL_CHUNK:
+        if train or self.stem != "per_frame" or x.shape[1] <= EVAL_CHUNK:
             x = front(x, train)                                           # [B,T,C]
         else:
             x = frames_in_chunks(front, x)                                # [B,T,C]
