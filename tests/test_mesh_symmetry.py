@@ -4,14 +4,12 @@ fixture frames."""
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 import pytest
 
 from avdetect.bench import landmark_bench
 from avdetect.media import decode
 from avdetect.preprocess import landmarks, mesh_symmetry
-from avdetect.preprocess.align import warp
 
 MIRROR = np.asarray(mesh_symmetry.MIRROR)
 CLIP = "real_video-retalking_2.mp4"
@@ -27,10 +25,6 @@ def frame_and_roi(realav_dir):
             assert pts is not None, f"{CLIP}: no face on frame 9"
             return f, landmarks.roi_from_points(pts)
     pytest.fail(f"{CLIP}: fewer than 10 frames")
-
-
-def _crop(frame, roi, n=192):
-    return warp(frame, roi.to_crop(n), n, cv2.BORDER_REPLICATE).astype(np.float32) / 255.0
 
 
 def test_permutation_is_an_involution_pairing_known_points():
@@ -62,7 +56,7 @@ def test_permutation_maps_the_mesh_onto_its_mirror_image(frame_and_roi):
     and far below what the mirror without the reordering leaves."""
     frame, roi = frame_and_roi
     mesh = landmarks.FaceMesh()
-    out = mesh.model(_crop(frame, roi)[None])
+    out = mesh.model(mesh.crop(frame, roi)[None])
     p3 = next(o for o in out if o.size == 468 * 3).reshape(468, 3).astype(np.float64)
     mirrored = p3 * [-1, 1, 1]
     eye = np.linalg.norm(p3[33, :2] - p3[263, :2])
@@ -83,7 +77,7 @@ def test_derivation_from_fixture_clips_reproduces_the_constant(realav_dir):
 def test_mirrored_pass_agrees_with_the_plain_pass(frame_and_roi):
     frame, roi = frame_and_roi
     mesh = landmarks.FaceMesh()
-    x = _crop(frame, roi)
+    x = mesh.crop(frame, roi)
     plain, _ = mesh.on_crop(x)
     back = mesh_symmetry.mirror_points(mesh.on_crop(np.ascontiguousarray(x[:, ::-1]))[0], 192)
     d = np.linalg.norm(back - plain, axis=1)          # px of the 192 crop
@@ -96,7 +90,7 @@ def test_mirrored_pass_agrees_with_the_plain_pass(frame_and_roi):
 def test_mirror_average_of_a_mirrored_crop_is_the_mirrored_average(frame_and_roi):
     frame, roi = frame_and_roi
     mesh = landmarks.FaceMesh(mirror_average=True)
-    x = _crop(frame, roi)
+    x = mesh.crop(frame, roi)
     pts, presence = mesh.on_crop(x)
     pts_f, presence_f = mesh.on_crop(np.ascontiguousarray(x[:, ::-1]))
     np.testing.assert_allclose(pts_f, mesh_symmetry.mirror_points(pts, 192), rtol=0, atol=1e-9)

@@ -593,7 +593,6 @@ def mirror_from_clips(paths: list[pathlib.Path], frames: int = 60, every: int = 
     frames of each clip: the plain face mesh's crop (its tracked ROI) and that crop
     mirrored."""
     mesh = landmarks.FaceMesh()
-    n = mesh.size
     plain, mirrored = [], []
     for p in paths:
         tracker = landmarks.LandmarkTracker()
@@ -603,13 +602,12 @@ def mirror_from_clips(paths: list[pathlib.Path], frames: int = 60, every: int = 
             pts, _ = tracker.update(f)       # every frame: tracking needs the previous one
             if pts is None or i % every:
                 continue
-            roi = landmarks.roi_from_points(pts)
-            x = align.warp(f, roi.to_crop(n), n, cv2.BORDER_REPLICATE).astype(np.float32) / 255.0
+            x = mesh.crop(f, landmarks.roi_from_points(pts))
             plain.append(mesh.on_crop(x)[0])
             mirrored.append(mesh.on_crop(np.ascontiguousarray(x[:, ::-1]))[0])
     if not plain:
         raise SystemExit("--derive-mirror: no face found in the given clips")
-    return mesh_symmetry.derive_mirror(np.asarray(plain), np.asarray(mirrored), n)
+    return mesh_symmetry.derive_mirror(np.asarray(plain), np.asarray(mirrored), mesh.size)
 
 
 def main(argv: list[str] | None = None) -> int:

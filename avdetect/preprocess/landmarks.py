@@ -196,10 +196,13 @@ class FaceMesh:
         self.mirror_average = mirror_average
 
     def __call__(self, rgb: np.ndarray, roi: Roi) -> tuple[np.ndarray, float]:
+        pts, presence = self.on_crop(self.crop(rgb, roi))
+        return roi.from_crop(pts, self.size), presence
+
+    def crop(self, rgb: np.ndarray, roi: Roi) -> np.ndarray:
+        """The mesh's input for ``roi`` of a frame: float32 [n, n, 3] in [0, 1]."""
         n = self.size
-        x = warp(rgb, roi.to_crop(n), n, cv2.BORDER_REPLICATE).astype(np.float32) / 255.0
-        pts, presence = self.on_crop(x)
-        return roi.from_crop(pts, n), presence
+        return warp(rgb, roi.to_crop(n), n, cv2.BORDER_REPLICATE).astype(np.float32) / 255.0
 
     def on_crop(self, x: np.ndarray) -> tuple[np.ndarray, float]:
         """Mesh of one float32 [n, n, 3] crop in [0, 1] -> (points [468, 2] crop px,
