@@ -184,7 +184,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     def run_eval(step: int, max_batches) -> dict[str, dict]:
         t0 = time.time()
         reports = evaluate_state(steps, state, config, max_batches=max_batches)
-        host_memory.release_freed_heap()             # the eval step's compile, as above
+        host_memory.release_freed_heap()    # the eval step's compile, as for the train step's below
         scalars = {}
         for split, rep in reports.items():
             scalars.update(evaluation.flat_scalars(rep, f"eval/{split}"))

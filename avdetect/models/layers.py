@@ -325,14 +325,15 @@ def pool_with_index(x: Array, window: int, stride: int, pad: int) -> tuple[Array
     n, h, w, c = x.shape
     ho, wo, taps = _pool_geometry(x.shape, window, stride, pad)
     xp = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)), constant_values=-jnp.inf)
-    out, idx = None, jnp.zeros((n, ho, wo, c), jnp.uint8)
-    for k, (i, j) in enumerate(taps):
-        sl = jax.lax.slice(xp, (0, i, j, 0),
-                           (n, i + (ho - 1) * stride + 1, j + (wo - 1) * stride + 1, c),
-                           (1, stride, stride, 1))
-        if out is None:
-            out = sl
-            continue
+
+    def tap(i, j):
+        return jax.lax.slice(xp, (0, i, j, 0),
+                             (n, i + (ho - 1) * stride + 1, j + (wo - 1) * stride + 1, c),
+                             (1, stride, stride, 1))
+
+    out, idx = tap(*taps[0]), jnp.zeros((n, ho, wo, c), jnp.uint8)
+    for k, (i, j) in enumerate(taps[1:], start=1):
+        sl = tap(i, j)
         later_wins = sl > out                     # strict: ties stay with the earlier tap
         out = jnp.where(later_wins, sl, out)
         idx = jnp.where(later_wins, jnp.uint8(k), idx)
