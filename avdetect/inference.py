@@ -38,7 +38,7 @@ from jax import export as jax_export
 import ml_collections
 import numpy as np
 
-from avdetect import contract, evaluation, msgpack_file
+from avdetect import contract, cpu_compile, evaluation, msgpack_file
 # orbax (behind avdetect.checkpointing) is imported only where a workdir is read: scoring
 # an exported file should not pay for it at start-up.
 from avdetect.errors import CheckpointError
@@ -133,7 +133,7 @@ class LoadedModel:
                     "score": out["score"].astype(np.float32),               # [B]
                     **{k: out[k].astype(np.float32) for k in evaluation.POOLED_FIELDS
                        if k in out}}
-        self._jit_predict = jax.jit(predict)
+        self._jit_predict = jax.jit(predict, compiler_options=cpu_compile.inference())
 
     # ---- shapes the method reads ----
     @property
@@ -189,7 +189,8 @@ class LoadedModel:
             try:
                 if self._exported is None:     # once per model, whatever the batch sizes
                     self._exported = jax_export.deserialize(bytearray(self._traced_predict))
-                fn = jax.jit(self._exported.call).lower(self._device_vars, dict(batch)).compile()
+                fn = jax.jit(self._exported.call,
+                             compiler_options=cpu_compile.inference()).lower(self._device_vars, dict(batch)).compile()
                 self.compile_paths[self._key(batch)] = "exported"
                 return fn
             except Exception as e:   # e.g. a JAX too old or too new for the serialization

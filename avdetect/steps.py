@@ -19,7 +19,7 @@ import numpy as np
 import optax
 from clu import metrics as clu_metrics
 
-from avdetect import evaluation, optim, sharding
+from avdetect import cpu_compile, evaluation, optim, sharding
 from avdetect.errors import ConfigError
 
 State = dict[str, Any]
@@ -41,15 +41,6 @@ def _metric_collection(names: list[str]) -> type:
         **{ident: clu_metrics.Average.from_output(ident) for ident in display})
     collection.display_names = display
     return collection
-
-
-CPU_FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
-# XLA:CPU's default scheduler orders a program for concurrency, e.g. it computes the
-# weight gradients' transposed copies of activations during the forward pass and keeps
-# them; the memory-optimised one keeps the train step's temporary memory ~22% lower
-# (1.48 -> 1.15 GiB at the reference's shapes) at about the same CPU time
-# (BENCHMARKS.md, "peer").
-CPU_TRAIN_STEP = {"xla_cpu_scheduler_type": "CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED"}
 
 
 class Steps:
@@ -81,14 +72,13 @@ class Steps:
             self.abstract_state, self.state_sharding)
         batch_sh, repl = sharding.batch_sharding(mesh), sharding.replicated(mesh)
 
-        # Init runs once: on CPU, compiling it without LLVM's optimisations cuts its
-        # compile time ~8x (28 s -> 3 s for a tiny student) for no loss that matters.
-        # config.train.fast_compile does the same for the train/eval steps (about 2x
-        # faster compiles, 2x slower steps): for CPU smoke runs and tests only.
-        on_cpu = jax.default_backend() == "cpu"
-        quick = CPU_FAST_COMPILE if on_cpu else None
-        step_options = quick if config.train.get("fast_compile", False) else None
-        train_options = {**CPU_TRAIN_STEP, **(step_options or {})} if on_cpu else None
+        # XLA:CPU options per program (avdetect/cpu_compile.py): init compiles without
+        # LLVM's optimisations (runs once); config.train.fast_compile does the same for the
+        # train/eval steps (about 2x faster compiles, 2x slower steps): CPU smoke runs and
+        # tests only.
+        fast = bool(config.train.get("fast_compile", False))
+        quick, train_options = cpu_compile.run_once(), cpu_compile.train_step(fast)
+        eval_options = cpu_compile.inference(fast)
         self.init = jax.jit(self._init, in_shardings=(repl, batch_sh), out_shardings=self.state_sharding,
                             compiler_options=quick)
         if train:
@@ -100,7 +90,7 @@ class Steps:
                                       out_shardings=(self.state_sharding, repl), donate_argnums=(0,),
                                       compiler_options=train_options)
         self.eval_step = jax.jit(self._eval_step, in_shardings=(self.state_sharding, batch_sh),
-                                 out_shardings=repl, compiler_options=step_options)
+                                 out_shardings=repl, compiler_options=eval_options)
 
     def _init(self, rng: jax.Array, batch: Batch) -> State:
         init_rng, state_rng = jax.random.split(rng)

@@ -1,7 +1,8 @@
 """The visual front end's lean training layers against the plain flax / lax ones they
 replace: layers.max_pool_indexed against nn.max_pool (values and gradient, ties
 included) and layers.BatchNormReLU against relu(flax BatchNorm) (variables, outputs,
-running averages, gradients), then the whole front end with both swapped back."""
+running averages, gradients), with and without the max-pool it can end with (the stem's),
+then the whole front end with all of them swapped back."""
 
 from __future__ import annotations
 
@@ -49,28 +50,34 @@ def test_indexed_max_pool_refuses_a_window_beyond_its_uint8_index():
 
 
 class _PlainBNReLU(nn.Module):
-    """What BatchNormReLU replaces: relu(torch_bn(...)), the flax BatchNorm."""
+    """What BatchNormReLU replaces: relu(torch_bn(...)), the flax BatchNorm, then
+    nn.max_pool when ``pool`` = (window, stride, pad) is given."""
     train: bool
     momentum: float = 0.1
     eps: float = 1e-5
+    pool: tuple | None = None
 
     @nn.compact
     def __call__(self, x):
-        return nn.relu(layers.torch_bn(self.train, self.momentum, self.eps, name="bn")(x))
+        y = nn.relu(layers.torch_bn(self.train, self.momentum, self.eps, name="bn")(x))
+        return y if self.pool is None else _flax_pool(y, *self.pool)
 
 
-def _bn_pair(x, momentum, eps):
-    ours, plain = layers.BatchNormReLU(True, momentum, eps), _PlainBNReLU(True, momentum, eps)
+def _bn_pair(x, momentum, eps, pool=None):
+    ours = layers.BatchNormReLU(True, momentum, eps, pool=pool)
+    plain = _PlainBNReLU(True, momentum, eps, pool=pool)
     v_ours = ours.init(jax.random.key(0), x)
     v_plain = plain.init(jax.random.key(0), x)
     return ours, plain, v_ours, v_plain
 
 
-@pytest.mark.parametrize("shape,momentum,eps", [((6, 9, 9, 5), 0.01, 1e-3),
-                                                ((40, 7), 0.1, 1e-5)])
-def test_batchnorm_relu_equals_flax_batchnorm_then_relu(shape, momentum, eps):
+@pytest.mark.parametrize("shape,momentum,eps,pool", [((6, 9, 9, 5), 0.01, 1e-3, None),
+                                                     ((40, 7), 0.1, 1e-5, None),
+                                                     ((6, 12, 12, 5), 0.01, 1e-3, (3, 2, 1)),
+                                                     ((4, 9, 11, 3), 0.1, 1e-5, (3, 2, 1))])
+def test_batchnorm_relu_equals_flax_batchnorm_then_relu(shape, momentum, eps, pool):
     x = 3.0 + 2.0 * jax.random.normal(jax.random.key(2), shape)
-    ours, plain, v_ours, v_plain = _bn_pair(x, momentum, eps)
+    ours, plain, v_ours, v_plain = _bn_pair(x, momentum, eps, pool)
     # same variables: names, shapes, initial values
     unwrapped = {c: v_plain[c]["bn"] for c in ("params", "batch_stats")}
     assert jax.tree.map(np.shape, v_ours) == jax.tree.map(np.shape, unwrapped)
@@ -80,7 +87,8 @@ def test_batchnorm_relu_equals_flax_batchnorm_then_relu(shape, momentum, eps):
               "bias": jnp.asarray(rng.normal(0, 0.5, shape[-1]), jnp.float32)}
     stats = {"mean": jnp.asarray(rng.normal(size=shape[-1]), jnp.float32),
              "var": jnp.asarray(rng.uniform(0.5, 2, shape[-1]), jnp.float32)}
-    r = jax.random.normal(jax.random.key(4), shape)
+    out_shape = jax.eval_shape(lambda z: _PlainBNReLU(False, pool=pool).apply(v_plain, z), x).shape
+    r = jax.random.normal(jax.random.key(4), out_shape)
 
     def run(module, wrap):
         def loss(x, p):
@@ -100,9 +108,9 @@ def test_batchnorm_relu_equals_flax_batchnorm_then_relu(shape, momentum, eps):
         np.testing.assert_allclose(dp_o[k], dp_p[k], rtol=1e-4,
                                    atol=1e-5 * float(jnp.abs(dp_p[k]).max()))
     # evaluation mode reads the running averages, bit for bit as flax does
-    ev_o = layers.BatchNormReLU(False, momentum, eps).apply(
+    ev_o = layers.BatchNormReLU(False, momentum, eps, pool=pool).apply(
         {"params": params, "batch_stats": stats}, x)
-    ev_p = _PlainBNReLU(False, momentum, eps).apply(
+    ev_p = _PlainBNReLU(False, momentum, eps, pool=pool).apply(
         {"params": {"bn": params}, "batch_stats": {"bn": stats}}, x)
     np.testing.assert_array_equal(ev_o, ev_p)
 
@@ -126,10 +134,13 @@ def test_front_end_with_the_lean_layers_trains_like_the_plain_one(monkeypatch):
             variables["params"])
 
     v, ((loss, stats), grads) = run()
-    monkeypatch.setattr(visual, "BatchNormReLU",
-                        lambda train, momentum, eps, name: lambda y: nn.relu(
-                            layers.torch_bn(train, momentum, eps, name=name)(y)))
-    monkeypatch.setattr(visual, "max_pool_indexed", _flax_pool)
+    def plain_bn_relu(train, momentum, eps, name, pool=None):   # flax's own layers, same scope
+        def apply(y):
+            y = nn.relu(layers.torch_bn(train, momentum, eps, name=name)(y))
+            return y if pool is None else _flax_pool(y, *pool)
+        return apply
+
+    monkeypatch.setattr(visual, "BatchNormReLU", plain_bn_relu)
     v_ref, ((loss_ref, stats_ref), grads_ref) = run()
     assert jax.tree.map(np.shape, v) == jax.tree.map(np.shape, v_ref)
     jax.tree.map(np.testing.assert_array_equal, v, v_ref)       # same initial values

@@ -39,8 +39,7 @@ import numpy as np
 import optax
 from tqdm import tqdm
 
-from avdetect import host_memory
-from avdetect.steps import CPU_TRAIN_STEP
+from avdetect import cpu_compile, host_memory
 from avdetect.methods import build_method
 from avdetect.data.random_batches import example_batch
 
@@ -77,8 +76,7 @@ def make_train_step(method, mask, lr: float = 1e-4):
         updates, opt_state = tx.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), new_state, opt_state, loss
 
-    options = CPU_TRAIN_STEP if jax.default_backend() == "cpu" else None
-    return tx, jax.jit(step, donate_argnums=(0, 1, 2), compiler_options=options)
+    return tx, jax.jit(step, donate_argnums=(0, 1, 2), compiler_options=cpu_compile.train_step())
 
 
 def time_calls(fn, n: int, warmup: int, desc: str) -> tuple[list[float], list[float]]:
@@ -114,7 +112,7 @@ def bench_one(method_name: str, variant: str, config, batch_size: int, window: i
     # Inference FLOPs for one clip of infer_window frames (25 = 1 second).
     one = {k: jnp.asarray(v) for k, v in
            example_batch(config, infer_batch, infer_window, audio_dim=audio_dim).items()}
-    predict = jax.jit(method.predict)
+    predict = jax.jit(method.predict, compiler_options=cpu_compile.inference())
     t0 = time.perf_counter()
     pred_compiled = predict.lower(variables, one).compile()
     pred_compile_s = time.perf_counter() - t0

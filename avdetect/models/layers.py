@@ -87,15 +87,53 @@ def _bn_relu_bwd(eps, res, cts):
 bn_relu_train.defvjp(_bn_relu_fwd, _bn_relu_bwd)
 
 
+# The stem's BatchNorm + ReLU is followed by a max-pool. Its backward pass needs each
+# window's winner; autodiff (or a saved index) lets XLA keep the padded ReLU map of the
+# largest activation from the forward pass to the backward one, to recompute the index
+# from it (164 MiB at the reference's shapes). Recomputing BN + ReLU from the conv output
+# that the BatchNorm keeps anyway drops that map (BENCHMARKS.md, "peer").
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5, 6))
+def bn_relu_pool_train(x: Array, scale: Array, bias: Array, eps: float, window: int,
+                       stride: int, pad: int):
+    """``max_pool_indexed(relu(BatchNorm(x)), window, stride, pad)`` with batch
+    statistics: returns (pooled output, batch mean, batch variance) like
+    :func:`bn_relu_train`, whose gradient it has (the pool's goes to each window's first
+    maximum). Residuals: the input and per-channel statistics only."""
+    return _bn_relu_pool_fwd(x, scale, bias, eps, window, stride, pad)[0]
+
+
+def _bn_relu_pool_fwd(x, scale, bias, eps, window, stride, pad):
+    (y, mean, var), res = _bn_relu_fwd(x, scale, bias, eps)
+    return (pool_with_index(y, window, stride, pad)[0], mean, var), res
+
+
+def _bn_relu_pool_bwd(eps, window, stride, pad, res, cts):
+    x, mean, rstd, scale, bias = res
+    # The barrier makes this recomputation a new value: without it XLA merges it with the
+    # forward pass's identical map (CSE) and keeps that map alive until here.
+    x = jax.lax.optimization_barrier(x)
+    y = jax.nn.relu(_normalise(x, mean, rstd, scale, bias))
+    _, idx = pool_with_index(y, window, stride, pad)
+    gy = unpool(idx, cts[0], y.shape, window, stride, pad)
+    return _bn_relu_bwd(eps, (x, mean, rstd, scale, bias), (gy, None, None))
+
+
+bn_relu_pool_train.defvjp(_bn_relu_pool_fwd, _bn_relu_pool_bwd)
+
+
 class BatchNormReLU(nn.Module):
     """``relu(torch_bn(train, momentum, eps)(x))`` with the same variables (params
     ``scale``/``bias``, batch_stats ``mean``/``var``, so checkpoints and converters see a
     BatchNorm), the same values and running-average updates, and a leaner training
-    backward pass (:func:`bn_relu_train`). ``momentum`` in PyTorch's convention."""
+    backward pass (:func:`bn_relu_train`). ``momentum`` in PyTorch's convention.
+    ``pool`` = (window, stride, pad): followed by :func:`max_pool_indexed` on [N, H, W, C]
+    (in training through :func:`bn_relu_pool_train`, which keeps no map of its own)."""
 
     train: bool
     momentum: float = 0.1
     eps: float = 1e-5
+    pool: tuple[int, int, int] | None = None
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
@@ -106,8 +144,12 @@ class BatchNormReLU(nn.Module):
         ra_var = self.variable("batch_stats", "var", lambda: jnp.ones((c,), jnp.float32))
         if not self.train:
             rstd = jax.lax.rsqrt(ra_var.value + self.eps)
-            return jax.nn.relu(_normalise(x, ra_mean.value, rstd, scale, bias))
-        out, mean, var = bn_relu_train(x, scale, bias, self.eps)
+            out = jax.nn.relu(_normalise(x, ra_mean.value, rstd, scale, bias))
+            return out if self.pool is None else max_pool_indexed(out, *self.pool)
+        if self.pool is None:
+            out, mean, var = bn_relu_train(x, scale, bias, self.eps)
+        else:
+            out, mean, var = bn_relu_pool_train(x, scale, bias, self.eps, *self.pool)
         if not self.is_initializing():
             keep = 1.0 - self.momentum            # flax's momentum, as torch_bn sets it
             ra_mean.value = keep * ra_mean.value + (1 - keep) * jax.lax.stop_gradient(mean)

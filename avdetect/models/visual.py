@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from avdetect.models.layers import (BatchNormReLU, GlobalLayerNorm, PReLU, PreLNBlock,
-                                    conv_chunked_wgrad, max_pool_indexed, to_float_image,
+                                    conv_chunked_wgrad, to_float_image,
                                     torch_bn, zero_padding)
 
 Array = jax.Array
@@ -112,8 +112,7 @@ class MouthFrontend(nn.Module):
             y = y.reshape((b * t,) + y.shape[2:])
         else:
             raise ValueError(f"unknown visual stem {self.stem!r} (per_frame | 3d)")
-        y = BatchNormReLU(train, **_FRONT_BN, name="stem_bn")(y)
-        y = max_pool_indexed(y, 3, 2, 1)                                  # [BT,H/4,W/4,C]
+        y = BatchNormReLU(train, **_FRONT_BN, pool=(3, 2, 1), name="stem_bn")(y)  # [BT,H/4,W/4,C]
         for i, (f, s) in enumerate(zip(self.widths, self.strides)):
             y = ResNetStage(f, s, self.blocks, name=f"stage{i + 1}")(y, train)
         y = jnp.mean(y, axis=(1, 2))                                      # [BT, C]
