@@ -20,7 +20,8 @@ crop barely show the mouth move (shift / swap at chance, METHODS.md 2).
 
 Run (CPU smoke run, a few minutes):
   python -m avdetect.main --config=configs/cad.py:tiny --workdir=/tmp/cad
-Real footage (2-core CPU: 2.7 steps/s at load ~6, 0.3-0.8 at load 20-30; logged perf/):
+Real footage (2-core CPU: 10.5 steps/s at load ~2, 2026-12-07; 0.3-0.8 at load 20-30;
+logged perf/):
   python -m avdetect.main --config=configs/cad.py:tiny,real --workdir=W \
       --config.data.data_dir=D
 Full size (accelerator):
