@@ -30,9 +30,10 @@ manipulation (22 reals vs that manipulation's fakes): pf_shift 0.86 (21), pf_swa
 DFDC face-swap 0.80 (4), EDTalk 0.36 (1); with digital silence trimmed overall 0.869.
 Printed in W/eval_test.md. Ablations, the longer run, the clip-level sync score, the
 synthetic mix and stream augmentation: METHODS.md 8.
-``make demo`` trains exactly this (``python -m avdetect.demo --out DIR``, 2026-12-06 22:13
-UTC on the 2-core machine at load 2-9: 391 s in all - build 144 s, preprocess 1 s, train +
-evaluate 237 s, detect 9 s; the figures above are that run's, as in README; the 16 fixture
+``make demo`` trains exactly this (``python -m avdetect.demo --out DIR``, 2026-12-07 03:17
+UTC on the 2-core machine at load 3-3.5: 243 s in all - build 106 s, preprocess 1 s, train
++ evaluate 130 s, detect 6 s; the figures above are that run's, the same as the 2026-12-06
+run's, as in README; the 16 fixture
 clips - 6 real, 10 fake, people absent from realtalk - AUC 1.000).
 """
 
