@@ -2,7 +2,8 @@
 predict function, the trainer's eval step) and quick smoke-run compiles. One home, so
 the trainer, evaluation, ``avdetect detect`` and the benchmarks compile the same way.
 
-Each option was measured side by side (BENCHMARKS.md, "peer"):
+Each option was measured side by side (`python -m avdetect.bench.peer_bench`; BENCHMARKS.md,
+"Peer" and its speed attempts):
 
 * ``xla_cpu_experimental_ynn_fusion_type``: JAX 0.10's XLA:CPU hands convolutions to
   YNNPACK by default, and a YNNPACK convolution runs on one thread (a 3x3 conv's CPU time

@@ -24,6 +24,15 @@ import argparse
 import time
 
 
+def _jit(fn):
+    """``jax.jit`` with the train step's XLA:CPU options (avdetect/cpu_compile.py), so each
+    part is compiled as the trainer compiles it."""
+    import jax
+
+    from avdetect import cpu_compile
+    return jax.jit(fn, compiler_options=cpu_compile.train_step())
+
+
 def cpu_min(fn, *args, repeats: int = 2) -> float:
     """Minimum process CPU seconds of ``fn(*args)`` (blocked) after one warm-up call."""
     import jax
@@ -60,8 +69,8 @@ def profile_ours(repeats: int) -> None:
           f"memory {mem.temp_size_in_bytes / 2**30:.2f} GiB", flush=True)
     loss = lambda p: method.loss({"params": p, **state}, batch, jax.random.key(1),  # noqa: E731
                                  train=True)[0]
-    print(f"ours: step forward {cpu_min(jax.jit(loss), params, repeats=repeats):.2f} CPU s, "
-          f"forward + backward {cpu_min(jax.jit(jax.grad(loss)), params, repeats=repeats):.2f}",
+    print(f"ours: step forward {cpu_min(_jit(loss), params, repeats=repeats):.2f} CPU s, "
+          f"forward + backward {cpu_min(_jit(jax.grad(loss)), params, repeats=repeats):.2f}",
           flush=True)
     front = MouthFrontend(stem=cfg.model.visual.stem)
     x = to_float_image(batch["mouth"], MOUTH_MEAN, MOUTH_STD)
@@ -69,8 +78,8 @@ def profile_ours(repeats: int) -> None:
     fe = lambda p: front.apply({"params": p, "batch_stats": stats}, x, True,  # noqa: E731
                                mutable=["batch_stats"])[0].sum()
     p = params["visual_encoder"]["frontend"]
-    print(f"ours: visual front end forward {cpu_min(jax.jit(fe), p, repeats=repeats):.2f} CPU s, "
-          f"forward + backward {cpu_min(jax.jit(jax.grad(fe)), p, repeats=repeats):.2f}",
+    print(f"ours: visual front end forward {cpu_min(_jit(fe), p, repeats=repeats):.2f} CPU s, "
+          f"forward + backward {cpu_min(_jit(jax.grad(fe)), p, repeats=repeats):.2f}",
           flush=True)
 
 
@@ -125,11 +134,11 @@ def profile_ops(repeats: int) -> None:
                                       chunk=WGRAD_CHUNK)
 
         g = jnp.ones_like(conv(x, w))
-        dx = jax.jit(lambda x, w, g, conv=conv: jax.vjp(lambda a: conv(a, w), x)[1](g)[0])
-        dw = jax.jit(lambda x, w, g, conv=conv: jax.vjp(lambda b: conv(x, b), w)[1](g)[0])
-        dwc = jax.jit(lambda x, w, g, f=chunked: jax.vjp(lambda b: f(x, b), w)[1](g)[0])
+        dx = _jit(lambda x, w, g, conv=conv: jax.vjp(lambda a: conv(a, w), x)[1](g)[0])
+        dw = _jit(lambda x, w, g, conv=conv: jax.vjp(lambda b: conv(x, b), w)[1](g)[0])
+        dwc = _jit(lambda x, w, g, f=chunked: jax.vjp(lambda b: f(x, b), w)[1](g)[0])
         print(f"ops: conv {k}x{k} {c}->{co} on {n}x{h}x{h}: forward "
-              f"{cpu_min(jax.jit(conv), x, w, repeats=repeats):.3f} CPU s, input grad "
+              f"{cpu_min(_jit(conv), x, w, repeats=repeats):.3f} CPU s, input grad "
               f"{cpu_min(dx, x, w, g, repeats=repeats):.3f}, weight grad "
               f"{cpu_min(dw, x, w, g, repeats=repeats):.3f}, weight grad over chunks of "
               f"{WGRAD_CHUNK} frames {cpu_min(dwc, x, w, g, repeats=repeats):.3f}", flush=True)
@@ -137,9 +146,9 @@ def profile_ops(repeats: int) -> None:
     pools = {"nn.max_pool": lambda z: nn.max_pool(z, (3, 3), (2, 2), padding=((1, 1), (1, 1))),
              "max_pool_indexed": lambda z: max_pool_indexed(z, 3, 2, 1)}
     for name, pool in pools.items():
-        back = jax.jit(jax.grad(lambda z, pool=pool: pool(z).sum()))
+        back = _jit(jax.grad(lambda z, pool=pool: pool(z).sum()))
         print(f"ops: {name} 3x3/2 on 200x56x56x64: forward "
-              f"{cpu_min(jax.jit(pool), z, repeats=repeats):.3f} CPU s, forward + backward "
+              f"{cpu_min(_jit(pool), z, repeats=repeats):.3f} CPU s, forward + backward "
               f"{cpu_min(back, z, repeats=repeats):.3f}", flush=True)
     ones, zeros = jnp.ones((64,)), jnp.zeros((64,))
     bns = {"BN + ReLU (autodiff)": lambda z: jax.nn.relu(
@@ -147,8 +156,8 @@ def profile_ops(repeats: int) -> None:
            "layers.bn_relu_train": lambda z: bn_relu_train(z, ones, zeros, 1e-3)[0]}
     for name, bn in bns.items():
         print(f"ops: {name} on 200x56x56x64: forward "
-              f"{cpu_min(jax.jit(bn), z, repeats=repeats):.3f} CPU s, forward + backward "
-              f"{cpu_min(jax.jit(jax.grad(lambda z, bn=bn: (bn(z) * z).sum())), z, repeats=repeats):.3f}",
+              f"{cpu_min(_jit(bn), z, repeats=repeats):.3f} CPU s, forward + backward "
+              f"{cpu_min(_jit(jax.grad(lambda z, bn=bn: (bn(z) * z).sum())), z, repeats=repeats):.3f}",
               flush=True)
 
 
