@@ -189,8 +189,8 @@ class LoadedModel:
             try:
                 if self._exported is None:     # once per model, whatever the batch sizes
                     self._exported = jax_export.deserialize(bytearray(self._traced_predict))
-                fn = jax.jit(self._exported.call,
-                             compiler_options=cpu_compile.inference()).lower(self._device_vars, dict(batch)).compile()
+                fn = jax.jit(self._exported.call, compiler_options=cpu_compile.inference())
+                fn = fn.lower(self._device_vars, dict(batch)).compile()
                 self.compile_paths[self._key(batch)] = "exported"
                 return fn
             except Exception as e:   # e.g. a JAX too old or too new for the serialization
