@@ -1,6 +1,7 @@
 """XLA:CPU compiler options for each kind of program: the train step, inference (the
-predict function, the trainer's eval step) and quick smoke-run compiles. One home, so
-the trainer, evaluation, ``avdetect detect`` and the benchmarks compile the same way.
+predict function, the trainer's eval step, the teachers' networks) and quick smoke-run
+compiles. One home, so the trainer, evaluation, ``avdetect detect``, the dataset build's
+teachers and the benchmarks compile the same way.
 
 Each option was measured side by side (`python -m avdetect.bench.peer_bench`; BENCHMARKS.md,
 "Peer" and its speed attempts):

@@ -44,7 +44,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from avdetect import contract
+from avdetect import contract, cpu_compile
 from avdetect.models.visual import MOUTH_MEAN, MOUTH_STD, MouthFrontend
 from avdetect.teachers import alphabet
 
@@ -320,7 +320,7 @@ _APPLY_CACHE: dict[nn.Module, Any] = {}
 
 def _jitted_apply(module: nn.Module):
     if module not in _APPLY_CACHE:
-        _APPLY_CACHE[module] = jax.jit(module.apply)
+        _APPLY_CACHE[module] = jax.jit(module.apply, compiler_options=cpu_compile.inference())
     return _APPLY_CACHE[module]
 
 

@@ -61,6 +61,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from avdetect import cpu_compile
 from avdetect.errors import ConfigError, FileMissingError
 from avdetect.teachers import alphabet, posteriors
 from avdetect.teachers.errors import CheckpointError
@@ -223,7 +224,7 @@ _APPLY: dict[TemporalNet, Any] = {}
 def _apply_fn(net: TemporalNet):
     if net not in _APPLY:
         _APPLY[net] = jax.jit(lambda p, x, m: jax.nn.softmax(
-            net.apply({"params": p}, x, m), axis=-1))
+            net.apply({"params": p}, x, m), axis=-1), compiler_options=cpu_compile.inference())
     return _APPLY[net]
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -26,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from avdetect import cpu_compile
 from avdetect.errors import ConfigError, FileMissingError
 from avdetect.teachers import alphabet, posteriors
 from avdetect.teachers.vsr_self import (LipReader, MouthFeatures, TemporalNet,
@@ -213,7 +215,7 @@ def train(clips: Sequence[Clip], cfg: TrainConfig = TrainConfig(), progress: boo
     opt = optax.adamw(sched, weight_decay=cfg.weight_decay)
     opt_state = opt.init(params)
 
-    @jax.jit
+    @functools.partial(jax.jit, compiler_options=cpu_compile.train_step())
     def step(params, opt_state, x, y, mask, k):
         def loss_fn(p):
             logits = net.apply({"params": p}, x, mask, train=True, rngs={"dropout": k})
