@@ -96,6 +96,11 @@ def preprocess_kwargs(model: LoadedModel) -> dict[str, Any]:
         names = {f.name for f in dataclasses.fields(landmarks.LandmarkParams)}
         lp = {k: tuple(v) if isinstance(v, list) else v
               for k, v in rec["landmarks"].items() if k in names}
+        if "stabilize" not in lp:
+            # Built before the head-motion stabiliser: the mouth centre was the lip centre
+            # averaged over the alignment points' window.
+            lp.update(stabilize=False, centre_window=lp.get("smooth_window",
+                                                            landmarks.SMOOTH_WINDOW))
         kw["landmark_params"] = landmarks.LandmarkParams(**lp)
     # Models trained on the older Haar-box crops (params with 'tracker' and no
     # 'landmarks') get the landmark-aligned crops: the only preprocessing there is now.

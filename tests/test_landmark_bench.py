@@ -89,7 +89,7 @@ def test_image_motion_is_zero_on_an_identical_sequence():
     keep = np.ones(12, bool)
     got = landmark_bench.image_motion(crops, keep, keep)
     for k in ("step", "step_closed", "drift", "step_upper", "step_closed_upper",
-              "drift_upper", "fail"):
+              "drift_upper", "step_lower", "step_closed_lower", "drift_lower", "fail"):
         assert got[k] == pytest.approx(0.0, abs=1e-3), k
 
 
@@ -109,7 +109,7 @@ def test_image_motion_matches_numpy_on_known_motion():
     pairs = keep[:-1] & keep[1:]
     q = p[keep]
     drift = np.sqrt(((q - q.mean(0)) ** 2).sum(1).mean())
-    for suffix in ("", "_upper"):
+    for suffix in ("", "_upper", "_lower"):
         assert got[f"step{suffix}"] == pytest.approx(np.median(steps[pairs]), abs=0.05)
         assert got[f"step_closed{suffix}"] == pytest.approx(
             np.median(steps[closed[:-1] & closed[1:]]), abs=0.05)
@@ -153,15 +153,20 @@ def test_one_euro_without_speed_term_is_a_first_order_low_pass():
 
 
 def test_filter_variants_include_the_pipeline_placement(realav_clips):
-    """``filtered_placements['ma5']`` is ``aligned`` (the pipeline's placement, itself tested
-    equal to preprocess_video in test_landmarks.py); every variant places every frame."""
+    """``filtered_placements['stab']`` is ``aligned`` (the pipeline's placement, itself tested
+    equal to preprocess_video in test_landmarks.py), ``'ma5'`` the unstabilised 5-frame
+    placement (the lip centre's own mean: the head motion folded back); every variant
+    places every frame."""
     frames = list(decode.iter_frames(realav_clips[0]))[:30]
     found, points, table, _ = landmark_bench.new_stage(frames)
     variants = landmark_bench.filtered_placements(table, found, points)
     assert tuple(variants) == landmark_bench.FILTERS
-    for (m, c), (m2, c2) in zip(variants["ma5"], landmark_bench.aligned(table, found)):
+    for (m, c), (m2, c2) in zip(variants["stab"], landmark_bench.aligned(table, found)):
         np.testing.assert_array_equal(m, m2)
         np.testing.assert_array_equal(c, c2)
+    lipc5 = landmarks.smooth_track(points["lipc"], found, 5)       # lip centre, 5-frame mean
+    for (m, c), q in zip(variants["ma5"], lipc5):
+        np.testing.assert_allclose(c, align.apply(m, q), atol=1e-9)
     for name, placed in variants.items():
         assert len(placed) == 30 and all(np.isfinite(m).all() and np.isfinite(c).all()
                                          for m, c in placed), name

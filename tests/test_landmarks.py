@@ -322,7 +322,8 @@ def test_bench_places_the_new_crop_as_the_pipeline_does(realav_clips):
     assert found.all() and points["lipc"].shape == (40, 2)
     placed = landmark_bench.aligned(table, found)
     feats = pipeline.preprocess_video(realav_clips[0], face_size=16)
-    half = landmarks.SMOOTH_WINDOW // 2      # the last frames' windows reach past frame 40
+    # the last frames' windows reach past frame 40
+    half = max(landmarks.SMOOTH_WINDOW, landmarks.CENTRE_WINDOW) // 2
     for t in range(40 - half):
         m, c = placed[t]
         gray = cv2.cvtColor(frames[t], cv2.COLOR_RGB2GRAY)     # the pipeline's order

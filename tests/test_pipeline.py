@@ -20,7 +20,7 @@ from avdetect import contract
 from avdetect.errors import MediaError, NoFaceError, NotMediaError, NoVideoStreamError, TooShortError
 from avdetect.media import decode
 from avdetect.media.probe import probe
-from avdetect.preprocess import align, contact_sheet, landmarks, logmel, pipeline
+from avdetect.preprocess import align, contact_sheet, landmarks, logmel, pipeline, stabilize
 
 import media_factory
 
@@ -169,8 +169,15 @@ def test_each_crop_comes_from_its_own_frame(fixture_features, realav_dir):
     found = conf >= lp.min_presence
     np.testing.assert_array_equal(f.face_found, found)
     np.testing.assert_allclose(f.confidence, conf)
-    rows = np.stack([pipeline.track_row(p, lp) if ok else np.zeros(2 * 6 + 40 + 2)
-                     for p, ok in zip(pts, found)])
+    # The head's image motion, frame by frame, from each frame's own raw landmarks.
+    motion, rows = stabilize.HeadMotion(), []
+    for p, ok, rgb in zip(pts, found, frames):
+        to_ref = align.to_reference(p[list(lp.stable_points)]) if ok else None
+        lip_c = p[list(lp.lip_points)].mean(axis=0) if ok else None
+        head = motion.update(rgb, to_ref, lip_c)
+        rows.append(pipeline.track_row(p, lp, head) if ok else np.zeros(2 * 6 + 40 + 4))
+    assert motion.counts["image"] >= 0.9 * len(frames)
+    rows = np.stack(rows)
     smooth = landmarks.smooth_track(rows, found, pipeline.row_windows(lp))
     for t, rgb in enumerate(frames):
         stable, lips, lip_c = pipeline.split_row(smooth[t], lp)
@@ -196,6 +203,9 @@ def test_params_record_every_setting_and_serialise(fixture_features):
     json.dumps(p)
     assert p["detector"].startswith("mediapipe")
     assert p["landmarks"]["smooth_window"] == landmarks.SMOOTH_WINDOW
+    assert p["landmarks"]["stabilize"] is True
+    assert p["landmarks"]["centre_window"] == landmarks.CENTRE_WINDOW
+    assert p["head_motion"]["patch_ref_px"] == list(stabilize.MOTION_PATCH)
     assert len(p["landmarks"]["lip_points"]) == 20 and len(p["landmarks"]["models"]) == 3
     assert p["alignment"]["ref_size"] == align.REF_SIZE
     assert p["fps"] == contract.VIDEO_FPS and p["sample_rate"] == contract.AUDIO_SR

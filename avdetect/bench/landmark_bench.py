@@ -34,19 +34,26 @@ Per clip (every frame decoded once, both stages run on the same frames):
   smoothed lip centre), so the alignment's smoothing cannot move this measure, and
   following ``l`` more closely (a shorter window) lowers it only by copying the
   landmarks' noise into the crop.
-* image measure (columns ``img_{old,new}_*``; ``image_motion``): how the crop's *content*
-  moves, with no landmark in the measure: consecutive 88x88 gray crops registered by a
-  sub-pixel translation fit (``register``).  Per clip: ``step``, the median |d| of the
+* image measure (columns ``img_{old,prev,new}_*``; ``image_motion``): how the crop's
+  *content* moves, with no landmark in the measure: consecutive 88x88 gray crops
+  registered by a sub-pixel translation fit (``register``, ``avdetect.preprocess.
+  stabilize``'s: the stabiliser fits it to a patch of nose and cheeks that overlaps the
+  crop's top ~26 rows, this measure to the crop itself).  Per clip: ``step``, the median |d| of the
   frame-to-frame registration; ``drift``, the RMS spread of each frame's registration
   against the clip's median crop.  Speech moves pixels too, so each is also given on the
-  top ``UPPER_ROWS`` rows (``_upper``: nose base and philtrum, rigid with the head) and
+  top ``UPPER_ROWS`` rows (``_upper``: nose base and philtrum, rigid with the head), on
+  the rows below the stabiliser's patch (``_lower``: lips and chin) and
   over low-speech pairs (``_closed``: both frames' inner-lip gap in the clip's lowest
   quartile, as ``decompose``).  Fixed before the figures were seen: the headline is the
-  whole-crop step on all frames; the other five are reported beside it.  Frames count
-  where both stages found the face (interpolated frames left out on both sides).  Eight
-  registrations per frame; ``--no-image`` skips them.
+  whole-crop step on all frames; the others are reported beside it (``_lower`` added
+  with the stabiliser, 2026-12-07: the rows no pixel of its patch reaches).  Frames count
+  where both stages found the face (interpolated frames left out on both sides).  Six
+  registrations per frame and crop; ``--no-image`` skips them.
 * cost: ms per frame of each stage (old: Haar tracker + box smoothing; new: landmark
-  tracker; not decoding, smoothing of the landmarks or crops).
+  tracker + the head motion of ``stabilize``; not decoding, smoothing or crops).
+* ``prev_*`` / ``img_prev_*``: the aligned crop as built before the head-motion stabiliser
+  (lip centre averaged over 5 frames, ``unstabilized``), from the same landmarks, so the
+  stabiliser's own gain is measured side by side.
 
 Writes ``DIR/landmark_rates.csv`` (one row per clip) and prints the distribution.
 
@@ -56,8 +63,8 @@ square spanning 95% of the face mesh's brow-to-chin height on the first frame, s
 those instead.
 
 ``--filters`` measures the new crop only, placed with other temporal filters of the
-alignment points and lip centre (``filtered_placements``), by the image measure, and
-writes ``DIR/landmark_filters.csv``.
+alignment points and lip centre (``filtered_placements``; ``stab`` the pipeline's own
+stabilised placement), by the image measure, and writes ``DIR/landmark_filters.csv``.
 
 ``--dlib`` measures the alternative that was not picked, dlib's HOG frontal face detector
 + 68-point shape predictor (``dlib-bin`` + ``face-recognition-models``, not project
@@ -69,6 +76,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import os
 import pathlib
 import sys
@@ -81,6 +89,7 @@ from tqdm import tqdm
 from avdetect import contract
 from avdetect.media import decode
 from avdetect.preprocess import align, face_track, landmarks, mesh_symmetry, pipeline
+from avdetect.preprocess.stabilize import register
 
 HAAR_MAX_SIDE = 320          # the old pipeline's tracking-image side
 HAAR_WINDOWS = (5, 11)       # the old pipeline's centre / size smoothing windows
@@ -130,11 +139,12 @@ def new_stage(frames: list[np.ndarray], lp: landmarks.LandmarkParams = landmarks
     missed), seconds) of the landmark path."""
     t0 = time.perf_counter()
     tracker = landmarks.LandmarkTracker(lp)
+    make_row = pipeline.RowMaker(lp)
     rows, found, raw = [], [], []
     for x in frames:
         pts, _ = tracker.update(x)
         found.append(pts is not None)
-        rows.append(pipeline.track_row(pts, lp) if pts is not None else None)
+        rows.append(make_row(x, pts))
         raw.append(np.stack([pts[list(lp.lip_points)].mean(0), pts[NOSE_TIP],
                              pts[INNER_LIPS[0]], pts[INNER_LIPS[1]]])
                    if pts is not None else np.full((4, 2), np.nan))
@@ -161,6 +171,20 @@ def aligned(table: np.ndarray, found: np.ndarray,
     if centre_window:
         windows[-2:] = [centre_window] * 2
     return placed_from_rows(landmarks.smooth_track(table, found, windows), lp)
+
+
+# The aligned crop as built before the head-motion stabiliser (2026-12-06): the lip centre
+# itself averaged over the alignment points' 5 frames.
+PREVIOUS = landmarks.LandmarkParams(stabilize=False, centre_window=landmarks.SMOOTH_WINDOW)
+
+
+def unstabilized(table: np.ndarray) -> np.ndarray:
+    """``track_row`` rows with the head motion folded back into the lip-centre columns
+    (head motion zero, centre = the raw lip centre): rows for ``PREVIOUS``-like params."""
+    out = np.array(table, np.float64, copy=True)
+    out[:, -2:] += out[:, -4:-2]
+    out[:, -4:-2] = 0.0
+    return out
 
 
 def placed_from_rows(rows: np.ndarray, lp: landmarks.LandmarkParams = landmarks.LandmarkParams()
@@ -219,39 +243,12 @@ def step_where(pos: np.ndarray, keep: np.ndarray) -> float:
 
 
 # ------------------------------------------------------- image measure of crop motion
+LOWER_FROM = 32     # rows of the 88 crop from here down (lips, chin) lie below the
+                    # stabiliser's motion patch (stabilize.MOTION_PATCH ends at reference
+                    # row 150; the crop's row 32 is reference row ~156): no pixel the
+                    # stabiliser registered enters the ``_lower`` figures
 UPPER_ROWS = 24     # top rows of the 88 crop: nose base and philtrum in both crops, rigid
                     # with the head (contact sheets), above the lips that move with speech
-ECC_CRITERIA = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 50, 1e-5)
-ECC_BLUR = 3        # findTransformECC's Gaussian pre-filter: damps codec noise
-
-
-def register(template: np.ndarray, image: np.ndarray) -> np.ndarray:
-    """(dx, dy), px: how far the content of ``image`` sits right / below where it sits in
-    ``template`` (same-size gray arrays), i.e. ``image(x + d) ~ template(x)``; NaN where
-    the fit fails (flat or unrelated images).
-
-    A translation fit by ECC (OpenCV's ``findTransformECC``: iterative, sub-pixel, and
-    indifferent to brightness / contrast changes between frames), started from the phase
-    correlation peak (Hanning window; it finds shifts of many px, where ECC alone would
-    converge only within a few).  Phase correlation alone is not used for the figure:
-    its 3x3-centroid peak is biased towards whole pixels (``tests/test_landmark_bench.py``:
-    on known sub-pixel shifts ECC errs < 0.05 px, under a third of the peak's median
-    error)."""
-    a = np.asarray(template, np.float32)
-    b = np.asarray(image, np.float32)
-    (sx, sy), _ = cv2.phaseCorrelate(a, b, cv2.createHanningWindow(a.shape[::-1], cv2.CV_32F))
-    starts = [(sx, sy), (0.0, 0.0)] if max(abs(sx), abs(sy)) < min(a.shape) / 4 else [(0.0, 0.0)]
-    for x0, y0 in starts:
-        w = np.array([[1, 0, x0], [0, 1, y0]], np.float32)
-        try:
-            _, w = cv2.findTransformECC(a, b, w, cv2.MOTION_TRANSLATION, ECC_CRITERIA, None,
-                                        ECC_BLUR)
-        except cv2.error:         # did not converge from this start
-            continue
-        return w[:, 2].astype(np.float64)
-    return np.full(2, np.nan)
-
-
 def image_motion(crops: np.ndarray, keep: np.ndarray, closed: np.ndarray) -> dict:
     """How the content of a clip's crops [T, H, W] moves, by ``register`` (px of the
     crop), over the frames in ``keep`` [T] (the face found by both stages):
@@ -261,6 +258,8 @@ def image_motion(crops: np.ndarray, keep: np.ndarray, closed: np.ndarray) -> dic
     * ``drift``: RMS distance from its mean of each kept frame's position against the
       clip's median crop (per-pixel median of the kept frames);
     * ``_upper``: the same on the top ``UPPER_ROWS`` rows only (nose base, philtrum);
+    * ``_lower``: the same on the rows from ``LOWER_FROM`` down (lips, chin: outside the
+      stabiliser's patch, speech included);
     * ``fail``: the share of registrations that failed (left out).
 
     The step is a median, not an RMS: a few frames where the fit locks onto changed content
@@ -269,7 +268,8 @@ def image_motion(crops: np.ndarray, keep: np.ndarray, closed: np.ndarray) -> dic
         raise ValueError(f"image_motion: {int(keep.sum())} frames to measure, at least 3 needed")
     out, fails, tries = {}, 0, 0
     pairs = keep[:-1] & keep[1:]
-    for suffix, rows in (("", slice(None)), ("_upper", slice(0, UPPER_ROWS))):
+    for suffix, rows in (("", slice(None)), ("_upper", slice(0, UPPER_ROWS)),
+                         ("_lower", slice(LOWER_FROM, None))):
         c = crops[:, rows]
         d = np.full((len(c) - 1, 2), np.nan)
         for t in np.flatnonzero(pairs):
@@ -338,15 +338,17 @@ def decompose(found: np.ndarray, points: dict, table: np.ndarray, boxes: np.ndar
     lipc3[~found] = np.nan
     out["old_step3"] = jitter(old_mouth_position(boxes, lipc3))[0]
     out["new_step3"] = jitter(new_mouth_position(crop, lipc3))[0]
+    plain = unstabilized(table)
     for name, kw in (("c9", dict(centre_window=9)), ("c13", dict(centre_window=13)),
                      ("s13", dict(stable_window=13))):
-        alt = np.asarray([align.mouth_matrix(m, c) for m, c in aligned(table, found, lp, **kw)])
+        alt = np.asarray([align.mouth_matrix(m, c)
+                          for m, c in aligned(plain, found, PREVIOUS, **kw)])
         out[f"new_step_{name}"], out[f"new_drift_{name}"] = jitter(new_mouth_position(alt, lipc))
     return out
 
 
 # ------------------------------------------- other temporal filters of the new crop (--filters)
-FILTERS = ("ma5", "ma3", "ma7", "ma9", "sg9", "sg15", "euro", "head25")
+FILTERS = ("ma5", "ma3", "ma7", "ma9", "sg9", "sg15", "euro", "head25", "stab")
 
 
 def one_euro(x: np.ndarray, fc_min: float = 1.0, beta: float = 0.05, fc_d: float = 1.0,
@@ -375,9 +377,13 @@ def filtered_placements(table: np.ndarray, found: np.ndarray, points: dict,
     ma5 alignment with the lip centre averaged over 25 frames in the head-locked reference
     frame (the crop nearly rigid with the head)."""
     from scipy.signal import savgol_filter
+    stab = aligned(table, found, lp) if lp.stabilize else None
+    table, lp = unstabilized(table), dataclasses.replace(lp, stabilize=False,
+                                                         centre_window=lp.smooth_window)
     out = {f"ma{w}": aligned(table, found, lp, stable_window=w, centre_window=w)
            for w in (3, 7, 9)}
     out["ma5"] = aligned(table, found, lp)
+    out["stab"] = stab if stab is not None else out["ma5"]
     filled = landmarks.smooth_track(table, found, 1)          # interpolated, not smoothed
     cols = list(range(2 * len(lp.stable_points))) + [filled.shape[1] - 2, filled.shape[1] - 1]
     for name, f in (("sg9", lambda v: savgol_filter(v, 9, 2, axis=0, mode="interp")),
@@ -436,10 +442,19 @@ def measure(path: pathlib.Path, image: bool = True,
         row["old_step"], row["old_drift"] = jitter(old_mouth_position(old_boxes, points["lipc"]))
         row["new_step"], row["new_drift"] = jitter(new_mouth_position(mats, points["lipc"]))
         row.update(decompose(new_found, points, table, old_boxes, lp))
+        # The aligned crop before the head-motion stabiliser, from the same landmarks.
+        prev = aligned(unstabilized(table), new_found,
+                       dataclasses.replace(lp, stabilize=False, centre_window=lp.smooth_window))
+        prev_mats = np.asarray([align.mouth_matrix(m, c) for m, c in prev])
+        row["prev_step"], row["prev_drift"] = jitter(new_mouth_position(prev_mats, points["lipc"]))
+        lipc3 = landmarks.smooth_track(np.nan_to_num(points["lipc"]), new_found, 3)
+        lipc3[~new_found] = np.nan
+        row["prev_step3"] = jitter(new_mouth_position(prev_mats, lipc3))[0]
         keep = old_found & new_found
         if image and keep.sum() >= 3:
             closed = closed_mouth(new_found, points, np.asarray([m for m, _ in placed]))
             for side, crops in (("old", old_crops(frames, old_boxes)),
+                                ("prev", new_crops(frames, prev)),
                                 ("new", new_crops(frames, placed))):
                 row.update({f"img_{side}_{k}": v
                             for k, v in image_motion(crops, keep, closed).items()})
@@ -467,24 +482,30 @@ def summarise(rows: list[dict]) -> str:
         for k in ("step", "drift", "step3"):
             o = np.array([x[f"old_{k}"] for x in both])
             n = np.array([x[f"new_{k}"] for x in both])
+            pv = np.array([x.get(f"prev_{k}", np.nan) for x in both])
             out.append(f"mouth-centre {k} (px of the 88 crop, {len(both)} clips with both): "
                        f"old median {np.median(o):.2f} mean {o.mean():.2f}, new median "
                        f"{np.median(n):.2f} mean {n.mean():.2f}; new/old per clip median "
-                       f"{np.median(n / o):.2f}")
+                       f"{np.median(n / o):.2f}; prev (unstabilised) median "
+                       f"{np.nanmedian(pv):.2f}, prev/old {np.nanmedian(pv / o):.2f}")
         parts = ("new_step_closed", "lip_noise", "nose_noise", "new_step_c9", "new_drift_c9",
                  "new_step_c13", "new_drift_c13", "new_step_s13", "new_drift_s13")
         out.append("new step decomposed (medians): " + ", ".join(
             f"{k} {np.nanmedian([x[k] for x in both]):.2f}" for k in parts))
     img = [x for x in rows if "img_old_step" in x]
-    for k in ("step", "step_upper", "step_closed", "step_closed_upper", "drift", "drift_upper"):
-        o = np.array([x[f"img_old_{k}"] for x in img])
-        n = np.array([x[f"img_new_{k}"] for x in img])
-        ok = np.isfinite(o) & np.isfinite(n)
-        if ok.any():
-            r = n[ok] / o[ok]
-            out.append(f"image {k} (px of the 88 crop, {int(ok.sum())} clips; median [quartiles]"
-                       f"): old {quartiles(o[ok])}, new {quartiles(n[ok])}; new/old per clip "
-                       f"{quartiles(r)}, {int((r <= 0.5).sum())} clips <= 0.5")
+    for a, b in (("new", "old"), ("prev", "old"), ("new", "prev")):
+        if not all(f"img_{a}_step" in x and f"img_{b}_step" in x for x in img):
+            continue
+        for k in ("step", "step_upper", "step_lower", "step_closed", "step_closed_upper",
+                  "step_closed_lower", "drift", "drift_upper", "drift_lower"):
+            o = np.array([x[f"img_{b}_{k}"] for x in img])
+            n = np.array([x[f"img_{a}_{k}"] for x in img])
+            ok = np.isfinite(o) & np.isfinite(n)
+            if ok.any():
+                r = n[ok] / o[ok]
+                out.append(f"image {k} (px of the 88 crop, {int(ok.sum())} clips; median "
+                           f"[quartiles]): {b} {quartiles(o[ok])}, {a} {quartiles(n[ok])}; "
+                           f"{a}/{b} per clip {quartiles(r)}, {int((r <= 0.5).sum())} clips <= 0.5")
     if len(img) >= 3:
         from scipy.stats import spearmanr
         noise = [x["lip_noise"] for x in img]
@@ -548,13 +569,18 @@ def cpu_cost(path: pathlib.Path, calls: int = 300,
     frames = list(decode.iter_frames(path))
     tracker = landmarks.LandmarkTracker(lp)
     c0 = time.process_time()
-    for f in frames:
-        tracker.update(f)
+    found = [tracker.update(f)[0] for f in frames]
     per_frame = 1e3 * (time.process_time() - c0) / len(frames)
+    make_row = pipeline.RowMaker(dataclasses.replace(lp, stabilize=True))
+    c0 = time.process_time()
+    for f, pts in zip(frames, found):
+        make_row(f, pts)
+    head = 1e3 * (time.process_time() - c0) / len(frames)
     return (f"face mesh{' (mirror-averaged)' if lp.mirror_average else ''}: "
             f"{per_call:.2f} ms CPU per call ({calls} calls); tracker: "
             f"{per_frame:.2f} ms CPU per frame ({len(frames)} frames of {path.name}, "
-            f"{frames[0].shape[1]}x{frames[0].shape[0]}; {dict(tracker.counts)})")
+            f"{frames[0].shape[1]}x{frames[0].shape[0]}; {dict(tracker.counts)}); head "
+            f"motion (stabilize): {head:.2f} ms CPU per frame ({make_row.motion.counts})")
 
 
 def mean_face(paths: list[pathlib.Path]) -> np.ndarray:

@@ -95,13 +95,15 @@ def scale_of(m: np.ndarray) -> float:
     return math.sqrt(abs(np.linalg.det(m[:, :2])))
 
 
-def warp(image: np.ndarray, m: np.ndarray, n: int, border: int = cv2.BORDER_REPLICATE
-         ) -> np.ndarray:
-    """``image`` resampled to n x n by the continuous-coordinate 2x3 matrix ``m``.
+def warp(image: np.ndarray, m: np.ndarray, n: int | tuple[int, int],
+         border: int = cv2.BORDER_REPLICATE) -> np.ndarray:
+    """``image`` resampled to n x n (or ``n = (width, height)``) by the continuous-coordinate
+    2x3 matrix ``m``.
 
     OpenCV samples at pixel centres, hence the half-pixel shift.  A shrink by more than
-    2x (where bilinear sampling would skip source pixels and alias) warps to k * n pixels
-    with k = floor(1 / scale) and averages k x k blocks (INTER_AREA, integer factor)."""
+    2x (where bilinear sampling would skip source pixels and alias) warps to k times the
+    size with k = floor(1 / scale) and averages k x k blocks (INTER_AREA, integer factor)."""
+    w, h = (n, n) if isinstance(n, (int, np.integer)) else (int(n[0]), int(n[1]))
     s = scale_of(m)
     if not (s > 0 and math.isfinite(s)):
         raise ValueError(f"warp: degenerate transform {m.tolist()}")
@@ -109,10 +111,10 @@ def warp(image: np.ndarray, m: np.ndarray, n: int, border: int = cv2.BORDER_REPL
     mk = m * k
     lin, t = mk[:, :2], mk[:, 2]
     t_idx = t + 0.5 * lin.sum(axis=1) - 0.5
-    out = cv2.warpAffine(image, np.concatenate([lin, t_idx[:, None]], axis=1), (n * k, n * k),
+    out = cv2.warpAffine(image, np.concatenate([lin, t_idx[:, None]], axis=1), (w * k, h * k),
                          flags=cv2.INTER_LINEAR, borderMode=border)
     if k > 1:
-        out = cv2.resize(out, (n, n), interpolation=cv2.INTER_AREA)
+        out = cv2.resize(out, (w, h), interpolation=cv2.INTER_AREA)
     return out
 
 

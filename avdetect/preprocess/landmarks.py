@@ -15,9 +15,10 @@ have no background around the face, and the detectors were trained on faces with
 found frames, held at the ends) and smooths every column with its own centred moving
 average, streaming with a lag of a few frames (the same schedule as the Haar path's
 ``face_track.BoxSmoother``; its docstring explains the emission rule).  The pipeline
-smooths the alignment points and the mouth centre over ``SMOOTH_WINDOW`` frames and
-leaves the lip shape per frame (smoothing it would blur the speech movements the lip
-stream exists for).
+smooths the alignment points over ``SMOOTH_WINDOW`` frames, places the mouth centre from
+the head's image motion plus the lip centre's smoothed offset from it (``CENTRE_WINDOW``
+frames; ``avdetect.preprocess.stabilize``), and leaves the lip shape per frame (smoothing
+it would blur the speech movements the lip stream exists for).
 
 Coordinates are continuous: pixel i covers [i, i + 1).
 """
@@ -52,6 +53,7 @@ ROI_SCALE = 1.5                      # mesh ROI side / face size (MediaPipe's va
 PAD_FOR_TIGHT = 0.5                  # last try: frame padded by this * side on every side
 NMS_IOU = 0.3                        # detections overlapping the best are averaged
 SMOOTH_WINDOW = 5                    # frames (0.2 s) of smoothing of the alignment points
+CENTRE_WINDOW = 9                    # frames of smoothing of the mouth centre's landmark part
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
@@ -232,6 +234,11 @@ class LandmarkParams:
     pad_for_tight: float = PAD_FOR_TIGHT
     nms_iou: float = NMS_IOU
     smooth_window: int = SMOOTH_WINDOW
+    # The mouth centre: with ``stabilize``, the head's image motion plus the lip centre's
+    # offset from it averaged over ``centre_window`` frames (``avdetect.preprocess.
+    # stabilize``); without, the lip centre averaged over ``centre_window`` frames.
+    stabilize: bool = True
+    centre_window: int = CENTRE_WINDOW
     stable_points: tuple[int, ...] = STABLE_POINTS
     lip_points: tuple[int, ...] = LIP_POINTS
     mirror_average: bool = False     # FaceMesh: average with the mirrored crop's pass

@@ -3,11 +3,13 @@ landmarks + log-mel.
 
 ``preprocess_video(path)`` streams a file's 25 fps frames once.  Each RGB frame goes to
 the ``landmarks.LandmarkTracker`` (MediaPipe BlazeFace + 468-point face mesh, tracked
-from the previous frame's landmarks); the per-frame alignment points, lip points and
-mouth centre go through the streaming ``landmarks.TrackSmoother`` (interpolate frames
-without landmarks, centred moving average of the alignment points and mouth centre; lip
+from the previous frame's landmarks) and, with ``LandmarkParams.stabilize``, to
+``stabilize.HeadMotion`` (the head's frame-to-frame motion registered on the image); the
+per-frame alignment points, lip points, head motion and lip centre go through the
+streaming ``landmarks.TrackSmoother`` (interpolate frames without landmarks, centred moving
+average of the alignment points and of the lip centre's offset from the head motion; lip
 shape left per frame), and a frame is cropped (``align``: similarity to the mean face,
-mouth ROI on the lip centre) as soon as its row is final -- a few frames later.  Only the
+mouth ROI on the mouth centre) as soon as its row is final -- a few frames later.  Only the
 crops are kept, plus a bounded buffer (``max_buffer_mb``) of frames waiting for their
 row (they wait longer than the smoothing lag only while the face is missing).  Frames
 pushed out of a full buffer are cropped in a second decoding pass that stops at the last
@@ -39,7 +41,7 @@ from avdetect import contract
 from avdetect.errors import NoFaceError, TooShortError
 from avdetect.media import decode
 from avdetect.media.probe import MediaInfo, probe
-from avdetect.preprocess import align, landmarks, logmel
+from avdetect.preprocess import align, landmarks, logmel, stabilize
 from avdetect.timing import StageTimer
 
 DETECTOR = ("mediapipe blazeface short/full range + face mesh 468 "
@@ -88,8 +90,14 @@ def preprocessing_params(*, face_size: int = contract.FACE_SIZE_DEFAULT,
         "opencv_version": cv2.__version__,
         "landmarks": landmark_params.as_dict(),
         "smoothing": "interpolate frames without landmarks linearly (hold at ends), then "
-                     "centred moving average (smooth_window, edge-padded) of the alignment "
-                     "points and the lip centre; lip points not smoothed",
+                     "centred moving average (edge-padded) of the alignment points "
+                     "(smooth_window) and of the lip centre (centre_window; with stabilize, "
+                     "of its offset from the head's summed image motion, which is added "
+                     "back); lip points not smoothed",
+        "head_motion": {"patch_ref_px": list(stabilize.MOTION_PATCH),
+                        "fit": "ECC translation from the phase-correlation peak, both frames "
+                               "warped by the earlier frame's reference transform; the lip "
+                               "centre's step where it fails"},
         "alignment": align.alignment_params(),
         "mouth_roi": contract.MOUTH_ROI,
         "mouth_size": contract.MOUTH_SIZE,
@@ -108,25 +116,51 @@ def preprocessing_params(*, face_size: int = contract.FACE_SIZE_DEFAULT,
     }
 
 
-def track_row(pts: np.ndarray, params: landmarks.LandmarkParams) -> np.ndarray:
-    """The per-frame row the smoother sees: alignment points, lip points, lip centre."""
+def track_row(pts: np.ndarray, params: landmarks.LandmarkParams,
+              head: np.ndarray | None = None) -> np.ndarray:
+    """The per-frame row the smoother sees: alignment points, lip points, the head's summed
+    image motion ``head`` (source px; zeros without ``params.stabilize``) and the lip
+    centre minus it (``avdetect.preprocess.stabilize``)."""
     lips = pts[list(params.lip_points)]
-    return np.concatenate([pts[list(params.stable_points)].ravel(), lips.ravel(),
-                           lips.mean(axis=0)])
+    if params.stabilize and head is None:
+        raise ValueError("track_row: params.stabilize needs the head motion of the frame")
+    p = np.zeros(2) if head is None or not params.stabilize else np.asarray(head, np.float64)
+    return np.concatenate([pts[list(params.stable_points)].ravel(), lips.ravel(), p,
+                           lips.mean(axis=0) - p])
 
 
 def row_windows(params: landmarks.LandmarkParams) -> list[int]:
-    """Smoothing window per column of ``track_row``."""
-    w = params.smooth_window
-    return [w] * (2 * len(params.stable_points)) + [1] * (2 * len(params.lip_points)) + [w, w]
+    """Smoothing window per column of ``track_row``: the head motion is not smoothed (it
+    carries the fast motion), the lip centre's offset from it over ``centre_window``."""
+    w, c = params.smooth_window, params.centre_window
+    return [w] * (2 * len(params.stable_points)) + [1] * (2 * len(params.lip_points) + 2) + [c, c]
 
 
 def split_row(row: np.ndarray, params: landmarks.LandmarkParams
               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(stable [S, 2], lips [20, 2], lip centre [2]) of a smoothed row."""
+    """(stable [S, 2], lips [20, 2], mouth centre [2]) of a smoothed row."""
     ns, nl = len(params.stable_points), len(params.lip_points)
     return (row[:2 * ns].reshape(ns, 2), row[2 * ns:2 * (ns + nl)].reshape(nl, 2),
-            row[2 * (ns + nl):])
+            row[-4:-2] + row[-2:])
+
+
+class RowMaker:
+    """Frame + its landmarks (or None) -> ``track_row`` (or None), running the head-motion
+    tracker on every frame when ``params.stabilize``.  Feed every frame, in order."""
+
+    def __init__(self, params: landmarks.LandmarkParams):
+        self.params = params
+        self.motion = stabilize.HeadMotion() if params.stabilize else None
+
+    def __call__(self, rgb: np.ndarray, pts: np.ndarray | None) -> np.ndarray | None:
+        head = None
+        if self.motion is not None:
+            to_ref = lip_c = None
+            if pts is not None:
+                to_ref = align.to_reference(pts[list(self.params.stable_points)])
+                lip_c = pts[list(self.params.lip_points)].mean(axis=0)
+            head = self.motion.update(rgb, to_ref, lip_c)
+        return None if pts is None else track_row(pts, self.params, head)
 
 
 class _CropStore:
@@ -205,7 +239,8 @@ def preprocess_video(path: str | os.PathLike, *, face_size: int = contract.FACE_
     file's MediaInfo once it has passed the probe and length checks, before decoding
     starts (``detect`` starts compiling its model there). ``timer`` (an
     :class:`avdetect.timing.StageTimer`) receives the seconds of each stage: probe,
-    decode_video (in the decoding thread), face_track, crop, decode_audio, logmel.
+    decode_video (in the decoding thread), face_track (landmarks + head motion), crop,
+    decode_audio, logmel.
 
     Raises the typed errors of ``avdetect.media.decode`` for unreadable files or files
     without video, ``TooShortError`` for fewer than ``min_frames`` frames, and
@@ -232,6 +267,7 @@ def preprocess_video(path: str | os.PathLike, *, face_size: int = contract.FACE_
     store = _CropStore(info.num_frames, face_size)
     tracker = landmarks.LandmarkTracker(lp)
     smoother = landmarks.TrackSmoother(row_windows(lp))
+    make_row = RowMaker(lp)
     # Frames waiting for their final row: (index, RGB [H, W, 3]).
     buffer: collections.deque[tuple[int, np.ndarray]] = collections.deque()
     evicted: list[int] = []          # frames pushed out of the buffer: cropped in pass two
@@ -256,13 +292,14 @@ def preprocess_video(path: str | os.PathLike, *, face_size: int = contract.FACE_
                 h, w = frame.shape[:2]
                 to_frame = w / (info.width or w)
                 max_buffer = max(1, int(max_buffer_mb * 2**20) // (3 * h * w))
-            with timer("face_track"):
+            with timer("face_track"):         # landmarks + the head's image motion
                 pts, conf = tracker.update(frame)
+                row = make_row(frame, pts)
             confidence.append(conf)
             buffer.append((i, frame))
             if len(buffer) > max_buffer:
                 evicted.append(buffer.popleft()[0])
-            ready = smoother.push(None if pts is None else track_row(pts, lp))
+            ready = smoother.push(row)
             with timer("crop"):
                 emit(ready)
             bar.update(1)

@@ -73,13 +73,15 @@ def read_manifest(root: pathlib.Path) -> list[dict[str, str]]:
 class Realtalk(AVClipBuilder):
     """Real and AI-generated talking faces, identity-disjoint train/validation/test."""
 
-    VERSION = tfds.core.Version("1.2.0")
+    VERSION = tfds.core.Version("1.3.0")
     RELEASE_NOTES = {"1.0.0": "Real clips and realtalk's generated fakes.",
                      "1.1.0": "Pseudo-fakes of every split's reals (config face112); nopf.",
                      "1.2.0": "face112: pf_rerender (the mouth re-rendered by the synthetic "
                               "generator's renderer, driven by another identity's speech: "
                               "mouth and face crops and lip points); pf_blend blends the "
-                              "face crop's mouth square too."}
+                              "face crop's mouth square too.",
+                     "1.3.0": "Mouth crops steadied by the head's image motion "
+                              "(avdetect.preprocess.stabilize; lips and face crops unchanged)."}
     BUILDER_CONFIGS = pseudo_fake_configs()
     DESCRIPTION = __doc__ + pseudo_fake_configs.__doc__
     MANUAL_DOWNLOAD_INSTRUCTIONS = (

@@ -79,11 +79,13 @@ def _flag(value: str | None, default: bool) -> bool | None:
 class Videofolder(AVClipBuilder):
     """A folder of videos (+ optional labels.csv), identity-disjoint train/validation/test."""
 
-    VERSION = tfds.core.Version("1.1.0")
+    VERSION = tfds.core.Version("1.2.0")
     RELEASE_NOTES = {"1.0.0": "First version.",
                      "1.1.0": "face112: pf_rerender (the mouth re-rendered, driven by another "
                               "identity's speech); pf_blend blends the face crop's mouth "
-                              "square too."}
+                              "square too.",
+                     "1.2.0": "Mouth crops steadied by the head's image motion "
+                              "(avdetect.preprocess.stabilize; lips and face crops unchanged)."}
     BUILDER_CONFIGS = pseudo_fake_configs()
     DESCRIPTION = __doc__ + pseudo_fake_configs.__doc__
     MANUAL_DOWNLOAD_INSTRUCTIONS = EXPECTED
