@@ -68,8 +68,9 @@ VIDEOS_FILE = "videos.json"
 # ----------------------------------------------------------------------------------
 
 def clip_rows(meta: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Every clip of the built dataset: split, record index, source, label, method and
-    whether it is a build-time pseudo-fake (from the metadata's per-split index)."""
+    """Every clip of the built dataset: split, record index, source, identity, label,
+    method and whether it is a build-time pseudo-fake (from the metadata's per-split
+    index)."""
     index = meta.get("index") or {}
     rows = []
     for split in SPLITS:
@@ -79,9 +80,12 @@ def clip_rows(meta: Mapping[str, Any]) -> list[dict[str, Any]]:
         if "source" not in cols:
             raise ConfigError("the dataset's index has no 'source' column: rebuild it with "
                               "the current builder (python -m avdetect.data.build ...)")
-        for i, (src, lab, m) in enumerate(zip(cols["source"], cols["label"], cols["method"])):
-            rows.append({"split": split, "record": i, "source": str(src), "label": int(lab),
-                         "method": str(m), "pseudo": str(m) in PSEUDO_FAKE_KINDS})
+        identity = cols.get("identity") or [""] * len(cols["label"])
+        for i, (src, who, lab, m) in enumerate(zip(cols["source"], identity, cols["label"],
+                                                   cols["method"])):
+            rows.append({"split": split, "record": i, "source": str(src),
+                         "identity": str(who), "label": int(lab), "method": str(m),
+                         "pseudo": str(m) in PSEUDO_FAKE_KINDS})
     if not rows:
         raise ConfigError("the dataset's metadata has no index of its splits")
     return rows

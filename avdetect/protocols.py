@@ -53,6 +53,7 @@ import copy
 import dataclasses
 import json
 import os
+import re
 import sys
 import time
 from typing import Any, Callable, Sequence
@@ -78,8 +79,14 @@ def fake_manipulations(name: str, data_dir: str | None) -> tuple[str, ...]:
 
 
 def parse_test(spec: str) -> tuple[str, str]:
-    """``'NAME[/CONFIG][:SPLIT]'`` -> (dataset name, split; default 'test')."""
-    name, _, split = spec.strip().partition(":")
+    """``'NAME[/CONFIG][:VERSION][:SPLIT]'`` -> (dataset name with its version, split;
+    default 'test'); a last part of digits and dots is the version, not a split."""
+    spec = spec.strip()
+    name, sep, split = spec.rpartition(":")
+    if not sep:
+        name, split = split, ""
+    elif re.fullmatch(r"\d+(\.\d+)*", split):
+        name, split = spec, ""
     if not name:
         raise ConfigError(f"test {spec!r}: expected NAME[/CONFIG]:SPLIT")
     return name, split or "test"

@@ -157,6 +157,10 @@ def test_configs_and_tests_parse(built, tmp_path):
         "configs/cad.py:tiny,steps=5", "configs/baseline.py"]
     assert protocols.parse_test("cmdfd/face112:w2l") == ("cmdfd/face112", "w2l")
     assert protocols.parse_test("fakeavceleb") == ("fakeavceleb", "test")
+    # a pinned build version is part of the name, not a split
+    assert protocols.parse_test("realtalk/face112:1.3.0:train") == ("realtalk/face112:1.3.0",
+                                                                     "train")
+    assert protocols.parse_test("realtalk/face112:1.3.0") == ("realtalk/face112:1.3.0", "test")
     assert config_specs.config_label("configs/corrdistill.py:tiny") == "corrdistill:tiny"
 
     c = config_specs.load_config(f"{REPO}/configs/corrdistill.py:tiny")

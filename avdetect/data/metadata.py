@@ -119,8 +119,10 @@ class SplitIndex:
 
     def select(self, include_methods: Sequence[str] = (),
                exclude_methods: Sequence[str] = (),
-               exclude_sources: Sequence[str] = ()) -> np.ndarray:
-        """Record indices kept by a method / source filter (int64 [M], ascending)."""
+               exclude_sources: Sequence[str] = (),
+               exclude_identities: Sequence[str] = ()) -> np.ndarray:
+        """Record indices kept by a method / source / identity filter (int64 [M],
+        ascending)."""
         unknown = (set(include_methods) | set(exclude_methods)) - set(self.method_names)
         if unknown:
             raise ConfigError(f"method filter names {sorted(unknown)} which this dataset does "
@@ -137,6 +139,12 @@ class SplitIndex:
                 log.warning("train_exclude_sources: no record of this split comes from %s",
                             absent)
             keep &= ~np.isin(np.array(self.source, dtype=object), list(exclude_sources))
+        if exclude_identities:
+            absent = sorted(set(exclude_identities) - set(self.identity))
+            if absent:
+                log.warning("train_exclude_identities: no record of this split shows %s",
+                            absent)
+            keep &= ~np.isin(np.array(self.identity, dtype=object), list(exclude_identities))
         if include_methods:
             keep &= np.isin(np.array(self.method, dtype=object), list(include_methods))
         if exclude_methods:

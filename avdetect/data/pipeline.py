@@ -53,7 +53,8 @@ optional, with defaults: ``face_size`` None (= as stored; otherwise resized),
 'method_wav2lip'), ``train_exclude_sources`` () (leave-one-source-out: drops the training
 records whose index ``source`` - realtalk's source repository, inherited by the build-time
 pseudo-fakes of its clips - is listed; the training split only, validation and test are
-never filtered), ``pseudo_fakes`` {} (kind -> probability), ``pf_shift_min`` 2,
+never filtered), ``train_exclude_identities`` () (the same by the index ``identity``: the
+identity folds of :mod:`avdetect.identity_cv`), ``pseudo_fakes`` {} (kind -> probability), ``pf_shift_min`` 2,
 ``pf_shift_max`` 12, and the older ``sync_negatives`` 0.0 / ``sync_min_shift`` 3 (below),
 ``mix`` () (a mixed training source: other datasets' train splits mixed in by weight, under
 one manipulation vocabulary; evaluation stays on ``name``: :mod:`avdetect.data.mix`),
@@ -108,6 +109,7 @@ _DEFAULTS: dict[str, Any] = {
     "train_include_manipulations": (),
     "train_exclude_manipulations": (),
     "train_exclude_sources": (),
+    "train_exclude_identities": (),
     "inputs": (),
     "sync_negatives": 0.0,
     "sync_min_shift": 3,
@@ -378,7 +380,8 @@ def build_train_dataset(source: Sequence[Mapping[str, Any]], index: SplitIndex, 
                           "mixed sources were given")
     records = index.select(tuple(cfg_get(data_cfg, "train_include_manipulations")),
                            tuple(cfg_get(data_cfg, "train_exclude_manipulations")),
-                           tuple(cfg_get(data_cfg, "train_exclude_sources")))
+                           tuple(cfg_get(data_cfg, "train_exclude_sources")),
+                           tuple(cfg_get(data_cfg, "train_exclude_identities")))
     # (name, source, index, selected records) per dataset, the primary first; the filters
     # name the primary's manipulations and sources, a mixed dataset is read whole.
     parts = [(str(cfg_get(data_cfg, "name")), source, index, records)] + [
