@@ -21,8 +21,9 @@ SyncFusion (the audio-visual offset profile) and the offset-contrastive sync los
   python -m avdetect.main --config=configs/baseline.py:tiny,real --workdir=W \
       --config.data.data_dir=D
 Arguments: visual=lips|mouth, audio=whisper|logmel (the real defaults are lips, whisper).
-Expected result (3000 steps, chosen on the validation split; realtalk build 1.2.0, which
-adds the re-rendered-mouth pseudo-fake pf_rerender; 2026-12-06, 2-core CPU): test split -
+Expected result (3000 steps, chosen on the validation split and kept by the cross-validation
+over the training identities, METHODS.md 8; realtalk build 1.2.0 or 1.3.0, 2026-12-06 /
+07, 2-core CPU): test split -
 22 real clips of people never seen in training - video AUC 0.863 overall (182 fakes); per
 manipulation (22 reals vs that manipulation's fakes): pf_shift 0.86 (21), pf_swap 0.85
 (22), pf_reverse 0.95 (22), pf_tts 0.98 (22), pf_other_sentence 0.84 (10), pf_freeze 0.91
@@ -30,10 +31,11 @@ manipulation (22 reals vs that manipulation's fakes): pf_shift 0.86 (21), pf_swa
 DFDC face-swap 0.80 (4), EDTalk 0.36 (1); with digital silence trimmed overall 0.869.
 Printed in W/eval_test.md. Ablations, the longer run, the clip-level sync score, the
 synthetic mix and stream augmentation: METHODS.md 8.
-``make demo`` trains exactly this (``python -m avdetect.demo --out DIR``, 2026-12-07 03:17
-UTC on the 2-core machine at load 3-3.5: 243 s in all - build 106 s, preprocess 1 s, train
-+ evaluate 130 s, detect 6 s; the figures above are that run's, the same as the 2026-12-06
-run's, as in README; the 16 fixture
+``make demo`` trains exactly this (``python -m avdetect.demo --out DIR``, 2026-12-07 05:13
+UTC on the 2-core machine at load 2-3, realtalk build 1.3.0: 260 s in all - build 128 s,
+preprocess 1 s, train + evaluate 124 s, detect 6 s; the figures above are that run's, the
+same to the digit as on build 1.2.0, whose change is the mouth crop this recipe does not
+read, as in README; the 16 fixture
 clips - 6 real, 10 fake, people absent from realtalk - AUC 1.000).
 """
 
