@@ -83,7 +83,8 @@ def fold_figures(scored: Sequence[Mapping[str, Any]], fold: Sequence[str]
                  ) -> dict[str, dict[str, Any]]:
     """{column: {'auc', 'n_real', 'n_fake'}} on the training-split clips of ``fold``'s
     identities (``scored``: ``loso.attach_scores`` rows)."""
-    mine = [r for r in scored if r["split"] == TRAIN and r["identity"] in set(fold)]
+    people = set(fold)
+    mine = [r for r in scored if r["split"] == TRAIN and r["identity"] in people]
     reals = [r["score"] for r in mine if r["label"] == 0]
     fakes = [r for r in mine if r["label"] == 1]
     out = {}

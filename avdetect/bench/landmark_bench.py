@@ -52,7 +52,8 @@ Per clip (every frame decoded once, both stages run on the same frames):
 * cost: ms per frame of each stage (old: Haar tracker + box smoothing; new: landmark
   tracker + the head motion of ``stabilize``; not decoding, smoothing or crops).
 * ``prev_*`` / ``img_prev_*``: the aligned crop as built before the head-motion stabiliser
-  (lip centre averaged over 5 frames, ``unstabilized``), from the same landmarks, so the
+  (lip centre averaged over 5 frames, ``unstabilized``; figures from ``decompose``), from
+  the same landmarks, so the
   stabiliser's own gain is measured side by side.
 
 Writes ``DIR/landmark_rates.csv`` (one row per clip) and prints the distribution.
@@ -173,18 +174,16 @@ def aligned(table: np.ndarray, found: np.ndarray,
     return placed_from_rows(landmarks.smooth_track(table, found, windows), lp)
 
 
-# The aligned crop as built before the head-motion stabiliser (2026-12-06): the lip centre
-# itself averaged over the alignment points' 5 frames.
-PREVIOUS = landmarks.LandmarkParams(stabilize=False, centre_window=landmarks.SMOOTH_WINDOW)
-
-
-def unstabilized(table: np.ndarray) -> np.ndarray:
-    """``track_row`` rows with the head motion folded back into the lip-centre columns
-    (head motion zero, centre = the raw lip centre): rows for ``PREVIOUS``-like params."""
+def unstabilized(table: np.ndarray, lp: landmarks.LandmarkParams
+                 ) -> tuple[np.ndarray, landmarks.LandmarkParams]:
+    """The rows and params of the aligned crop as built before the head-motion stabiliser
+    (2026-12-06): ``track_row`` rows with the head motion folded back into the lip-centre
+    columns (head motion zero, centre = the raw lip centre), the lip centre averaged over
+    the alignment points' window."""
     out = np.array(table, np.float64, copy=True)
     out[:, -2:] += out[:, -4:-2]
     out[:, -4:-2] = 0.0
-    return out
+    return out, dataclasses.replace(lp, stabilize=False, centre_window=lp.smooth_window)
 
 
 def placed_from_rows(rows: np.ndarray, lp: landmarks.LandmarkParams = landmarks.LandmarkParams()
@@ -317,14 +316,16 @@ def closed_mouth(found: np.ndarray, points: dict, mats: np.ndarray) -> np.ndarra
 
 
 def decompose(found: np.ndarray, points: dict, table: np.ndarray, boxes: np.ndarray,
-              lp: landmarks.LandmarkParams = landmarks.LandmarkParams()) -> dict:
+              prev: list, lp: landmarks.LandmarkParams = landmarks.LandmarkParams()) -> dict:
     """What the new crop's mouth step is made of (px of the 88 crop; see the module
     docstring): ``new_step_closed`` (closed-mouth frames: the inner-lip gap in its clip's
     lowest quartile), ``lip_noise`` / ``nose_noise`` (``white_noise_step`` of the raw lip
     centre / nose tip in the head-locked reference frame), ``old_step3`` / ``new_step3``
     (measured with the 3-frame centred mean of the lip centre), ``new_step_c9`` /
-    ``new_step_c13`` (+ ``_drift``: lip centre smoothed over 9 / 13 frames) and
-    ``new_step_s13`` (alignment points over 13)."""
+    ``new_step_c13`` (+ ``_drift``: lip centre smoothed over 9 / 13 frames, unstabilised)
+    and ``new_step_s13`` (alignment points over 13); ``prev_step`` / ``prev_drift`` /
+    ``prev_step3``: the same measures of the crop placed before the stabiliser (``prev``:
+    ``aligned`` of ``unstabilized``)."""
     base = aligned(table, found, lp)
     mats = np.asarray([m for m, _ in base])
     lipc = points["lipc"]
@@ -338,11 +339,14 @@ def decompose(found: np.ndarray, points: dict, table: np.ndarray, boxes: np.ndar
     lipc3[~found] = np.nan
     out["old_step3"] = jitter(old_mouth_position(boxes, lipc3))[0]
     out["new_step3"] = jitter(new_mouth_position(crop, lipc3))[0]
-    plain = unstabilized(table)
+    plain, plain_lp = unstabilized(table, lp)
+    prev_mats = np.asarray([align.mouth_matrix(m, c) for m, c in prev])
+    out["prev_step"], out["prev_drift"] = jitter(new_mouth_position(prev_mats, lipc))
+    out["prev_step3"] = jitter(new_mouth_position(prev_mats, lipc3))[0]
     for name, kw in (("c9", dict(centre_window=9)), ("c13", dict(centre_window=13)),
                      ("s13", dict(stable_window=13))):
         alt = np.asarray([align.mouth_matrix(m, c)
-                          for m, c in aligned(plain, found, PREVIOUS, **kw)])
+                          for m, c in aligned(plain, found, plain_lp, **kw)])
         out[f"new_step_{name}"], out[f"new_drift_{name}"] = jitter(new_mouth_position(alt, lipc))
     return out
 
@@ -378,8 +382,7 @@ def filtered_placements(table: np.ndarray, found: np.ndarray, points: dict,
     frame (the crop nearly rigid with the head)."""
     from scipy.signal import savgol_filter
     stab = aligned(table, found, lp) if lp.stabilize else None
-    table, lp = unstabilized(table), dataclasses.replace(lp, stabilize=False,
-                                                         centre_window=lp.smooth_window)
+    table, lp = unstabilized(table, lp)
     out = {f"ma{w}": aligned(table, found, lp, stable_window=w, centre_window=w)
            for w in (3, 7, 9)}
     out["ma5"] = aligned(table, found, lp)
@@ -441,15 +444,10 @@ def measure(path: pathlib.Path, image: bool = True,
         mats = np.asarray([align.mouth_matrix(m, c) for m, c in placed])
         row["old_step"], row["old_drift"] = jitter(old_mouth_position(old_boxes, points["lipc"]))
         row["new_step"], row["new_drift"] = jitter(new_mouth_position(mats, points["lipc"]))
-        row.update(decompose(new_found, points, table, old_boxes, lp))
         # The aligned crop before the head-motion stabiliser, from the same landmarks.
-        prev = aligned(unstabilized(table), new_found,
-                       dataclasses.replace(lp, stabilize=False, centre_window=lp.smooth_window))
-        prev_mats = np.asarray([align.mouth_matrix(m, c) for m, c in prev])
-        row["prev_step"], row["prev_drift"] = jitter(new_mouth_position(prev_mats, points["lipc"]))
-        lipc3 = landmarks.smooth_track(np.nan_to_num(points["lipc"]), new_found, 3)
-        lipc3[~new_found] = np.nan
-        row["prev_step3"] = jitter(new_mouth_position(prev_mats, lipc3))[0]
+        plain, plain_lp = unstabilized(table, lp)
+        prev = aligned(plain, new_found, plain_lp)
+        row.update(decompose(new_found, points, table, old_boxes, prev, lp))
         keep = old_found & new_found
         if image and keep.sum() >= 3:
             closed = closed_mouth(new_found, points, np.asarray([m for m, _ in placed]))
