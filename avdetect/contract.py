@@ -56,6 +56,9 @@ def streams_for(inputs, among: tuple[str, ...] = ALL_STREAMS) -> tuple[str, ...]
 # Labels. Categories follow FakeAVCeleb: R/F = real/fake, V/A = video/audio.
 CATEGORIES = ("RVRA", "RVFA", "FVRA", "FVFA")
 LABEL_NAMES = ("real", "fake")
+# Optional float32 [B] training-batch key: each window's weight in the detection loss
+# (config.data.real_share draws reals more often and weights them back; absent = 1).
+SAMPLE_WEIGHT = "sample_weight"
 
 assert SAMPLES_PER_FRAME * VIDEO_FPS == AUDIO_SR
 assert MEL_PER_FRAME * MEL_HOP == SAMPLES_PER_FRAME

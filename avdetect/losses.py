@@ -61,16 +61,22 @@ def _l2_normalize(x: Array, eps: float = 1e-12) -> Array:
 # Detection
 # --------------------------------------------------------------------------------------
 
-def frame_cross_entropy(logits: Array, labels: Array, mask: Array | None = None) -> Array:
+def frame_cross_entropy(logits: Array, labels: Array, mask: Array | None = None,
+                        weights: Array | None = None) -> Array:
     """L_DF = mean over valid frames (b, t) of ``-log softmax(logits[b, t])[labels[b]]``.
 
     logits [B, T, C], labels [B] int -> scalar. With a full mask this is
-    ``torch.nn.CrossEntropyLoss`` over the B*T frames, as in the reference.
+    ``torch.nn.CrossEntropyLoss`` over the B*T frames, as in the reference. ``weights``
+    [B] (the batch's ``sample_weight``) makes it the weighted mean, each frame counting
+    its window's weight.
     """
     logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
     idx = jnp.broadcast_to(labels.astype(jnp.int32)[:, None], logits.shape[:2])
     nll = -jnp.take_along_axis(logp, idx[..., None], axis=-1)[..., 0]    # [B,T]
-    return masked_mean(nll, mask)
+    if weights is None:
+        return masked_mean(nll, mask)
+    w = _frames_mask(mask, nll.shape) * weights.astype(jnp.float32)[:, None]
+    return jnp.sum(jnp.where(w > 0, nll, 0.0) * w) / jnp.maximum(jnp.sum(w), 1e-6)
 
 
 def clip_scores(logits: Array, mask: Array | None = None,

@@ -10,6 +10,7 @@ import pytest
 from scipy.spatial.distance import jensenshannon
 from scipy.special import expit, log_softmax, softmax
 from scipy.stats import entropy
+from sklearn.metrics import log_loss
 
 from avdetect import losses
 
@@ -53,6 +54,20 @@ def test_frame_cross_entropy(data):
     # no mask = plain mean over all B*T frames (torch CrossEntropyLoss in the reference)
     np.testing.assert_allclose(losses.frame_cross_entropy(data["logits"], data["labels"]),
                                nll.mean(), rtol=1e-5)
+    # per-window weights (the batch's sample_weight): the frame-weighted mean, as sklearn's
+    # log_loss with sample_weight over the valid frames; all-ones weights change nothing
+    w = np.array([0.3, 1.7, 0.9], np.float32)
+    got = losses.frame_cross_entropy(data["logits"], data["labels"], data["mask"], w)
+    valid = data["mask"] > 0
+    probs = softmax(data["logits"].astype(np.float64), axis=-1)[valid]
+    frame_labels = np.broadcast_to(data["labels"][:, None], (B, T))[valid]
+    frame_w = np.broadcast_to(w[:, None], (B, T))[valid]
+    np.testing.assert_allclose(got, log_loss(frame_labels, probs, sample_weight=frame_w,
+                                             labels=[0, 1]), rtol=1e-5)
+    np.testing.assert_allclose(
+        losses.frame_cross_entropy(data["logits"], data["labels"], data["mask"],
+                                   np.ones(B, np.float32)),
+        np_masked_mean(nll, data["mask"]), rtol=1e-5)
 
 
 def test_clip_scores_default_and_quirk(data):

@@ -131,6 +131,24 @@ def test_total_is_weighted_sum_of_terms(run):
     assert 0.0 <= float(m["accuracy"]) <= 1.0
 
 
+def test_detection_loss_honours_the_sample_weight(run):
+    # A batch's sample_weight (config.data.real_share) weights each window's detection
+    # term: weight on one window alone gives that window's own loss (eval mode, so no
+    # batch statistics tie the windows together); all-ones weights change nothing.
+    method, batch, variables = run["method"], run["batch"], run["final"]
+
+    def detect(b):
+        return float(method.loss(variables, b, key(7), train=False)[1][0]["loss_detect"])
+
+    plain = detect(batch)
+    ones = dict(batch, sample_weight=jnp.ones(B, jnp.float32))
+    np.testing.assert_allclose(detect(ones), plain, rtol=1e-6)
+    per_window = [detect({k: v[i:i + 1] for k, v in batch.items()}) for i in range(B)]
+    for i in range(B):
+        only = dict(batch, sample_weight=jnp.zeros(B, jnp.float32).at[i].set(2.5))
+        np.testing.assert_allclose(detect(only), per_window[i], rtol=1e-5)
+
+
 def test_teacher_correlation_wiring():
     """The teacher soft label the method used is clip(1 - JS) of the batch's posteriors."""
     run = train_method("corrdistill")

@@ -2,7 +2,9 @@
 records: the union manipulation vocabulary and the offset identity ids against a
 hand-written expectation, every window's content and labels against the record it came
 from, mixing proportions against the weights, swap donors kept within a dataset, exact
-resume through the trainer's orbax checkpoint, and clear errors for bad mix configs."""
+resume through the trainer's orbax checkpoint, and clear errors for bad mix configs. Also
+the real-clip share of the primary (config.data.real_share), which mixes the primary's
+real and other records the same way."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from avdetect import checkpointing
+from avdetect import checkpointing, contract
 from avdetect.data import mix as mix_lib
 from avdetect.data import otf_fakes
 from avdetect.data import pipeline as pl
@@ -169,6 +171,81 @@ def test_swap_donors_stay_within_a_dataset(primary, synth):
         assert ident(donor)["identity"] != ident(video)["identity"]
         swapped[dataset] += 1
     assert swapped[PRIMARY] > 0 and swapped[SYNTH] > 0, swapped
+
+
+# ------------------------------------------------------------------------ real share
+
+REAL_P = {v for v in range(len(P_LEN)) if P_METHODS[v % 3] == "real"}     # 8 of 12
+
+
+@pytest.mark.parametrize("share", [0.25, 0.9])
+def test_real_share_draws_real_clips_at_that_rate(primary, synth, share):
+    psrc, pidx = primary
+    c = cfg(mix=((SYNTH, 0.2),), real_share=share, inputs=("audio", "label"))
+    wins = list(_windows(take(iter(pl.build_train_dataset(psrc, pidx, c, seed=3,
+                                                          mixed=[synth])), 60)))
+    vids = np.array([int(w["video_id"]) for w in wins])
+    prim = vids < len(P_LEN)
+    # the mixed dataset keeps its weight; within the primary, reals at `share`
+    assert abs(np.mean(~prim) - 0.2) <= 0.02
+    real = np.isin(vids[prim], sorted(REAL_P))
+    assert abs(np.mean(real) - share) <= 0.03, np.mean(real)
+    # labels still come from the record, and every primary record is drawn
+    assert all(int(w["label"]) == (int(w["video_id"]) not in REAL_P)
+               for w in wins if int(w["video_id"]) < len(P_LEN))
+    assert set(vids[prim]) == set(range(len(P_LEN)))
+
+
+@pytest.mark.parametrize("weighting", [True, False])
+def test_real_share_weights_give_back_the_natural_mix(primary, synth, weighting):
+    # Each primary window carries its kind's natural / drawn probability: summed, the real
+    # windows' weight is the share real clips have when every clip is drawn alike (8 of
+    # 12); a mixed dataset's windows weigh 1. Without weighting every window weighs 1.
+    psrc, pidx = primary
+    share = 0.25
+    c = cfg(mix=((SYNTH, 0.2),), real_share=share, real_share_weighting=weighting,
+            inputs=("audio", "label"))
+    wins = list(_windows(take(iter(pl.build_train_dataset(psrc, pidx, c, seed=5,
+                                                          mixed=[synth])), 60)))
+    natural = len(REAL_P) / len(P_LEN)
+    w = np.array([float(x[contract.SAMPLE_WEIGHT]) for x in wins])
+    vids = np.array([int(x["video_id"]) for x in wins])
+    prim, real = vids < len(P_LEN), np.isin(vids, sorted(REAL_P))
+    np.testing.assert_array_equal(w[~prim], 1.0)
+    if not weighting:
+        np.testing.assert_array_equal(w, 1.0)
+        return
+    np.testing.assert_allclose(w[real], natural / share, rtol=1e-6)
+    np.testing.assert_allclose(w[prim & ~real], (1 - natural) / (1 - share), rtol=1e-6)
+    assert abs(w[real].sum() / w[prim].sum() - natural) <= 0.05
+
+
+def test_real_share_zero_is_the_unchanged_stream(primary):
+    psrc, pidx = primary
+    a = take(iter(pl.build_train_dataset(psrc, pidx, cfg(mix=(), real_share=0.0), seed=4)), 3)
+    b = take(iter(pl.build_train_dataset(psrc, pidx, cfg(mix=()), seed=4)), 3)
+    assert_batches_equal(a, b)
+    assert contract.SAMPLE_WEIGHT not in a[0]
+
+
+def test_real_share_resumes_and_refuses_what_it_cannot_do(primary, other):
+    psrc, pidx = primary
+    c = cfg(mix=(), real_share=0.5, pseudo_fakes={"shift": 0.3, "swap": 0.3})
+
+    def fresh():
+        return iter(pl.build_train_dataset(psrc, pidx, c, seed=2))
+
+    uninterrupted = take(fresh(), 6)
+    run = fresh()
+    take(run, 3)
+    resumed = fresh()
+    resumed.set_state(run.get_state())
+    assert_batches_equal(take(resumed, 3), uninterrupted[3:])
+    with pytest.raises(ConfigError, match=r"real_share=1.0 must be in \[0, 1\)"):
+        pl.build_train_dataset(psrc, pidx, cfg(mix=(), real_share=1.0), seed=0)
+    osrc, oidx = other                                    # every clip real
+    with pytest.raises(ConfigError, match="needs real and fake training clips of prim/a"):
+        pl.build_train_dataset(osrc, oidx, cfg(mix=(), real_share=0.5), seed=0)
 
 
 # --------------------------------------------------------------------------- resume

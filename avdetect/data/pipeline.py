@@ -56,6 +56,11 @@ pseudo-fakes of its clips - is listed; the training split only, validation and t
 never filtered), ``train_exclude_identities`` () (the same by the index ``identity``: the
 identity folds of :mod:`avdetect.identity_cv`), ``pseudo_fakes`` {} (kind -> probability), ``pf_shift_min`` 2,
 ``pf_shift_max`` 12, and the older ``sync_negatives`` 0.0 / ``sync_min_shift`` 3 (below),
+``real_share`` 0.0 (> 0: that share of the primary dataset's training windows is drawn from
+its real clips, the rest from the others; 0 = every selected clip equally likely) and
+``real_share_weighting`` True (each window then carries ``sample_weight``, float32 [B]: its
+kind's natural / drawn probability - 1 for a mixed dataset's windows - which the detection
+loss weights by, so only the losses on real windows see the extra reals),
 ``mix`` () (a mixed training source: other datasets' train splits mixed in by weight, under
 one manipulation vocabulary; evaluation stays on ``name``: :mod:`avdetect.data.mix`),
 ``lips_augment`` / ``audio_augment`` {} (training-time lip-point / waveform augmentation,
@@ -117,6 +122,8 @@ _DEFAULTS: dict[str, Any] = {
     "pf_shift_min": 2,
     "pf_shift_max": 12,
     "mix": (),
+    "real_share": 0.0,
+    "real_share_weighting": True,
     "lips_augment": {},
     "audio_augment": {},
 }
@@ -196,15 +203,19 @@ def stack_examples(items: Sequence[Mapping[str, np.ndarray]]) -> dict[str, np.nd
 # way): subclassing would import grain with this module, 1-2 s that `avdetect detect`,
 # which needs only WindowMaker, would pay at start-up.
 class _TrainWindow:
-    def __init__(self, maker: WindowMaker, augment: bool, group: int | None = None):
+    def __init__(self, maker: WindowMaker, augment: bool, group: int | None = None,
+                 weight: float | None = None):
         self._maker = maker
         self._augment = augment
         self._group = group             # the dataset of a mixed source (swap donors)
+        self._weight = weight           # the detection loss's 'sample_weight' (real_share)
 
     def __call__(self, element, rng: np.random.Generator):
         out = self._maker.random_window(element, rng, self._augment)
         if self._group is not None and otf_fakes.SWAP_FLAG in out:
             out[otf_fakes.GROUP] = np.int32(self._group)
+        if self._weight is not None:
+            out[contract.SAMPLE_WEIGHT] = np.float32(self._weight)
         return out
 
 
@@ -391,6 +402,8 @@ def build_train_dataset(source: Sequence[Mapping[str, Any]], index: SplitIndex, 
     otf_ids = {m: union.index(m) for m in otf_fakes.method_names() if m in union}
     identities = mix_lib.identity_ids([i.identity for _, _, i, _ in parts])
     augment = bool(cfg_get(data_cfg, "augment"))
+    share = float(cfg_get(data_cfg, "real_share"))
+    reweight = bool(cfg_get(data_cfg, "real_share_weighting"))
     seed = int(seed) % 2**32
     streams, makers, mine_parts, offset = [], [], [], 0
     for k, (name, src, idx, recs) in enumerate(parts):
@@ -405,16 +418,30 @@ def build_train_dataset(source: Sequence[Mapping[str, Any]], index: SplitIndex, 
                        method_ids={**mix_lib.method_ids(union, name if k else None,
                                                         idx.method_names), **otf_ids},
                        identity_ids=identities[k])
-        ds = grain.MapDataset.source(_RecordSource(src, mine, offset))
-        # shuffle-then-repeat: a fresh permutation every epoch (epoch e uses seed + e).
-        ds = ds.shuffle(seed=seed_k).repeat()
-        # Per-element RNG is derived from (seed, element index): windows and augmentations
-        # are a pure function of the position in the stream, hence reproducible and
-        # resumable (a mix's interleaving is one too: the iterator state is one position).
         group = k if entries and maker.otf is not None and maker.otf.prob("swap") > 0 \
             else None
-        ds = ds.random_map(_TrainWindow(maker, augment, group),
-                           seed=(seed_k + 7919 * process_index) % 2**32)
+        if share > 0 and k == 0:
+            # Real clips drawn with probability `share` (the rest from the other clips):
+            # only a real window trains the sync loss and gives the on-the-fly fakes, and
+            # drawn by clip they are ~10% of realtalk's training windows.
+            real = idx.label[mine] == 0
+            _check_real_share(share, int(real.sum()), int((~real).sum()), name,
+                              process_index)
+            # With real_share_weighting, each window's detection-loss weight is its kind's
+            # natural / drawn probability: the classifier's expected loss is that of
+            # drawing every clip alike, and only the real-window losses see more reals.
+            natural = float(real.mean())
+            w_real, w_other = ((natural / share, (1 - natural) / (1 - share)) if reweight
+                               else (1.0, 1.0))
+            ds = grain.MapDataset.mix(
+                [_window_stream(src, mine[real], offset, (seed_k + 5_000_011) % 2**32,
+                                _TrainWindow(maker, augment, group, w_real), process_index),
+                 _window_stream(src, mine[~real], offset, seed_k,
+                                _TrainWindow(maker, augment, group, w_other), process_index)],
+                [share, 1.0 - share])
+        else:
+            window_fn = _TrainWindow(maker, augment, group, 1.0 if share > 0 else None)
+            ds = _window_stream(src, mine, offset, seed_k, window_fn, process_index)
         streams.append(ds)
         makers.append(maker)
         mine_parts.append((name, src, mine))
@@ -438,6 +465,32 @@ def build_train_dataset(source: Sequence[Mapping[str, Any]], index: SplitIndex, 
         _ensure_absl_flags_parsed()
         it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers))
     return it
+
+
+def _window_stream(src, records: np.ndarray, offset: int, seed: int, window_fn: _TrainWindow,
+                   process_index: int) -> grain.MapDataset:
+    """One random training window per element over ``records``, endlessly."""
+    import grain
+
+    ds = grain.MapDataset.source(_RecordSource(src, records, offset))
+    # shuffle-then-repeat: a fresh permutation every epoch (epoch e uses seed + e).
+    ds = ds.shuffle(seed=seed).repeat()
+    # Per-element RNG is derived from (seed, element index): windows and augmentations
+    # are a pure function of the position in the stream, hence reproducible and
+    # resumable (a mix's interleaving is one too: the iterator state is one position).
+    return ds.random_map(window_fn, seed=(seed + 7919 * process_index) % 2**32)
+
+
+def _check_real_share(share: float, num_real: int, num_other: int, name: str,
+                      process_index: int) -> None:
+    if not 0.0 <= share < 1.0:
+        raise ConfigError(f"config.data.real_share={share} must be in [0, 1): the share of "
+                          "training windows drawn from real clips (0 = every clip alike)")
+    if num_real == 0 or num_other == 0:
+        raise ConfigError(
+            f"config.data.real_share={share} needs real and fake training clips of {name} on "
+            f"host {process_index}, which has {num_real} real and {num_other} fake: set "
+            "config.data.real_share=0")
 
 
 def make_train_iterator(data_cfg: Any, *, seed: int, process_index: int = 0,

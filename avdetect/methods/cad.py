@@ -41,7 +41,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from avdetect import losses
+from avdetect import contract, losses
 from avdetect.methods.base import (Batch, audio_input, clip_accuracy, config_with_arch,
                                    frame_mask, num_frames, paper_quirks, path_mask,
                                    put_pretrained, require, stop_frozen)
@@ -200,7 +200,8 @@ class CAD:
         out, mask, new_state = self._forward(params, state, batch, rng, train, True)
         cfg = self.config.loss
         labels = batch["label"]
-        terms = {"detect": losses.frame_cross_entropy(out["logits"], labels, mask)}
+        terms = {"detect": losses.frame_cross_entropy(out["logits"], labels, mask,
+                                                         batch.get(contract.SAMPLE_WEIGHT))}
         if cfg.w_align:
             terms["align"] = losses.alignment_kl(
                 out["align_a"], out["align_v"], labels, mask, temperature=cfg.temperature,

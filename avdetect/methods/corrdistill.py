@@ -24,7 +24,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 import ml_collections
 
-from avdetect import losses
+from avdetect import contract, losses
 from avdetect.methods.base import BatchError, TwoStreamMethod, build_two_stream, require
 from avdetect.models.fusion import StudentFusion
 
@@ -57,7 +57,8 @@ class CorrDistill(TwoStreamMethod):
 
     def loss_terms(self, out, batch, mask):
         cfg = self.config.loss
-        terms = {"detect": losses.frame_cross_entropy(out["logits"], batch["label"], mask)}
+        terms = {"detect": losses.frame_cross_entropy(out["logits"], batch["label"], mask,
+                                                         batch.get(contract.SAMPLE_WEIGHT))}
         extra = {}
         if self.uses_teachers:
             require(batch, "teacher_audio", "teacher_video", method=self.name)
