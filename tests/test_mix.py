@@ -241,8 +241,9 @@ def test_real_share_resumes_and_refuses_what_it_cannot_do(primary, other):
     resumed = fresh()
     resumed.set_state(run.get_state())
     assert_batches_equal(take(resumed, 3), uninterrupted[3:])
-    with pytest.raises(ConfigError, match=r"real_share=1.0 must be in \[0, 1\)"):
-        pl.build_train_dataset(psrc, pidx, cfg(mix=(), real_share=1.0), seed=0)
+    for bad in (1.0, -0.1):
+        with pytest.raises(ConfigError, match=rf"real_share={bad} must be in \[0, 1\)"):
+            pl.build_train_dataset(psrc, pidx, cfg(mix=(), real_share=bad), seed=0)
     osrc, oidx = other                                    # every clip real
     with pytest.raises(ConfigError, match="needs real and fake training clips of prim/a"):
         pl.build_train_dataset(osrc, oidx, cfg(mix=(), real_share=0.5), seed=0)

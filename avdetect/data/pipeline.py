@@ -403,6 +403,9 @@ def build_train_dataset(source: Sequence[Mapping[str, Any]], index: SplitIndex, 
     identities = mix_lib.identity_ids([i.identity for _, _, i, _ in parts])
     augment = bool(cfg_get(data_cfg, "augment"))
     share = float(cfg_get(data_cfg, "real_share"))
+    if not 0.0 <= share < 1.0:
+        raise ConfigError(f"config.data.real_share={share} must be in [0, 1): the share of "
+                          "training windows drawn from real clips (0 = every clip alike)")
     reweight = bool(cfg_get(data_cfg, "real_share_weighting"))
     seed = int(seed) % 2**32
     streams, makers, mine_parts, offset = [], [], [], 0
@@ -425,8 +428,11 @@ def build_train_dataset(source: Sequence[Mapping[str, Any]], index: SplitIndex, 
             # only a real window trains the sync loss and gives the on-the-fly fakes, and
             # drawn by clip they are ~10% of realtalk's training windows.
             real = idx.label[mine] == 0
-            _check_real_share(share, int(real.sum()), int((~real).sum()), name,
-                              process_index)
+            if real.all() or not real.any():
+                raise ConfigError(
+                    f"config.data.real_share={share} needs real and fake training clips of "
+                    f"{name} on host {process_index}, which has {int(real.sum())} real and "
+                    f"{int((~real).sum())} fake: set config.data.real_share=0")
             # With real_share_weighting, each window's detection-loss weight is its kind's
             # natural / drawn probability: the classifier's expected loss is that of
             # drawing every clip alike, and only the real-window losses see more reals.
@@ -479,18 +485,6 @@ def _window_stream(src, records: np.ndarray, offset: int, seed: int, window_fn: 
     # are a pure function of the position in the stream, hence reproducible and
     # resumable (a mix's interleaving is one too: the iterator state is one position).
     return ds.random_map(window_fn, seed=(seed + 7919 * process_index) % 2**32)
-
-
-def _check_real_share(share: float, num_real: int, num_other: int, name: str,
-                      process_index: int) -> None:
-    if not 0.0 <= share < 1.0:
-        raise ConfigError(f"config.data.real_share={share} must be in [0, 1): the share of "
-                          "training windows drawn from real clips (0 = every clip alike)")
-    if num_real == 0 or num_other == 0:
-        raise ConfigError(
-            f"config.data.real_share={share} needs real and fake training clips of {name} on "
-            f"host {process_index}, which has {num_real} real and {num_other} fake: set "
-            "config.data.real_share=0")
 
 
 def make_train_iterator(data_cfg: Any, *, seed: int, process_index: int = 0,
