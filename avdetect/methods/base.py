@@ -27,7 +27,7 @@ from avdetect import contract
 from avdetect.errors import AVDetectError, ConfigError
 from avdetect.models.detector import AVDetector
 from avdetect.models.encoders import build_audio_encoder, build_visual_encoder
-from avdetect.losses import clip_scores
+from avdetect.losses import clip_scores, frame_cross_entropy
 from avdetect.models.layers import masked_mean
 
 Batch = dict[str, jax.Array]
@@ -131,6 +131,12 @@ def stop_frozen(params, mask):
 def split_collections(variables: dict) -> tuple[Any, dict]:
     """(params, every other collection)."""
     return variables["params"], {k: v for k, v in variables.items() if k != "params"}
+
+
+def detection_loss(logits: jax.Array, batch: Batch, mask: jax.Array) -> jax.Array:
+    """L_DF of a batch: the frame cross-entropy against its labels, each window weighted by
+    the batch's ``sample_weight`` when it has one (``config.data.real_share``)."""
+    return frame_cross_entropy(logits, batch["label"], mask, batch.get(contract.SAMPLE_WEIGHT))
 
 
 def clip_accuracy(logits: jax.Array, labels: jax.Array, mask: jax.Array) -> jax.Array:

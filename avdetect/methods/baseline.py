@@ -13,9 +13,9 @@ from __future__ import annotations
 import jax.numpy as jnp
 import ml_collections
 
-from avdetect import contract, losses
+from avdetect import losses
 from avdetect.errors import ConfigError
-from avdetect.methods.base import TwoStreamMethod, build_two_stream
+from avdetect.methods.base import TwoStreamMethod, build_two_stream, detection_loss
 from avdetect.models.fusion import ConcatFusion, SyncFusion
 
 
@@ -49,8 +49,7 @@ class Baseline(TwoStreamMethod):
                     sync_count=jnp.sum(out["sync_valid"], axis=1))
 
     def loss_terms(self, out, batch, mask):
-        terms = {"detect": losses.frame_cross_entropy(out["logits"], batch["label"], mask,
-                                                         batch.get(contract.SAMPLE_WEIGHT))}
+        terms = {"detect": detection_loss(out["logits"], batch, mask)}
         if "sync" in out:
             cross = self.config.loss.get("sync_cross_negatives", True)
             terms["sync"] = losses.sync_infonce(

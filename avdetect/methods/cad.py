@@ -41,10 +41,10 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from avdetect import contract, losses
+from avdetect import losses
 from avdetect.methods.base import (Batch, audio_input, clip_accuracy, config_with_arch,
-                                   frame_mask, num_frames, paper_quirks, path_mask,
-                                   put_pretrained, require, stop_frozen)
+                                   detection_loss, frame_mask, num_frames, paper_quirks,
+                                   path_mask, put_pretrained, require, stop_frozen)
 from avdetect.models import lora as lora_lib
 from avdetect.models.cad import CADHead
 from avdetect.models.encoders import build_audio_encoder, build_visual_encoder
@@ -200,8 +200,7 @@ class CAD:
         out, mask, new_state = self._forward(params, state, batch, rng, train, True)
         cfg = self.config.loss
         labels = batch["label"]
-        terms = {"detect": losses.frame_cross_entropy(out["logits"], labels, mask,
-                                                         batch.get(contract.SAMPLE_WEIGHT))}
+        terms = {"detect": detection_loss(out["logits"], batch, mask)}
         if cfg.w_align:
             terms["align"] = losses.alignment_kl(
                 out["align_a"], out["align_v"], labels, mask, temperature=cfg.temperature,

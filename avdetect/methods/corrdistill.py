@@ -24,8 +24,9 @@ from __future__ import annotations
 import jax.numpy as jnp
 import ml_collections
 
-from avdetect import contract, losses
-from avdetect.methods.base import BatchError, TwoStreamMethod, build_two_stream, require
+from avdetect import losses
+from avdetect.methods.base import (BatchError, TwoStreamMethod, build_two_stream,
+                                   detection_loss, require)
 from avdetect.models.fusion import StudentFusion
 
 
@@ -57,8 +58,7 @@ class CorrDistill(TwoStreamMethod):
 
     def loss_terms(self, out, batch, mask):
         cfg = self.config.loss
-        terms = {"detect": losses.frame_cross_entropy(out["logits"], batch["label"], mask,
-                                                         batch.get(contract.SAMPLE_WEIGHT))}
+        terms = {"detect": detection_loss(out["logits"], batch, mask)}
         extra = {}
         if self.uses_teachers:
             require(batch, "teacher_audio", "teacher_video", method=self.name)
