@@ -59,6 +59,11 @@ LABEL_NAMES = ("real", "fake")
 # Optional float32 [B] training-batch key: each window's weight in the detection loss
 # (config.data.real_share draws reals more often and weights them back; absent = 1).
 SAMPLE_WEIGHT = "sample_weight"
+# Optional int32 [B] training-batch key: 1 where the window's lips are driven by its own
+# audio - untouched real windows, and the windows of the manipulations listed in
+# config.data.synced_manipulations (audio-driven generators: their lips follow the audio
+# by construction). The synchrony losses learn from these windows; absent = label == 0.
+AV_SYNCED = "av_synced"
 
 assert SAMPLES_PER_FRAME * VIDEO_FPS == AUDIO_SR
 assert MEL_PER_FRAME * MEL_HOP == SAMPLES_PER_FRAME

@@ -129,9 +129,25 @@ def select(summary: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> str:
 
 
 def parse_grid(text: str) -> tuple[str, list[str]]:
-    """'train.steps=3000,6000' -> ('train.steps', ['3000', '6000'])."""
+    """'train.steps=3000,6000' -> ('train.steps', ['3000', '6000']); commas inside
+    brackets or quotes belong to their value: "k=(),('a*','b')" -> ['()', "('a*','b')"]."""
     key, sep, values = text.partition("=")
-    vals = [v.strip() for v in values.split(",") if v.strip()]
+    vals, depth, quote, cur = [], 0, "", ""
+    for ch in values:
+        if quote:
+            quote = "" if ch == quote else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            vals.append(cur)
+            cur = ""
+            continue
+        cur += ch
+    vals = [v.strip() for v in vals + [cur] if v.strip()]
     if not sep or not key.strip() or len(vals) < 2:
         raise ConfigError(f"--grid wants KEY=V1,V2[,...] with at least two values, got {text!r}")
     return key.strip(), vals

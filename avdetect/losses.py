@@ -241,7 +241,9 @@ def alignment_kl(a: Array, v: Array, labels: Array, mask: Array | None = None,
     ``1/2 [KL(P_av[t] || P_va[t]) + KL(P_va[t] || P_av[t])]`` between the two directions.
     Averaged over valid frames, then over the clips selected by ``clips``: ``'real'``
     (label 0 only - a fake's modalities may truly disagree, and forcing them to align
-    would erase the cue) or ``'all'``. No selected clip -> 0.
+    would erase the cue; the methods pass 0 also for the audio-driven fakes of
+    ``config.data.synced_manipulations``, whose lips follow their audio:
+    :func:`avdetect.methods.base.unsynced`) or ``'all'``. No selected clip -> 0.
 
     ``cross_negatives`` (diagonal target only): each frame's softmax also runs over the
     *other clips'* frame t of the other modality (``cos(a^b_t, v^c_t)``, c != b, valid
@@ -296,7 +298,9 @@ def sync_infonce(sims: Array, valid: Array, labels: Array, mask: Array | None = 
     similarities (``sims`` [B, T, 2K+1], ``valid`` marks offsets inside the window) - and,
     when given, over the other clips' audio at the same frame (``cross`` [B, T, B'],
     ``cross_valid``) - must put its mass on offset 0 (index K). Fake windows (label 1) do
-    not contribute: their audio is not the frame's own. Mean over the contributing frames
+    not contribute: their audio is not the frame's own (the methods pass 0 also for the
+    audio-driven fakes of ``config.data.synced_manipulations``, whose lips do follow their
+    audio: :func:`avdetect.methods.base.unsynced`). Mean over the contributing frames
     (0 if none)."""
     k = sims.shape[-1] // 2
     logits = jnp.where(valid > 0, sims / temperature, -1e9)

@@ -59,7 +59,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         # audio-visual offset profile, +-max_offset frames) and trains the shared space
         # with the offset-contrastive loss on real windows (avdetect/losses.py).
         c.model.fusion.update(kind="sync", sync_dim=32 if tiny else 128, max_offset=15,
-                              hidden=64 if tiny else 256, stream_dropout=0.0)
+                              hidden=64 if tiny else 256, stream_dropout=0.0,
+                              center=False)
         c.loss.w_sync = 1.0
         c.loss.sync_temperature = 0.1
         c.loss.sync_cross_negatives = True   # other clips' audio as negatives too

@@ -151,6 +151,11 @@ def base_config(method: str, arg: ml_collections.ConfigDict, *, inputs: tuple[st
     # lifts swapped audio of unseen people by 0.08 and costs reversed audio as much, a tie.
     c.data.real_share = 0.0
     c.data.real_share_weighting = True
+    # Manipulations (names or fnmatch patterns) whose lips are driven by their own audio -
+    # audio-driven talking-face generators: their windows train the synchrony losses
+    # (baseline's sync loss, CAD's alignment) beside the real ones; the classifier still
+    # learns them as fakes. () = real windows only. realtalk's generators: REAL_SYNCED.
+    c.data.synced_manipulations = ()
     c.data.eval_batch_size = config_dict.placeholder(int)   # None = data.batch_size
     c.data.random_eval_videos = 16  # eval videos of the 'random' dataset (benchmarks, tests)
 
@@ -201,6 +206,11 @@ REAL_DATA = "realtalk/face112"
 # The same corpus built with the teacher pair (correlation distillation needs both sides):
 #   python -m avdetect.data.build realtalk/face112 --teacher asr_align+vsr_self
 REAL_TEACHER_DATA = "realtalk/face112_asr_align_vsr_self"
+# realtalk's audio-driven generators (lip-sync and portrait animation driven by the clip's
+# audio; the DFDC face-swaps keep the performer's own mouth motion and audio): every fake
+# manipulation of its manifest.
+REAL_SYNCED = ("Wav2Lip*", "AniTalker*", "SadTalker", "EDTalk", "MuseTalk", "StyleTalk",
+               "DINet", "KDTalker", "DFDC-faceswap")
 REAL_PSEUDO_FAKES = {"shift": 0.2, "swap": 0.15, "reverse": 0.1}
 # tiny: chosen on the validation split, and kept by the cross-validation over the training
 # identities (python -m avdetect.identity_cv ... --grid=train.steps=3000,6000: a tie,
@@ -226,7 +236,8 @@ def lips_visual(tiny: bool) -> ml_collections.ConfigDict:
     """The lip-landmark visual encoder (avdetect/models/lips.py) on the 'lips' stream."""
     return ml_collections.ConfigDict(dict(
         name="lips", input="lips", hidden=64 if tiny else 128, out_dim=32 if tiny else 128,
-        layers=3 if tiny else 5, kernel=5, dropout=0.1))
+        layers=3 if tiny else 5, kernel=5, dropout=0.1,
+        features="points"))   # 'distances': 8 lip widths / heights only (avdetect/models/lips.py)
 
 
 def common_model(c: ml_collections.ConfigDict) -> None:
@@ -304,8 +315,10 @@ def student_config(method: str, arg: str | None, inputs: tuple[str, ...]
     if arg.audio == "whisper":
         # The frozen pretrained Whisper tiny.en encoder on the raw waveform (offline weights,
         # avdetect/pretrained/whisper.py): speaker-independent speech features.
+        # vtlp > 0: each training window's voice warped by a factor U[1-v, 1+v] (vocal tract
+        # length perturbation, inside the frozen encoder's front end; evaluation unwarped).
         c.model.audio = ml_collections.ConfigDict(dict(name="whisper", input="audio",
-                                                       init_from=""))
+                                                       init_from="", vtlp=0.0))
         c.model.freeze = ("^audio_encoder/",)
         c.data.inputs = tuple("audio" if k == "logmel" else k for k in c.data.inputs)
     elif arg.audio != "logmel":

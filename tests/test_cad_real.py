@@ -231,6 +231,27 @@ def test_real_config_trains_end_to_end(run):
     assert scores["score"].shape == (BATCH,) and np.all(np.isfinite(scores["score"]))
 
 
+def test_alignment_learns_from_the_batch_s_synced_windows(run):
+    # config.data.synced_manipulations flags av_synced: the alignment KL then counts the
+    # flagged windows whatever their label - the same term as when those windows are the
+    # batch's reals and nothing is flagged.
+    from avdetect import contract
+
+    state = jax.device_get(run["state"])
+    variables = {"params": state["params"], **state["model_state"]}
+
+    def align(**changes):
+        batch = {**run["local"], **changes}
+        metrics = run["method"].loss(variables, batch, jax.random.PRNGKey(3), train=False)[1][0]
+        return float(metrics["loss_align"])
+
+    as_reals = align(label=np.array([0, 1, 0, 1], np.int32))
+    flagged = align(label=np.ones(BATCH, np.int32),
+                    **{contract.AV_SYNCED: np.array([1, 0, 1, 0], np.int32)})
+    assert flagged == pytest.approx(as_reals, rel=1e-6)
+    assert align(label=np.array([1, 0, 1, 0], np.int32)) != pytest.approx(as_reals, rel=1e-3)
+
+
 def test_real_config_exports_and_scores_a_clip_from_its_lip_points(realav_clips, tmp_path):
     """avdetect detect on the real config: the exported file scores a fixture clip (the
     'lips' stream computed by detect's own preprocessing), the same as the live model."""

@@ -6,6 +6,8 @@ pipeline's own batches for "never yields a held-out identity"."""
 
 from __future__ import annotations
 
+import json
+
 import ml_collections
 import numpy as np
 import pytest
@@ -83,6 +85,8 @@ def test_selection_takes_the_best_and_prefers_the_earlier_value_on_a_tie():
     assert identity_cv.select({"3000": summary(0.80), "6000": summary(0.85)}) == "6000"
     assert identity_cv.select({"3000": summary(0.848), "6000": summary(0.85)}) == "3000"
     assert identity_cv.parse_grid("train.steps=3000,6000") == ("train.steps", ["3000", "6000"])
+    assert identity_cv.parse_grid("data.synced_manipulations=(),('W*', \"a,b\"),[1, 2]") == (
+        "data.synced_manipulations", ["()", "('W*', \"a,b\")", "[1, 2]"])
     with pytest.raises(ConfigError, match="two values"):
         identity_cv.parse_grid("train.steps=3000")
 
@@ -155,3 +159,26 @@ def test_clip_rows_carry_the_identity():
                                 "identity": ["p", "q"]}}}
     rows = loso.clip_rows(meta)
     assert [r["identity"] for r in rows] == ["p", "q"] and rows[1]["pseudo"]
+
+
+def test_cv_errors_averages_runs_and_counts_misordered_pairs(tmp_path):
+    # avdetect.bench.cv_errors: several runs' cached fold scores average record by record;
+    # a real clip's share is the fraction of its fold's fakes of that kind it outscores
+    # (ties half), by hand on four clips.
+    from avdetect.bench import cv_errors
+
+    for name, scores in (("a", [0.2, 0.9, 0.4, 0.6]), ("b", [0.4, 0.5, 0.4, 0.2])):
+        d = tmp_path / name / "fold0"
+        d.mkdir(parents=True)
+        videos = {"train": {"video_id": [0, 1, 2, 3], "score": scores, "label": [0, 0, 1, 1]}}
+        (d / "videos.json").write_text(json.dumps({"config": "", "videos": videos}))
+    avg = cv_errors.fold_scores([str(tmp_path / "a"), str(tmp_path / "b")], 0)
+    np.testing.assert_allclose(avg["train"]["score"], [0.3, 0.7, 0.4, 0.4])
+    rows = [dict(split="train", record=i, identity="p" if i < 3 else "q", source="s",
+                 label=int(i >= 2), method="real" if i < 2 else "pf_swap", pseudo=i >= 2,
+                 score=s) for i, s in enumerate([0.3, 0.7, 0.4, 0.4])]
+    errs = cv_errors.real_errors(rows, ["p", "q"], "pf_swap")
+    assert [(e["record"], e["pairs"], e["share"]) for e in errs] == [(0, 0.0, 0.0), (1, 2.0, 1.0)]
+    assert [e["record"] for e in cv_errors.real_errors(rows, ["q"], "pf_swap")] == []
+    with pytest.raises(ConfigError, match="no cached scores"):
+        cv_errors.fold_scores([str(tmp_path / "missing")], 0)

@@ -249,6 +249,45 @@ def test_real_share_resumes_and_refuses_what_it_cannot_do(primary, other):
         pl.build_train_dataset(osrc, oidx, cfg(mix=(), real_share=0.5), seed=0)
 
 
+# -------------------------------------------------------------------- synced windows
+
+def test_synced_flag_marks_reals_and_listed_generators_never_turned_windows(primary, synth):
+    # av_synced = untouched real, or a listed (audio-driven) manipulation; on-the-fly
+    # fakes of real windows (shift / reverse / swap) and unlisted manipulations are not.
+    (psrc, pidx), (ssrc, sidx) = primary, synth
+    c = cfg(mix=((SYNTH, 0.4),), synced_manipulations=("wav2lip", "synth/x:wav*"),
+            pseudo_fakes={"shift": 0.3, "swap": 0.3, "reverse": 0.2}, inputs=("audio", "label"))
+    names = pl.train_method_names(c, pidx, [(SYNTH, sidx.method_names)])
+    wins = list(_windows(take(iter(pl.build_train_dataset(psrc, pidx, c, seed=6,
+                                                          mixed=[(ssrc, sidx)])), 40)))
+    seen = set()
+    for w in wins:
+        method = names[int(w["method"])]
+        want = method == "real" or method in ("wav2lip", "synth/x:wav2lip")
+        assert int(w[contract.AV_SYNCED]) == int(want), method
+        assert (method == "real") == (int(w["label"]) == 0)
+        seen.add(method)
+    # every kind of window was drawn: reals, both listed generators, the unlisted
+    # 'desync', and each on-the-fly fake
+    assert {"real", "wav2lip", "synth/x:wav2lip", "synth/x:desync",
+            *otf_fakes.method_names()} <= seen, seen
+
+
+def test_synced_flag_absent_by_default_and_bad_patterns_refused(primary):
+    psrc, pidx = primary
+    a = take(iter(pl.build_train_dataset(psrc, pidx, cfg(mix=()), seed=4)), 2)
+    b = take(iter(pl.build_train_dataset(psrc, pidx, cfg(mix=(), synced_manipulations=()),
+                                         seed=4)), 2)
+    assert_batches_equal(a, b)
+    assert contract.AV_SYNCED not in a[0]
+    with pytest.raises(ConfigError, match="'sadtalker' matches no manipulation"):
+        pl.build_train_dataset(psrc, pidx, cfg(mix=(), synced_manipulations=("sadtalker",)),
+                               seed=0)
+    with pytest.raises(ConfigError, match="matches the pseudo-fakes"):
+        pl.build_train_dataset(psrc, pidx, cfg(mix=(), synced_manipulations=("*",),
+                                               pseudo_fakes={"shift": 0.2}), seed=0)
+
+
 # --------------------------------------------------------------------------- resume
 
 def test_resume_from_a_checkpoint_gives_the_uninterrupted_batches(primary, synth, tmp_path):

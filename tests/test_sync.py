@@ -139,3 +139,86 @@ def test_sync_fusion_cross_similarities_pair_other_clips_only():
     want = np.einsum("btd,ctd->btc", zv, za) * (1 - np.eye(3))[:, None, :]
     np.testing.assert_allclose(np.asarray(out["sync_cross"]), want, atol=1e-5)
     np.testing.assert_array_equal(np.asarray(out["sync_cross_valid"])[:, 0], 1 - np.eye(3))
+
+
+def test_sync_loss_learns_from_the_batch_s_synced_windows():
+    # With config.data.synced_manipulations the batch flags av_synced: the baseline's sync
+    # term then counts exactly the flagged windows (a real one and an audio-driven fake,
+    # not the other fake), as if they were the real ones; without the flag, label 0.
+    import types
+
+    import ml_collections
+
+    from avdetect import contract
+    from avdetect.methods.baseline import Baseline
+
+    rng = np.random.default_rng(8)
+    sims = rng.uniform(-1, 1, (3, 6, 5)).astype(np.float32)
+    valid = np.ones((3, 6, 5), np.float32)
+    out = {"logits": jnp.zeros((3, 6, 2)), "sync": jnp.asarray(sims),
+           "sync_valid": jnp.asarray(valid)}
+    mask = jnp.ones((3, 6))
+    loss = ml_collections.ConfigDict(dict(sync_temperature=0.2, sync_cross_negatives=False))
+    self = types.SimpleNamespace(config=ml_collections.ConfigDict(dict(loss=loss)))
+    labels = jnp.asarray([0, 1, 1])
+
+    def sync(batch):
+        return float(Baseline.loss_terms(self, out, batch, mask)[0]["sync"])
+
+    def numpy_loss(windows):
+        terms = [-(x[2] - np.log(np.exp(x).sum()))
+                 for i in windows for x in sims[i] / 0.2]
+        return np.mean(terms)
+
+    assert sync({"label": labels}) == pytest.approx(numpy_loss([0]), rel=1e-5)
+    flagged = {"label": labels, contract.AV_SYNCED: jnp.asarray([1, 1, 0])}
+    assert sync(flagged) == pytest.approx(numpy_loss([0, 1]), rel=1e-5)
+
+
+def test_centred_sync_space_against_numpy():
+    # model.fusion.center: each projected stream loses its mean over the window's valid
+    # frames before the unit norm; the profile is then the NumPy loop's on those rows, and
+    # a constant added to either stream's features (a voice, a lip shape) changes nothing.
+    rng = np.random.default_rng(9)
+    a = rng.normal(size=(2, 7, 6)).astype(np.float32)
+    v = rng.normal(size=(2, 7, 5)).astype(np.float32)
+    mask = np.ones((2, 7), np.float32)
+    mask[1, 5:] = 0
+    fusion = SyncFusion(dim=4, max_offset=2, hidden=8, center=True)
+    params = fusion.init(jax.random.PRNGKey(0), a, v, mask)
+    out = fusion.apply(params, a, v, mask)
+    p = params["params"]
+
+    def rows(x, layer):
+        z = x @ np.asarray(p[layer]["kernel"]) + np.asarray(p[layer]["bias"])
+        z = np.stack([(z[i] - z[i][mask[i] > 0].mean(0)) * mask[i][:, None] for i in range(2)])
+        return z / np.maximum(np.linalg.norm(z, axis=-1, keepdims=True), 1e-6)
+
+    want, want_valid = _profile_numpy(rows(a, "audio_sync"), rows(v, "visual_sync"), mask, 2)
+    np.testing.assert_allclose(np.asarray(out["sync"]), want, atol=1e-5)
+    np.testing.assert_array_equal(np.asarray(out["sync_valid"]), want_valid)
+    shifted = fusion.apply(params, a + rng.normal(size=(2, 1, 6)).astype(np.float32),
+                           v + 3.0, mask)
+    np.testing.assert_allclose(np.asarray(shifted["sync"]), np.asarray(out["sync"]), atol=1e-4)
+
+
+def test_lip_distances_and_their_encoder_ignore_pose_and_scale():
+    # features='distances': the 8 widths / heights of LIP_DISTANCES (NumPy norms); the
+    # encoder's output is unchanged when every frame's points are rotated, moved and
+    # scaled alike (distances are rigid-invariant, the clip standardisation removes scale)
+    rng = np.random.default_rng(10)
+    pts = rng.uniform(0.3, 0.7, (2, 9, 20, 2)).astype(np.float32)
+    got = np.asarray(lips_lib.lip_distances(jnp.asarray(pts)))
+    want = np.stack([np.linalg.norm(pts[:, :, i] - pts[:, :, j], axis=-1)
+                     for i, j in lips_lib.LIP_DISTANCES], -1)
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    th = 0.4
+    rot = np.array([[np.cos(th), -np.sin(th)], [np.sin(th), np.cos(th)]], np.float32)
+    moved = 1.3 * pts @ rot.T + np.float32(0.2)
+    enc = lips_lib.LipEncoder(hidden=8, out_dim=4, layers=1, features="distances")
+    params = enc.init(jax.random.PRNGKey(0), jnp.asarray(pts))
+    a = np.asarray(enc.apply(params, jnp.asarray(pts)))
+    b = np.asarray(enc.apply(params, jnp.asarray(moved)))
+    np.testing.assert_allclose(a, b, atol=2e-4)
+    with pytest.raises(ValueError, match="points or distances"):
+        lips_lib.LipEncoder(features="pixels").init(jax.random.PRNGKey(0), jnp.asarray(pts))

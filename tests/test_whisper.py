@@ -111,6 +111,28 @@ def test_log_mel_matches_transformers_feature_extractor(speech, mel30):
     assert np.abs(mel30 - ref).max() < 1e-4
 
 
+def test_frequency_warp_against_numpy_interp(speech):
+    # VTLP: the warped power spectrum at bin k is the input's at k / alpha (linear
+    # interpolation, 0 beyond the last bin) - np.interp's; alpha = 1 changes nothing.
+    y = speech[:contract.AUDIO_SR]
+    stft = librosa.stft(y, n_fft=400, hop_length=160, window="hann", center=True,
+                        pad_mode="reflect")
+    power = (np.abs(stft) ** 2)[:, :-1].T.astype(np.float32)              # [F, 201]
+    alpha = np.array([0.9, 1.0, 1.12], np.float32)
+    w = np.asarray(W.frequency_warp_matrix(jnp.asarray(alpha), 201))
+    k = np.arange(201)
+    for b, al in enumerate(alpha):
+        want = np.stack([np.interp(k / al, k, p, right=0.0) for p in power])
+        np.testing.assert_allclose(power @ w[b].T, want, rtol=1e-5, atol=1e-6 * power.max())
+    wave = jnp.asarray(np.stack([y, y]))
+    plain = np.asarray(W.whisper_log_mel(wave))
+    same = np.asarray(W.whisper_log_mel(wave, warp=jnp.ones(2)))
+    np.testing.assert_allclose(same, plain, atol=1e-5)
+    warped = np.asarray(W.whisper_log_mel(wave, warp=jnp.asarray([1.0, 1.1])))
+    np.testing.assert_allclose(warped[0], plain[0], atol=1e-5)
+    assert np.abs(warped[1] - plain[1]).mean() > 0.05
+
+
 def test_log_mel_rejects_too_short_audio():
     with pytest.raises(ValueError, match="at least 400"):
         W.whisper_log_mel(jnp.zeros((2, 399)))
@@ -306,6 +328,13 @@ def test_audio_encoder_shapes_pooling_and_limits():
         _apply(module, params, jnp.zeros((1, 201 * 160 * 2)))
     with pytest.raises(ValueError, match="input_kind"):
         _apply(module.clone(input_kind="spectrum"), params, wave)
+    # vtlp warps the voice in training only: evaluation is the plain encoder, training
+    # draws a factor per window from the dropout stream
+    vt = module.clone(pool_to_video_rate=True, vtlp=0.1)
+    np.testing.assert_array_equal(np.asarray(_apply(vt, params, wave)), pooled)
+    rngs = {"dropout": jax.random.key(5)}
+    trained = np.asarray(vt.apply({"params": params}, wave, True, rngs=rngs))
+    assert trained.shape == pooled.shape and np.abs(trained - pooled).max() > 1e-3
 
 
 def test_default_tiny_en_dir_and_missing_package(monkeypatch, tmp_path):

@@ -61,6 +61,10 @@ its real clips, the rest from the others; 0 = every selected clip equally likely
 ``real_share_weighting`` True (each window then carries ``sample_weight``, float32 [B]: its
 kind's natural / drawn probability - 1 for a mixed dataset's windows - which the detection
 loss weights by, so only the losses on real windows see the extra reals),
+``synced_manipulations`` () (names or ``fnmatch`` patterns of manipulations whose lips are
+driven by their own audio - audio-driven talking-face generators such as Wav2Lip: their
+windows also train the synchrony losses, flagged by the batch key ``av_synced``, int32
+[B], 1 as well on every untouched real window; () = no flag, the losses use real windows),
 ``mix`` () (a mixed training source: other datasets' train splits mixed in by weight, under
 one manipulation vocabulary; evaluation stays on ``name``: :mod:`avdetect.data.mix`),
 ``lips_augment`` / ``audio_augment`` {} (training-time lip-point / waveform augmentation,
@@ -124,6 +128,7 @@ _DEFAULTS: dict[str, Any] = {
     "mix": (),
     "real_share": 0.0,
     "real_share_weighting": True,
+    "synced_manipulations": (),
     "lips_augment": {},
     "audio_augment": {},
 }
@@ -225,6 +230,43 @@ class _SwapInBatch:
 
     def __call__(self, batch, rng: np.random.Generator):
         return otf_fakes.swap_in_batch(batch, rng, self._method_id)
+
+
+class _SyncedFlag:
+    def __init__(self, method_ids: Sequence[int]):
+        self._ids = np.asarray(sorted(method_ids), np.int32)
+
+    def __call__(self, batch):
+        # After the in-batch swap: a swapped window is labelled fake with an otf method,
+        # so it is never flagged.
+        synced = (batch["label"] == 0) | np.isin(batch["method"], self._ids)
+        return {**batch, contract.AV_SYNCED: synced.astype(np.int32)}
+
+
+def synced_method_ids(data_cfg: Any, names: Sequence[str]) -> tuple[int, ...]:
+    """The ids among ``names`` (the training batches' method vocabulary) that
+    ``config.data.synced_manipulations`` selects; every pattern must match a manipulation,
+    and none may match a pseudo-fake (its audio is not its lips' own)."""
+    import fnmatch
+
+    from avdetect.data import pseudo_fakes
+
+    patterns = tuple(cfg_get(data_cfg, "synced_manipulations") or ())
+    if isinstance(patterns, str):
+        patterns = (patterns,)
+    unsynced = set(pseudo_fakes.KINDS) | set(otf_fakes.method_names())
+    ids: set[int] = set()
+    for pat in patterns:
+        hits = [i for i, n in enumerate(names) if fnmatch.fnmatchcase(n, pat)]
+        if not hits:
+            raise ConfigError(f"config.data.synced_manipulations: {pat!r} matches no "
+                              f"manipulation of the training data ({', '.join(names)})")
+        bad = sorted(names[i] for i in hits if names[i] in unsynced)
+        if bad:
+            raise ConfigError(f"config.data.synced_manipulations: {pat!r} matches the "
+                              f"pseudo-fakes {bad}, whose audio does not drive their lips")
+        ids.update(i for i in hits if names[i] != "real")
+    return tuple(sorted(ids))
 
 
 class _EvalWindows:
@@ -463,6 +505,8 @@ def build_train_dataset(source: Sequence[Mapping[str, Any]], index: SplitIndex, 
         # Swap donors are the batch's other real windows: a per-batch RNG, no state.
         ds = ds.random_map(_SwapInBatch(maker.method_ids[otf_fakes.method_name("swap")]),
                            seed=(seed * 31 + 104729 + 7919 * process_index) % 2**32)
+    if cfg_get(data_cfg, "synced_manipulations"):
+        ds = ds.map(_SyncedFlag(synced_method_ids(data_cfg, union)))
     it = ds.to_iter_dataset(grain.ReadOptions(
         num_threads=int(cfg_get(data_cfg, "read_threads")),
         prefetch_buffer_size=int(cfg_get(data_cfg, "prefetch_batches"))))

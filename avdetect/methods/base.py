@@ -139,6 +139,15 @@ def detection_loss(logits: jax.Array, batch: Batch, mask: jax.Array) -> jax.Arra
     return frame_cross_entropy(logits, batch["label"], mask, batch.get(contract.SAMPLE_WEIGHT))
 
 
+def unsynced(batch: Batch) -> jax.Array:
+    """int [B], 0 for the windows the synchrony losses learn from (lips driven by the
+    window's own audio): the batch's ``av_synced`` flag when it has one
+    (``config.data.synced_manipulations``), else its label (real windows only)."""
+    if contract.AV_SYNCED in batch:
+        return 1 - batch[contract.AV_SYNCED].astype(jnp.int32)
+    return batch["label"]
+
+
 def clip_accuracy(logits: jax.Array, labels: jax.Array, mask: jax.Array) -> jax.Array:
     """Clip accuracy of the reference's decision rule: argmax of the time-averaged logits
     (logits [B, T, 2], labels [B], mask [B, T])."""

@@ -4,7 +4,8 @@ concatenation fusion, a per-frame MLP classifier and the detection loss only
 
 ``config.model.fusion.kind = 'sync'`` (the real-footage recipe) swaps the concatenation
 for :class:`avdetect.models.fusion.SyncFusion` (the per-frame audio-visual offset profile)
-and adds its offset-contrastive loss on real windows, ``w_sync * L_sync``
+and adds its offset-contrastive loss on real windows (and on the audio-driven fakes of
+``config.data.synced_manipulations``), ``w_sync * L_sync``
 (:func:`avdetect.losses.sync_infonce`).
 """
 
@@ -15,7 +16,8 @@ import ml_collections
 
 from avdetect import losses
 from avdetect.errors import ConfigError
-from avdetect.methods.base import TwoStreamMethod, build_two_stream, detection_loss
+from avdetect.methods.base import (TwoStreamMethod, build_two_stream, detection_loss,
+                                   unsynced)
 from avdetect.models.fusion import ConcatFusion, SyncFusion
 
 
@@ -32,7 +34,8 @@ class Baseline(TwoStreamMethod):
         elif kind == "sync":
             fusion = SyncFusion(dim=m.fusion.sync_dim, max_offset=m.fusion.max_offset,
                                 hidden=m.fusion.hidden, dropout=m.fusion.dropout,
-                                stream_dropout=m.fusion.get("stream_dropout", 0.0))
+                                stream_dropout=m.fusion.get("stream_dropout", 0.0),
+                                center=m.fusion.get("center", False))
         else:
             raise ConfigError(f"model.fusion.kind={kind!r}: expected concat or sync")
         module, self.pretrained = build_two_stream(config, fusion, None)
@@ -53,7 +56,7 @@ class Baseline(TwoStreamMethod):
         if "sync" in out:
             cross = self.config.loss.get("sync_cross_negatives", True)
             terms["sync"] = losses.sync_infonce(
-                out["sync"], out["sync_valid"], batch["label"], mask,
+                out["sync"], out["sync_valid"], unsynced(batch), mask,
                 self.config.loss.sync_temperature,
                 out["sync_cross"] if cross else None, out["sync_cross_valid"] if cross else None)
         return terms, {}

@@ -44,7 +44,8 @@ import ml_collections
 from avdetect import losses
 from avdetect.methods.base import (Batch, audio_input, clip_accuracy, config_with_arch,
                                    detection_loss, frame_mask, num_frames, paper_quirks,
-                                   path_mask, put_pretrained, require, stop_frozen)
+                                   path_mask, put_pretrained, require, stop_frozen,
+                                   unsynced)
 from avdetect.models import lora as lora_lib
 from avdetect.models.cad import CADHead
 from avdetect.models.encoders import build_audio_encoder, build_visual_encoder
@@ -203,7 +204,7 @@ class CAD:
         terms = {"detect": detection_loss(out["logits"], batch, mask)}
         if cfg.w_align:
             terms["align"] = losses.alignment_kl(
-                out["align_a"], out["align_v"], labels, mask, temperature=cfg.temperature,
+                out["align_a"], out["align_v"], unsynced(batch), mask, temperature=cfg.temperature,
                 sigma=cfg.align_sigma, target=cfg.align_target, clips=cfg.align_clips,
                 cross_negatives=bool(cfg.get("align_cross_negatives", False)))
         if cfg.w_simsiam:

@@ -13,7 +13,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from avdetect.models.layers import MultiHeadAttention
+from avdetect.models.layers import MultiHeadAttention, masked_mean
 
 Array = jax.Array
 
@@ -152,6 +152,7 @@ class SyncFusion(nn.Module):
     kernel: int = 5
     dropout: float = 0.1
     stream_dropout: float = 0.0   # dropout on the raw streams the classifier also reads
+    center: bool = False          # remove each projected stream's window mean first
     num_classes: int = 2
 
     @nn.compact
@@ -160,8 +161,15 @@ class SyncFusion(nn.Module):
         b, t = a.shape[:2]
         mask = jnp.ones((b, t), a.dtype) if mask is None else mask.astype(a.dtype)
 
-        za = unit_rows(nn.Dense(self.dim, name="audio_sync")(a))
-        zv = unit_rows(nn.Dense(self.dim, name="visual_sync")(v))
+        za, zv = nn.Dense(self.dim, name="audio_sync")(a), nn.Dense(self.dim, name="visual_sync")(v)
+        if self.center:
+            # Each stream's mean over the window's frames is what stays constant in it - a
+            # voice, a lip shape: without it the similarities follow how the two streams
+            # *move* together, and other clips' audio cannot be told apart by identity.
+            m3 = mask[..., None]
+            za = (za - masked_mean(za, m3, axis=1, keepdims=True)) * m3
+            zv = (zv - masked_mean(zv, m3, axis=1, keepdims=True)) * m3
+        za, zv = unit_rows(za), unit_rows(zv)
         # The classifier reads the profile through a stop-gradient: the shared space is
         # trained by the offset-contrastive loss alone (which transfers to unseen faces),
         # not bent by the detection loss towards the training identities' shortcuts.

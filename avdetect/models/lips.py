@@ -47,6 +47,20 @@ def lip_frame_features(lips: Array) -> Array:
     return jnp.concatenate(feats, axis=-1)
 
 
+# features='distances': eight lip distances (pairs of indices into the 20 points, dlib's
+# mouth order): the outer and inner widths, and three vertical spans of each lip contour.
+LIP_DISTANCES = ((0, 6), (12, 16), (2, 10), (3, 9), (4, 8), (13, 19), (14, 18), (15, 17))
+
+
+def lip_distances(lips: Array) -> Array:
+    """[B, T, 20, 2] lip points -> [B, T, 8] distances (:data:`LIP_DISTANCES`): how far the
+    mouth opens and spreads, invariant to where the face is and how it is turned in the
+    image plane - the part of the lip motion that speech drives, with the least of a
+    person's lip outline."""
+    i, j = (jnp.asarray(x) for x in zip(*LIP_DISTANCES))
+    return jnp.linalg.norm(lips[:, :, i] - lips[:, :, j], axis=-1)
+
+
 def standardise_per_clip(x: Array, mask: Array, eps: float = 1e-3) -> Array:
     """Subtract each clip's masked mean over time and divide by its masked std (per
     feature); padded frames come out 0."""
@@ -65,13 +79,20 @@ class LipEncoder(nn.Module):
     layers: int = 3
     kernel: int = 5
     dropout: float = 0.1
+    features: str = "points"    # 'points': lip_frame_features; 'distances': lip_distances
 
     @nn.compact
     def __call__(self, lips: Array, train: bool = False, mask: Array | None = None) -> Array:
         lips = lips.astype(jnp.float32)
         b, t = lips.shape[:2]
         mask = jnp.ones((b, t), jnp.float32) if mask is None else mask.astype(jnp.float32)
-        f = lip_frame_features(lips)
+        if self.features == "points":
+            f = lip_frame_features(lips)
+        elif self.features == "distances":
+            f = lip_distances(lips)
+        else:
+            raise ValueError(f"lips encoder features={self.features!r}: expected points or "
+                             "distances")
         vel = jnp.concatenate([jnp.zeros_like(f[:, :1]), f[:, 1:] - f[:, :-1]], axis=1)
         # a velocity that crosses into padding is not a velocity
         vel = vel * mask[..., None] * jnp.concatenate(

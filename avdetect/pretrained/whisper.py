@@ -70,8 +70,25 @@ def whisper_mel_filters(n_mels: int = 80) -> np.ndarray:
     return librosa.filters.mel(sr=WHISPER_SR, n_fft=WHISPER_N_FFT, n_mels=n_mels).astype(np.float32)
 
 
+def frequency_warp_matrix(alpha: jax.Array, bins: int) -> jax.Array:
+    """[B, bins, bins] linear-interpolation matrices that warp a spectrum's frequency axis
+    by ``alpha`` [B]: row k reads the input at bin k / alpha (beyond the last bin: 0), so
+    ``W @ P`` moves every spectral feature from f to alpha f - vocal tract length
+    perturbation (VTLP, Jaitly & Hinton 2013): formants and harmonics scale together, as
+    from a shorter (alpha > 1) or longer vocal tract, while timing is untouched."""
+    src = jnp.arange(bins, dtype=jnp.float32)[None, :] / alpha[:, None]     # [B, bins]
+    lo = jnp.floor(src)
+    frac = src - lo
+    lo = lo.astype(jnp.int32)
+    inside = (src <= bins - 1).astype(jnp.float32)
+    w = (jax.nn.one_hot(lo, bins) * (1.0 - frac)[..., None]
+         + jax.nn.one_hot(jnp.minimum(lo + 1, bins - 1), bins) * frac[..., None])
+    return w * inside[..., None]
+
+
 @functools.partial(jax.jit, static_argnames="n_mels")
-def whisper_log_mel(audio: jax.Array, n_mels: int = 80) -> jax.Array:
+def whisper_log_mel(audio: jax.Array, n_mels: int = 80, warp: jax.Array | None = None
+                    ) -> jax.Array:
     """Whisper's log-mel spectrogram of 16 kHz audio.
 
     STFT with a periodic Hann window of 400, hop 160, centred frames (reflect padding),
@@ -81,6 +98,8 @@ def whisper_log_mel(audio: jax.Array, n_mels: int = 80) -> jax.Array:
     Args:
       audio: float waveform [N] or [B, N] at 16 kHz, N >= 400.
       n_mels: 80 (128 for large-v3).
+      warp: optional [B] frequency-warp factors applied to the power spectrum before the
+        mel filters (:func:`frequency_warp_matrix`; training-time voice augmentation).
     Returns:
       [n_mels, N // 160] or [B, n_mels, N // 160] float32.
     """
@@ -103,6 +122,9 @@ def whisper_log_mel(audio: jax.Array, n_mels: int = 80) -> jax.Array:
     frames = x[:, idx] * window                                            # [B, F, 400]
     spec = jnp.fft.rfft(frames, n=WHISPER_N_FFT, axis=-1)                  # [B, F, 201]
     power = jnp.real(spec) ** 2 + jnp.imag(spec) ** 2
+    if warp is not None:
+        power = jnp.einsum("bkj,bfj->bfk", frequency_warp_matrix(warp, power.shape[-1]), power,
+                           precision=jax.lax.Precision.HIGHEST)
     mel = jnp.einsum("bfk,mk->bmf", power, whisper_mel_filters(n_mels),
                      precision=jax.lax.Precision.HIGHEST)                  # [B, n_mels, F]
     log_spec = jnp.log10(jnp.maximum(mel, WHISPER_LOG_FLOOR))
@@ -207,12 +229,20 @@ class WhisperAudioEncoder(nn.Module):
     pad_to_30s: bool = False
     dtype: Any = jnp.float32
     precision: Any = None
+    vtlp: float = 0.0       # training only: each example's spectrum warped by U[1-v, 1+v]
 
     @nn.compact
     def __call__(self, inputs: jax.Array, train: bool = False, mask=None) -> jax.Array:
         # ``mask`` (the encoder interface's padding mask) is accepted and unused: padded
         # frames are masked out of every loss and pool downstream.
         del mask
+        warp = None
+        if train and self.vtlp > 0:
+            # A new voice for every training window (vocal tract length perturbation):
+            # the frozen encoder's features then carry less of who speaks, and the
+            # synchrony learnt on them less of the training speakers.
+            warp = 1.0 + jax.random.uniform(self.make_rng("dropout"), (inputs.shape[0],),
+                                            minval=-self.vtlp, maxval=self.vtlp)
         cfg = self.config
         if self.input_kind == "waveform":
             if inputs.ndim != 2:
@@ -222,8 +252,10 @@ class WhisperAudioEncoder(nn.Module):
                 if inputs.shape[1] > WHISPER_CHUNK_SAMPLES:
                     raise ValueError(f"{inputs.shape[1]} samples exceed Whisper's 30 s window")
                 inputs = pad_or_trim_audio(inputs)
-            mel = whisper_log_mel(inputs, cfg.n_mels)                        # [B, n_mels, F]
+            mel = whisper_log_mel(inputs, cfg.n_mels, warp)                  # [B, n_mels, F]
         elif self.input_kind == "mel":
+            if warp is not None:
+                raise ValueError("vtlp needs the waveform input (input_kind='waveform')")
             mel, n_frames = inputs, inputs.shape[2]
             if self.pad_to_30s:
                 if n_frames > WHISPER_CHUNK_FRAMES:

@@ -1,0 +1,102 @@
+"""Where the identity cross-validation's errors sit, and what averaging runs would give.
+
+Reads finished grid values of :mod:`avdetect.identity_cv` (each a folder holding
+``fold0 .. fold{k-1}`` with their cached ``videos.json``; nothing is trained or scored
+again) and prints
+
+1. the fold-mean AUC of every column for the *mean* of the given runs' video scores (one
+   run: its own table row; several: an unweighted score-average ensemble, no refit), and
+2. for one manipulation (``--kind``), each held-out real clip's share of that kind's fakes
+   in its fold that it outscores (a misordered real / fake pair), worst first, with the
+   share of all misordered pairs the listed reals account for.
+
+  python -m avdetect.bench.cv_errors --data=realtalk/face112 --data_dir=D \\
+      --runs "W/data.real_share=0" ["W2/model.fusion.center=True" ...] [--kind pf_swap]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from avdetect import identity_cv, loso
+from avdetect.data import metadata
+from avdetect.errors import ConfigError
+
+
+def fold_scores(runs: Sequence[str], fold: int) -> dict[str, dict[str, list]]:
+    """The per-split video scores of fold ``fold``, averaged over ``runs`` (same records)."""
+    per_run = []
+    for run in runs:
+        path = os.path.join(run, f"fold{fold}", loso.VIDEOS_FILE)
+        if not os.path.isfile(path):
+            raise ConfigError(f"{path}: no cached scores (run avdetect.identity_cv first)")
+        with open(path, encoding="utf-8") as fh:
+            per_run.append(json.load(fh)["videos"])
+    first = per_run[0]
+    for run, videos in zip(runs[1:], per_run[1:]):
+        for split, v in first.items():
+            if videos[split]["video_id"] != v["video_id"]:
+                raise ConfigError(f"{run}: fold {fold} scored other records of {split!r}")
+    return {split: {**v, "score": np.mean([r[split]["score"] for r in per_run], 0).tolist()}
+            for split, v in first.items()}
+
+
+def real_errors(scored: Sequence[Mapping[str, Any]], fold: Sequence[str], kind: str
+                ) -> list[dict[str, Any]]:
+    """Each real training clip of ``fold``'s identities: the fraction of the fold's
+    ``kind`` fakes it outscores (ties count half) and that count of misordered pairs."""
+    people = set(fold)
+    mine = [r for r in scored if r["split"] == identity_cv.TRAIN and r["identity"] in people]
+    fakes = np.array([r["score"] for r in mine if r["method"] == kind])
+    out = []
+    for r in mine:
+        if r["label"] != 0 or not len(fakes):
+            continue
+        bad = float(np.sum(fakes < r["score"]) + 0.5 * np.sum(fakes == r["score"]))
+        out.append({"identity": r["identity"], "source": r["source"], "record": r["record"],
+                    "score": r["score"], "pairs": bad, "share": bad / len(fakes)})
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", required=True)
+    p.add_argument("--data_dir", default=None)
+    p.add_argument("--runs", nargs="+", required=True, help="grid-value folders to average")
+    p.add_argument("--folds", type=int, default=3)
+    p.add_argument("--kind", default="pf_swap", help="the manipulation of the error list")
+    p.add_argument("--top", type=int, default=10)
+    a = p.parse_args(argv)
+    rows = loso.clip_rows(metadata.dataset_metadata(a.data, a.data_dir))
+    folds = identity_cv.identity_folds(rows, a.folds)
+    per_fold, errors = [], []
+    for f, ids in enumerate(folds):
+        scored = loso.attach_scores(rows, fold_scores(a.runs, f))
+        per_fold.append(identity_cv.fold_figures(scored, ids))
+        errors += [{**e, "fold": f} for e in real_errors(scored, ids, a.kind)]
+    summary = identity_cv.summarise(per_fold)
+    crit = np.mean([summary[k]["mean"] for k in identity_cv.SELECT_KINDS])
+    print(f"mean score of {len(a.runs)} run(s): " + ", ".join(
+        f"{c} {summary[c]['mean']:.3f} ({summary[c]['n_real']}+{summary[c]['n_fake']})"
+        for c in identity_cv.COLUMNS if summary[c]["mean"] is not None)
+        + f"; selection {crit:.3f}")
+    total = sum(e["pairs"] for e in errors)
+    errors.sort(key=lambda e: -e["share"])
+    print(f"\nreal clips against {a.kind}: {len(errors)} reals, {total:g} misordered pairs")
+    for e in errors[:a.top]:
+        print(f"  fold {e['fold']}  {e['identity']:32s} {e['source']:40s} outscores "
+              f"{e['share']:.2f} of the fold's {a.kind} fakes")
+    shown = sum(e["pairs"] for e in errors[:a.top])
+    if total and a.top > 0:
+        print(f"the {min(a.top, len(errors))} listed reals: {shown:g} of {total:g} misordered "
+              f"pairs ({shown / total:.0%})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
