@@ -67,7 +67,9 @@ people (fold-mean shift / swap / reverse 0.90 / 0.84 / 0.98 against 0.84 / 0.77 
 --data=realtalk/face112 --data_dir=D --workdir=W --grid=loss.align_sigma=1.0,0.0). On the
 test split its single seed-0 run (build 1.3.0, 3000 steps, 2026-12-07) gives 0.808 overall
 (182 fakes), shift / swap / reverse / TTS 0.83 / 0.80 / 0.91 / 0.92, below sigma 1's 0.859
-and 0.85 / 0.85 / 0.97 / 0.98 and the baseline recipe's 0.863 (METHODS.md 2).
+and 0.85 / 0.85 / 0.97 / 0.98 and the baseline recipe's 0.863; seed 1 (--config.seed=1)
+gives 0.911, 0.94 / 0.92 / 0.99 / 0.98 (sigma 1: 0.903): the widths are level within the
+seed spread (METHODS.md 2).
 Full with pretrained encoders on FakeAVCeleb / IDForge: to be measured (the only
 public CAD figure is "up to 99.96% AUC on IDForge", unverified, papers.md A.7).
 """
