@@ -70,20 +70,22 @@ def whisper_mel_filters(n_mels: int = 80) -> np.ndarray:
     return librosa.filters.mel(sr=WHISPER_SR, n_fft=WHISPER_N_FFT, n_mels=n_mels).astype(np.float32)
 
 
-def frequency_warp_matrix(alpha: jax.Array, bins: int) -> jax.Array:
-    """[B, bins, bins] linear-interpolation matrices that warp a spectrum's frequency axis
-    by ``alpha`` [B]: row k reads the input at bin k / alpha (beyond the last bin: 0), so
-    ``W @ P`` moves every spectral feature from f to alpha f - vocal tract length
-    perturbation (VTLP, Jaitly & Hinton 2013): formants and harmonics scale together, as
-    from a shorter (alpha > 1) or longer vocal tract, while timing is untouched."""
-    src = jnp.arange(bins, dtype=jnp.float32)[None, :] / alpha[:, None]     # [B, bins]
+def warp_spectrum(power: jax.Array, alpha: jax.Array) -> jax.Array:
+    """``power`` [B, F, K] with its frequency axis warped by ``alpha`` [B]: bin k reads the
+    input at bin k / alpha, linearly interpolated (beyond the last bin: 0), so every
+    spectral feature moves from f to alpha f - vocal tract length perturbation (VTLP,
+    Jaitly & Hinton 2013): formants and harmonics scale together, as from a shorter
+    (alpha > 1) or longer vocal tract, while timing is untouched."""
+    bins = power.shape[-1]
+    src = jnp.arange(bins, dtype=jnp.float32)[None, :] / alpha[:, None]     # [B, K]
     lo = jnp.floor(src)
-    frac = src - lo
-    lo = lo.astype(jnp.int32)
-    inside = (src <= bins - 1).astype(jnp.float32)
-    w = (jax.nn.one_hot(lo, bins) * (1.0 - frac)[..., None]
-         + jax.nn.one_hot(jnp.minimum(lo + 1, bins - 1), bins) * frac[..., None])
-    return w * inside[..., None]
+    frac = (src - lo)[:, None, :]
+    lo = jnp.minimum(lo.astype(jnp.int32), bins - 1)[:, None, :]
+    hi = jnp.minimum(lo + 1, bins - 1)
+    left = jnp.take_along_axis(power, jnp.broadcast_to(lo, power.shape), axis=-1)
+    right = jnp.take_along_axis(power, jnp.broadcast_to(hi, power.shape), axis=-1)
+    inside = (src <= bins - 1)[:, None, :]
+    return jnp.where(inside, left * (1.0 - frac) + right * frac, 0.0)
 
 
 @functools.partial(jax.jit, static_argnames="n_mels")
@@ -99,7 +101,7 @@ def whisper_log_mel(audio: jax.Array, n_mels: int = 80, warp: jax.Array | None =
       audio: float waveform [N] or [B, N] at 16 kHz, N >= 400.
       n_mels: 80 (128 for large-v3).
       warp: optional [B] frequency-warp factors applied to the power spectrum before the
-        mel filters (:func:`frequency_warp_matrix`; training-time voice augmentation).
+        mel filters (:func:`warp_spectrum`; training-time voice augmentation).
     Returns:
       [n_mels, N // 160] or [B, n_mels, N // 160] float32.
     """
@@ -123,8 +125,7 @@ def whisper_log_mel(audio: jax.Array, n_mels: int = 80, warp: jax.Array | None =
     spec = jnp.fft.rfft(frames, n=WHISPER_N_FFT, axis=-1)                  # [B, F, 201]
     power = jnp.real(spec) ** 2 + jnp.imag(spec) ** 2
     if warp is not None:
-        power = jnp.einsum("bkj,bfj->bfk", frequency_warp_matrix(warp, power.shape[-1]), power,
-                           precision=jax.lax.Precision.HIGHEST)
+        power = warp_spectrum(power, warp)
     mel = jnp.einsum("bfk,mk->bmf", power, whisper_mel_filters(n_mels),
                      precision=jax.lax.Precision.HIGHEST)                  # [B, n_mels, F]
     log_spec = jnp.log10(jnp.maximum(mel, WHISPER_LOG_FLOOR))
