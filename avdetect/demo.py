@@ -14,13 +14,15 @@ hash of the plan, so different plans never share outputs):
 2. **preprocess** one real fixture clip and print what was found (frames, face-found
    rate, audio, crop and log-mel shapes) -> its contact sheet
    ``<out>/preprocess/<clip>_contact_sheet.png``;
-3. **train** the real-footage recipe (``CONFIG``: see that config's docstring) on the
-   train split, with on-the-fly audio pseudo-fakes of its real windows
+3. **train** the real-footage recipe's final fit (``CONFIG``: see that config's
+   docstring; config argument ``refit``) on the train and validation splits - every
+   person outside the test split - with on-the-fly audio pseudo-fakes of its real windows
    (workdir ``<out>/train/<tag>/<method>``);
 4. **evaluate** on the test split - identities never seen in training: the decision
-   threshold chosen on the validation split, the per-manipulation table (reals, the pseudo-
-   fakes of the test reals, realtalk's generated fakes; every row says how many clips it
-   holds), also with leading/trailing digital silence trimmed -> ``<out>/results.md``;
+   threshold placed on the validation split's scores (clips the refit trained on, so the
+   accuracies at it are indicative; the AUCs do not depend on it), the per-manipulation
+   table (reals, the pseudo-fakes of the test reals, realtalk's generated fakes; every
+   row says how many clips it holds), also with leading/trailing digital silence trimmed -> ``<out>/results.md``;
 5. **detect**: export the model (``<out>/model/<method>-<tag>.msgpack``) and score the
    16 real fixture clips of ``../shared/fixtures/realav`` (people and generators absent
    from realtalk) with ``avdetect.detect``, verdict and score next to their manifest
@@ -49,7 +51,7 @@ import time
 from typing import Any, Callable
 
 from avdetect.demo_stages import (CONFIG_MODULE, DEMO_CLIP, GOAL_AUC, GOAL_SECONDS, Paths,
-                                  dataset_name, make_plan, stage_build, stage_detect,
+                                  dataset_name, demo_config, make_plan, stage_build, stage_detect,
                                   stage_evaluate, stage_preprocess, stage_train)
 from avdetect.errors import AVDetectError
 
@@ -146,9 +148,10 @@ def run(out: str | os.PathLike, *, quick: bool = False, workers: int | None = No
 
     config_text = f"{CONFIG_MODULE.replace('.', '/')}.py:{plan.config_arg}"
     dataset = dataset_name(plan)
-    result = _run_stage(3, f"Train {config_text} on {dataset} (train split)",
+    train_split = demo_config(plan, paths).data.train_split
+    result = _run_stage(3, f"Train {config_text} on {dataset} ({train_split})",
                         lambda: stage_train(plan, paths), stages, "train")
-    evaluated = _run_stage(4, "Evaluate: test identities, threshold chosen on validation",
+    evaluated = _run_stage(4, "Evaluate: test identities, threshold from the validation split",
                            lambda: (stage_evaluate(result, paths, config_text, dataset), False),
                            stages, "evaluate")
     clips = _run_stage(5, "Export the model and score the real fixture clips",

@@ -14,7 +14,7 @@ from typing import Any
 
 # The demo's recipe: see the config's docstring for what it trains and what it measured.
 CONFIG_MODULE = "configs.baseline"
-CONFIG_ARG = "tiny,real"
+CONFIG_ARG = "tiny,real,refit"   # the final fit: train + validation people (METHODS.md 8)
 DATASET = "realtalk"
 DEMO_CLIP = "real_video-retalking_1.mp4"   # the real fixture clip of stage 2
 QUICK_KINDS = ("pf_shift", "pf_swap", "pf_reverse", "pf_freeze")

@@ -86,6 +86,11 @@ def evaluate_state(steps: Steps, state: State, config: ml_collections.ConfigDict
         try:
             threshold = evaluation.video_threshold(val, rule, clip)
             source = f"chosen on split '{val_split}' video scores by rule '{rule}'"
+            if val_split in str(config.data.get("train_split", "")).split("+"):
+                # A refit on train+validation (METHODS.md 8): the validation report is
+                # then of fitted clips, and the threshold sits on their scores (AUCs do
+                # not depend on it; test accuracies at it may be off).
+                source += " (a split this run trained on)"
         except ValueError as e:   # one class only in the validation split
             logging.warning("threshold: %s; using the fixed threshold %s", e, fixed)
             source = f"fixed (validation split '{val_split}' unusable: {e})"

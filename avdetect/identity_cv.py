@@ -7,11 +7,16 @@ training identities into ``k`` folds and, for every candidate value of one confi
 and every fold, trains without that fold's identities (``config.data.train_exclude_identities``:
 their real clips, the build-time pseudo-fakes made from them and their generated fakes
 never reach training) and scores the fold's own training-split clips - people that run
-never saw. The test split is never read, so a choice made here is not tuned on it::
+never saw. The test split plays no part (each run's trainer writes its usual end-of-run
+report of it, which this protocol never opens), so a choice made here is not tuned on it::
 
     python -m avdetect.identity_cv --config=configs/baseline.py:tiny,real \
         --data=realtalk/face112 --data_dir=D --workdir=W \
         --grid=train.steps=3000,6000 [--folds=3] [--set KEY=VALUE]
+
+One value (``--grid=train.steps=3000``) gives that setting's figures; with ``--folds=k``
+each run trains on (k-1)/k of the training people, so the same value at several k is a
+learning curve over the number of people (METHODS.md 8).
 
 Folds: identities with real clips are dealt round-robin in the order of a stable hash of
 their name (``splits.hash_fraction`` with this module's salt), then the fake-only ones the
@@ -148,8 +153,8 @@ def parse_grid(text: str) -> tuple[str, list[str]]:
             continue
         cur += ch
     vals = [v.strip() for v in vals + [cur] if v.strip()]
-    if not sep or not key.strip() or len(vals) < 2:
-        raise ConfigError(f"--grid wants KEY=V1,V2[,...] with at least two values, got {text!r}")
+    if not sep or not key.strip() or not vals:
+        raise ConfigError(f"--grid wants KEY=V1[,V2,...] with at least one value, got {text!r}")
     return key.strip(), vals
 
 
@@ -196,7 +201,7 @@ def markdown(summary: Mapping[str, Mapping[str, Mapping[str, Any]]], key: str, c
     lines = [f"Cross-validation over the training identities of `{data}`: {folds} folds "
              f"({', '.join(str(len(f)) for f in fold_ids)} identities). Video AUC of each "
              "fold's real clips vs its fakes, mean over folds [min, max] (reals + fakes, "
-             "summed over folds). The test split is not read.", "",
+             "summed over folds). The test split plays no part.", "",
              f"| {key} | " + " | ".join(COLUMNS) + " | selection (mean of "
              + ", ".join(SELECT_KINDS) + ") |",
              "|---|" + "---|" * (len(COLUMNS) + 1)]
@@ -221,7 +226,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--data", required=True, help="dataset NAME[/CONFIG] with identities")
     p.add_argument("--data_dir", default=None)
     p.add_argument("--workdir", required=True)
-    p.add_argument("--grid", required=True, help="KEY=V1,V2[,...]: the setting to choose")
+    p.add_argument("--grid", required=True,
+                   help="KEY=V1[,V2,...]: the setting to choose (one value: its figures)")
     p.add_argument("--folds", type=int, default=3)
     p.add_argument("--set", dest="overrides", action="append", default=[],
                    metavar="KEY=VALUE", help="config override (repeatable)")

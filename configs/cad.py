@@ -88,7 +88,8 @@ VISUAL_CHOICES = ("face_mesh", "vit", "lips")
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     """The CAD config; ``arg`` as in the module docstring."""
     arg = common.parse_arg(arg, **common.COMMON_ARGS, face=0, rank=-1, whisper=False,
-                           clip="", encoders="pretrained", visual="", real=False)
+                           clip="", encoders="pretrained", visual="", real=False,
+                           refit=False)
     # The real-footage variant reads the face mesh's lip landmarks (see the docstring).
     arg.visual = arg.visual or ("lips" if arg.real else "face_mesh")
     for key, choices in (("encoders", ENCODER_CHOICES), ("visual", VISUAL_CHOICES)):
@@ -188,4 +189,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         # identity cross-validation over the training people (METHODS.md 2: shift / swap
         # 0.84 / 0.77 -> 0.90 / 0.84 against sigma 1), the paper leaving the target open.
         c.loss.align_sigma = 0.0
+    elif arg.refit:
+        raise ConfigError(common.REFIT_ERROR)
     return c

@@ -216,6 +216,10 @@ REAL_PSEUDO_FAKES = {"shift": 0.2, "swap": 0.15, "reverse": 0.1}
 # identities (python -m avdetect.identity_cv ... --grid=train.steps=3000,6000: a tie,
 # METHODS.md 8)
 REAL_STEPS = 3000
+# config argument ``refit``: the training split of the final model (test never trained on)
+REFIT_SPLIT = "train+validation"
+REFIT_ERROR = ("config argument refit: the final fit of the real-footage recipe; use it with "
+               "real (e.g. 'tiny,real,refit')")
 
 
 def real_overrides(c: ml_collections.ConfigDict, arg: ml_collections.ConfigDict,
@@ -223,6 +227,11 @@ def real_overrides(c: ml_collections.ConfigDict, arg: ml_collections.ConfigDict,
     """Point a config at the real-footage recipe's data (see REAL_DATA): validation split
     for the threshold, on-the-fly pseudo-fakes, one whole-split evaluation at the end."""
     c.data.name = arg.data or data
+    if arg.refit:
+        # The final fit: once a setting is chosen (identity cross-validation over the
+        # train split's people), train on every person outside the test split. More
+        # people is what transfers to unseen ones (METHODS.md 8, the learning curve).
+        c.data.train_split = REFIT_SPLIT
     if variant(arg) == "tiny":
         c.train.steps = arg.steps or REAL_STEPS
     c.data.val_split = "validation"
@@ -250,7 +259,7 @@ def common_model(c: ml_collections.ConfigDict) -> None:
 # ---- the correlation-distillation student's config, shared with the baseline ----
 
 STUDENT_ARGS = dict(COMMON_ARGS, features="logmel", mouth=0, demo=False, real=False,
-                    visual="", audio="")
+                    refit=False, visual="", audio="")
 DEMO_DATA = "synthetic_av/demo_oracle"   # the demo's build: oracle teacher, K = 14 visemes
 DEMO_STEPS = 300
 
@@ -325,6 +334,8 @@ def student_config(method: str, arg: str | None, inputs: tuple[str, ...]
         raise ConfigError(f"config argument audio={arg.audio!r}: expected logmel or whisper")
     if arg.real:
         real_overrides(c, arg, REAL_TEACHER_DATA if "teacher_audio" in inputs else REAL_DATA)
+    elif arg.refit:
+        raise ConfigError(REFIT_ERROR)
     if arg.demo:
         demo_overrides(c, arg)
     return c, arg

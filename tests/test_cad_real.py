@@ -16,6 +16,7 @@ import pytest
 
 from avdetect import losses, sharding
 from avdetect.data.random_batches import RandomBatches
+from avdetect.errors import ConfigError
 from avdetect.methods import build_method
 from avdetect.models.cad import CADHead, alignment_evidence
 from avdetect.models.encoders import registered_encoders
@@ -175,6 +176,21 @@ def test_real_config_reads_lips_and_every_ablation_is_an_override():
         c = cad.get_config("tiny,real")
         (c.loss if section == "loss" else c.model[section])[name] = value
         build_method(c)          # each ablation builds
+
+
+def test_refit_trains_on_every_person_outside_the_test_split():
+    """``refit`` (the final fit after the cross-validation) changes the training split
+    only, for every method's real config, and is refused without ``real``."""
+    from configs import baseline, common, corrdistill
+    for module in (baseline, cad, corrdistill):
+        plain, refit = module.get_config("tiny,real"), module.get_config("tiny,real,refit")
+        assert plain.data.train_split == "train"
+        assert refit.data.train_split == "train+validation"
+        refit.data.train_split = "train"
+        assert refit.to_dict() == plain.to_dict(), module.__name__
+        with pytest.raises(ConfigError, match="use it with real"):
+            module.get_config("tiny,refit")
+    assert common.REFIT_SPLIT == "train+validation"
 
 
 WINDOW, BATCH, STEPS = 10, 4, 6

@@ -80,6 +80,14 @@ def test_quick_demo_runs_every_stage(demo_run, realav_dir):
     assert (workdir / "checkpoints" / "8").is_dir()
     report = json.loads((workdir / "eval_test.json").read_text())
     assert report["threshold"]["source"].startswith("chosen on split 'validation'")
+    # the demo trains the recipe's final fit (config argument refit): every person outside
+    # the test split, so the validation people are training people and the report says so
+    assert json.loads((workdir / "config.json").read_text())["data"]["train_split"] == (
+        "train+validation")
+    assert report["threshold"]["source"].endswith("(a split this run trained on)")
+    val_report = json.loads((workdir / "eval_validation.json").read_text())
+    assert val_report["video"]["overall"]["n_real"] == sum(
+        r["label"] == "real" for r in rows if splits.split_of(r["identity"]) == "validation")
     test_ids = {r["identity"] for r in rows if splits.split_of(r["identity"]) == "test"}
     assert report["video"]["overall"]["n_real"] == sum(
         r["label"] == "real" for r in rows if r["identity"] in test_ids)

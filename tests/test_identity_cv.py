@@ -87,8 +87,10 @@ def test_selection_takes_the_best_and_prefers_the_earlier_value_on_a_tie():
     assert identity_cv.parse_grid("train.steps=3000,6000") == ("train.steps", ["3000", "6000"])
     assert identity_cv.parse_grid("data.synced_manipulations=(),('W*', \"a,b\"),[1, 2]") == (
         "data.synced_manipulations", ["()", "('W*', \"a,b\")", "[1, 2]"])
-    with pytest.raises(ConfigError, match="two values"):
-        identity_cv.parse_grid("train.steps=3000")
+    assert identity_cv.parse_grid("train.steps=3000") == ("train.steps", ["3000"])
+    for bad in ("train.steps=", "train.steps= , ", "=3000", "train.steps"):
+        with pytest.raises(ConfigError, match="at least one value"):
+            identity_cv.parse_grid(bad)
 
 
 def test_run_trains_each_value_without_each_fold_and_scores_its_people(tmp_path, monkeypatch):
@@ -182,3 +184,32 @@ def test_cv_errors_averages_runs_and_counts_misordered_pairs(tmp_path):
     assert [e["record"] for e in cv_errors.real_errors(rows, ["q"], "pf_swap")] == []
     with pytest.raises(ConfigError, match="no cached scores"):
         cv_errors.fold_scores([str(tmp_path / "missing")], 0)
+
+
+def test_cross_person_auc_counts_only_pairs_of_two_people():
+    # cv_errors.person_pair_auc against scikit-learn on the pairs kept by hand: every
+    # (real, fake) pair of different people (or of the same person) as its own 2-clip AUC.
+    from sklearn.metrics import roc_auc_score
+    from avdetect.bench import cv_errors
+
+    rng = np.random.default_rng(4)
+    rows = []
+    for i in range(40):
+        ident = f"p{i % 5}"
+        method = ["real", "pf_swap", "Wav2Lip", "pf_shift"][i % 4]
+        rows.append(dict(split="train" if i < 36 else "test", record=i, identity=ident,
+                         label=int(method != "real"), method=method,
+                         pseudo=method.startswith("pf_"), score=float(rng.integers(0, 4))))
+    fold = ["p0", "p1", "p2", "p3"]
+    mine = [r for r in rows if r["split"] == "train" and r["identity"] in fold]
+    for kind, fake_of in (("pf_swap", lambda r: r["method"] == "pf_swap"),
+                          ("generated", lambda r: r["method"] == "Wav2Lip")):
+        for same in (False, True):
+            pair_aucs = [roc_auc_score([0, 1], [r["score"], f["score"]]) if r["score"] != f["score"]
+                         else 0.5
+                         for r in mine if r["label"] == 0 for f in mine
+                         if fake_of(f) and (f["identity"] == r["identity"]) == same]
+            auc, n = cv_errors.person_pair_auc(rows, fold, kind, same)
+            assert n == len(pair_aucs) > 0
+            assert auc == pytest.approx(np.mean(pair_aucs))
+    assert cv_errors.person_pair_auc(rows, ["p4"], "pf_tts", False) == (None, 0)

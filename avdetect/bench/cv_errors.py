@@ -8,7 +8,9 @@ again) and prints
    run: its own table row; several: an unweighted score-average ensemble, no refit), and
 2. for one manipulation (``--kind``), each held-out real clip's share of that kind's fakes
    in its fold that it outscores (a misordered real / fake pair), worst first, with the
-   share of all misordered pairs the listed reals account for.
+   share of all misordered pairs the listed reals account for;
+3. the fold-mean AUC of the selection kinds and the generated fakes over cross-person
+   real / fake pairs only (and over same-person pairs): comparable across ``--folds``.
 
   python -m avdetect.bench.cv_errors --data=realtalk/face112 --data_dir=D \\
       --runs "W/data.real_share=0" ["W2/model.fusion.center=True" ...] [--kind pf_swap]
@@ -63,6 +65,26 @@ def real_errors(scored: Sequence[Mapping[str, Any]], fold: Sequence[str], kind: 
     return out
 
 
+def person_pair_auc(scored: Sequence[Mapping[str, Any]], fold: Sequence[str], kind: str,
+                    same: bool) -> tuple[float | None, int]:
+    """AUC of ``fold``'s real training clips against its ``kind`` fakes ('generated': every
+    non-pseudo fake) over the pairs whose two clips show another person (``same`` False)
+    or the same person (True), ties half; and the number of pairs. A fold of fewer people
+    holds a larger share of same-person pairs, so the cross-person figure is the one that
+    compares across fold counts (a learning curve over the number of training people)."""
+    people = set(fold)
+    mine = [r for r in scored if r["split"] == identity_cv.TRAIN and r["identity"] in people]
+    reals = [r for r in mine if r["label"] == 0]
+    fakes = [r for r in mine if r["label"] == 1 and (
+        r["method"] == kind if kind != "generated" else not r["pseudo"])]
+    hits = pairs = 0.0
+    for r in reals:
+        f = np.array([x["score"] for x in fakes if (x["identity"] == r["identity"]) == same])
+        pairs += len(f)
+        hits += float(np.sum(f > r["score"]) + 0.5 * np.sum(f == r["score"]))
+    return (hits / pairs if pairs else None), int(pairs)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", required=True)
@@ -75,16 +97,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows = loso.clip_rows(metadata.dataset_metadata(a.data, a.data_dir))
     folds = identity_cv.identity_folds(rows, a.folds)
     per_fold, errors = [], []
+    kinds = identity_cv.SELECT_KINDS + ("generated",)
+    pairs = {(k, same): [] for k in kinds for same in (False, True)}
     for f, ids in enumerate(folds):
         scored = loso.attach_scores(rows, fold_scores(a.runs, f))
         per_fold.append(identity_cv.fold_figures(scored, ids))
         errors += [{**e, "fold": f} for e in real_errors(scored, ids, a.kind)]
+        for k, same in pairs:
+            pairs[k, same].append(person_pair_auc(scored, ids, k, same))
     summary = identity_cv.summarise(per_fold)
     crit = np.mean([summary[k]["mean"] for k in identity_cv.SELECT_KINDS])
     print(f"mean score of {len(a.runs)} run(s): " + ", ".join(
         f"{c} {summary[c]['mean']:.3f} ({summary[c]['n_real']}+{summary[c]['n_fake']})"
         for c in identity_cv.COLUMNS if summary[c]["mean"] is not None)
         + f"; selection {crit:.3f}")
+    print("fold-mean AUC over cross-person pairs (same-person pairs), pairs summed over folds:")
+    for k in kinds:
+        cells = []
+        for same in (False, True):
+            aucs = [x for x, n in pairs[k, same] if x is not None]
+            n = sum(n for _, n in pairs[k, same])
+            cells.append(f"{np.mean(aucs):.3f} ({n} pairs)" if aucs else f"- ({n} pairs)")
+        print(f"  {k:12s} {cells[0]}   ({cells[1]})")
+    cross = [np.mean([x for x, _ in pairs[k, False] if x is not None])
+             for k in identity_cv.SELECT_KINDS]
+    print(f"  selection over cross-person pairs {np.mean(cross):.3f}")
     total = sum(e["pairs"] for e in errors)
     errors.sort(key=lambda e: -e["share"])
     print(f"\nreal clips against {a.kind}: {len(errors)} reals, {total:g} misordered pairs")
