@@ -19,7 +19,7 @@ features=logmel|mfcc, mouth=SIZE (the network's mouth input side; dataset builds
 crops, so another size runs on random batches only - the benchmarks), demo (with tiny: the
 tiny student on the synthetic benchmark's demo build ``synthetic_av/demo_oracle`` (oracle
 teacher, K = 14), 300 steps, one evaluation at the end - what the earlier synthetic demo
-trained; ``make demo`` now trains configs/baseline.py:tiny,real).
+trained; ``make demo`` now trains configs/baseline.py:tiny,real,refit).
 Ablations are overrides, e.g. --config.loss.w_corr=0 (no correlation distillation),
 --config.loss.w_metric=0 (no metric loss), --config.model.fusion.cross_attention_query=source,
 --config.model.visual.stem=3d, --config.model.audio_features=mfcc.
