@@ -22,7 +22,8 @@ hash of the plan, so different plans never share outputs):
    threshold placed on the validation split's scores (clips the refit trained on, so the
    accuracies at it are indicative; the AUCs do not depend on it), the per-manipulation
    table (reals, the pseudo-fakes of the test reals, realtalk's generated fakes; every
-   row says how many clips it holds), also with leading/trailing digital silence trimmed -> ``<out>/results.md``;
+   row says how many clips it holds), also with leading/trailing digital silence
+   trimmed -> ``<out>/results.md``;
 5. **detect**: export the model (``<out>/model/<method>-<tag>.msgpack``) and score the
    16 real fixture clips of ``../shared/fixtures/realav`` (people and generators absent
    from realtalk) with ``avdetect.detect``, verdict and score next to their manifest
@@ -51,8 +52,8 @@ import time
 from typing import Any, Callable
 
 from avdetect.demo_stages import (CONFIG_MODULE, DEMO_CLIP, GOAL_AUC, GOAL_SECONDS, Paths,
-                                  dataset_name, demo_config, make_plan, stage_build, stage_detect,
-                                  stage_evaluate, stage_preprocess, stage_train)
+                                  dataset_name, demo_config, make_plan, stage_build,
+                                  stage_detect, stage_evaluate, stage_preprocess, stage_train)
 from avdetect.errors import AVDetectError
 
 RULE = "=" * 88

@@ -39,7 +39,8 @@ stream augmentation and the learning curve: METHODS.md 8.
 ``make demo`` trains exactly this (``python -m avdetect.demo --out DIR``, 2026-12-07 13:00
 UTC on the 2-core machine at load 1.4-3.3, realtalk build 1.3.0 from an empty
 preprocessing cache: 298 s in all - build 153 s, preprocess 1 s, train + evaluate 136 s,
-detect 8 s; the seed-0 figures above are that run's; the 16 fixture clips - 6 real, 10
+detect 8 s; rerun 14:36 UTC with the cache warm: 254 s, every figure the same; the seed-0
+figures above are that run's; the 16 fixture clips - 6 real, 10
 fake, people absent from realtalk - AUC 1.000, accuracy 0.875 at the threshold the
 validation split places: the refit trained on those clips, so it sits low and 2 of the 6
 reals are called fake).
