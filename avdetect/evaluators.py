@@ -20,6 +20,7 @@ from absl import logging
 from jax.experimental import multihost_utils
 
 from avdetect import evaluation, sharding
+from avdetect.data import metadata
 from avdetect.errors import ConfigError
 from avdetect.input_pipeline import label_vocabularies, make_eval_iterator
 from avdetect.steps import State, Steps
@@ -86,7 +87,7 @@ def evaluate_state(steps: Steps, state: State, config: ml_collections.ConfigDict
         try:
             threshold = evaluation.video_threshold(val, rule, clip)
             source = f"chosen on split '{val_split}' video scores by rule '{rule}'"
-            if val_split in str(config.data.get("train_split", "")).split("+"):
+            if val_split in metadata.union_parts(str(config.data.get("train_split", ""))):
                 # A refit on train+validation (METHODS.md 8): the validation report is
                 # then of fitted clips, and the threshold sits on their scores (AUCs do
                 # not depend on it; test accuracies at it may be off).

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from avdetect.data import pipeline as pl
-from avdetect.data.metadata import SplitIndex, index_from_metadata
+from avdetect.data.metadata import SplitIndex, index_from_metadata, union_parts
 from avdetect.errors import ConfigError
 from test_pipeline_grain import cfg, make_example, take
 
@@ -48,6 +48,10 @@ def test_metadata_index_carries_the_source_column_across_split_unions():
         _source_of(v) for v in range(3))
     del meta["index"]["validation"]["source"]        # an older build: no column anywhere
     assert index_from_metadata(meta, "train+validation").source == ("",) * 8
+    # the union's parts: a name, a union, and a slice (no stored index for it)
+    assert union_parts("train") == ("train",)
+    assert union_parts("train+validation") == ("train", "validation")
+    assert union_parts("train[:50%]") == () and index_from_metadata(meta, "train[:50%]") is None
 
 
 def test_dataset_without_sources_refuses_the_filter():

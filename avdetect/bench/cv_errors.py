@@ -48,12 +48,19 @@ def fold_scores(runs: Sequence[str], fold: int) -> dict[str, dict[str, list]]:
             for split, v in first.items()}
 
 
+def fold_clips(scored: Sequence[Mapping[str, Any]], fold: Sequence[str]
+               ) -> list[Mapping[str, Any]]:
+    """The scored training-split clips of ``fold``'s identities (the people its run held
+    out)."""
+    people = set(fold)
+    return [r for r in scored if r["split"] == identity_cv.TRAIN and r["identity"] in people]
+
+
 def real_errors(scored: Sequence[Mapping[str, Any]], fold: Sequence[str], kind: str
                 ) -> list[dict[str, Any]]:
     """Each real training clip of ``fold``'s identities: the fraction of the fold's
     ``kind`` fakes it outscores (ties count half) and that count of misordered pairs."""
-    people = set(fold)
-    mine = [r for r in scored if r["split"] == identity_cv.TRAIN and r["identity"] in people]
+    mine = fold_clips(scored, fold)
     fakes = np.array([r["score"] for r in mine if r["method"] == kind])
     out = []
     for r in mine:
@@ -72,8 +79,7 @@ def person_pair_auc(scored: Sequence[Mapping[str, Any]], fold: Sequence[str], ki
     or the same person (True), ties half; and the number of pairs. A fold of fewer people
     holds a larger share of same-person pairs, so the cross-person figure is the one that
     compares across fold counts (a learning curve over the number of training people)."""
-    people = set(fold)
-    mine = [r for r in scored if r["split"] == identity_cv.TRAIN and r["identity"] in people]
+    mine = fold_clips(scored, fold)
     reals = [r for r in mine if r["label"] == 0]
     fakes = [r for r in mine if r["label"] == 1 and (
         r["method"] == kind if kind != "generated" else not r["pseudo"])]

@@ -163,13 +163,19 @@ def _source_column(cols: Mapping[str, Sequence[Any]], n: int) -> tuple[str, ...]
 _PLAIN_SPLITS = re.compile(r"^\w+(\+\w+)*$")
 
 
+def union_parts(split: str) -> tuple[str, ...]:
+    """The split names of ``split`` - a name or an ``a+b`` union; () for any other TFDS
+    split expression (a slice)."""
+    return tuple(split.split("+")) if _PLAIN_SPLITS.match(split) else ()
+
+
 def index_from_metadata(meta: Mapping[str, Any], split: str) -> SplitIndex | None:
     """The stored index of ``split`` (a name or an ``a+b`` union), None when the metadata
     has none for it (or ``split`` is a slice expression)."""
     index = meta.get("index")
-    if not index or not _PLAIN_SPLITS.match(split):
+    parts = union_parts(split)
+    if not index or not parts:
         return None
-    parts = split.split("+")
     if any(p not in index for p in parts):
         return None
     cols = {k: [v for p in parts for v in index[p][k]] for k in codec.INDEX_FIELDS}
