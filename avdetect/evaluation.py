@@ -308,15 +308,19 @@ class ClipScore:
     * ``'windows'``: the frame-weighted mean of the window scores (the default);
     * ``'sync'``: the clip-level synchrony statistic ``stat`` of
       :func:`sync_statistics` on the clip's pooled offset profile;
-    * ``'combined'``: ``weights[0] * window mean + weights[1] * stat + weights[2]`` (a
-      logistic combination fitted on training clips; the weights travel in the config,
-      so exported model files score the same way).
+    * ``'combined'``: ``weights[0] * window mean + weights[1] * stat + weights[2]``. The
+      weights come from ``config.eval.clip_weights``, or with ``fit`` (config
+      ``eval.fit_clip_weights``) from the training run's own real clips at evaluation
+      (:func:`fit_clip_weights`; written into the reports as ``clip_score``, from which
+      :meth:`with_report` reads them back, and into an exported file's config).
     """
 
     kind: str = "windows"
     stat: str = "neg_sim0"
     temperature: float = 0.1
     weights: tuple[float, float, float] = (1.0, 1.0, 0.0)
+    fit: bool = False
+    weights_source: str = "config.eval.clip_weights"
 
     def __post_init__(self):
         if self.kind not in CLIP_SCORE_KINDS:
@@ -338,7 +342,35 @@ class ClipScore:
         return cls(kind=str(ev.get("clip_score", "windows")),
                    stat=str(ev.get("clip_sync_stat", "neg_sim0")),
                    temperature=float(loss.get("sync_temperature", 0.1)),
-                   weights=tuple(float(w) for w in ev.get("clip_weights", (1.0, 1.0, 0.0))))
+                   weights=tuple(float(w) for w in ev.get("clip_weights", (1.0, 1.0, 0.0))),
+                   # (fitting concerns the 'combined' weights only; other kinds ignore it)
+                   fit=bool(ev.get("fit_clip_weights", False))
+                   and str(ev.get("clip_score", "windows")) == "combined")
+
+    def describe(self) -> dict[str, Any]:
+        """The report's ``clip_score`` section (JSON-able)."""
+        out: dict[str, Any] = {"kind": self.kind}
+        if self.kind != "windows":
+            out["stat"] = self.stat
+        if self.kind == "combined":
+            out.update(weights=[float(w) for w in self.weights],
+                       weights_source=self.weights_source)
+        return out
+
+    def with_report(self, report: Mapping[str, Any] | None, where: str = "") -> "ClipScore":
+        """This rule with fitted weights read back from an evaluation report's
+        ``clip_score`` section (``where`` names the report in errors); unchanged unless
+        :attr:`fit`. Raises ValueError when the weights are to be fitted and the report
+        has none."""
+        if not self.fit:
+            return self
+        sec = (report or {}).get("clip_score") or {}
+        if sec.get("kind") != "combined" or len(sec.get("weights") or ()) != 3:
+            raise ValueError(f"{where or 'the evaluation report'}: holds no fitted clip-score "
+                             "weights (eval.fit_clip_weights=True fits them when the run is "
+                             "evaluated: evaluate it first, python -m avdetect.main --mode=eval)")
+        return dataclasses.replace(self, weights=tuple(float(w) for w in sec["weights"]),
+                                   fit=False, weights_source=str(sec.get("weights_source", "")))
 
 
 def clip_scores(records: Mapping[str, np.ndarray], window_mean: np.ndarray, spec: ClipScore
@@ -357,6 +389,46 @@ def clip_scores(records: Mapping[str, np.ndarray], window_mean: np.ndarray, spec
         return stat, stat
     w_win, w_sync, bias = spec.weights
     return w_win * np.asarray(window_mean, np.float64) + w_sync * stat + bias, stat
+
+
+def zsum_weights(window_mean: Any, stat: Any) -> tuple[float, float, float]:
+    """'combined' weights from real clips' window means and synchrony statistics: each
+    term standardised by those clips' mean and standard deviation, the two summed with
+    equal weight - two numbers per term, no logistic fit, because the window score of
+    clips the classifier trained on is overfitted and a fit on them would lean on it
+    (METHODS.md 8). Raises ValueError for fewer than 2 clips or a constant term."""
+    out = []
+    for name, x in (("window mean", window_mean), ("synchrony statistic", stat)):
+        x = np.asarray(x, np.float64)
+        if x.size < 2:
+            raise ValueError(f"{x.size} real clip(s); the clip-score weights need at least 2")
+        sd = float(x.std())
+        if not sd > 0:
+            raise ValueError(f"the {name} is the same for every real clip; cannot "
+                             "standardise it")
+        out.append((float(x.mean()), sd))
+    (m0, s0), (m1, s1) = out
+    return 1.0 / s0, 1.0 / s1, -(m0 / s0 + m1 / s1)
+
+
+def fit_clip_weights(records: Mapping[str, np.ndarray], spec: ClipScore, source: str
+                     ) -> ClipScore:
+    """``spec`` with 'combined' weights fitted (:func:`zsum_weights`) on the window
+    records of *real* clips (their as-is view); ``source`` says which clips, for the
+    report and for errors. The result has ``fit`` False."""
+    as_is = view_records(records)
+    videos = aggregate_videos(as_is)
+    if np.any(videos["label"] != 0):
+        raise ValueError(f"{source}: clip-score weights are fitted on real clips only")
+    try:
+        stat, _ = clip_scores(as_is, videos["score"],
+                              dataclasses.replace(spec, kind="sync", fit=False))
+        weights = zsum_weights(videos["score"], stat)
+    except ValueError as e:
+        raise ValueError(f"{source}: {e}") from e
+    return dataclasses.replace(
+        spec, weights=weights, fit=False,
+        weights_source=f"fitted on {len(videos['score'])} real clips of {source}")
 
 
 # ----------------------------------------------------------------------------------
@@ -450,6 +522,8 @@ def evaluate_records(records: Mapping[str, np.ndarray], *, threshold: float, thr
         "video": video,
         "videos": _video_rows(as_is, clip_score),
     }
+    if clip_score is not None:
+        report["clip_score"] = clip_score.describe()
     trimmed = view_records(records, trimmed=True)
     if trimmed is not None:
         t_window, t_video = _levels(trimmed, threshold, category_names, method_names, clip_score)
@@ -509,6 +583,13 @@ def report_markdown(report: Mapping[str, Any]) -> str:
              f"Threshold {report['threshold']['value']:.6g} ({report['threshold']['source']}); "
              "a clip is called fake when score >= threshold. Per-group rows: all real videos "
              "plus the group's fakes."]
+    clip = report.get("clip_score") or {}
+    if clip.get("kind") == "combined":
+        w = clip["weights"]
+        lines[-1] += (f" Video score: {w[0]:.4g} x mean window score + {w[1]:.4g} x clip "
+                      f"{clip['stat']} + {w[2]:.4g} (weights {clip['weights_source']}).")
+    elif clip.get("kind") == "sync":
+        lines[-1] += f" Video score: the clip's {clip['stat']}."
     if trimmed is not None:
         lines[-1] += (" '(trimmed)': each video scored on its span without leading/trailing "
                       "digital silence (window row: counts are the as-is windows).")

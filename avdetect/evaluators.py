@@ -5,8 +5,10 @@ The validation split (``config.data.val_split``) chooses the decision threshold
 (``config.eval.threshold``: 'eer' or 'max_bacc' on video scores); the eval split
 (``config.data.eval_split``) is scored at that threshold. Video scores are made from the
 windows by ``config.eval.clip_score`` (:class:`avdetect.evaluation.ClipScore`: the mean
-window score, or the clip-pooled synchrony score), the rule ``avdetect detect`` applies. The metrics and the report
-format are :mod:`avdetect.evaluation`'s.
+window score, or the clip-pooled synchrony score), the rule ``avdetect detect`` applies;
+with ``config.eval.fit_clip_weights`` the combined score's weights are first fitted on the
+real clips the run trained on (:func:`fit_clip_score`) and written into the reports. The
+metrics and the report format are :mod:`avdetect.evaluation`'s.
 """
 
 from __future__ import annotations
@@ -27,13 +29,15 @@ from avdetect.steps import State, Steps
 
 
 def predict_split(steps: Steps, state: State, config: ml_collections.ConfigDict, split: str,
-                  max_batches: int | None = None, desc: str | None = None) -> dict[str, np.ndarray]:
-    """Window records (valid windows only) of ``split`` gathered from every process.
+                  max_batches: int | None = None, desc: str | None = None,
+                  trained_reals: bool = False) -> dict[str, np.ndarray]:
+    """Window records (valid windows only) of ``split`` gathered from every process
+    (``trained_reals``: of the real clips training reads only).
 
     All processes run the same number of eval steps (a collective program): a process
     whose own batches run out feeds a padding batch (``valid = 0``) until all are done.
     """
-    it = make_eval_iterator(config, steps.mesh, split)
+    it = make_eval_iterator(config, steps.mesh, split, trained_reals=trained_reals)
     collector = evaluation.Collector()
     multi = jax.process_count() > 1
     template, n = None, 0
@@ -79,6 +83,8 @@ def evaluate_state(steps: Steps, state: State, config: ml_collections.ConfigDict
     fixed = float(eval_cfg.get("fixed_threshold", 0.5))
     cats, methods = label_vocabularies(config)
     clip = evaluation.ClipScore.from_config(config)   # how windows become a video score
+    if clip.fit:
+        clip = fit_clip_score(steps, state, config, clip, max_batches)
     test_split, val_split = config.data.eval_split, config.data.get("val_split", None)
     reports = {}
     threshold, source = fixed, "fixed (config.eval.fixed_threshold; no validation split)"
@@ -103,6 +109,23 @@ def evaluate_state(steps: Steps, state: State, config: ml_collections.ConfigDict
                                                       split=test_split, category_names=cats,
                                                       method_names=methods, clip_score=clip)
     return reports
+
+
+def fit_clip_score(steps: Steps, state: State, config: ml_collections.ConfigDict,
+                   clip: evaluation.ClipScore, max_batches: int | None = None
+                   ) -> evaluation.ClipScore:
+    """``clip`` with its 'combined' weights fitted on the real clips this run trains on
+    (``config.data.train_split`` through the training filters: an identity
+    cross-validation's held-out people, an excluded source, are not among them; a
+    ``data.mix`` dataset's clips are not either)."""
+    split = str(config.data.train_split)
+    records = predict_split(steps, state, config, split, max_batches,
+                            desc=f"fit clip score on {split} reals", trained_reals=True)
+    try:
+        return evaluation.fit_clip_weights(records, clip, f"split '{split}' (the clips this "
+                                           "run trained on)")
+    except ValueError as e:
+        raise ConfigError(f"eval.fit_clip_weights: {e}") from e
 
 
 class _NullBar:

@@ -287,10 +287,11 @@ def _find_workdir(path: str) -> tuple[str, str | None]:
 
 
 def _threshold_from_reports(workdir: str, config: ml_collections.ConfigDict, step: int
-                            ) -> tuple[float | None, str, list[str]]:
-    """(value or None, source sentence, notes) from the workdir's evaluation reports:
-    the validation split's report first, else the eval split's (whose threshold was
-    chosen on validation too, or fixed by the config, as its source says)."""
+                            ) -> tuple[float | None, str, list[str], dict | None]:
+    """(value or None, source sentence, notes, the report read or None) from the
+    workdir's evaluation reports: the validation split's report first, else the eval
+    split's (whose threshold was chosen on validation too, or fixed by the config, as
+    its source says)."""
     notes = []
     splits = [config.data.get("val_split", None), config.data.get("eval_split", None)]
     for split in [s for s in splits if s]:
@@ -310,8 +311,26 @@ def _threshold_from_reports(workdir: str, config: ml_collections.ConfigDict, ste
         if rep_step is not None and int(rep_step) != int(step):
             notes.append(f"the threshold comes from {os.path.basename(path)}, written for "
                          f"step {rep_step}; the loaded checkpoint is step {step}")
-        return value, f"{source} ({os.path.basename(path)})", notes
-    return None, "", notes
+        return value, f"{source} ({os.path.basename(path)})", notes, report
+    return None, "", notes, None
+
+
+def _fitted_clip_score(config: ml_collections.ConfigDict, report: dict | None, workdir: str
+                       ) -> str | None:
+    """With ``config.eval.fit_clip_weights``: the weights the evaluation fitted (the
+    report's ``clip_score``) written into ``config.eval.clip_weights``, so that scoring
+    and an exported file's config use them; returns a note, or None when the config
+    fits nothing."""
+    clip = evaluation.ClipScore.from_config(config)
+    if not clip.fit:
+        return None
+    try:
+        clip = clip.with_report(report, where=f"{workdir}: the evaluation report")
+    except ValueError as e:
+        raise CheckpointError(str(e)) from e
+    config.eval.clip_weights = clip.weights
+    config.eval.fit_clip_weights = False
+    return f"clip-score weights {clip.weights_source}"
 
 
 def _dataset_preprocess(config: ml_collections.ConfigDict) -> tuple[dict | None, str]:
@@ -379,7 +398,10 @@ def load_workdir(path: str, step: int | None = None) -> LoadedModel:
     from avdetect.methods import build_method
     method = build_method(config)
     scale = score_scale(config, method)
-    value, source, notes = _threshold_from_reports(workdir, config, ckpt_step)
+    value, source, notes, report = _threshold_from_reports(workdir, config, ckpt_step)
+    clip_note = _fitted_clip_score(config, report, workdir)
+    if clip_note:
+        notes.append(clip_note)
     origin = "report"
     if value is None:
         value, origin = DEFAULT_THRESHOLDS[scale], "default"

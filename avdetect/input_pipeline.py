@@ -46,18 +46,22 @@ def make_train_iterator(config: ml_collections.ConfigDict, mesh: jax.sharding.Me
                                         process_count=jax.process_count(), local_batch_size=b)
 
 
-def make_eval_iterator(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, split: str) -> Iterator[Batch]:
-    """This process's eval batches of ``split`` (every window, ``valid`` marks padding)."""
+def make_eval_iterator(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, split: str,
+                       trained_reals: bool = False) -> Iterator[Batch]:
+    """This process's eval batches of ``split`` (every window, ``valid`` marks padding);
+    ``trained_reals``: only the real clips training reads (``pipeline.trained_real_records``)."""
     gb = int(config.data.get("eval_batch_size", None) or config.data.batch_size)
     b = local_batch_size(gb, mesh, "config.data.eval_batch_size")
     if config.data.name == "random":
+        if trained_reals:
+            raise ConfigError("the 'random' dataset has no real clips to fit a clip score on")
         return random_batches.random_eval_batches(config, split, process_index=jax.process_index(),
                                                   process_count=jax.process_count(), local_batch_size=b)
     from avdetect.data import pipeline
     trim = bool(config.get("eval", {}).get("trim_silence", False))
     return iter(pipeline.make_eval_batches(config.data, split, process_index=jax.process_index(),
                                            process_count=jax.process_count(), local_batch_size=b,
-                                           trim_silence=trim))
+                                           trim_silence=trim, trained_reals=trained_reals))
 
 
 def label_vocabularies(config: ml_collections.ConfigDict) -> tuple[tuple[str, ...], tuple[str, ...]]:

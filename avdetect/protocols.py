@@ -211,13 +211,20 @@ def evaluate_tests(config: ml_collections.ConfigDict, workdir: str, tests: Seque
     # The threshold: the training run's own validation report (the trainer chose it).
     val_split = config.data.get("val_split", None)
     val_path = os.path.join(workdir, f"eval_{val_split}.json") if val_split else ""
+    val_report = None
     if val_path and os.path.isfile(val_path):
         with open(val_path, encoding="utf-8") as f:
-            thr = json.load(f)["threshold"]
+            val_report = json.load(f)
+        thr = val_report["threshold"]
         threshold, source = float(thr["value"]), thr["source"]
     else:
         threshold = float(config.get("eval", {}).get("fixed_threshold", 0.5))
         source = "fixed (config.eval.fixed_threshold; the training run has no validation report)"
+    # ... and its clip-score weights, where they were fitted at evaluation.
+    try:
+        clip = evaluation.ClipScore.from_config(config).with_report(val_report, val_path)
+    except ValueError as e:
+        raise ConfigError(str(e)) from e
     directory, step = checkpointing.resolve_checkpoint(None, os.path.join(workdir, "checkpoints"))
     reports, steps, state = {}, None, None
     for t in tests:
@@ -234,7 +241,7 @@ def evaluate_tests(config: ml_collections.ConfigDict, workdir: str, tests: Seque
         cats, methods = label_vocabularies(cfg)
         rep = evaluation.evaluate_records(records, threshold=threshold, threshold_source=source,
                                           split=split, category_names=cats, method_names=methods,
-                                          clip_score=evaluation.ClipScore.from_config(cfg))
+                                          clip_score=clip)
         rep["dataset"] = name
         rep["checkpoint"] = {"directory": directory, "step": step}
         if jax.process_index() == 0:

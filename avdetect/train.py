@@ -44,6 +44,8 @@ Config fields read here (defaults in brackets):
   train.fast_compile [False] (CPU: unoptimised XLA code, for smoke runs and tests);
   eval.threshold ['eer' | 'max_bacc'], eval.fixed_threshold [0.5] (no validation split);
   eval.trim_silence [False] (also report every figure with digital silence trimmed);
+  eval.clip_score ['windows' | 'sync' | 'combined'], eval.clip_sync_stat, eval.clip_weights,
+  eval.fit_clip_weights [False] (the combined weights fitted on the trained real clips);
   data.eval_batch_size [data.batch_size], data.random_eval_videos [16];
   mesh [[('data', -1)]], sharding_strategy [[('.*', 'replicate')]], optim.* (avdetect.optim).
 """

@@ -193,6 +193,11 @@ def base_config(method: str, arg: ml_collections.ConfigDict, *, inputs: tuple[st
     c.eval.clip_score = "windows"
     c.eval.clip_sync_stat = "neg_sim0"
     c.eval.clip_weights = (1.0, 1.0, 0.0)
+    # True: the 'combined' weights are fitted when the run is evaluated, on the real clips
+    # it trained on (each term standardised by their mean and spread), and written into
+    # the reports, from which `avdetect detect` / `export` read them (the real-footage
+    # recipe, METHODS.md 8); ignored by the other clip_score kinds.
+    c.eval.fit_clip_weights = False
 
     c.mesh = [("data", -1), ("model", 1)]
     c.sharding_strategy = [(".*", "replicate")]

@@ -105,6 +105,17 @@ def _records():
             "sync_count": rng.integers(1, 25, (n, 2 * K + 1)).astype(float)}
 
 
+def _real_records(n_videos: int):
+    """``n_videos`` real videos of 2 windows each (the second one partly padded)."""
+    rng = np.random.default_rng(n_videos)
+    n = 2 * n_videos
+    return {"score": rng.normal(size=n), "label": np.zeros(n, np.int64),
+            "video_id": np.repeat(np.arange(10, 10 + n_videos), 2),
+            "n_frames": np.tile([25.0, 9.0], n_videos), "method": np.zeros(n, np.int64),
+            "sync_sum": rng.uniform(0, 10, (n, 2 * K + 1)),
+            "sync_count": rng.integers(1, 25, (n, 2 * K + 1)).astype(float)}
+
+
 def test_clip_score_rules_and_report_rows():
     rec = _records()
     spec = ev.ClipScore(kind="combined", stat="neg_logp0", temperature=0.3,
@@ -139,12 +150,79 @@ def test_clip_score_rules_and_report_rows():
 
 def test_clip_score_from_config_defaults_and_overrides():
     from configs import baseline
+    # the real-footage recipe: window mean + clip neg_sim0, weights fitted at evaluation
     config = baseline.get_config("tiny,real")
-    assert ev.ClipScore.from_config(config) == ev.ClipScore(temperature=0.1)
-    config.eval.clip_score = "combined"
+    assert ev.ClipScore.from_config(config) == ev.ClipScore(kind="combined", temperature=0.1,
+                                                            fit=True)
+    config.eval.fit_clip_weights = False
     config.eval.clip_weights = (1.0, 3.0, 0.5)
     spec = ev.ClipScore.from_config(config)
-    assert spec.kind == "combined" and spec.weights == (1.0, 3.0, 0.5)
+    assert spec.kind == "combined" and spec.weights == (1.0, 3.0, 0.5) and not spec.fit
+    # fitting concerns the combined weights only: the other kinds ignore it (a grid over
+    # eval.clip_score needs no second key)
+    config.eval.update(clip_score="windows", fit_clip_weights=True)
+    assert not ev.ClipScore.from_config(config).fit
+    # every other config keeps the window mean
+    assert ev.ClipScore.from_config(baseline.get_config("tiny")) == ev.ClipScore()
+
+
+def test_fitted_weights_standardise_the_real_clips_window_mean_and_sync0():
+    rec = _real_records(5)
+    spec = ev.ClipScore(kind="combined", fit=True)
+    fitted = ev.fit_clip_weights(rec, spec, "split 'train'")
+    # NumPy: per video the frame-weighted window mean and minus the pooled offset-0
+    # similarity; each standardised by the five clips' mean and (population) std
+    means, sync0 = [], []
+    for v in np.unique(rec["video_id"]):
+        s = rec["video_id"] == v
+        means.append(np.sum(rec["score"][s] * rec["n_frames"][s]) / np.sum(rec["n_frames"][s]))
+        sync0.append(-rec["sync_sum"][s][:, K].sum() / rec["sync_count"][s][:, K].sum())
+    z = sum((np.array(x) - np.mean(x)) / np.std(x) for x in (means, sync0))
+    got = ev.aggregate_videos(rec, fitted)["score"]
+    np.testing.assert_allclose(got, z, rtol=1e-9, atol=1e-9)
+    assert not fitted.fit and fitted.kind == "combined"
+    assert fitted.weights_source == "fitted on 5 real clips of split 'train'"
+    # the trimmed view is not read: adding trimmed-only windows changes nothing
+    trimmed = {k: np.concatenate([v, v]) for k, v in rec.items()}
+    trimmed["view"] = np.r_[np.full(len(rec["score"]), 3), np.full(len(rec["score"]), 2)]
+    trimmed["score"] = np.r_[rec["score"], rec["score"] + 5.0]
+    assert ev.fit_clip_weights(trimmed, spec, "x").weights == pytest.approx(fitted.weights)
+    # the report carries the rule and its weights; the Markdown says where they came from
+    report = ev.evaluate_records(rec, threshold=0.0, threshold_source="t", clip_score=fitted)
+    assert report["clip_score"] == {"kind": "combined", "stat": "neg_sim0",
+                                    "weights": list(fitted.weights),
+                                    "weights_source": fitted.weights_source}
+    assert "fitted on 5 real clips of split 'train'" in ev.report_markdown(report)
+
+
+def test_fitting_refuses_fakes_too_few_clips_and_constant_terms():
+    rec = _real_records(3)
+    spec = ev.ClipScore(kind="combined", fit=True)
+    fake = dict(rec, label=np.ones_like(rec["label"]))
+    with pytest.raises(ValueError, match="split 'a'.*real clips only"):
+        ev.fit_clip_weights(fake, spec, "split 'a'")
+    one = {k: v[rec["video_id"] == rec["video_id"][0]] for k, v in rec.items()}
+    with pytest.raises(ValueError, match="split 'b': 1 real clip"):
+        ev.fit_clip_weights(one, spec, "split 'b'")
+    flat = dict(rec, score=np.ones_like(rec["score"]))
+    with pytest.raises(ValueError, match="split 'c': the window mean is the same"):
+        ev.fit_clip_weights(flat, spec, "split 'c'")
+
+
+def test_fitted_weights_are_read_back_from_a_report():
+    spec = ev.ClipScore(kind="combined", fit=True)
+    report = {"clip_score": {"kind": "combined", "stat": "neg_sim0", "weights": [2.0, 30.0, 1.5],
+                             "weights_source": "fitted on 9 real clips of split 'train'"}}
+    got = spec.with_report(report)
+    assert got.weights == (2.0, 30.0, 1.5) and not got.fit
+    assert got.weights_source == "fitted on 9 real clips of split 'train'"
+    # a rule that fits nothing ignores the report; one that fits needs the weights
+    fixed = ev.ClipScore(kind="combined", weights=(1.0, 1.0, 0.0))
+    assert fixed.with_report(report) is fixed
+    with pytest.raises(ValueError, match="W/eval_validation.json: holds no fitted"):
+        spec.with_report({"clip_score": {"kind": "windows"}}, "W/eval_validation.json")
+    with pytest.raises(ValueError, match="evaluate it first"):
+        spec.with_report(None)
 
 
 # ----------------------------------------------------------------------------------
@@ -177,7 +255,8 @@ def sync_workdir(tmp_path_factory):
     config.train.update(steps=2, eval_every=0, ckpt_every=2, log_every=1,
                         async_checkpoints=False, tensorboard=False)
     config.data.update(batch_size=4, random_eval_videos=6)
-    config.eval.update(clip_score="combined", clip_sync_stat="neg_sim0", clip_weights=WEIGHTS)
+    config.eval.update(clip_score="combined", clip_sync_stat="neg_sim0", clip_weights=WEIGHTS,
+                       fit_clip_weights=False)   # 'random' has no real clips to fit on
     wd = tmp_path_factory.mktemp("clip_sync") / "wd"
     train.train_and_evaluate(config, str(wd))
     return wd
@@ -228,13 +307,12 @@ def test_detect_scores_a_fixture_clip_by_the_same_rule(sync_workdir, realav_clip
     assert again.score == pytest.approx(res.score, rel=1e-5, abs=1e-5)
 
 
-def test_bench_combined_weights_standardise_by_train_reals():
-    from avdetect.bench import clip_sync
+def test_combined_weights_standardise_by_train_reals():
     rng = np.random.default_rng(3)
     train = {"label": np.r_[np.zeros(6), np.ones(9)].astype(int),
              "score": rng.normal(2, 3, 15), "neg_sim0": rng.normal(-0.4, 0.05, 15)}
-    w = clip_sync.zsum_weights(train, "neg_sim0")
     real = train["label"] == 0
+    w = ev.zsum_weights(train["score"][real], train["neg_sim0"][real])
     z = [(train[k] - train[k][real].mean()) / train[k][real].std() for k in ("score", "neg_sim0")]
     np.testing.assert_allclose(w[0] * train["score"] + w[1] * train["neg_sim0"] + w[2], z[0] + z[1],
                                rtol=1e-10, atol=1e-10)

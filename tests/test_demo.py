@@ -14,10 +14,12 @@ import subprocess
 import sys
 
 import cv2
+import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from avdetect import contract
+from avdetect import contract, detect
+from avdetect.inference import load_model
 from avdetect.data import splits
 from avdetect.preprocess import contact_sheet
 
@@ -88,6 +90,28 @@ def test_quick_demo_runs_every_stage(demo_run, realav_dir):
     val_report = json.loads((workdir / "eval_validation.json").read_text())
     assert val_report["video"]["overall"]["n_real"] == sum(
         r["label"] == "real" for r in rows if splits.split_of(r["identity"]) == "validation")
+    # the video score is the recipe's combined clip score, its weights fitted on the real
+    # clips the run trained on (train + validation): NumPy from the model's own windows
+    trained_reals = sum(r["label"] == "real" for r in rows
+                        if splits.split_of(r["identity"]) in ("train", "validation"))
+    clip = report["clip_score"]
+    assert clip["kind"] == "combined" and clip["stat"] == "neg_sim0"
+    assert clip["weights_source"].startswith(f"fitted on {trained_reals} real clips of split "
+                                             "'train+validation'")
+    assert val_report["clip_score"] == clip
+    model = load_model(workdir)
+    assert model.config.eval.clip_weights == pytest.approx(clip["weights"])
+    rec = detect.score_split(model, "train+validation", progress=False)
+    means, sync0 = [], []
+    for v in np.unique(rec["video_id"][rec["label"] == 0]):
+        w = rec["video_id"] == v
+        means.append(np.average(rec["score"][w], weights=rec["n_frames"][w]))
+        k = rec["sync_sum"].shape[1] // 2
+        sync0.append(-rec["sync_sum"][w, k].sum() / rec["sync_count"][w, k].sum())
+    assert len(means) == trained_reals
+    expect = [1 / np.std(means), 1 / np.std(sync0),
+              -(np.mean(means) / np.std(means) + np.mean(sync0) / np.std(sync0))]
+    np.testing.assert_allclose(clip["weights"], expect, rtol=1e-3, atol=1e-3)
     test_ids = {r["identity"] for r in rows if splits.split_of(r["identity"]) == "test"}
     assert report["video"]["overall"]["n_real"] == sum(
         r["label"] == "real" for r in rows if r["identity"] in test_ids)

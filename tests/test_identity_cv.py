@@ -156,6 +156,26 @@ def test_training_pipeline_never_yields_an_excluded_identity():
     assert seen == expected and expected != set(range(12))
 
 
+def test_clip_score_fit_reads_only_the_real_clips_training_reads():
+    # eval.fit_clip_weights standardises the clip score on "the training reals": with an
+    # identity held out (a cross-validation fold), its real clips must not be among them,
+    # nor any fake; the eval batches of that selection hold exactly those videos.
+    source = [make_example(v, 8, "real" if v % 3 else "wav2lip") for v in range(12)]
+    index = SplitIndex.from_examples(source)
+    drop = index.identity[1]
+    config = cfg(train_exclude_identities=(drop,), augment=False)
+    got = pl.trained_real_records(config, index)
+    want = np.flatnonzero((index.label == 0) & (np.array(index.identity) != drop))
+    assert got.tolist() == want.tolist() and 0 < len(want) < (index.label == 0).sum()
+    batches = pl.eval_batches_from_source(source, index, config, local_batch_size=4,
+                                          records=got)
+    seen = {int(v) for b in batches for v, ok in zip(b["video_id"], b["valid"]) if ok}
+    assert seen == set(want.tolist())
+    everyone = cfg(train_exclude_identities=tuple(set(index.identity)), augment=False)
+    with pytest.raises(ConfigError, match="keep no real clip"):
+        pl.trained_real_records(everyone, index)
+
+
 def test_clip_rows_carry_the_identity():
     meta = {"index": {"train": {"source": ["a", "b"], "label": [0, 1], "method": ["real", "pf_shift"],
                                 "identity": ["p", "q"]}}}
@@ -184,6 +204,17 @@ def test_cv_errors_averages_runs_and_counts_misordered_pairs(tmp_path):
     assert [e["record"] for e in cv_errors.real_errors(rows, ["q"], "pf_swap")] == []
     with pytest.raises(ConfigError, match="no cached scores"):
         cv_errors.fold_scores([str(tmp_path / "missing")], 0)
+    # --score: one term of a combined clip score instead of the score itself
+    d = tmp_path / "c" / "fold0"
+    d.mkdir(parents=True)
+    videos = {"train": {"video_id": [0, 1], "score": [1.0, 2.0], "label": [0, 1],
+                        "window_score": [0.5, 0.25], "sync_stat": [-0.3, -0.1]}}
+    (d / "videos.json").write_text(json.dumps({"config": "", "videos": videos}))
+    for column in ("score", "window_score", "sync_stat"):
+        got = cv_errors.fold_scores([str(tmp_path / "c")], 0, column)
+        assert got["train"]["score"] == videos["train"][column]
+    with pytest.raises(ConfigError, match="no 'window_score' column"):
+        cv_errors.fold_scores([str(tmp_path / "a")], 0, "window_score")
 
 
 def test_cross_person_auc_counts_only_pairs_of_two_people():

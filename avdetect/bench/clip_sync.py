@@ -13,7 +13,7 @@ statistic (:func:`avdetect.evaluation.sync_statistics`), overall, on all generat
 (non-pseudo) fakes at once and per manipulation (all reals of the split + those fakes). Per-clip values go to
 ``OUT/<split>.npz`` (``score``, ``label``, ``method``, ``profile``; ``t_*`` the trimmed
 view). With the train split scored it also fits the 'combined' clip score on the training
-clips (:func:`zsum_weights`), prints its config overrides and a window mean / sync
+clips (:func:`avdetect.evaluation.zsum_weights`, on its real clips), prints its config overrides and a window mean / sync
 statistic / combined AUC table per split and view.
 """
 
@@ -87,18 +87,6 @@ def auc_rows(clips: dict[str, np.ndarray], columns: list[str]) -> list[tuple[str
     return rows
 
 
-def zsum_weights(train: dict[str, np.ndarray], stat: str) -> tuple[float, float, float]:
-    """``eval.clip_weights`` of the 'combined' score fitted on training clips: the window
-    mean and the sync statistic, each standardised by the mean and standard deviation of
-    the training split's *real* clips, summed with equal weight (two numbers fitted per
-    feature; a logistic fit on training clips leans on the window score, which the
-    classifier has overfitted there)."""
-    real = train["label"] == 0
-    (m0, s0), (m1, s1) = [(float(train[k][real].mean()), float(train[k][real].std()) or 1.0)
-                          for k in ("score", stat)]
-    return 1.0 / s0, 1.0 / s1, -(m0 / s0 + m1 / s1)
-
-
 def summary_rows(clips: dict[str, np.ndarray], stat: str, weights) -> list:
     """(group, #real, #fake, AUC window mean, AUC sync statistic, AUC combined)."""
     combined = weights[0] * clips["score"] + weights[1] * clips[stat] + weights[2]
@@ -143,7 +131,8 @@ def main(argv=None) -> int:
     if "train" in tables:
         stat = args.stat
         t = tables["train"]
-        w = zsum_weights({"label": t["label"], "score": t["score"], stat: t[stat]}, stat)
+        real = t["label"] == 0
+        w = evaluation.zsum_weights(t["score"][real], t[stat][real])
         print(f"\n## combined score fitted on train clips ({stat}): "
               f"--config.eval.clip_score=combined --config.eval.clip_sync_stat={stat} "
               f"--config.eval.clip_weights='({w[0]:.6g}, {w[1]:.6g}, {w[2]:.6g})'")

@@ -13,7 +13,12 @@ again) and prints
    real / fake pairs only (and over same-person pairs): comparable across ``--folds``.
 
   python -m avdetect.bench.cv_errors --data=realtalk/face112 --data_dir=D \\
-      --runs "W/data.real_share=0" ["W2/model.fusion.center=True" ...] [--kind pf_swap]
+      --runs "W/data.real_share=0" ["W2/model.fusion.center=True" ...] [--kind pf_swap] \\
+      [--score score|window_score|sync_stat]
+
+``--score`` reads one term of a combined clip score instead of the score itself (runs of
+the real-footage recipe keep both per video): the same fold models scored by the mean
+window score alone or by the clip's synchrony alone.
 """
 
 from __future__ import annotations
@@ -30,8 +35,15 @@ from avdetect.data import metadata
 from avdetect.errors import ConfigError
 
 
-def fold_scores(runs: Sequence[str], fold: int) -> dict[str, dict[str, list]]:
-    """The per-split video scores of fold ``fold``, averaged over ``runs`` (same records)."""
+SCORE_COLUMNS = ("score", "window_score", "sync_stat")
+
+
+def fold_scores(runs: Sequence[str], fold: int, column: str = "score"
+                ) -> dict[str, dict[str, list]]:
+    """The per-split video scores of fold ``fold``, averaged over ``runs`` (same records).
+    ``column``: the video score the runs were evaluated with ('score'), or, for runs with
+    a clip-pooled score (``eval.clip_score`` 'combined'), either of its two terms: the
+    mean window score ('window_score') or the clip's synchrony statistic ('sync_stat')."""
     per_run = []
     for run in runs:
         path = os.path.join(run, f"fold{fold}", loso.VIDEOS_FILE)
@@ -44,7 +56,13 @@ def fold_scores(runs: Sequence[str], fold: int) -> dict[str, dict[str, list]]:
         for split, v in first.items():
             if videos[split]["video_id"] != v["video_id"]:
                 raise ConfigError(f"{run}: fold {fold} scored other records of {split!r}")
-    return {split: {**v, "score": np.mean([r[split]["score"] for r in per_run], 0).tolist()}
+    for run, videos in zip(runs, per_run):
+        for split, v in videos.items():
+            if column not in v:
+                raise ConfigError(f"{run}: fold {fold}'s {split!r} scores have no {column!r} "
+                                  "column (only runs evaluated with eval.clip_score='combined' "
+                                  "keep the window mean and the synchrony statistic)")
+    return {split: {**v, "score": np.mean([r[split][column] for r in per_run], 0).tolist()}
             for split, v in first.items()}
 
 
@@ -98,6 +116,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--runs", nargs="+", required=True, help="grid-value folders to average")
     p.add_argument("--folds", type=int, default=3)
     p.add_argument("--kind", default="pf_swap", help="the manipulation of the error list")
+    p.add_argument("--score", default="score", choices=SCORE_COLUMNS,
+                   help="the video score to read (fold_scores): the run's own, or one of the "
+                        "combined clip score's two terms")
     p.add_argument("--top", type=int, default=10)
     a = p.parse_args(argv)
     rows = loso.clip_rows(metadata.dataset_metadata(a.data, a.data_dir))
@@ -106,7 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     kinds = identity_cv.SELECT_KINDS + ("generated",)
     pairs = {(k, same): [] for k in kinds for same in (False, True)}
     for f, ids in enumerate(folds):
-        scored = loso.attach_scores(rows, fold_scores(a.runs, f))
+        scored = loso.attach_scores(rows, fold_scores(a.runs, f, a.score))
         per_fold.append(identity_cv.fold_figures(scored, ids))
         errors += [{**e, "fold": f} for e in real_errors(scored, ids, a.kind)]
         for k, same in pairs:

@@ -431,10 +431,7 @@ def build_train_dataset(source: Sequence[Mapping[str, Any]], index: SplitIndex, 
     if len(mixed) != len(entries):
         raise ConfigError(f"config.data.mix lists {len(entries)} datasets but {len(mixed)} "
                           "mixed sources were given")
-    records = index.select(tuple(cfg_get(data_cfg, "train_include_manipulations")),
-                           tuple(cfg_get(data_cfg, "train_exclude_manipulations")),
-                           tuple(cfg_get(data_cfg, "train_exclude_sources")),
-                           tuple(cfg_get(data_cfg, "train_exclude_identities")))
+    records = training_filter(data_cfg, index)
     # (name, source, index, selected records) per dataset, the primary first; the filters
     # name the primary's manipulations and sources, a mixed dataset is read whole.
     parts = [(str(cfg_get(data_cfg, "name")), source, index, records)] + [
@@ -544,14 +541,16 @@ def make_train_iterator(data_cfg: Any, *, seed: int, process_index: int = 0,
 
 def eval_batches_from_source(source: Sequence[Mapping[str, Any]], index: SplitIndex,
                              data_cfg: Any, *, process_index: int = 0, process_count: int = 1,
-                             local_batch_size: int | None = None, trim_silence: bool = False
+                             local_batch_size: int | None = None, trim_silence: bool = False,
+                             records: np.ndarray | None = None
                              ) -> Iterator[dict[str, np.ndarray]]:
     """Evaluation batches over an already opened source (see the module docstring);
-    ``trim_silence`` adds the silence-trimmed windows (:meth:`WindowMaker.eval_windows`)."""
+    ``trim_silence`` adds the silence-trimmed windows (:meth:`WindowMaker.eval_windows`);
+    ``records``: only these record indices (default: every record)."""
     bs = _local_batch(data_cfg, process_count, local_batch_size)
     _check_host(process_index, process_count)
     maker = _maker(data_cfg, index)
-    all_records = np.arange(len(index))
+    all_records = np.arange(len(index)) if records is None else np.asarray(records, np.int64)
     # Every host must run the same number of steps: count the windows of every host from
     # the index (no record is read for that) and pad the short hosts. The trimmed windows
     # are known only once a record's audio is read: with trim_silence the hosts' counts
@@ -607,12 +606,38 @@ def _eval_batch_stream(source, records, maker: WindowMaker, bs: int, num_batches
 
 def make_eval_batches(data_cfg: Any, split: str, *, process_index: int = 0,
                       process_count: int = 1, local_batch_size: int | None = None,
-                      trim_silence: bool = False) -> Iterator[dict[str, np.ndarray]]:
+                      trim_silence: bool = False, trained_reals: bool = False
+                      ) -> Iterator[dict[str, np.ndarray]]:
     """Every window of every video of ``split`` for this host, in a fixed order, in
     fixed-size batches (padding examples have ``valid == 0`` and ``video_id == -1``);
-    ``trim_silence`` adds the silence-trimmed windows (:meth:`WindowMaker.eval_windows`)."""
+    ``trim_silence`` adds the silence-trimmed windows (:meth:`WindowMaker.eval_windows`);
+    ``trained_reals``: only the real clips the training filters keep
+    (:func:`trained_real_records`)."""
     source, index, _ = open_split(data_cfg, split)
     return eval_batches_from_source(source, index, data_cfg, process_index=process_index,
                                     process_count=process_count,
                                     local_batch_size=local_batch_size,
-                                    trim_silence=trim_silence)
+                                    trim_silence=trim_silence,
+                                    records=trained_real_records(data_cfg, index)
+                                    if trained_reals else None)
+
+
+def training_filter(data_cfg: Any, index: SplitIndex) -> np.ndarray:
+    """The records of the training split that training reads: those the config's
+    manipulation, source and identity filters keep (ascending record indices)."""
+    return index.select(tuple(cfg_get(data_cfg, "train_include_manipulations")),
+                        tuple(cfg_get(data_cfg, "train_exclude_manipulations")),
+                        tuple(cfg_get(data_cfg, "train_exclude_sources")),
+                        tuple(cfg_get(data_cfg, "train_exclude_identities")))
+
+
+def trained_real_records(data_cfg: Any, index: SplitIndex) -> np.ndarray:
+    """The real clips among :func:`training_filter`'s records: what a clip-score
+    calibration fitted on "the training reals" reads (an identity cross-validation's
+    held-out people are not among them)."""
+    kept = training_filter(data_cfg, index)
+    kept = kept[index.label[kept] == 0]
+    if not len(kept):
+        raise ConfigError(f"{cfg_get(data_cfg, 'name')}: the training filters keep no real clip "
+                          "of the training split")
+    return kept
