@@ -339,13 +339,13 @@ class ClipScore:
         ev = {} if ev is None else ev
         loss = config.get("loss", None)
         loss = {} if loss is None else loss
-        return cls(kind=str(ev.get("clip_score", "windows")),
+        kind = str(ev.get("clip_score", "windows"))
+        return cls(kind=kind,
                    stat=str(ev.get("clip_sync_stat", "neg_sim0")),
                    temperature=float(loss.get("sync_temperature", 0.1)),
                    weights=tuple(float(w) for w in ev.get("clip_weights", (1.0, 1.0, 0.0))),
                    # (fitting concerns the 'combined' weights only; other kinds ignore it)
-                   fit=bool(ev.get("fit_clip_weights", False))
-                   and str(ev.get("clip_score", "windows")) == "combined")
+                   fit=bool(ev.get("fit_clip_weights", False)) and kind == "combined")
 
     def describe(self) -> dict[str, Any]:
         """The report's ``clip_score`` section (JSON-able)."""

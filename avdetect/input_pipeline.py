@@ -58,7 +58,8 @@ def make_eval_iterator(config: ml_collections.ConfigDict, mesh: jax.sharding.Mes
         return random_batches.random_eval_batches(config, split, process_index=jax.process_index(),
                                                   process_count=jax.process_count(), local_batch_size=b)
     from avdetect.data import pipeline
-    trim = bool(config.get("eval", {}).get("trim_silence", False))
+    # A clip-score fit reads the as-is view only: no silence-trimmed windows for it.
+    trim = bool(config.get("eval", {}).get("trim_silence", False)) and not trained_reals
     return iter(pipeline.make_eval_batches(config.data, split, process_index=jax.process_index(),
                                            process_count=jax.process_count(), local_batch_size=b,
                                            trim_silence=trim, trained_reals=trained_reals))

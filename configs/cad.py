@@ -72,7 +72,8 @@ gives 0.911, 0.94 / 0.92 / 0.99 / 0.98 (sigma 1: 0.903): the widths are level wi
 seed spread (METHODS.md 2). The final fit (``tiny,real,refit``: train + validation people,
 as the baseline's; same command with refit, 2026-12-07): seeds 0 / 1 test 0.863 / 0.856
 overall, shift 0.87 / 0.90, swap 0.83 / 0.86, reverse 0.99 / 0.99 - level with the
-baseline's refit (0.861 / 0.863; swap 0.82 / 0.84), swap below the bar's 0.90. 3000 steps
+baseline's refit scored by its mean window score (0.861 / 0.863; swap 0.82 / 0.84), swap
+below the bar's 0.90. 3000 steps
 stays: 6000 lowers every column of the cross-validation (selection 0.923 -> 0.863; --grid=
 train.steps=3000,6000, METHODS.md 2).
 Full with pretrained encoders on FakeAVCeleb / IDForge: to be measured (the only

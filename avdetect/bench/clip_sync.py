@@ -132,7 +132,11 @@ def main(argv=None) -> int:
         stat = args.stat
         t = tables["train"]
         real = t["label"] == 0
-        w = evaluation.zsum_weights(t["score"][real], t[stat][real])
+        try:
+            w = evaluation.zsum_weights(t["score"][real], t[stat][real])
+        except ValueError as e:
+            raise SystemExit(f"{args.workdir}: cannot fit the combined score on the train "
+                             f"split: {e}") from e
         print(f"\n## combined score fitted on train clips ({stat}): "
               f"--config.eval.clip_score=combined --config.eval.clip_sync_stat={stat} "
               f"--config.eval.clip_weights='({w[0]:.6g}, {w[1]:.6g}, {w[2]:.6g})'")
