@@ -382,7 +382,8 @@ def clip_scores(records: Mapping[str, np.ndarray], window_mean: np.ndarray, spec
     missing = [k for k in POOLED_FIELDS if k not in records]
     if missing:
         raise ValueError(f"eval.clip_score={spec.kind!r} needs the windows' {missing}: only a "
-                         "method with model.fusion.kind='sync' outputs them")
+                         "model that measures an offset profile outputs them (baseline with "
+                         "model.fusion.kind='sync', cad with model.head.max_offset > 0)")
     _, profiles = pool_sync(records["video_id"], records["sync_sum"], records["sync_count"])
     stat = sync_statistics(profiles, spec.temperature)[spec.stat]
     if spec.kind == "sync":
@@ -520,7 +521,7 @@ def evaluate_records(records: Mapping[str, np.ndarray], *, threshold: float, thr
         "threshold": {"value": float(threshold), "source": threshold_source},
         "window": window,
         "video": video,
-        "videos": _video_rows(as_is, clip_score),
+        "videos": _video_rows(as_is, clip_score, method_names),
     }
     if clip_score is not None:
         report["clip_score"] = clip_score.describe()
@@ -532,15 +533,19 @@ def evaluate_records(records: Mapping[str, np.ndarray], *, threshold: float, thr
     return report
 
 
-def _video_rows(records: Mapping[str, np.ndarray], clip_score: ClipScore | None = None
-                ) -> dict[str, list]:
-    """The report's ``videos`` section: per-video id, score and label (JSON lists; with a
-    pooled clip score also each video's ``window_score`` and ``sync_stat``)."""
+def _video_rows(records: Mapping[str, np.ndarray], clip_score: ClipScore | None = None,
+                method_names: Sequence[str] | None = None) -> dict[str, list]:
+    """The report's ``videos`` section: per-video id, score and label (JSON lists), the
+    video's method when the records carry one (so any per-method figure can be recomputed
+    from the report, e.g. by the window mean), and with a pooled clip score also each
+    video's ``window_score`` and ``sync_stat``."""
     videos = aggregate_videos(records, clip_score)
     ids = [v.item() if hasattr(v, "item") else v for v in videos["video_id"]]
     ids = [v.decode() if isinstance(v, bytes) else v for v in ids]   # int record or name
     rows = {"video_id": ids, "score": [float(x) for x in videos["score"]],
             "label": [int(x) for x in videos["label"]]}
+    if "method" in videos:
+        rows["method"] = [str(m) for m in _names(np.asarray(videos["method"]), method_names)]
     for k in ("window_score", "sync_stat"):
         if k in videos:
             rows[k] = [float(x) for x in videos[k]]

@@ -46,8 +46,8 @@ def _unit(x):
 
 def test_alignment_evidence_equals_numpy_loops():
     a, v, mask = _streams()
-    feats, sims = alignment_evidence(jnp.asarray(a), jnp.asarray(v), jnp.asarray(mask), K)
-    feats, sims = np.asarray(feats), np.asarray(sims)
+    feats, sims, valid = alignment_evidence(jnp.asarray(a), jnp.asarray(v), jnp.asarray(mask), K)
+    feats, sims, valid = np.asarray(feats), np.asarray(sims), np.asarray(valid)
     n = 2 * K + 1
     assert feats.shape == (B, T, 3 * n) and sims.shape == (B, T, n)
     ua, uv = _unit(a), _unit(v)
@@ -63,6 +63,7 @@ def test_alignment_evidence_equals_numpy_loops():
     np.testing.assert_allclose(sims, want_s, atol=1e-5)
     np.testing.assert_allclose(feats[..., :n], want_s, atol=1e-5)
     np.testing.assert_array_equal(feats[..., 2 * n:], want_valid)
+    np.testing.assert_array_equal(valid, want_valid)
     for b in range(B):
         for j in range(n):
             ok = want_valid[b, :, j] > 0
@@ -176,6 +177,14 @@ def test_real_config_reads_lips_and_every_ablation_is_an_override():
         c = cad.get_config("tiny,real")
         (c.loss if section == "loss" else c.model[section])[name] = value
         build_method(c)          # each ablation builds
+    # the combined clip score pools the alignment evidence's offset profile: without the
+    # evidence it is refused before any training, the error naming both settings
+    c = cad.get_config("tiny,real")
+    c.eval.update(clip_score="combined", fit_clip_weights=True)
+    build_method(c)
+    c.model.head.max_offset = 0
+    with pytest.raises(ConfigError, match="max_offset.*clip_score=windows"):
+        build_method(c)
 
 
 def test_refit_trains_on_every_person_outside_the_test_split():
@@ -245,6 +254,33 @@ def test_real_config_trains_end_to_end(run):
     scores = run["method"].predict({"params": state["params"], **state["model_state"]},
                                    run["local"])
     assert scores["score"].shape == (BATCH,) and np.all(np.isfinite(scores["score"]))
+
+
+def test_predict_pools_the_alignment_space_offset_profile(run):
+    """predict's sync_sum / sync_count (what eval.clip_score='combined' pools over a clip)
+    against NumPy loops over the alignment space's unit rows: for offset j, the sum over
+    valid frames t of cos(v_t, a_{t+j-K}), and how many frames that sum holds."""
+    state = jax.device_get(run["state"])
+    params, model_state = state["params"], state["model_state"]
+    method = run["method"]
+    scores = method.predict({"params": params, **model_state}, run["local"])
+    out, mask, _ = method._forward(params, model_state, run["local"], jax.random.key(0),
+                                   False, False)
+    ua, uv = _unit(np.asarray(out["align_a"], np.float64)), _unit(np.asarray(out["align_v"], np.float64))
+    mask = np.asarray(mask)
+    k = method.config.model.head.max_offset
+    n, t_len = 2 * k + 1, mask.shape[1]
+    want_sum, want_count = np.zeros((BATCH, n)), np.zeros((BATCH, n))
+    for b in range(BATCH):
+        for t in range(t_len):
+            for j in range(n):
+                u = t + j - k
+                if 0 <= u < t_len and mask[b, t] and mask[b, u]:
+                    want_sum[b, j] += ua[b, u] @ uv[b, t]
+                    want_count[b, j] += 1
+    assert want_count[:, k].min() > 0 and want_count[:, 0].max() < want_count[:, k].max()
+    np.testing.assert_allclose(np.asarray(scores["sync_sum"]), want_sum, atol=1e-4)
+    np.testing.assert_array_equal(np.asarray(scores["sync_count"]), want_count)
 
 
 def test_alignment_learns_from_the_batch_s_synced_windows(run):

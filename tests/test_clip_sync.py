@@ -138,6 +138,10 @@ def test_clip_score_rules_and_report_rows():
     rep = ev.evaluate_records(rec, threshold=0.0, threshold_source="test", clip_score=spec)
     np.testing.assert_allclose(rep["videos"]["score"], got["score"])
     np.testing.assert_allclose(rep["videos"]["window_score"], got["window_score"])
+    assert rep["videos"]["method"] == ["1", "0"]     # videos 4, 9 without method names
+    named = ev.evaluate_records(rec, threshold=0.0, threshold_source="test", clip_score=spec,
+                                method_names=["real", "pf_swap"])
+    assert named["videos"]["method"] == ["pf_swap", "real"]
     # errors name the problem
     no_sync = {k: v for k, v in rec.items() if not k.startswith("sync")}
     with pytest.raises(ValueError, match="fusion.kind='sync'"):
@@ -164,6 +168,21 @@ def test_clip_score_from_config_defaults_and_overrides():
     assert not ev.ClipScore.from_config(config).fit
     # every other config keeps the window mean
     assert ev.ClipScore.from_config(baseline.get_config("tiny")) == ev.ClipScore()
+
+
+def test_a_pooled_clip_score_needs_a_model_that_measures_the_profile():
+    """Concatenation fusion measures no offset profile: a 'combined' or 'sync' clip score
+    is refused when the method is built (before training), naming what to change."""
+    from configs import baseline
+    from avdetect.errors import ConfigError
+    for kind in ("combined", "sync"):
+        config = baseline.get_config("tiny,real")
+        config.eval.clip_score = kind
+        config.model.fusion.kind = "concat"
+        with pytest.raises(ConfigError, match="fusion.kind=sync.*clip_score=windows"):
+            Baseline(config)
+        config.eval.clip_score = "windows"
+        Baseline(config)
 
 
 def test_fitted_weights_standardise_the_real_clips_window_mean_and_sync0():

@@ -139,6 +139,30 @@ def detection_loss(logits: jax.Array, batch: Batch, mask: jax.Array) -> jax.Arra
     return frame_cross_entropy(logits, batch["label"], mask, batch.get(contract.SAMPLE_WEIGHT))
 
 
+def check_clip_score(config: ml_collections.ConfigDict, measures_profile: bool,
+                     how: str) -> None:
+    """Refuse, before any training, a clip score that pools the offset profile
+    (``eval.clip_score`` 'sync' / 'combined') for a model that measures none (``how``:
+    the setting that would make it measure one)."""
+    kind = str(config.get("eval", {}).get("clip_score", "windows"))
+    if kind != "windows" and not measures_profile:
+        raise ConfigError(f"eval.clip_score={kind!r} pools the clip's audio-visual offset "
+                          f"profile, which this model does not measure: set {how}, or "
+                          "--config.eval.clip_score=windows")
+
+
+def sync_sums(out: dict) -> dict[str, jax.Array]:
+    """A window's offset profile as sums a clip's windows pool exactly
+    (:func:`avdetect.evaluation.pool_sync`): ``sync_sum`` [B, 2K+1], the per-frame offset
+    similarities ``out['sync']`` summed over the frames where each offset exists, and
+    ``sync_count`` [B, 2K+1], how many frames each summed (``out['sync_valid']``, which
+    already excludes padding). Empty for a model that measures no offset profile."""
+    if "sync" not in out:
+        return {}
+    return dict(sync_sum=jnp.sum(out["sync"] * out["sync_valid"], axis=1),
+                sync_count=jnp.sum(out["sync_valid"], axis=1))
+
+
 def unsynced(batch: Batch) -> jax.Array:
     """int [B], 0 for the windows the synchrony losses learn from (lips driven by the
     window's own audio): the batch's ``av_synced`` flag when it has one

@@ -11,13 +11,12 @@ and adds its offset-contrastive loss on real windows (and on the audio-driven fa
 
 from __future__ import annotations
 
-import jax.numpy as jnp
 import ml_collections
 
 from avdetect import losses
 from avdetect.errors import ConfigError
-from avdetect.methods.base import (TwoStreamMethod, build_two_stream, detection_loss,
-                                   unsynced)
+from avdetect.methods.base import (TwoStreamMethod, build_two_stream, check_clip_score,
+                                   detection_loss, sync_sums, unsynced)
 from avdetect.models.fusion import ConcatFusion, SyncFusion
 
 
@@ -38,18 +37,14 @@ class Baseline(TwoStreamMethod):
                                 center=m.fusion.get("center", False))
         else:
             raise ConfigError(f"model.fusion.kind={kind!r}: expected concat or sync")
+        check_clip_score(config, kind == "sync", "--config.model.fusion.kind=sync")
         module, self.pretrained = build_two_stream(config, fusion, None)
         super().__init__(config, module)
 
     def aux_outputs(self, out, mask):
-        """With SyncFusion: the window's offset profile summed over its valid frames,
-        ``sync_sum`` [B, 2K+1], and how many frames each offset summed, ``sync_count``
-        [B, 2K+1] - sums, not means, so a clip's windows pool exactly
-        (:func:`avdetect.evaluation.pool_sync`)."""
-        if "sync" not in out:
-            return {}
-        return dict(sync_sum=jnp.sum(out["sync"] * out["sync_valid"], axis=1),
-                    sync_count=jnp.sum(out["sync_valid"], axis=1))
+        """With SyncFusion: the window's offset profile as poolable sums (``sync_sum``,
+        ``sync_count``; :func:`avdetect.methods.base.sync_sums`)."""
+        return sync_sums(out)
 
     def loss_terms(self, out, batch, mask):
         terms = {"detect": detection_loss(out["logits"], batch, mask)}

@@ -42,10 +42,10 @@ import jax.numpy as jnp
 import ml_collections
 
 from avdetect import losses
-from avdetect.methods.base import (Batch, audio_input, clip_accuracy, config_with_arch,
-                                   detection_loss, frame_mask, num_frames, paper_quirks,
-                                   path_mask, put_pretrained, require, stop_frozen,
-                                   unsynced)
+from avdetect.methods.base import (Batch, audio_input, check_clip_score, clip_accuracy,
+                                   config_with_arch, detection_loss, frame_mask, num_frames,
+                                   paper_quirks, path_mask, put_pretrained, require,
+                                   stop_frozen, sync_sums, unsynced)
 from avdetect.models import lora as lora_lib
 from avdetect.models.cad import CADHead
 from avdetect.models.encoders import build_audio_encoder, build_visual_encoder
@@ -84,6 +84,8 @@ class CAD:
                             pred_hidden=h.pred_hidden,
                             # configs (and exported files) made before the key: no evidence
                             max_offset=int(h.get("max_offset", 0)))
+        check_clip_score(config, self.head.max_offset > 0,
+                         "--config.model.head.max_offset=K (K > 0)")
 
     # ---- inputs ----
     def _inputs(self, batch: Batch, need_label: bool):
@@ -227,5 +229,8 @@ class CAD:
         out, mask, _ = self._forward(params, state, batch, jax.random.key(0), False, False)
         frame, score = losses.clip_scores(out["logits"], mask, self.quirks)
         prob = jax.nn.softmax(out["logits"], axis=-1)[..., 1]
+        # With the alignment evidence (head.max_offset > 0): the alignment space's offset
+        # profile as poolable sums, for the clip-level synchrony score (eval.clip_score).
         return dict(frame_score=frame, score=score, logits=out["logits"],
-                    prob=jnp.sum(prob * mask, 1) / jnp.maximum(jnp.sum(mask, 1), 1.0))
+                    prob=jnp.sum(prob * mask, 1) / jnp.maximum(jnp.sum(mask, 1), 1.0),
+                    **sync_sums(out))

@@ -55,23 +55,25 @@ class SimSiamHeads(nn.Module):
 
 
 def alignment_evidence(align_a: Array, align_v: Array, mask: Array, max_offset: int
-                       ) -> tuple[Array, Array]:
+                       ) -> tuple[Array, Array, Array]:
     """The alignment path's per-frame evidence for the classifier: ([B, T, 3 (2K+1)]
-    features, [B, T, 2K+1] offset similarities). Features per frame t: the cosines
+    features, [B, T, 2K+1] offset similarities, [B, T, 2K+1] their validity - the last two
+    what a clip's windows pool into its offset profile). Features per frame t: the cosines
     cos(v_t, a_{t+j-K}) for j = 0..2K (0 where out of the window or padded), the window's
     mean of each over its valid frames (broadcast to every frame) and the validity
     mask; all behind a stop-gradient (SyncFusion's reading,
     :func:`avdetect.models.fusion.offset_evidence`)."""
-    feats, _, sims, _ = offset_evidence(unit_rows(align_a), unit_rows(align_v), mask,
-                                        max_offset)
-    return feats, jax.lax.stop_gradient(sims)
+    feats, _, sims, valid = offset_evidence(unit_rows(align_a), unit_rows(align_v), mask,
+                                            max_offset)
+    return feats, jax.lax.stop_gradient(sims), valid
 
 
 class CADHead(nn.Module):
     """Alignment + distillation + classifier head; returns a dict of [B, T, .] arrays:
     ``align_a``, ``align_v`` (d), ``fused_a``, ``fused_v`` (d), ``spec_a``, ``spec_v`` (d),
     SimSiam ``z_*``/``p_*`` for ``spec_a, fused_a, spec_v, fused_v``, ``logits`` (2), and
-    with ``max_offset`` > 0 ``sync`` (2K+1, the offset similarities the classifier read)."""
+    with ``max_offset`` > 0 ``sync`` (2K+1, the offset similarities the classifier read)
+    and ``sync_valid`` (2K+1, which of them exist)."""
 
     dim: int = 256
     heads: int = 8
@@ -105,7 +107,8 @@ class CADHead(nn.Module):
         streams = [fa, fv, sa, sv]
         if self.max_offset > 0:
             m = jnp.ones(a0.shape[:2], al_a.dtype) if mask is None else mask.astype(al_a.dtype)
-            evidence, out["sync"] = alignment_evidence(al_a, al_v, m, self.max_offset)
+            evidence, out["sync"], out["sync_valid"] = alignment_evidence(
+                al_a, al_v, m, self.max_offset)
             streams.append(evidence)
         h = nn.Dense(self.dim, name="cls_in")(jnp.concatenate(streams, axis=-1))
         for i in range(self.cls_layers):
