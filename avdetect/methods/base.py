@@ -25,6 +25,7 @@ from flax import traverse_util
 
 from avdetect import contract
 from avdetect.errors import AVDetectError, ConfigError
+from avdetect.evaluation import ClipScore
 from avdetect.models.detector import AVDetector
 from avdetect.models.encoders import build_audio_encoder, build_visual_encoder
 from avdetect.losses import clip_scores, frame_cross_entropy
@@ -144,7 +145,7 @@ def check_clip_score(config: ml_collections.ConfigDict, measures_profile: bool,
     """Refuse, before any training, a clip score that pools the offset profile
     (``eval.clip_score`` 'sync' / 'combined') for a model that measures none (``how``:
     the setting that would make it measure one)."""
-    kind = str(config.get("eval", {}).get("clip_score", "windows"))
+    kind = ClipScore.from_config(config).kind   # the one reading of config.eval's score
     if kind != "windows" and not measures_profile:
         raise ConfigError(f"eval.clip_score={kind!r} pools the clip's audio-visual offset "
                           f"profile, which this model does not measure: set {how}, or "
