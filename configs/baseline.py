@@ -42,10 +42,10 @@ score alone: shift / swap 0.85 / 0.82, generated fakes 0.83 (against 0.76). Seed
 Without refit (seed 0): 0.863 overall, shift / swap 0.87 / 0.87. Printed in
 W/eval_test.md. Ablations, the longer run, the clip-level sync score, the synthetic mix,
 stream augmentation and the learning curve: METHODS.md 8.
-``make demo`` trains exactly this (``python -m avdetect.demo --out DIR``, 2026-12-07 16:08
-UTC on a 2-core Intel Xeon at load 2-3, realtalk build 1.3.0: 645 s in all - build 300 s,
-preprocess 3 s, train + evaluate 325 s, detect 17 s; the 2-core AMD EPYC machine of the
-earlier runs took 298 s for the same stages; the seed-0 figures above are that run's; the
+``make demo`` trains exactly this (``python -m avdetect.demo --out DIR``, 2026-12-07 22:10
+UTC on a 2-core Intel Xeon at load 1.5-2.3, realtalk build 1.3.0: 498 s in all - build
+258 s, preprocess 3 s, train + evaluate 221 s, detect 16 s; the seed-0 figures above are
+that run's; the
 16 fixture clips - 6 real, 10 fake, people absent from realtalk - AUC 0.967, accuracy
 0.8125 at the threshold the validation split places: the refit trained on those clips, so
 it sits low and 3 of the 6 reals are called fake).

@@ -97,6 +97,10 @@ def base_config(method: str, arg: ml_collections.ConfigDict, *, inputs: tuple[st
     c.data.batch_size = arg.batch or batch
     c.data.face_size = face_size
     c.data.num_workers = 0 if tiny else 4
+    # Training records kept decoded in memory (MB per dataset and worker; 0 = off): a
+    # small split is read from the shards once, not once per window (avdetect/data/
+    # pipeline.py RecordCache).
+    c.data.cache_mb = 1024.0
     c.data.train_split = "train"
     c.data.eval_split = "test"
     c.data.val_split = "validation"

@@ -7,6 +7,21 @@ import pathlib
 
 import pytest
 
+
+def _fast_compile_flags() -> None:
+    """Tests compile many more XLA programs than they run steps, so every test process
+    (and the CLI processes tests start, which inherit the environment) compiles like
+    ``train.fast_compile``: LLVM without its optimisation passes (the options of
+    ``avdetect.cpu_compile.FAST_COMPILE``). Only speed changes; an XLA_FLAGS already set
+    is kept. Set before any JAX backend starts (it reads XLA_FLAGS once)."""
+    from avdetect.cpu_compile import FAST_COMPILE
+    have = os.environ.get("XLA_FLAGS", "")
+    add = [f"--{k}={str(v).lower()}" for k, v in FAST_COMPILE.items() if f"--{k}=" not in have]
+    os.environ["XLA_FLAGS"] = " ".join([have, *add]).strip()
+
+
+_fast_compile_flags()
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 FIXTURES = REPO.parent / "shared" / "fixtures" / "realav"
 

@@ -4,6 +4,7 @@ per-video augmentation checked against independent references (NumPy, scikit-ima
 
 from __future__ import annotations
 
+import collections
 import json
 
 import numpy as np
@@ -448,3 +449,62 @@ def test_frame_codecs_roundtrip():
     assert np.abs(back[..., 0].astype(int) - 10).mean() < 3
     with pytest.raises(ValueError, match="decodable"):
         codec.decode_frames([b"not an image"], color=False)
+
+
+# --------------------------------------------------------------------------- record cache
+
+class _CountingSource:
+    """A source that counts how often each record is read."""
+
+    def __init__(self, records):
+        self.records = records
+        self.reads = collections.Counter()
+
+    def __len__(self):
+        return len(self.records)
+
+    def __getitem__(self, r):
+        self.reads[r] += 1
+        return self.records[r]
+
+
+def test_record_cache_reads_each_record_once_and_changes_no_batch(source, index):
+    n_batches = 12                      # 48 windows: over four epochs of the 11 videos
+    uncached = _CountingSource(source)
+    off = take(iter(pl.build_train_dataset(uncached, index, cfg(cache_mb=0), seed=7)),
+               n_batches)
+    counting = _CountingSource(source)
+    on = take(iter(pl.build_train_dataset(counting, index, cfg(cache_mb=64), seed=7)),
+              n_batches)
+    assert_batches_equal(on, off)
+    assert min(uncached.reads.values()) >= 3          # without it: a read per window
+    assert set(counting.reads) == set(range(len(source)))
+    assert max(counting.reads.values()) == 1           # with it: once
+
+
+def test_record_cache_budget_read_only_records_and_dropped_streams(source):
+    counting = _CountingSource(source)
+    cache = pl.RecordCache(counting, streams=("mouth", "lips"), max_mb=64)
+    ex = cache[5]
+    # Streams the windows do not read are not kept; the rest are the source's values.
+    assert not {"face", "logmel", "teacher_audio", "teacher_video"} & ex.keys()
+    assert set(source[5]) - set(ex) == {"face", "logmel", "teacher_audio", "teacher_video"}
+    assert [bytes(b) for b in ex["mouth"]] == [bytes(b) for b in source[5]["mouth"]]
+    np.testing.assert_array_equal(ex["face_found"], source[5]["face_found"])
+    assert cache[5] is ex and counting.reads[5] == 1
+    with pytest.raises(ValueError, match="read-only"):
+        ex["face_found"][0] = False                   # a window cannot change later epochs
+    source[5]["face_found"][0] = source[5]["face_found"][0]   # the source's array is not
+    # A budget smaller than the split: what fits is kept, the rest is read every time.
+    one = sum(len(b) for b in source[5]["mouth"]) / 2**20
+    small = pl.RecordCache(_CountingSource(source), streams=("mouth",), max_mb=2.5 * one)
+    for _ in range(3):
+        for r in range(len(source)):
+            small[r]
+    held, nbytes = small.cached
+    assert 0 < held < len(source) and nbytes <= 2.5 * one * 2**20
+    reads = small._source.reads
+    assert sorted(reads.values()) == [1] * held + [3] * (len(source) - held)
+    off = pl.RecordCache(_CountingSource(source), streams=("mouth",), max_mb=0)
+    off[1], off[1]
+    assert off.cached == (0, 0) and off._source.reads[1] == 2

@@ -68,7 +68,10 @@ windows also train the synchrony losses, flagged by the batch key ``av_synced``,
 ``mix`` () (a mixed training source: other datasets' train splits mixed in by weight, under
 one manipulation vocabulary; evaluation stays on ``name``: :mod:`avdetect.data.mix`),
 ``lips_augment`` / ``audio_augment`` {} (training-time lip-point / waveform augmentation,
-``enable`` plus parameters: :mod:`avdetect.data.stream_augment`).
+``enable`` plus parameters: :mod:`avdetect.data.stream_augment`), ``cache_mb`` 1024 (the
+training records kept decoded in memory, per training dataset and worker process, without
+the image / log-mel / teacher fields of streams the windows do not read: :class:`RecordCache`;
+0 = read every window's record from the shards).
 
 On-the-fly pseudo-fakes (training only, :mod:`avdetect.data.otf_fakes`): with the
 probabilities of ``pseudo_fakes`` a window of a *real* video gets its audio streams
@@ -86,7 +89,7 @@ holds ``desync`` out should keep it at 0.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -131,6 +134,7 @@ _DEFAULTS: dict[str, Any] = {
     "synced_manipulations": (),
     "lips_augment": {},
     "audio_augment": {},
+    "cache_mb": 1024.0,
 }
 _REQUIRED = ("name", "data_dir", "window", "batch_size")
 RENAMED_KEYS = {"train_include_methods": "train_include_manipulations",
@@ -172,6 +176,86 @@ def load_split_index(data_cfg: Any, split: str) -> SplitIndex:
 # ---------------------------------------------------------------------------------------
 # Windows
 # ---------------------------------------------------------------------------------------
+
+# Heavy record fields the windows read only when their stream is decoded (the raw
+# ``audio`` is always kept: an on-the-fly reverse recomputes the log-mel from it).
+_DROPPABLE = ("mouth", "face", "logmel") + contract.TEACHER_STREAMS
+
+
+class RecordCache:
+    """The training split's records decoded once and kept in memory, up to ``max_mb``
+    megabytes (``config.data.cache_mb``; 0 = off), without the heavy fields of the streams
+    the windows do not read (``streams``: :attr:`WindowMaker.streams`).
+
+    Why: a training window reads its whole video-level record - an array_record read, a
+    zstd decompression and a proto parse of ~1 MB, ~7 ms of CPU on the 2-core machine, for
+    a window that costs the step far less - and epochs over a small split (realtalk:
+    ~500 videos) read every record again and again. Records are kept first come, first
+    served until the budget is full; the rest are read each time, so a large dataset only
+    caches its first part. Cached arrays are read-only (a window that wrote into its
+    record would fail loudly instead of changing later epochs). A hit and a miss return
+    the same fields, so the batches do not depend on the budget (tests/test_pipeline_grain.py).
+    Each Grain worker process (``num_workers`` > 0) keeps its own cache."""
+
+    def __init__(self, source: Sequence[Mapping[str, Any]], streams: Iterable[str],
+                 max_mb: float):
+        import threading
+
+        self._source = source
+        self._drop = frozenset(_DROPPABLE) - frozenset(streams)
+        self._max = float(max_mb) * 2**20
+        self._records: dict[int, dict[str, Any]] = {}
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._source)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # A worker process starts with an empty cache (and its own lock).
+        return {"source": self._source, "drop": self._drop, "max": self._max}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        import threading
+
+        self._source, self._drop, self._max = state["source"], state["drop"], state["max"]
+        self._records, self._bytes, self._lock = {}, 0, threading.Lock()
+
+    @property
+    def cached(self) -> tuple[int, int]:
+        """(records held, their bytes)."""
+        return len(self._records), self._bytes
+
+    def __getitem__(self, r: int) -> Mapping[str, Any]:
+        hit = self._records.get(r)
+        if hit is not None:
+            return hit
+        ex = {k: v for k, v in self._source[r].items() if k not in self._drop}
+        if self._max > 0:
+            size = sum(_nbytes(v) for v in ex.values())
+            with self._lock:
+                if r not in self._records and self._bytes + size <= self._max:
+                    ex = {k: _read_only(v) for k, v in ex.items()}
+                    self._records[r] = ex
+                    self._bytes += size
+        return ex
+
+
+def _read_only(v: Any) -> Any:
+    if not isinstance(v, np.ndarray):
+        return v
+    v = v.view()              # the source's own array stays as it was
+    v.flags.writeable = False
+    return v
+
+
+def _nbytes(v: Any) -> int:
+    if isinstance(v, np.ndarray):
+        if v.dtype == object:                   # per-frame encoded images
+            return v.nbytes + sum(len(b) for b in v.ravel())
+        return v.nbytes
+    return len(v) if isinstance(v, (bytes, str)) else 8
+
 
 class _RecordSource:
     """Random access to selected records of a source; tags each with its record index."""
@@ -462,6 +546,7 @@ def build_train_dataset(source: Sequence[Mapping[str, Any]], index: SplitIndex, 
                        identity_ids=identities[k])
         group = k if entries and maker.otf is not None and maker.otf.prob("swap") > 0 \
             else None
+        src = RecordCache(src, maker.streams, float(cfg_get(data_cfg, "cache_mb")))
         if share > 0 and k == 0:
             # Real clips drawn with probability `share` (the rest from the other clips):
             # only a real window trains the sync loss and gives the on-the-fly fakes, and
