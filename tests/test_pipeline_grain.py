@@ -364,6 +364,8 @@ def test_config_errors_are_typed(source, index):
         pl.build_train_dataset(source, index, cfg(batch_size=3), seed=0, process_count=2)
     with pytest.raises(ConfigError, match="window"):
         pl.build_train_dataset(source, index, cfg(window=0), seed=0)
+    with pytest.raises(ConfigError, match=r"cache_mb=-1 must be >= 0"):
+        pl.build_train_dataset(source, index, cfg(cache_mb=-1), seed=0)
     with pytest.raises(ConfigError, match="required"):
         pl.cfg_get({"name": "x"}, "data_dir")
     with pytest.raises(ConfigError, match="process_index"):
@@ -497,14 +499,16 @@ def test_record_cache_budget_read_only_records_and_dropped_streams(source):
     source[5]["face_found"][0] = source[5]["face_found"][0]   # the source's array is not
     # A budget smaller than the split: what fits is kept, the rest is read every time.
     one = sum(len(b) for b in source[5]["mouth"]) / 2**20
-    small = pl.RecordCache(_CountingSource(source), streams=("mouth",), max_mb=2.5 * one)
+    small_src = _CountingSource(source)
+    small = pl.RecordCache(small_src, streams=("mouth",), max_mb=2.5 * one)
     for _ in range(3):
         for r in range(len(source)):
             small[r]
     held, nbytes = small.cached
     assert 0 < held < len(source) and nbytes <= 2.5 * one * 2**20
-    reads = small._source.reads
+    reads = small_src.reads
     assert sorted(reads.values()) == [1] * held + [3] * (len(source) - held)
-    off = pl.RecordCache(_CountingSource(source), streams=("mouth",), max_mb=0)
+    off_src = _CountingSource(source)
+    off = pl.RecordCache(off_src, streams=("mouth",), max_mb=0)
     off[1], off[1]
-    assert off.cached == (0, 0) and off._source.reads[1] == 2
+    assert off.cached == (0, 0) and off_src.reads[1] == 2

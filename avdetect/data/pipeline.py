@@ -89,6 +89,7 @@ holds ``desync`` out should keep it at 0.
 from __future__ import annotations
 
 import math
+import threading
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
@@ -199,11 +200,12 @@ class RecordCache:
 
     def __init__(self, source: Sequence[Mapping[str, Any]], streams: Iterable[str],
                  max_mb: float):
-        import threading
-
         self._source = source
         self._drop = frozenset(_DROPPABLE) - frozenset(streams)
         self._max = float(max_mb) * 2**20
+        self._empty()
+
+    def _empty(self) -> None:
         self._records: dict[int, dict[str, Any]] = {}
         self._bytes = 0
         self._lock = threading.Lock()
@@ -216,10 +218,8 @@ class RecordCache:
         return {"source": self._source, "drop": self._drop, "max": self._max}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        import threading
-
         self._source, self._drop, self._max = state["source"], state["drop"], state["max"]
-        self._records, self._bytes, self._lock = {}, 0, threading.Lock()
+        self._empty()
 
     @property
     def cached(self) -> tuple[int, int]:
@@ -530,6 +530,10 @@ def build_train_dataset(source: Sequence[Mapping[str, Any]], index: SplitIndex, 
         raise ConfigError(f"config.data.real_share={share} must be in [0, 1): the share of "
                           "training windows drawn from real clips (0 = every clip alike)")
     reweight = bool(cfg_get(data_cfg, "real_share_weighting"))
+    cache_mb = float(cfg_get(data_cfg, "cache_mb"))
+    if cache_mb < 0:
+        raise ConfigError(f"config.data.cache_mb={cache_mb:g} must be >= 0: the megabytes of "
+                          "training records kept decoded in memory (0 = off)")
     seed = int(seed) % 2**32
     streams, makers, mine_parts, offset = [], [], [], 0
     for k, (name, src, idx, recs) in enumerate(parts):
@@ -546,7 +550,7 @@ def build_train_dataset(source: Sequence[Mapping[str, Any]], index: SplitIndex, 
                        identity_ids=identities[k])
         group = k if entries and maker.otf is not None and maker.otf.prob("swap") > 0 \
             else None
-        src = RecordCache(src, maker.streams, float(cfg_get(data_cfg, "cache_mb")))
+        src = RecordCache(src, maker.streams, cache_mb)
         if share > 0 and k == 0:
             # Real clips drawn with probability `share` (the rest from the other clips):
             # only a real window trains the sync loss and gives the on-the-fly fakes, and
