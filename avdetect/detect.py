@@ -38,6 +38,7 @@ fewer than ``result.MIN_FRAMES`` frames, no face in any frame) raise the typed
 from __future__ import annotations
 
 import collections
+import copy
 import dataclasses
 import glob
 import math
@@ -50,7 +51,7 @@ from typing import Any, Iterator, Mapping, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from avdetect import contract, evaluation
+from avdetect import contract, evaluation, phone_sync
 from avdetect.data import codec
 from avdetect.data.cache_entry import clip_waveform
 from avdetect.data.windows import WindowMaker, window_starts
@@ -288,9 +289,12 @@ def score_video(path: str | os.PathLike, model: LoadedModel, *, batch_size: int 
 
     t0 = time.perf_counter()
     n_valid = np.array([int(w["frame_mask"].sum()) for w in windows])
-    score, frame_scores = aggregate(T, starts, n_valid, scores, frame_parts,
-                                    evaluation.ClipScore.from_config(model.config),
-                                    {k: np.asarray(v) for k, v in pooled.items() if v})
+    clip = evaluation.ClipScore.from_config(model.config)
+    pooled = {k: np.asarray(v) for k, v in pooled.items() if v}
+    if clip.phones:
+        with timer("phone_sync"):
+            pooled["phone_stat"] = np.full(len(scores), phone_stat(feats, clip))
+    score, frame_scores = aggregate(T, starts, n_valid, scores, frame_parts, clip, pooled)
     audio = audio_presence(feats)
     face = np.asarray(feats.face_found, bool)
     window_scores = [WindowScore(int(s), int(n), float(sc), float(face[s:s + n].mean()),
@@ -309,6 +313,21 @@ def score_video(path: str | os.PathLike, model: LoadedModel, *, batch_size: int 
         face_found=face, audio_present=audio, has_audio=bool(feats.has_audio),
         corrupt_frames=bad_video, corrupt_audio_packets=bad_audio,
         media=media_record(feats.info), model=model.describe(), timings=timer.seconds)
+
+
+def phone_stat(feats: pipeline.ClipFeatures, clip: evaluation.ClipScore) -> float:
+    """The clip's heard-phones-against-lips statistic (``avdetect.phone_sync``) with the
+    model's fitted viseme opening table; a clip without audio has no phones (0)."""
+    wave = getattr(feats, "audio", None)
+    if feats.lips is None:
+        raise ValueError(f"{feats.info.path}: the model's phone-sync score needs lip "
+                         "landmarks, and none were found")
+    t = feats.num_frames
+    if wave is None or not feats.has_audio:
+        wave = np.zeros(t * contract.SAMPLES_PER_FRAME, np.float32)
+    visemes = phone_sync.heard_visemes(np.asarray(wave, np.float32), t)
+    return phone_sync.phone_sync_stat(visemes, phone_sync.lip_opening(np.asarray(feats.lips)[:t]),
+                                      clip.phone_table)
 
 
 def aggregate(num_frames: int, starts: Sequence[int], n_valid: np.ndarray,
@@ -432,8 +451,9 @@ def score_split(model: LoadedModel, split: str, *, data_dir: str | None = None,
                 batch_size: int | None = None, max_batches: int | None = None,
                 progress: bool = True) -> dict[str, np.ndarray]:
     """Valid window records (``score``, ``label``, ``video_id``, ``n_frames``,
-    ``category``, ``method``) of every window of a dataset split, scored by ``model`` on
-    this process: the input of ``evaluation.evaluate_records`` / ``aggregate_videos``.
+    ``category``, ``method``; ``phone_stat`` when the model's clip score has the phone
+    term) of every window of a dataset split, scored by ``model`` on this process: the
+    input of ``evaluation.evaluate_records`` / ``aggregate_videos``.
     The data come from ``model.config.data`` ('random' needs no dataset; ``data_dir``
     overrides the config's)."""
     from avdetect.data import pipeline as data_pipeline
@@ -466,4 +486,12 @@ def score_split(model: LoadedModel, split: str, *, data_dir: str | None = None,
         collector.add(rec)
         bar.update(1)
     bar.close()
-    return collector.records()
+    records = collector.records()
+    clip = evaluation.ClipScore.from_config(config)
+    if clip.phones and len(records["score"]):
+        from avdetect.evaluators import add_phone_stats
+        cfg = copy.deepcopy(config)
+        if data_dir:
+            cfg.data.data_dir = data_dir
+        records = add_phone_stats(records, cfg, split, clip)
+    return records

@@ -49,7 +49,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from avdetect import contract
+from avdetect import contract, phone_sync
 
 THRESHOLD_RULES = ("eer", "max_bacc")
 
@@ -240,6 +240,8 @@ def aggregate_videos(records: Mapping[str, np.ndarray], clip_score: "ClipScore |
     if clip_score is not None and clip_score.kind != "windows":
         out["window_score"] = score
         out["score"], out["sync_stat"] = clip_scores(records, score, clip_score)
+        if clip_score.phones:
+            out["phone_stat"] = video_phone_stats(records)
     return out
 
 
@@ -313,6 +315,13 @@ class ClipScore:
       ``eval.fit_clip_weights``) from the training run's own real clips at evaluation
       (:func:`fit_clip_weights`; written into the reports as ``clip_score``, from which
       :meth:`with_report` reads them back, and into an exported file's config).
+
+    With ``phones`` (config ``eval.phone_sync``; 'combined' only) the combined score adds
+    ``phone_weight * phone statistic``: :func:`avdetect.phone_sync.phone_sync_stat`, the
+    heard phones against the lip opening, with the viseme opening table ``phone_table``
+    (config ``eval.phone_weight``, ``eval.phone_table``; fitted with the other weights).
+    The window records then carry the per-video ``phone_stat`` (the evaluator and
+    ``avdetect detect`` add it: :func:`avdetect.evaluators.add_phone_stats`).
     """
 
     kind: str = "windows"
@@ -321,6 +330,9 @@ class ClipScore:
     weights: tuple[float, float, float] = (1.0, 1.0, 0.0)
     fit: bool = False
     weights_source: str = "config.eval.clip_weights"
+    phones: bool = False
+    phone_weight: float = 1.0
+    phone_table: tuple[float, ...] = ()
 
     def __post_init__(self):
         if self.kind not in CLIP_SCORE_KINDS:
@@ -330,6 +342,13 @@ class ClipScore:
         if len(self.weights) != 3:
             raise ValueError(f"eval.clip_weights={self.weights!r}: expected 3 numbers "
                              "(window mean, sync statistic, bias)")
+        if self.phones and self.kind != "combined":
+            raise ValueError(f"eval.phone_sync=True adds a term to the combined score: it needs "
+                             f"eval.clip_score='combined', not {self.kind!r}")
+        if self.phones and not self.fit and len(self.phone_table) != phone_sync.NUM_CLASSES:
+            raise ValueError(f"eval.phone_sync=True: eval.phone_table must hold "
+                             f"{phone_sync.NUM_CLASSES} numbers (one per viseme class), got "
+                             f"{len(self.phone_table)}; or fit it with eval.fit_clip_weights=True")
 
     @classmethod
     def from_config(cls, config: Any) -> "ClipScore":
@@ -345,7 +364,11 @@ class ClipScore:
                    temperature=float(loss.get("sync_temperature", 0.1)),
                    weights=tuple(float(w) for w in ev.get("clip_weights", (1.0, 1.0, 0.0))),
                    # (fitting concerns the 'combined' weights only; other kinds ignore it)
-                   fit=bool(ev.get("fit_clip_weights", False)) and kind == "combined")
+                   fit=bool(ev.get("fit_clip_weights", False)) and kind == "combined",
+                   # (so is the phone term)
+                   phones=bool(ev.get("phone_sync", False)) and kind == "combined",
+                   phone_weight=float(ev.get("phone_weight", 1.0)),
+                   phone_table=tuple(float(x) for x in (ev.get("phone_table", ()) or ())))
 
     def describe(self) -> dict[str, Any]:
         """The report's ``clip_score`` section (JSON-able)."""
@@ -355,6 +378,9 @@ class ClipScore:
         if self.kind == "combined":
             out.update(weights=[float(w) for w in self.weights],
                        weights_source=self.weights_source)
+        if self.phones:
+            out.update(phone_weight=float(self.phone_weight),
+                       phone_table=[float(x) for x in self.phone_table])
         return out
 
     def with_report(self, report: Mapping[str, Any] | None, where: str = "") -> "ClipScore":
@@ -369,8 +395,17 @@ class ClipScore:
             raise ValueError(f"{where or 'the evaluation report'}: holds no fitted clip-score "
                              "weights (eval.fit_clip_weights=True fits them when the run is "
                              "evaluated: evaluate it first, python -m avdetect.main --mode=eval)")
+        phone = {}
+        if self.phones:
+            if "phone_weight" not in sec or len(sec.get("phone_table") or ()) != phone_sync.NUM_CLASSES:
+                raise ValueError(f"{where or 'the evaluation report'}: holds no fitted "
+                                 "phone-sync weight and table (eval.phone_sync=True): evaluate "
+                                 "it again, python -m avdetect.main --mode=eval")
+            phone = dict(phone_weight=float(sec["phone_weight"]),
+                         phone_table=tuple(float(x) for x in sec["phone_table"]))
         return dataclasses.replace(self, weights=tuple(float(w) for w in sec["weights"]),
-                                   fit=False, weights_source=str(sec.get("weights_source", "")))
+                                   fit=False, weights_source=str(sec.get("weights_source", "")),
+                                   **phone)
 
 
 def clip_scores(records: Mapping[str, np.ndarray], window_mean: np.ndarray, spec: ClipScore
@@ -389,17 +424,32 @@ def clip_scores(records: Mapping[str, np.ndarray], window_mean: np.ndarray, spec
     if spec.kind == "sync":
         return stat, stat
     w_win, w_sync, bias = spec.weights
-    return w_win * np.asarray(window_mean, np.float64) + w_sync * stat + bias, stat
+    score = w_win * np.asarray(window_mean, np.float64) + w_sync * stat + bias
+    if spec.phones:
+        score = score + spec.phone_weight * video_phone_stats(records)
+    return score, stat
 
 
-def zsum_weights(window_mean: Any, stat: Any) -> tuple[float, float, float]:
-    """'combined' weights from real clips' window means and synchrony statistics: each
-    term standardised by those clips' mean and standard deviation, the two summed with
-    equal weight - two numbers per term, no logistic fit, because the window score of
-    clips the classifier trained on is overfitted and a fit on them would lean on it
-    (METHODS.md 8). Raises ValueError for fewer than 2 clips or a constant term."""
-    out = []
-    for name, x in (("window mean", window_mean), ("synchrony statistic", stat)):
+def video_phone_stats(records: Mapping[str, np.ndarray]) -> np.ndarray:
+    """Each video's ``phone_stat`` (taken from its first window), videos sorted as
+    :func:`aggregate_videos` sorts them; raises ValueError when the records carry none."""
+    if "phone_stat" not in records:
+        raise ValueError("eval.phone_sync=True: the window records carry no 'phone_stat' "
+                         "(avdetect.evaluators.add_phone_stats adds it)")
+    _, first, _ = _video_groups(records["video_id"])
+    return np.asarray(records["phone_stat"], np.float64)[first]
+
+
+def zsum_weights(window_mean: Any, stat: Any, *more: Any) -> tuple[float, ...]:
+    """'combined' weights from real clips' window means and synchrony statistics (and
+    any ``more`` terms: the phone statistic): each term standardised by those clips' mean
+    and standard deviation, the terms summed with equal weight - (one weight per term,
+    then the bias), no logistic fit, because the window score of clips the classifier
+    trained on is overfitted and a fit on them would lean on it (METHODS.md 8). Raises
+    ValueError for fewer than 2 clips or a constant term."""
+    names = ["window mean", "synchrony statistic"] + ["phone statistic"] * len(more)
+    weights, bias = [], 0.0
+    for name, x in zip(names, (window_mean, stat, *more)):
         x = np.asarray(x, np.float64)
         if x.size < 2:
             raise ValueError(f"{x.size} real clip(s); the clip-score weights need at least 2")
@@ -407,9 +457,9 @@ def zsum_weights(window_mean: Any, stat: Any) -> tuple[float, float, float]:
         if not sd > 0:
             raise ValueError(f"the {name} is the same for every real clip; cannot "
                              "standardise it")
-        out.append((float(x.mean()), sd))
-    (m0, s0), (m1, s1) = out
-    return 1.0 / s0, 1.0 / s1, -(m0 / s0 + m1 / s1)
+        weights.append(1.0 / sd)
+        bias -= float(x.mean()) / sd
+    return (*weights, bias)
 
 
 def fit_clip_weights(records: Mapping[str, np.ndarray], spec: ClipScore, source: str
@@ -423,13 +473,15 @@ def fit_clip_weights(records: Mapping[str, np.ndarray], spec: ClipScore, source:
         raise ValueError(f"{source}: clip-score weights are fitted on real clips only")
     try:
         stat, _ = clip_scores(as_is, videos["score"],
-                              dataclasses.replace(spec, kind="sync", fit=False))
-        weights = zsum_weights(videos["score"], stat)
+                              dataclasses.replace(spec, kind="sync", fit=False, phones=False))
+        phone = (video_phone_stats(as_is),) if spec.phones else ()
+        *weights, bias = zsum_weights(videos["score"], stat, *phone)
     except ValueError as e:
         raise ValueError(f"{source}: {e}") from e
+    extra = {"phone_weight": weights[2]} if spec.phones else {}
     return dataclasses.replace(
-        spec, weights=weights, fit=False,
-        weights_source=f"fitted on {len(videos['score'])} real clips of {source}")
+        spec, weights=(weights[0], weights[1], bias), fit=False,
+        weights_source=f"fitted on {len(videos['score'])} real clips of {source}", **extra)
 
 
 # ----------------------------------------------------------------------------------
@@ -546,7 +598,7 @@ def _video_rows(records: Mapping[str, np.ndarray], clip_score: ClipScore | None 
             "label": [int(x) for x in videos["label"]]}
     if "method" in videos:
         rows["method"] = [str(m) for m in _names(np.asarray(videos["method"]), method_names)]
-    for k in ("window_score", "sync_stat"):
+    for k in ("window_score", "sync_stat", "phone_stat"):
         if k in videos:
             rows[k] = [float(x) for x in videos[k]]
     return rows

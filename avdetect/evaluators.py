@@ -13,7 +13,10 @@ metrics and the report format are :mod:`avdetect.evaluation`'s.
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import sys
+from typing import Mapping
 
 import jax
 import ml_collections
@@ -21,7 +24,7 @@ import numpy as np
 from absl import logging
 from jax.experimental import multihost_utils
 
-from avdetect import evaluation, sharding
+from avdetect import contract, evaluation, phone_sync, sharding
 from avdetect.data import metadata
 from avdetect.errors import ConfigError
 from avdetect.input_pipeline import label_vocabularies, make_eval_iterator
@@ -82,14 +85,18 @@ def evaluate_state(steps: Steps, state: State, config: ml_collections.ConfigDict
     rule = eval_cfg.get("threshold", "eer")
     fixed = float(eval_cfg.get("fixed_threshold", 0.5))
     cats, methods = label_vocabularies(config)
-    clip = evaluation.ClipScore.from_config(config)   # how windows become a video score
+    try:
+        clip = evaluation.ClipScore.from_config(config)   # how windows become a video score
+    except ValueError as e:
+        raise ConfigError(str(e)) from e
     if clip.fit:
         clip = fit_clip_score(steps, state, config, clip, max_batches)
     test_split, val_split = config.data.eval_split, config.data.get("val_split", None)
     reports = {}
     threshold, source = fixed, "fixed (config.eval.fixed_threshold; no validation split)"
     if val_split and val_split != test_split:
-        val = predict_split(steps, state, config, val_split, max_batches)
+        val = add_phone_stats(predict_split(steps, state, config, val_split, max_batches),
+                              config, val_split, clip)
         try:
             threshold = evaluation.video_threshold(val, rule, clip)
             source = f"chosen on split '{val_split}' video scores by rule '{rule}'"
@@ -104,7 +111,8 @@ def evaluate_state(steps: Steps, state: State, config: ml_collections.ConfigDict
         reports[val_split] = evaluation.evaluate_records(val, threshold=threshold, threshold_source=source,
                                                          split=val_split, category_names=cats,
                                                          method_names=methods, clip_score=clip)
-    test = predict_split(steps, state, config, test_split, max_batches)
+    test = add_phone_stats(predict_split(steps, state, config, test_split, max_batches),
+                           config, test_split, clip)
     reports[test_split] = evaluation.evaluate_records(test, threshold=threshold, threshold_source=source,
                                                       split=test_split, category_names=cats,
                                                       method_names=methods, clip_score=clip)
@@ -121,11 +129,136 @@ def fit_clip_score(steps: Steps, state: State, config: ml_collections.ConfigDict
     split = str(config.data.train_split)
     records = predict_split(steps, state, config, split, max_batches,
                             desc=f"fit clip score on {split} reals", trained_reals=True)
+    if clip.phones:
+        # The viseme opening table first: the phone statistic of these clips needs it.
+        inputs = phone_inputs(config, split, records)
+        table = phone_sync.fit_opening_table((v, phone_sync.lip_opening(lips))
+                                             for v, lips, _ in inputs.values())
+        clip = dataclasses.replace(clip, phone_table=tuple(float(x) for x in table))
+        records = add_phone_stats(records, config, split, clip, inputs)
     try:
         return evaluation.fit_clip_weights(records, clip, f"split '{split}' (the clips this "
                                            "run trained on)")
     except ValueError as e:
         raise ConfigError(f"eval.fit_clip_weights: {e}") from e
+
+
+# ----------------------------------------------------------------------------------
+# The phone-to-lip statistic of every scored video (config.eval.phone_sync)
+# ----------------------------------------------------------------------------------
+
+def phone_cache_dir(config: ml_collections.ConfigDict) -> str | None:
+    """Where heard visemes are kept between evaluations (``config.eval.phone_cache_dir``,
+    default ``<data_dir>/avdetect_cache/phone_visemes``; None: not kept)."""
+    explicit = config.get("eval", {}).get("phone_cache_dir", None)
+    if explicit:
+        return str(explicit)
+    data_dir = config.data.get("data_dir", None)
+    return os.path.join(str(data_dir), "avdetect_cache", "phone_visemes") if data_dir else None
+
+
+def phone_inputs(config: ml_collections.ConfigDict, split: str,
+                 records: Mapping[str, np.ndarray]) -> dict[int, tuple]:
+    """{record index: (heard visemes [T, 4], lips [T, 20, 2], T)} of every video in the
+    window ``records`` of ``split`` (their ``video_id`` is the record index), read from
+    the dataset's shards; the visemes come from :class:`phone_sync.VisemeCache`."""
+    if config.data.name == "random":
+        raise ConfigError("eval.phone_sync=True needs a built dataset with 'audio' and 'lips' "
+                          "streams; the 'random' dataset has neither")
+    from avdetect.data import pipeline
+
+    source, _, _ = pipeline.open_split(config.data, split)
+    cache = phone_sync.VisemeCache(phone_cache_dir(config))
+    ids = np.unique(np.asarray(records["video_id"]).astype(np.int64))
+    audio, lips = [], {}
+    for r in ids:
+        ex = source[int(r)]
+        missing = [k for k in ("audio", "lips") if k not in ex]
+        if missing:
+            name = ex.get("video_id", r)
+            name = name.decode() if isinstance(name, bytes) else name
+            raise ConfigError(f"eval.phone_sync=True: record {name} of split {split!r} has no "
+                              f"{missing} stream (build the dataset with them: shard format "
+                              ">= 4)")
+        t = int(ex["num_frames"])
+        audio.append((np.asarray(ex["audio"]), t))
+        lips[int(r)] = np.asarray(ex["lips"])[:t]
+    # (pocketsphinx is single-threaded: one process per core for the uncached clips)
+    visemes = cache.visemes_many(audio, workers=os.cpu_count() or 1)
+    return {int(r): (v, lips[int(r)], t) for r, v, (_, t) in zip(ids, visemes, audio)}
+
+
+def phone_eval_records(config: ml_collections.ConfigDict) -> list[tuple[str, np.ndarray]]:
+    """(split, record indices) of every clip a final evaluation hears phones in: the
+    real clips training reads (the weights' fit), then the validation and eval splits."""
+    from avdetect.data import pipeline
+
+    train_split = str(config.data.train_split)
+    out = [(train_split, pipeline.trained_real_records(
+        config.data, pipeline.load_split_index(config.data, train_split)))]
+    for split in (config.data.get("val_split", None), config.data.eval_split):
+        if split:
+            out.append((split, np.arange(len(pipeline.load_split_index(config.data, split)))))
+    return out
+
+
+class PhonePrefetch:
+    """A background process, at low priority, that fills the heard-viseme cache for the
+    final evaluation while training runs (config.eval.phone_sync with a disk cache):
+    recognition costs ~0.45 s of one core per clip, and a training step leaves part of
+    the second core idle. :meth:`stop` ends it; the evaluator computes what it left."""
+
+    def __init__(self, config: ml_collections.ConfigDict):
+        import multiprocessing
+
+        self._proc = None
+        clip = evaluation.ClipScore.from_config(config)
+        cache = phone_cache_dir(config)
+        if not clip.phones or cache is None or config.data.name == "random":
+            return
+        work = [(split, ids.tolist()) for split, ids in phone_eval_records(config)]
+        ctx = multiprocessing.get_context("spawn")     # a fresh interpreter: no JAX state
+        self._proc = ctx.Process(target=phone_sync.warm_cache, daemon=True,
+                                 args=(str(config.data.name), config.data.get("data_dir", None),
+                                       work, cache))
+        self._proc.start()
+
+    def stop(self) -> None:
+        if self._proc is not None and self._proc.is_alive():
+            self._proc.terminate()
+        if self._proc is not None:
+            self._proc.join()
+        self._proc = None
+
+
+def add_phone_stats(records: dict[str, np.ndarray], config: ml_collections.ConfigDict,
+                    split: str, clip: evaluation.ClipScore, inputs: dict | None = None
+                    ) -> dict[str, np.ndarray]:
+    """``records`` with each window's ``phone_stat`` (``clip.phones``; else unchanged): its
+    video's :func:`phone_sync.phone_sync_stat`, over the whole clip for as-is windows and
+    over the span without digital silence (``trim_lead`` / ``trim_trail``) for windows of
+    the trimmed view only."""
+    if not clip.phones:
+        return records
+    inputs = phone_inputs(config, split, records) if inputs is None else inputs
+    vid = np.asarray(records["video_id"]).astype(np.int64)
+    view = records.get("view")
+    stat = np.zeros(len(vid), np.float64)
+
+    def of(visemes, lips):
+        return phone_sync.phone_sync_stat(visemes, phone_sync.lip_opening(lips), clip.phone_table)
+
+    for r, (visemes, lips, t) in inputs.items():
+        mine = vid == r
+        stat[mine] = of(visemes, lips)
+        if view is None:
+            continue
+        only_trimmed = mine & ((np.asarray(view) & contract.VIEW_AS_IS) == 0)
+        if only_trimmed.any():
+            i = int(np.argmax(only_trimmed))
+            lead, trail = int(records["trim_lead"][i]), int(records["trim_trail"][i])
+            stat[only_trimmed] = of(visemes[lead:t - trail], lips[lead:t - trail])
+    return {**records, "phone_stat": stat}
 
 
 class _NullBar:

@@ -329,6 +329,9 @@ def _fitted_clip_score(config: ml_collections.ConfigDict, report: dict | None, w
     except ValueError as e:
         raise CheckpointError(str(e)) from e
     config.eval.clip_weights = clip.weights
+    if clip.phones:
+        config.eval.phone_weight = clip.phone_weight
+        config.eval.phone_table = clip.phone_table
     config.eval.fit_clip_weights = False
     return f"clip-score weights {clip.weights_source}"
 

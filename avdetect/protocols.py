@@ -202,7 +202,7 @@ def evaluate_tests(config: ml_collections.ConfigDict, workdir: str, tests: Seque
     (written as ``<workdir>/cross/eval_<name>_<split>.json/.md``)."""
     import jax
     from avdetect import checkpointing, evaluation, sharding
-    from avdetect.evaluators import predict_split
+    from avdetect.evaluators import add_phone_stats, predict_split
     from avdetect.input_pipeline import label_vocabularies, make_eval_iterator
     from avdetect.methods import build_method
     from avdetect.steps import Steps
@@ -237,7 +237,8 @@ def evaluate_tests(config: ml_collections.ConfigDict, workdir: str, tests: Seque
                                 sharding.host_to_global(example, mesh), train=False)
             with checkpointing.Checkpointer(directory, read_only=True, asynchronous=False) as ck:
                 state = ck.restore_state(step, steps.abstract_state)
-        records = predict_split(steps, state, cfg, split, desc=f"eval {t}")
+        records = add_phone_stats(predict_split(steps, state, cfg, split, desc=f"eval {t}"),
+                                  cfg, split, clip)
         cats, methods = label_vocabularies(cfg)
         rep = evaluation.evaluate_records(records, threshold=threshold, threshold_source=source,
                                           split=split, category_names=cats, method_names=methods,

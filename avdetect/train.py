@@ -46,6 +46,8 @@ Config fields read here (defaults in brackets):
   eval.trim_silence [False] (also report every figure with digital silence trimmed);
   eval.clip_score ['windows' | 'sync' | 'combined'], eval.clip_sync_stat, eval.clip_weights,
   eval.fit_clip_weights [False] (the combined weights fitted on the trained real clips);
+  eval.phone_sync [False] (add the heard-phones statistic to the combined score;
+  avdetect.phone_sync), eval.phone_weight, eval.phone_table, eval.phone_cache_dir;
   data.eval_batch_size [data.batch_size], data.random_eval_videos [16];
   mesh [[('data', -1)]], sharding_strategy [[('.*', 'replicate')]], optim.* (avdetect.optim).
 """
@@ -63,7 +65,7 @@ from absl import logging
 
 from avdetect import checkpointing, evaluation, host_memory, metric_writers, sharding
 from avdetect.errors import CheckpointError
-from avdetect.evaluators import evaluate_state, progress
+from avdetect.evaluators import PhonePrefetch, evaluate_state, progress
 from avdetect.input_pipeline import make_eval_iterator, make_train_iterator
 from avdetect.methods import build_method
 from avdetect.preemption import Preemption
@@ -206,6 +208,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     logging.info("train step compiled in %.1f s", time.time() - t_compile)
 
     # ---------------------------------------------------------------------- loop --
+    # (the final evaluation's heard phones are recognised meanwhile on idle CPU)
+    prefetch = PhonePrefetch(config) if start < total else None
     bar = progress("train", total, initial=start)
     acc, last_train, data_state = None, {}, first_data_state
     t_mark, steps_mark, timed_first = time.time(), start, False
@@ -249,6 +253,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                 t_mark, steps_mark = time.time(), done   # evaluation is not training time
     bar.close()
     ckpt.wait()
+    if prefetch is not None:
+        prefetch.stop()
     if preempted:
         logging.warning("preempted: step %d saved in %s; run the same command to continue",
                         done, ckpt.directory)

@@ -202,6 +202,15 @@ def base_config(method: str, arg: ml_collections.ConfigDict, *, inputs: tuple[st
     # the reports, from which `avdetect detect` / `export` read them (the real-footage
     # recipe, METHODS.md 8); ignored by the other clip_score kinds.
     c.eval.fit_clip_weights = False
+    # True ('combined' only): add the heard-phones-against-lips statistic
+    # (avdetect/phone_sync.py) as a third term, phone_weight * statistic, its viseme
+    # opening table phone_table (14 numbers) fitted with the weights above; the dataset
+    # needs 'audio' and 'lips' streams. Heard visemes are kept in phone_cache_dir
+    # (default <data_dir>/avdetect_cache/phone_visemes; '' = that default).
+    c.eval.phone_sync = False
+    c.eval.phone_weight = 1.0
+    c.eval.phone_table = ()
+    c.eval.phone_cache_dir = ""
 
     c.mesh = [("data", -1), ("model", 1)]
     c.sharding_strategy = [(".*", "replicate")]

@@ -154,18 +154,23 @@ def test_clip_score_rules_and_report_rows():
 
 def test_clip_score_from_config_defaults_and_overrides():
     from configs import baseline
-    # the real-footage recipe: window mean + clip neg_sim0, weights fitted at evaluation
+    # the real-footage recipe: window mean + clip neg_sim0 + heard phones, weights (and
+    # the phones' viseme table) fitted at evaluation
     config = baseline.get_config("tiny,real")
     assert ev.ClipScore.from_config(config) == ev.ClipScore(kind="combined", temperature=0.1,
-                                                            fit=True)
+                                                            fit=True, phones=True)
     config.eval.fit_clip_weights = False
+    with pytest.raises(ValueError, match="phone_table must hold 14"):
+        ev.ClipScore.from_config(config)          # fixed weights need a fixed table too
+    config.eval.phone_sync = False
     config.eval.clip_weights = (1.0, 3.0, 0.5)
     spec = ev.ClipScore.from_config(config)
     assert spec.kind == "combined" and spec.weights == (1.0, 3.0, 0.5) and not spec.fit
     # fitting concerns the combined weights only: the other kinds ignore it (a grid over
     # eval.clip_score needs no second key)
-    config.eval.update(clip_score="windows", fit_clip_weights=True)
+    config.eval.update(clip_score="windows", fit_clip_weights=True, phone_sync=True)
     assert not ev.ClipScore.from_config(config).fit
+    assert not ev.ClipScore.from_config(config).phones
     # every other config keeps the window mean
     assert ev.ClipScore.from_config(baseline.get_config("tiny")) == ev.ClipScore()
 
@@ -275,7 +280,8 @@ def sync_workdir(tmp_path_factory):
                         async_checkpoints=False, tensorboard=False)
     config.data.update(batch_size=4, random_eval_videos=6)
     config.eval.update(clip_score="combined", clip_sync_stat="neg_sim0", clip_weights=WEIGHTS,
-                       fit_clip_weights=False)   # 'random' has no real clips to fit on
+                       fit_clip_weights=False,   # 'random' has no real clips to fit on,
+                       phone_sync=False)         # nor audio and lips to hear phones in
     wd = tmp_path_factory.mktemp("clip_sync") / "wd"
     train.train_and_evaluate(config, str(wd))
     return wd

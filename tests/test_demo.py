@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from avdetect import contract, detect
+from avdetect import contract, detect, evaluators, phone_sync
 from avdetect.inference import load_model
-from avdetect.data import splits
+from avdetect.data import metadata, splits
 from avdetect.preprocess import contact_sheet
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -109,9 +109,52 @@ def test_quick_demo_runs_every_stage(demo_run, realav_dir):
         k = rec["sync_sum"].shape[1] // 2
         sync0.append(-rec["sync_sum"][w, k].sum() / rec["sync_count"][w, k].sum())
     assert len(means) == trained_reals
+    # ... and the heard-phones term (eval.phone_sync): its viseme table is each class's
+    # mean standardised lip opening over those reals (NumPy bincounts over the shards'
+    # lips and the cached visemes), its weight the inverse spread of their statistic
+    phone = np.array([rec["phone_stat"][rec["video_id"] == v][0]
+                      for v in np.unique(rec["video_id"][rec["label"] == 0])])
     expect = [1 / np.std(means), 1 / np.std(sync0),
-              -(np.mean(means) / np.std(means) + np.mean(sync0) / np.std(sync0))]
+              -(np.mean(means) / np.std(means) + np.mean(sync0) / np.std(sync0)
+                + np.mean(phone) / np.std(phone))]
     np.testing.assert_allclose(clip["weights"], expect, rtol=1e-3, atol=1e-3)
+    assert clip["phone_weight"] == pytest.approx(1 / np.std(phone), rel=1e-3)
+    assert model.config.eval.phone_table == pytest.approx(clip["phone_table"])
+    src, index, _ = metadata.open_split(model.config.data.name, model.config.data.data_dir,
+                                        "train+validation")
+    cache = phone_sync.VisemeCache(evaluators.phone_cache_dir(model.config))
+    total, count = np.zeros(len(clip["phone_table"])), np.zeros(len(clip["phone_table"]))
+    for r in np.nonzero(index.label == 0)[0]:
+        ex = src[int(r)]
+        t = int(ex["num_frames"])
+        lips = np.asarray(ex["lips"], np.float64)[:t]
+        ratio = (np.linalg.norm(lips[:, 14] - lips[:, 18], axis=1)
+                 + np.linalg.norm(lips[:, 13] - lips[:, 19], axis=1)
+                 + np.linalg.norm(lips[:, 15] - lips[:, 17], axis=1)) / 3 / (
+            np.linalg.norm(lips[:, 0] - lips[:, 6], axis=1) + 1e-6)
+        z = (ratio - ratio.mean()) / ratio.std()
+        v = cache.visemes(np.asarray(ex["audio"]), t).astype(np.int64)
+        total += np.bincount(v.reshape(-1), np.repeat(z, v.shape[1]), minlength=len(total))
+        count += np.bincount(v.reshape(-1), minlength=len(total))
+    np.testing.assert_allclose(clip["phone_table"], np.where(count > 0, total / np.maximum(
+        count, 1), 0), rtol=1e-6, atol=1e-9)
+    # the trainer's background prefetch of those visemes (evaluators.PhonePrefetch) lists
+    # the trained reals, then the validation and test splits, and writes what recognition
+    # gives in the main process
+    work = evaluators.phone_eval_records(model.config)
+    assert [w[0] for w in work] == ["train+validation", "validation", "test"]
+    assert len(work[0][1]) == trained_reals
+    fresh = out.parent / "prefetch_cache"
+    phone_sync.warm_cache(model.config.data.name, model.config.data.data_dir,
+                          [("test", work[2][1][:2])], str(fresh))
+    test_src, _, _ = metadata.open_split(model.config.data.name, model.config.data.data_dir,
+                                         "test")
+    for r in work[2][1][:2]:
+        ex = test_src[int(r)]
+        np.testing.assert_array_equal(
+            phone_sync.VisemeCache(fresh).visemes(np.asarray(ex["audio"]), int(ex["num_frames"])),
+            phone_sync.heard_visemes(np.asarray(ex["audio"]), int(ex["num_frames"])))
+    assert len(list(fresh.glob("*.npy"))) == 2
     test_ids = {r["identity"] for r in rows if splits.split_of(r["identity"]) == "test"}
     assert report["video"]["overall"]["n_real"] == sum(
         r["label"] == "real" for r in rows if r["identity"] in test_ids)

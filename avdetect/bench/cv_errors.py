@@ -14,11 +14,11 @@ again) and prints
 
   python -m avdetect.bench.cv_errors --data=realtalk/face112 --data_dir=D \\
       --runs "W/data.real_share=0" ["W2/model.fusion.center=True" ...] [--kind pf_swap] \\
-      [--score score|window_score|sync_stat]
+      [--score score|window_score|sync_stat|phone_stat]
 
 ``--score`` reads one term of a combined clip score instead of the score itself (runs of
-the real-footage recipe keep both per video): the same fold models scored by the mean
-window score alone or by the clip's synchrony alone.
+the real-footage recipe keep each term per video): the same fold models scored by the
+mean window score alone, by the clip's synchrony alone, or by the heard phones alone.
 """
 
 from __future__ import annotations
@@ -35,15 +35,16 @@ from avdetect.data import metadata
 from avdetect.errors import ConfigError
 
 
-SCORE_COLUMNS = ("score", "window_score", "sync_stat")
+SCORE_COLUMNS = ("score", "window_score", "sync_stat", "phone_stat")
 
 
 def fold_scores(runs: Sequence[str], fold: int, column: str = "score"
                 ) -> dict[str, dict[str, list]]:
     """The per-split video scores of fold ``fold``, averaged over ``runs`` (same records).
     ``column``: the video score the runs were evaluated with ('score'), or, for runs with
-    a clip-pooled score (``eval.clip_score`` 'combined'), either of its two terms: the
-    mean window score ('window_score') or the clip's synchrony statistic ('sync_stat')."""
+    a clip-pooled score (``eval.clip_score`` 'combined'), one of its terms: the mean
+    window score ('window_score'), the clip's synchrony statistic ('sync_stat') or, with
+    ``eval.phone_sync``, the heard-phones statistic ('phone_stat')."""
     per_run = []
     for run in runs:
         path = os.path.join(run, f"fold{fold}", loso.VIDEOS_FILE)
@@ -118,7 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--kind", default="pf_swap", help="the manipulation of the error list")
     p.add_argument("--score", default="score", choices=SCORE_COLUMNS,
                    help="the video score to read (fold_scores): the run's own, or one of the "
-                        "combined clip score's two terms")
+                        "combined clip score's terms")
     p.add_argument("--top", type=int, default=10)
     a = p.parse_args(argv)
     rows = loso.clip_rows(metadata.dataset_metadata(a.data, a.data_dir))

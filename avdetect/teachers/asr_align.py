@@ -203,12 +203,21 @@ class SphinxAligner:
                 "allphone", os.path.join(get_model_path(), "en-us", "en-us-phone.lm.bin"))
         return self._decoder
 
+    def _fresh_decoder(self):
+        """The decoder, reset: pocketsphinx carries its noise estimate and cepstral mean
+        from one utterance into the next, so without this a clip's phones would depend
+        on the clips decoded before it."""
+        d = self.decoder
+        d.reinit_feat()
+        d.set_cmn(d.config["cmninit"])
+        return d
+
     def in_dictionary(self, word: str) -> bool:
         return self.decoder.lookup_word(word) is not None
 
     def align(self, audio: np.ndarray, words: Sequence[str]) -> list[PhoneSegment]:
         """Phone segments of ``words`` forced onto ``audio``; raises AlignmentError."""
-        d, pcm = self.decoder, _pcm16(audio)
+        d, pcm = self._fresh_decoder(), _pcm16(audio)
         try:
             d.set_align_text(" ".join(words))
             d.start_utt(); d.process_raw(pcm, full_utt=True); d.end_utt()
@@ -227,7 +236,7 @@ class SphinxAligner:
 
     def recognize(self, audio: np.ndarray) -> list[PhoneSegment]:
         """Phone segments from unconstrained phone recognition (allphone search)."""
-        d = self.decoder
+        d = self._fresh_decoder()
         d.activate_search("allphone")
         d.start_utt(); d.process_raw(_pcm16(audio), full_utt=True); d.end_utt()
         return [PhoneSegment(s.word, s.start_frame * SPHINX_FRAME_S,
