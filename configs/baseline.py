@@ -40,7 +40,9 @@ pf_tts 0.98 (22), pf_other_sentence 0.90 (10), pf_freeze 0.94 (22), pf_blend 0.6
 pf_rerender 0.94 (22), Wav2Lip 0.75 (5), SadTalker 0.66 (9), DFDC face-swap 0.85 (4),
 EDTalk 0.14 (1); with digital silence trimmed overall 0.885. The same model without the
 phone term (--config.eval.phone_sync=False): shift / swap 0.88 / 0.86, generated fakes
-0.76 (against 0.70); its mean window score alone: shift / swap 0.85 / 0.82. Single seed.
+0.76 (against 0.70); its mean window score alone: shift / swap 0.85 / 0.82. Seed 1
+(--config.seed=1): 0.878 overall, shift / swap / reverse / TTS 0.94 / 0.93 / 0.97 / 0.98,
+generated 0.65.
 Printed in W/eval_test.md. Ablations, the longer run, the clip-level sync score, the
 synthetic mix, stream augmentation and the learning curve: METHODS.md 8.
 ``make demo`` trains exactly this (``python -m avdetect.demo --out DIR``, 2026-12-08 00:43
