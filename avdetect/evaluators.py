@@ -85,10 +85,7 @@ def evaluate_state(steps: Steps, state: State, config: ml_collections.ConfigDict
     rule = eval_cfg.get("threshold", "eer")
     fixed = float(eval_cfg.get("fixed_threshold", 0.5))
     cats, methods = label_vocabularies(config)
-    try:
-        clip = evaluation.ClipScore.from_config(config)   # how windows become a video score
-    except ValueError as e:
-        raise ConfigError(str(e)) from e
+    clip = clip_rule(config)                   # how windows become a video score
     if clip.fit:
         clip = fit_clip_score(steps, state, config, clip, max_batches)
     test_split, val_split = config.data.eval_split, config.data.get("val_split", None)
@@ -117,6 +114,14 @@ def evaluate_state(steps: Steps, state: State, config: ml_collections.ConfigDict
                                                       split=test_split, category_names=cats,
                                                       method_names=methods, clip_score=clip)
     return reports
+
+
+def clip_rule(config: ml_collections.ConfigDict) -> evaluation.ClipScore:
+    """``config.eval``'s video-score rule; a bad setting raises ConfigError."""
+    try:
+        return evaluation.ClipScore.from_config(config)
+    except ValueError as e:
+        raise ConfigError(str(e)) from e
 
 
 def fit_clip_score(steps: Steps, state: State, config: ml_collections.ConfigDict,
@@ -212,7 +217,7 @@ class PhonePrefetch:
         import multiprocessing
 
         self._proc = None
-        clip = evaluation.ClipScore.from_config(config)
+        clip = clip_rule(config)
         cache = phone_cache_dir(config)
         if not clip.phones or cache is None or config.data.name == "random":
             return
@@ -222,6 +227,18 @@ class PhonePrefetch:
                                  args=(str(config.data.name), config.data.get("data_dir", None),
                                        work, cache))
         self._proc.start()
+
+    @property
+    def started(self) -> bool:
+        return self._proc is not None
+
+    def join(self, timeout: float | None = None) -> int | None:
+        """Waits for the prefetch to finish (``timeout`` seconds at most); its exit code
+        (None while it still runs, or when none was started)."""
+        if self._proc is None:
+            return None
+        self._proc.join(timeout)
+        return self._proc.exitcode
 
     def stop(self) -> None:
         if self._proc is not None and self._proc.is_alive():
@@ -243,6 +260,7 @@ def add_phone_stats(records: dict[str, np.ndarray], config: ml_collections.Confi
     inputs = phone_inputs(config, split, records) if inputs is None else inputs
     vid = np.asarray(records["video_id"]).astype(np.int64)
     view = records.get("view")
+    as_is = None if view is None else (np.asarray(view) & contract.VIEW_AS_IS) != 0
     stat = np.zeros(len(vid), np.float64)
 
     def of(visemes, lips):
@@ -251,9 +269,9 @@ def add_phone_stats(records: dict[str, np.ndarray], config: ml_collections.Confi
     for r, (visemes, lips, t) in inputs.items():
         mine = vid == r
         stat[mine] = of(visemes, lips)
-        if view is None:
+        if as_is is None:
             continue
-        only_trimmed = mine & ((np.asarray(view) & contract.VIEW_AS_IS) == 0)
+        only_trimmed = mine & ~as_is
         if only_trimmed.any():
             i = int(np.argmax(only_trimmed))
             lead, trail = int(records["trim_lead"][i]), int(records["trim_trail"][i])

@@ -26,7 +26,7 @@ The tolerance of +-2 frames (80 ms) absorbs the aligner's timing error and the
 few-frame offsets real recordings have at their source (METHODS.md 8: real clips' learned
 profiles peak at +-1-3 frames for half of them).
 
-Recognition costs ~0.25 s of one core per 7-s clip; :class:`VisemeCache` keeps each
+Recognition costs ~0.45 s of one core per 7-s clip (2-core Intel Xeon, METHODS.md 8); :class:`VisemeCache` keeps each
 audio's visemes on disk (keyed by a hash of the int16 samples), so a split is
 recognised once for all the runs and evaluations that read it.
 """
@@ -75,9 +75,8 @@ def heard_visemes(audio: np.ndarray, num_frames: int, aligner=None) -> np.ndarra
     from avdetect.teachers import asr_align
 
     audio = np.asarray(audio)
-    if audio.dtype == np.int16:
-        audio = audio.astype(np.float32) / 32768.0
-    audio = np.asarray(audio, np.float32).reshape(-1)
+    audio = (contract.from_int16(audio) if audio.dtype == np.int16
+             else np.asarray(audio, np.float32)).reshape(-1)
     if num_frames <= 0:
         raise ValueError(f"num_frames must be positive, got {num_frames}")
     if not np.any(audio):

@@ -155,6 +155,20 @@ def test_quick_demo_runs_every_stage(demo_run, realav_dir):
             phone_sync.VisemeCache(fresh).visemes(np.asarray(ex["audio"]), int(ex["num_frames"])),
             phone_sync.heard_visemes(np.asarray(ex["audio"]), int(ex["num_frames"])))
     assert len(list(fresh.glob("*.npy"))) == 2
+    # the prefetch process itself, into an empty cache: it hears every listed record
+    cfg = model.config
+    cfg.eval.phone_cache_dir = str(out.parent / "prefetch_all")
+    prefetch = evaluators.PhonePrefetch(cfg)
+    assert prefetch.started and prefetch.join(timeout=600) == 0
+    prefetch.stop()
+    cache = phone_sync.VisemeCache(cfg.eval.phone_cache_dir)
+    for split, ids in work:
+        split_src, _, _ = metadata.open_split(cfg.data.name, cfg.data.data_dir, split)
+        for r in ids:
+            ex = split_src[int(r)]
+            assert cache._path(np.asarray(ex["audio"]), int(ex["num_frames"])).exists()
+    cfg.eval.phone_sync = False
+    assert not evaluators.PhonePrefetch(cfg).started
     test_ids = {r["identity"] for r in rows if splits.split_of(r["identity"]) == "test"}
     assert report["video"]["overall"]["n_real"] == sum(
         r["label"] == "real" for r in rows if r["identity"] in test_ids)

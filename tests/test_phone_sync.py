@@ -169,6 +169,15 @@ def test_phone_term_settings_are_checked():
     with pytest.raises(ValueError, match="no 'phone_stat'"):
         ev.aggregate_videos(rec, ev.ClipScore(kind="combined", phones=True,
                                               phone_table=(0.0,) * 14))
+    # the trainer and the evaluator read the rule through evaluators.clip_rule: a bad
+    # setting is a ConfigError naming the key, before any training or evaluation
+    import ml_collections
+    from avdetect import evaluators
+    from avdetect.errors import ConfigError
+    cfg = ml_collections.ConfigDict({"eval": {"clip_score": "combined", "phone_sync": True,
+                                              "fit_clip_weights": False}})
+    with pytest.raises(ConfigError, match="eval.phone_table must hold 14"):
+        evaluators.clip_rule(cfg)
     spec = ev.ClipScore(kind="combined", fit=True, phones=True)
     with pytest.raises(ValueError, match="no fitted phone-sync"):
         spec.with_report({"clip_score": {"kind": "combined", "weights": [1, 1, 0]}}, "r.json")
